@@ -1,0 +1,62 @@
+"""ImageNet-1k class index and ``decode_predictions``, offline.
+
+The 1000-class index ships inside the package
+(``keras_xception/data/imagenet_class_index.json``, same content and format as
+Keras's downloaded ``imagenet_class_index.json``: index -> [WordNet id, name]),
+so decoding never needs the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+import numpy as np
+
+__all__ = ["decode_predictions", "class_index", "NUM_CLASSES"]
+
+NUM_CLASSES = 1000
+
+
+@functools.lru_cache(maxsize=1)
+def class_index() -> tuple[tuple[str, str], ...]:
+    """The 1000 ``(wnid, class_name)`` pairs, in model-output order."""
+    text = resources.files("keras_xception").joinpath("data/imagenet_class_index.json").read_text()
+    d = json.loads(text)
+    return tuple((d[str(i)][0], d[str(i)][1]) for i in range(NUM_CLASSES))
+
+
+def decode_predictions(preds, top=5):
+    """Turn ImageNet class scores into ``(wnid, class_name, score)`` tuples.
+
+    Args:
+        preds: Scores of shape ``(batch, 1000)`` (NumPy array, list or tensor),
+            e.g. the output of ``Xception(weights="imagenet").predict(x)``.
+        top: How many classes to return per image, 1..1000.
+
+    Returns:
+        One list per image of ``top`` tuples ``(wnid, class_name, score)``,
+        best first; ``score`` is a Python float.
+
+    Raises:
+        ValueError: if ``preds`` is not shaped ``(batch, 1000)`` or ``top`` is
+            not an integer in 1..1000.
+    """
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= NUM_CLASSES:
+        raise ValueError(f"`top` must be an integer in 1..{NUM_CLASSES}; received top={top!r}.")
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
+        raise ValueError(
+            "`decode_predictions` expects a batch of ImageNet predictions, an array of shape "
+            f"(batch, {NUM_CLASSES}); received shape {preds.shape}. Build the model with "
+            "include_top=True and classes=1000."
+        )
+    if not np.issubdtype(preds.dtype, np.number):
+        raise ValueError(f"`preds` must be numeric; received dtype {preds.dtype}.")
+    index = class_index()
+    results = []
+    for row in preds:
+        best = np.argsort(-row, kind="stable")[:top]
+        results.append([(index[i][0], index[i][1], float(row[i])) for i in best])
+    return results

@@ -1,0 +1,149 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_xception as kx
+from keras_xception import architecture
+from conftest import SMALL, rel_diff
+
+
+@pytest.fixture(scope="module")
+def model():
+    return kx.Xception(weights=None)
+
+
+def trainable(m):
+    return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
+
+def test_parameter_counts_match_paper_and_keras(model):
+    assert model.count_params() == 22_910_480
+    assert trainable(model) == 22_855_952  # Chollet 2017, Table 3
+    notop = kx.Xception(weights=None, include_top=False)
+    assert notop.count_params() == 20_861_480
+
+
+def test_weighted_layers_same_classes_shapes_order_as_keras(model):
+    ref = keras.applications.Xception(weights=None)
+    sig = lambda m: [
+        (type(l).__name__, [tuple(w.shape) for w in l.weights]) for l in m.layers if l.weights
+    ]
+    assert sig(model) == sig(ref)
+    # The .weights.h5 format keys layers by class and position among all layers.
+    assert [type(l).__name__ for l in model.layers] == [type(l).__name__ for l in ref.layers]
+
+
+def test_keras_explicit_names_kept_and_residual_layers_named(model):
+    ref = keras.applications.Xception(weights=None)
+    ours = {l.name for l in model.layers}
+    keras_named = {l.name for l in ref.layers if l.name.startswith("block") or l.name in ("avg_pool", "predictions")}
+    assert keras_named <= ours
+    for b in (2, 3, 4, 13):
+        assert {f"block{b}_residual_conv", f"block{b}_residual_bn", f"block{b}_add"} <= ours
+    for b in range(5, 13):
+        assert f"block{b}_add" in ours
+    assert not [l.name for l in model.layers if l.name.startswith(("conv2d", "batch_normalization", "add"))]
+
+
+def test_middle_flow_is_eight_blocks_of_three_728_separable_convs():
+    spec = architecture.xception_spec()
+    middle = [b for b in spec.blocks if b.residual == "identity"]
+    assert len(middle) == 8
+    assert all(b.filters == (728, 728, 728) for b in middle)
+    assert spec.output_channels == 2048
+
+
+def test_minimum_input_and_feature_map_shape():
+    m = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3))
+    assert m.output_shape == (None, 3, 3, 2048)
+    assert m.get_layer("block14_sepconv2_act").output.shape[1:] == (3, 3, 2048)
+
+
+@pytest.mark.parametrize("pooling,shape", [(None, (None, None, None, 2048)), ("avg", (None, 2048)), ("max", (None, 2048))])
+def test_pooling(pooling, shape):
+    m = kx.Xception(weights=None, include_top=False, pooling=pooling)
+    assert m.output_shape == shape
+
+
+@pytest.mark.parametrize("channels", [1, 5])
+def test_any_channel_count_without_weights(channels):
+    m = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, channels), pooling="avg")
+    out = m.predict(np.zeros((1, SMALL, SMALL, channels), "float32"), verbose=0)
+    assert out.shape == (1, 2048)
+    assert m.get_layer("block1_conv1").kernel.shape == (3, 3, channels, 32)
+
+
+def test_input_tensor_from_another_model():
+    inp = keras.Input((96, 96, 3))
+    t = keras.layers.Resizing(SMALL, SMALL)(inp)
+    m = kx.Xception(weights=None, include_top=False, input_tensor=t, pooling="avg")
+    assert m.inputs[0] is inp
+    assert m.predict(np.zeros((1, 96, 96, 3), "float32"), verbose=0).shape == (1, 2048)
+
+
+def test_input_tensor_must_be_symbolic():
+    with pytest.raises(ValueError, match="input_tensor"):
+        kx.Xception(weights=None, input_tensor=np.zeros((1, 80, 80, 3)))
+
+
+def test_channels_first_matches_channels_last(images):
+    last = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3))
+    keras.config.set_image_data_format("channels_first")
+    try:
+        first = kx.Xception(weights=None, include_top=False, input_shape=(3, SMALL, SMALL))
+        assert first.get_layer("block1_conv1_bn").axis in (1, [1])
+        first.set_weights(last.get_weights())
+        x = kx.preprocess_input(images)
+        out_first = first.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    out_last = last.predict(x, verbose=0)
+    assert out_first.shape == (2, 2048, 3, 3)
+    assert rel_diff(np.transpose(out_first, (0, 2, 3, 1)), out_last) < 1e-4
+
+
+def test_include_preprocessing_takes_raw_pixels(images):
+    raw = kx.Xception(weights=None, include_top=False, pooling="avg", include_preprocessing=True)
+    plain = kx.Xception(weights=None, include_top=False, pooling="avg")
+    plain.set_weights(raw.get_weights())
+    a = raw.predict(images, verbose=0)
+    b = plain.predict(kx.preprocess_input(images), verbose=0)
+    assert rel_diff(a, b) < 1e-5
+
+
+def test_classes_and_activation_without_weights():
+    m = kx.Xception(weights=None, classes=7, classifier_activation=None, input_shape=(SMALL, SMALL, 3))
+    assert m.output_shape == (None, 7)
+    assert m.get_layer("predictions").activation.__name__ == "linear"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(weights=None, input_shape=(70, 299, 3), include_top=False), "at least 71"),
+        (dict(weights=None, input_shape=(299, 299), include_top=False), "3 entries"),
+        (dict(weights=None, include_top=False, pooling="mean"), "pooling"),
+        (dict(weights="imagenett"), "weights"),
+        (dict(weights="/no/such/file.h5"), "no such file"),
+        (dict(weights="imagenet", input_shape=(224, 224, 3)), "include_top=True"),
+        (dict(weights="imagenet", classifier_activation="sigmoid"), "classifier_activation"),
+        (dict(weights="imagenet", include_top=False, input_shape=(128, 128, 1)), "3 input channels"),
+        (dict(weights=None, classes=0), "classes"),
+        (dict(weights=None, include_top="yes"), "include_top"),
+    ],
+)
+def test_bad_arguments_raise_clear_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kx.Xception(**kwargs)
+
+
+def test_pooling_with_top_warns():
+    with pytest.warns(UserWarning, match="pooling"):
+        kx.Xception(weights=None, include_top=True, pooling="avg", input_shape=(SMALL, SMALL, 3))
+
+
+def test_xception_module_mirrors_keras_applications():
+    from keras_xception import xception
+
+    for name in ("Xception", "preprocess_input", "decode_predictions"):
+        assert hasattr(xception, name) and hasattr(keras.applications.xception, name)
