@@ -4,6 +4,8 @@ Subcommands:
 
 * ``predict IMAGE... [--top K] [--weights W] [--json]``: top-k ImageNet classes
   per image (with no image: a sample photo shipped with matplotlib).
+* ``weights list|download|verify|convert``: the pretrained weight registry and
+  its cache.
 """
 
 from __future__ import annotations
@@ -70,6 +72,87 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_weights_list(args) -> int:
+    from keras_xception import weights as w
+
+    rows = []
+    for r in w.list_records():
+        path = w.cached_path(r)
+        rows.append(dict(r.to_dict(), cached=os.path.isfile(path), cache_path=path))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'name':<18} {'top':<5} {'top1':>6} {'top5':>6}  {'cached':<7} file")
+    for r in rows:
+        acc = lambda v: f"{v:.3f}" if v is not None else "-"
+        print(
+            f"{r['name']:<18} {str(r['include_top']):<5} {acc(r['top1']):>6} {acc(r['top5']):>6}  "
+            f"{'yes' if r['cached'] else 'no':<7} {r['file_name']}"
+        )
+    print(f"cache: {w.cache_dir()}   mirror: ${w.MIRROR_ENV}={os.environ.get(w.MIRROR_ENV, '')}")
+    return 0
+
+
+def _cmd_weights_download(args) -> int:
+    from keras_xception import weights as w
+
+    for name in args.names or ["imagenet", "imagenet_notop"]:
+        path = w.get_file(name, force_download=args.force)
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_weights_verify(args) -> int:
+    from keras_xception import weights as w
+
+    failed = 0
+    for name in args.names or [r.name for r in w.list_records()]:
+        r = w.get_record(name)
+        path = w.cached_path(r)
+        if not os.path.isfile(path):
+            status = "MISSING (run: keras-xception weights download " + name + ")"
+            failed += 1
+        elif w.verify_file(path, r):
+            status = f"OK ({r.hash_algorithm} {r.file_hash})"
+        else:
+            digest = w.file_digest(path, r.hash_algorithm)
+            status = f"MISMATCH ({r.hash_algorithm} {digest}, expected {r.file_hash})"
+            failed += 1
+        print(f"{name}: {status}  {path}")
+    for path in args.file or []:
+        if not os.path.isfile(path):
+            raise ValueError(f"No such file: {path!r}.")
+        _, top = convert_weights_check(path)
+        print(
+            f"{path}: loads into Xception(include_top={top}); "
+            f"sha256 {w.file_digest(path, 'sha256')}  md5 {w.file_digest(path, 'md5')}"
+        )
+    return 1 if failed else 0
+
+
+def convert_weights_check(path):
+    """Load ``path`` into an Xception (raises WeightsFileError with details if it does not fit)."""
+    import tempfile
+
+    from keras_xception.loading import convert_weights
+
+    with tempfile.TemporaryDirectory() as d:
+        return convert_weights(path, os.path.join(d, "check.weights.h5"))
+
+
+def _cmd_weights_convert(args) -> int:
+    from keras_xception import weights as w
+    from keras_xception.loading import convert_weights
+
+    _, top = convert_weights(args.src, args.dst, format=args.format)
+    print(
+        f"wrote {args.dst} ({args.format}, include_top={top}); sha256 "
+        f"{w.file_digest(args.dst, 'sha256')}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-xception",
@@ -83,14 +166,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="imagenet", help="registered name or weights file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_predict)
+
+    wp = sub.add_parser("weights", help="pretrained weights: list, download, verify, convert")
+    wsub = wp.add_subparsers(dest="weights_command", required=True)
+    p = wsub.add_parser("list", help="registered weight sets and whether they are cached")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_weights_list)
+    p = wsub.add_parser("download", help="download and verify into the Keras cache")
+    p.add_argument("names", nargs="*", help="registered names (default: imagenet, imagenet_notop)")
+    p.add_argument("--force", action="store_true", help="download even if cached")
+    p.set_defaults(func=_cmd_weights_download)
+    p = wsub.add_parser("verify", help="check cached files' hashes, or that a file loads")
+    p.add_argument("names", nargs="*", help="registered names (default: all)")
+    p.add_argument("--file", action="append", help="a weights file to check by loading it")
+    p.set_defaults(func=_cmd_weights_verify)
+    p = wsub.add_parser("convert", help="convert .h5/.weights.h5/.keras to .weights.h5 or legacy .h5")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--format", default="weights.h5", choices=["weights.h5", "legacy-h5"])
+    p.set_defaults(func=_cmd_weights_convert)
     return parser
 
 
 def main(argv=None) -> int:
+    from keras_xception.weights import WeightsDownloadError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:  # our errors say what is wrong and what to do
+    except (ValueError, WeightsDownloadError) as e:  # our errors say what is wrong and what to do
         print(f"keras-xception {args.command}: error: {e}", file=sys.stderr)
         return 2
 

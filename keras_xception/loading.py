@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 
 import numpy as np
@@ -82,6 +83,8 @@ def _vars(group):
 
 def _find_keras3_layers_group(f, expected_keys):
     """The ``layers`` group holding the backbone: the top one, or a nested model's."""
+    import h5py
+
     candidates = []
 
     def visit(group, depth):
@@ -90,7 +93,7 @@ def _find_keras3_layers_group(f, expected_keys):
             hits = sum(k in layers for k in expected_keys)
             candidates.append((hits, layers))
             for key in layers:
-                if isinstance(layers[key], type(group)) and "layers" in layers[key]:
+                if isinstance(layers[key], h5py.Group) and "layers" in layers[key]:
                     visit(layers[key], depth + 1)
 
     visit(f, 0)
@@ -180,12 +183,46 @@ def _skip_top(source, targets):
     return source
 
 
-def load_weights(model, path, *, targets=None, allow_top_mismatch=False):
+def adapt_input_kernel(kernel, channels):
+    """Adapt an RGB first-convolution kernel ``(kh, kw, 3, out)`` to ``channels`` inputs.
+
+    One channel: the sum over RGB (a grey image then gives the response the RGB
+    kernel gives to that grey replicated in R, G and B). More channels: the RGB
+    kernel repeated cyclically and scaled by ``3 / channels``, which keeps the
+    expected activation for inputs of similar statistics.
+    """
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    reps = -(-channels // kernel.shape[2])
+    tiled = np.concatenate([kernel] * reps, axis=2)[:, :, :channels, :]
+    return tiled * (kernel.shape[2] / channels)
+
+
+def _adapt_first_conv(source, layer):
+    name, arrays = source[0]
+    have = arrays[0].shape if arrays else ()
+    want = tuple(layer.weights[0].shape) if layer.weights else ()
+    rgb_kernel = len(have) == 4 and have[2] == 3
+    if rgb_kernel and len(want) == 4 and want[2] != 3 and (have[0], have[1], have[3]) == (want[0], want[1], want[3]):
+        warnings.warn(
+            f"Adapting the pretrained 3-channel kernel of {layer.name!r} to {want[2]} input "
+            "channels (summed for 1 channel, repeated and rescaled by 3/channels for more).",
+            stacklevel=4,
+        )
+        source = [(name, [adapt_input_kernel(arrays[0], want[2])] + arrays[1:])] + source[1:]
+    return source
+
+
+def load_weights(
+    model, path, *, targets=None, allow_top_mismatch=False, adapt_input_channels=False
+):
     """Load the weight file at ``path`` into ``model`` (or into the layers ``targets``).
 
     Every layer's shapes are checked before any weight is assigned. With
     ``allow_top_mismatch=True`` a file with a classifier may be loaded into a
-    model without one (the classifier is ignored).
+    model without one (the classifier is ignored). With
+    ``adapt_input_channels=True`` an RGB first convolution is adapted to the
+    model's input channel count (:func:`adapt_input_kernel`).
 
     Raises:
         WeightsFileError: naming the file, the first layer that does not fit
@@ -199,6 +236,8 @@ def load_weights(model, path, *, targets=None, allow_top_mismatch=False):
         raise WeightsFileError(f"Cannot load weights from {path!r}: {e}") from None
     if allow_top_mismatch:
         source = _skip_top(source, targets)
+    if adapt_input_channels and source and targets:
+        source = _adapt_first_conv(source, targets[0])
     for i, (layer, (src_name, arrays)) in enumerate(zip(targets, source)):
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in arrays]
@@ -221,3 +260,101 @@ def load_weights(model, path, *, targets=None, allow_top_mismatch=False):
     for layer, (_, arrays) in zip(targets, source):
         layer.set_weights(arrays)
     return model
+
+
+# ----------------------------------------------------------------------------
+# Writing and converting
+
+
+def save_legacy_h5(model, path):
+    """Write ``model``'s weights in the legacy Keras 2 HDF5 layout of the official files.
+
+    Root attributes ``layer_names``/``backend``/``keras_version``; one group per
+    layer with a ``weight_names`` attribute. ``keras.applications.Xception``,
+    ``tf_keras`` and this package load such files by layer order.
+    """
+    import h5py
+    import keras
+
+    tmp = f"{path}.part"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in model.layers]
+            f.attrs["backend"] = keras.backend.backend().encode("utf8")
+            f.attrs["keras_version"] = keras.__version__.encode("utf8")
+            for layer in model.layers:
+                g = f.create_group(layer.name)
+                names = [f"{layer.name}/{w.path.rsplit('/', 1)[-1]}:0" for w in layer.weights]
+                g.attrs["weight_names"] = [n.encode("utf8") for n in names]
+                for n, value in zip(names, layer.get_weights()):
+                    g.create_dataset(n, data=value)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+FORMATS = ("weights.h5", "legacy-h5")
+
+
+def convert_weights(src, dst, *, format="weights.h5"):
+    """Convert any supported Xception weight file to a ``.weights.h5`` or legacy ``.h5`` file.
+
+    The source may be a legacy ``.h5`` (official/tf_keras), a Keras 3
+    ``.weights.h5`` or a ``.keras`` model containing an Xception (nested or
+    not). Whether it has the 1000-class top, and its class count, are detected.
+
+    Returns:
+        ``(model, include_top)``: the Xception the weights were loaded into.
+    """
+    from keras_xception.xception import Xception
+
+    if format not in FORMATS:
+        raise ValueError(f"`format` must be one of {FORMATS}; received format={format!r}.")
+    if format == "weights.h5" and not str(dst).endswith(".weights.h5"):
+        raise ValueError(f"A Keras 3 weights file must end in '.weights.h5'; received dst={dst!r}.")
+    src = os.fspath(src)
+    if not os.path.isfile(src):
+        raise ValueError(f"No weights file at src={src!r}.")
+    classes = _top_classes(src)
+    try:
+        model = Xception(weights=src, include_top=classes is not None, classes=classes or 1000)
+    except WeightsFileError:
+        if classes is None:
+            raise
+        model = Xception(weights=src, include_top=False)
+        classes = None
+    if format == "weights.h5":
+        model.save_weights(os.fspath(dst))
+    else:
+        save_legacy_h5(model, os.fspath(dst))
+    return model, classes is not None
+
+
+def _top_classes(path):
+    """The class count of the file's ``predictions`` layer, or None if it has no top."""
+    import keras
+
+    if path.endswith(".keras"):
+        return None if not zipfile.is_zipfile(path) else _keras_top(keras, path)
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            found = []
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and obj.shape[0] == 2048:
+                    found.append(obj.shape[1])
+
+            f.visititems(visit)
+            return found[-1] if found else None
+    except OSError:
+        return None
+
+
+def _keras_top(keras, path):
+    layers = _backbone_layers(keras.saving.load_model(path, compile=False, safe_mode=True))
+    if layers and layers[-1].name == "predictions":
+        return int(layers[-1].weights[0].shape[-1])
+    return None

@@ -78,11 +78,6 @@ def _input_shape(input_shape, input_tensor, include_top, record, channels_first)
                 f"input_shape={input_shape} {layout}. Resize the images or pass a larger input_shape."
             )
     if record is not None:
-        if channels != 3:
-            raise ValueError(
-                f"Pretrained weights {record.name!r} expect 3 input channels; received "
-                f"input_shape={input_shape}. Pass weights=None for {channels} channels."
-            )
         if include_top and tuple(spatial) != tuple(record.input_size):
             raise ValueError(
                 f"With include_top=True and weights={record.name!r} the input must be "
@@ -168,9 +163,11 @@ def Xception(
                 f"or 'softmax'; received {classifier_activation!r}."
             )
         if classes != record.classes:
-            raise ValueError(
-                f"With weights={record.name!r} and include_top=True, `classes` must be "
-                f"{record.classes}; received classes={classes}."
+            warnings.warn(
+                f"weights={record.name!r} has a {record.classes}-class top; building the "
+                f"pretrained backbone with a new, randomly initialised {classes}-class "
+                "'predictions' layer. Train it before use (see keras_xception.transfer).",
+                stacklevel=2,
             )
     channels_first = keras.config.image_data_format() == "channels_first"
     channel_axis = 1 if channels_first else -1
@@ -194,10 +191,31 @@ def Xception(
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     model = keras.Model(inputs, x, name=name)
 
-    if record is not None:
-        if not include_top and record.include_top and record.notop:
-            record = weights_lib.get_record(record.notop)
-        loading.load_weights(model, weights_lib.get_file(record), allow_top_mismatch=not include_top)
-    elif path is not None:
-        loading.load_weights(model, path, allow_top_mismatch=not include_top)
+    if record is not None or path is not None:
+        _load_pretrained(model, record, path, include_top, classes, input_shape, channels_first)
     return model
+
+
+def _load_pretrained(model, record, path, include_top, classes, input_shape, channels_first):
+    """Load a registered weight set or a file into ``model``.
+
+    A model whose classifier does not fit the weights (other ``classes``) gets
+    only the backbone; an input with other than 3 channels gets an adapted
+    first convolution (both with a warning).
+    """
+    targets = loading.weighted_layers(model)
+    new_head = include_top and record is not None and classes != record.classes
+    if new_head:
+        targets = targets[:-1]  # the fresh 'predictions' layer keeps its initialisation
+    if record is not None:
+        if record.include_top and record.notop and (not include_top or new_head):
+            record = weights_lib.get_record(record.notop)  # smaller download
+        path = weights_lib.get_file(record)
+    channels = input_shape[0] if channels_first else input_shape[-1]
+    loading.load_weights(
+        model,
+        path,
+        targets=targets,
+        allow_top_mismatch=not include_top or new_head,
+        adapt_input_channels=channels != 3,
+    )

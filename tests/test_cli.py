@@ -32,3 +32,30 @@ def test_predict_bad_weights_is_a_clear_error(capsys):
 def test_predict_missing_image():
     with pytest.raises(SystemExit, match="no such file"):
         cli.main(["predict", "/no/such.jpg", "--weights", "imagenet"])
+
+
+def test_weights_list_json(capsys):
+    assert cli.main(["weights", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["imagenet"]["file_hash"] == "0a58e3b7378bc2990ea3b43d5981f1f6"
+    assert "cached" in rows["imagenet_notop"]
+
+
+def test_weights_verify_missing_and_download_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KERAS_XCEPTION_WEIGHTS_MIRROR", "http://127.0.0.1:9")  # nothing listens there
+    assert cli.main(["weights", "verify", "imagenet"]) == 1
+    assert "MISSING" in capsys.readouterr().out
+    assert cli.main(["weights", "download", "imagenet_notop"]) == 2
+    err = capsys.readouterr().err
+    assert "b0042744bf5b25fce3cb969f33bebb97" in err and "place it at" in err
+
+
+def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    _, path = tf_keras_reference
+    out = str(tmp_path / "x.weights.h5")
+    assert cli.main(["weights", "convert", path, out]) == 0
+    assert "include_top=True" in capsys.readouterr().out
+    assert cli.main(["weights", "verify", "--file", out, "imagenet"]) == 1  # imagenet is not cached here
+    assert "loads into Xception(include_top=True)" in capsys.readouterr().out

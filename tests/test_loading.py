@@ -103,3 +103,72 @@ def test_failed_load_assigns_nothing(tmp_path):
     with pytest.raises(WeightsFileError, match="predictions"):
         load_weights(model, p)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_keras_model_file_from_keras_applications(keras_reference, images):
+    ref, _, keras_path = keras_reference
+    x = kx.preprocess_input(images)
+    model = ours(weights=keras_path)
+    assert rel_diff(model.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
+
+
+@pytest.mark.parametrize("builder", ["keras_xception", "keras.applications"])
+def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
+    """The usual result of fine-tuning: Model(inputs, head(xception(inputs))) saved as .keras."""
+    from conftest import randomize
+
+    if builder == "keras_xception":
+        backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
+    else:
+        backbone = keras.applications.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
+    randomize(backbone, seed=7)
+    inputs = keras.Input((SMALL, SMALL, 3))
+    feats = backbone(inputs, training=False)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Dropout(0.2)(feats))
+    fine_tuned = keras.Model(inputs, outputs)
+    path = str(tmp_path / "fine_tuned.keras")
+    fine_tuned.save(path)
+
+    x = kx.preprocess_input(images)
+    model = ours(weights=path, include_top=False, pooling="avg")
+    assert rel_diff(model.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
+    # The fine-tuned head is not Xception's 1000-class top: it is not loaded into one.
+    with pytest.raises(WeightsFileError, match="predictions"):
+        ours(weights=path, include_top=True)
+
+
+def test_nested_weights_h5(tmp_path, images):
+    backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
+    from conftest import randomize
+
+    randomize(backbone, seed=8)
+    inputs = keras.Input((SMALL, SMALL, 3))
+    outer = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
+    path = str(tmp_path / "outer.weights.h5")
+    outer.save_weights(path)
+    x = kx.preprocess_input(images)
+    model = ours(weights=path, include_top=False, pooling="avg")
+    assert rel_diff(model.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
+
+
+def test_keras_file_without_xception(tmp_path):
+    m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    p = str(tmp_path / "small.keras")
+    m.save(p)
+    with pytest.raises(WeightsFileError, match="holds no Xception"):
+        ours(weights=p)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("weights.h5", ".weights.h5"), ("legacy-h5", ".h5")])
+def test_convert_round_trip_loads_in_keras_applications(tf_keras_reference, tmp_path, images, fmt, suffix):
+    """convert_weights writes files that keras.applications.Xception itself loads."""
+    from keras_xception.loading import convert_weights
+
+    ref, path = tf_keras_reference
+    out = str(tmp_path / f"converted{suffix}")
+    _, top = convert_weights(path, out, format=fmt)
+    assert top
+    k = keras.applications.Xception(weights=None, input_shape=(SMALL, SMALL, 3), classifier_activation=None)
+    k.load_weights(out)
+    x = kx.preprocess_input(images)
+    assert rel_diff(k.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4

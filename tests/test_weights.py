@@ -1,0 +1,253 @@
+"""Registry, verified download and cache, against a loopback HTTP server with generated files."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_xception as kx
+from keras_xception import weights as w
+from weights_server import FileServer
+from conftest import SMALL, rel_diff
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def server():
+    s = FileServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def keras_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv(w.MIRROR_ENV, raising=False)
+    yield tmp_path / "keras_home"
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def reg(name, **kw):
+        names.append(name)
+        return w.register(name, overwrite=True, **kw)
+
+    yield reg
+    for n in names:
+        w._REGISTRY.pop(n, None)
+
+
+PAYLOAD = os.urandom(200_000)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def leftovers(directory):
+    return [f for f in os.listdir(directory) if f.endswith(".part")] if os.path.isdir(directory) else []
+
+
+def test_official_records():
+    top, notop = w.get_record("imagenet"), w.get_record("imagenet_notop")
+    assert top.urls == (
+        "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
+        "xception_weights_tf_dim_ordering_tf_kernels.h5",
+    )
+    assert top.file_hash == "0a58e3b7378bc2990ea3b43d5981f1f6" and top.hash_algorithm == "md5"
+    assert notop.file_hash == "b0042744bf5b25fce3cb969f33bebb97"
+    assert notop.file_name == "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert top.include_top and not notop.include_top and top.notop == "imagenet_notop"
+    assert (top.top1, top.top5, top.crop_fraction, top.input_size) == (0.79, 0.945, 0.875, (299, 299))
+
+
+def test_repository_registry_is_the_packaged_one():
+    with open(os.path.join(REPO, "weights", "registry.json")) as f:
+        records = json.load(f)["records"]
+    assert {r["name"] for r in records} <= {r.name for r in w.list_records()}
+
+
+def test_cache_is_keras_own_models_dir(keras_home):
+    assert w.cached_path("imagenet") == str(keras_home / "models" / "xception_weights_tf_dim_ordering_tf_kernels.h5")
+
+
+def test_download_verify_and_cache_hit_with_server_down(server, registered, capsys):
+    server.files["/a.bin"] = PAYLOAD
+    rec = registered("t_a", url=server.url + "/a.bin", file_hash=SHA, include_top=False)
+    path = w.get_file(rec)
+    assert open(path, "rb").read() == PAYLOAD
+    assert "Downloading" in capsys.readouterr().out
+    server.stop()
+    assert w.get_file(rec) == path  # no network needed
+    assert server.requests == ["/a.bin"]
+    assert leftovers(os.path.dirname(path)) == []
+
+
+def test_file_placed_by_hand_is_used_without_network(registered, keras_home):
+    rec = registered("t_hand", url="http://127.0.0.1:9/never", file_hash=SHA, include_top=False)
+    os.makedirs(keras_home / "models")
+    (keras_home / "models" / rec.file_name).write_bytes(PAYLOAD)
+    assert w.get_file(rec) == str(keras_home / "models" / rec.file_name)
+
+
+def test_md5_records_work(server, registered):
+    server.files["/m.bin"] = PAYLOAD
+    rec = registered("t_md5", url=server.url + "/m.bin", file_hash=hashlib.md5(PAYLOAD).hexdigest(), include_top=False)
+    assert w.verify_file(w.get_file(rec), rec)
+
+
+def test_wrong_hash_leaves_nothing_and_explains(server, registered, keras_home):
+    server.files["/bad.bin"] = PAYLOAD
+    rec = registered("t_bad", url=server.url + "/bad.bin", file_hash="0" * 64, include_top=False)
+    with pytest.raises(w.WeightsDownloadError) as e:
+        w.get_file(rec)
+    msg = str(e.value)
+    assert server.url + "/bad.bin" in msg and "bad.bin" in msg and "0" * 64 in msg
+    assert "place it at" in msg and w.MIRROR_ENV in msg
+    assert not os.path.exists(w.cached_path(rec)) and leftovers(keras_home / "models") == []
+
+
+def test_404_and_unreachable_host(server, registered):
+    rec = registered("t_404", url=server.url + "/missing.bin", file_hash=SHA, include_top=False)
+    with pytest.raises(w.WeightsDownloadError, match="Not Found|404"):
+        w.get_file(rec)
+    port = server.port
+    server.stop()
+    rec = registered("t_down", url=f"http://127.0.0.1:{port}/x.bin", file_hash=SHA, include_top=False)
+    with pytest.raises(w.WeightsDownloadError, match="refused|x.bin"):
+        w.get_file(rec, timeout=5)
+    assert not os.path.exists(w.cached_path(rec))
+
+
+def test_truncated_transfer(server, registered, keras_home):
+    server.files["/cut.bin"] = PAYLOAD
+    server.mode["/cut.bin"] = "truncate"
+    rec = registered("t_cut", url=server.url + "/cut.bin", file_hash=SHA, include_top=False)
+    with pytest.raises(w.WeightsDownloadError, match="cut.bin"):
+        w.get_file(rec, timeout=10)
+    assert not os.path.exists(w.cached_path(rec)) and leftovers(keras_home / "models") == []
+
+
+def test_second_url_is_tried(server, registered):
+    server.files["/ok.bin"] = PAYLOAD
+    rec = registered("t_two", url=[server.url + "/gone.bin", server.url + "/ok.bin"], file_hash=SHA, include_top=False)
+    assert open(w.get_file(rec), "rb").read() == PAYLOAD
+    assert server.requests == ["/gone.bin", "/ok.bin"]
+
+
+def test_corrupt_cached_file_is_redownloaded(server, registered, keras_home):
+    server.files["/c.bin"] = PAYLOAD
+    rec = registered("t_corrupt", url=server.url + "/c.bin", file_hash=SHA, include_top=False)
+    os.makedirs(keras_home / "models")
+    (keras_home / "models" / rec.file_name).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="does not match"):
+        path = w.get_file(rec)
+    assert open(path, "rb").read() == PAYLOAD
+
+
+def test_corrupt_cached_file_with_server_down_is_a_clear_error(registered, keras_home):
+    rec = registered("t_corrupt2", url="http://127.0.0.1:9/c.bin", file_hash=SHA, include_top=False)
+    os.makedirs(keras_home / "models")
+    (keras_home / "models" / rec.file_name).write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(w.WeightsDownloadError, match="fails verification"):
+        w.get_file(rec, timeout=5)
+
+
+def test_mirror_variable(server, registered, monkeypatch):
+    server.files["/mirror/xception_weights_tf_dim_ordering_tf_kernels.h5"] = b"x"
+    monkeypatch.setenv(w.MIRROR_ENV, server.url + "/mirror/")
+    assert w._urls(w.get_record("imagenet")) == [server.url + "/mirror/xception_weights_tf_dim_ordering_tf_kernels.h5"]
+    server.files["/mirror/m.bin"] = PAYLOAD
+    rec = registered("t_mirror", url="https://example.invalid/m.bin", file_hash=SHA, include_top=False)
+    assert open(w.get_file(rec), "rb").read() == PAYLOAD
+    assert server.requests == ["/mirror/m.bin"]
+
+
+@pytest.mark.slow
+def test_concurrent_downloads_from_two_processes(server, registered, keras_home):
+    server.files["/big.bin"] = PAYLOAD
+    server.mode["/big.bin"] = "slow"  # ~1 s per download, so the two overlap
+    code = (
+        "import sys; from keras_xception import weights as w; "
+        f"r = w.register('t_conc', url='{server.url}/big.bin', file_hash='{SHA}', include_top=False); "
+        "print(w.get_file(r, progress=False))"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    paths = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(paths) == 1
+    assert open(paths.pop(), "rb").read() == PAYLOAD
+    assert server.requests.count("/big.bin") == 1  # the second process waited and reused the file
+    assert leftovers(keras_home / "models") == []
+
+
+def test_register_validates():
+    with pytest.raises(ValueError, match="file_hash"):
+        w.register("t_x", url="http://127.0.0.1/x", file_hash="abc", include_top=False)
+    with pytest.raises(ValueError, match="already registered"):
+        w.register("imagenet", url="http://127.0.0.1/x", file_hash="0" * 64, include_top=True)
+    with pytest.raises(ValueError, match="Unknown weight set"):
+        w.get_record("nope")
+
+
+def test_registered_name_end_to_end_with_reference_outputs(server, registered, keras_reference, images):
+    """register() a file written by keras.applications; Xception(weights=name) downloads and loads it."""
+    ref, path, _ = keras_reference
+    data = open(path, "rb").read()
+    server.files["/ref.weights.h5"] = data
+    registered(
+        "t_ref", url=server.url + "/ref.weights.h5", file_hash=hashlib.sha256(data).hexdigest(),
+        include_top=True, input_size=(SMALL, SMALL), file_name="t_ref.weights.h5",
+    )
+    model = kx.Xception(weights="t_ref", classifier_activation=None)
+    x = kx.preprocess_input(images)
+    ref_logits = ref.predict(x, verbose=0)
+    np.testing.assert_array_less(rel_diff(model.predict(x, verbose=0), ref_logits), 1e-4)
+    with pytest.raises(ValueError, match=r"\(71, 71\)"):
+        kx.Xception(weights="t_ref", input_shape=(96, 96, 3))
+
+
+def test_classes_other_than_the_weights_give_a_fresh_head(server, registered, keras_reference, images):
+    ref, path, _ = keras_reference
+    data = open(path, "rb").read()
+    server.files["/ref.weights.h5"] = data
+    registered(
+        "t_head", url=server.url + "/ref.weights.h5", file_hash=hashlib.sha256(data).hexdigest(),
+        include_top=True, input_size=(SMALL, SMALL), file_name="t_head.weights.h5",
+    )
+    with pytest.warns(UserWarning, match="new, randomly initialised 5-class"):
+        model = kx.Xception(weights="t_head", classes=5)
+    assert model.output_shape == (None, 5)
+    np.testing.assert_array_equal(
+        model.get_layer("block14_sepconv2_bn").get_weights()[2], ref.get_layer("block14_sepconv2_bn").get_weights()[2]
+    )
+    x = kx.preprocess_input(images)
+    import keras
+
+    feats = keras.Model(model.input, model.get_layer("avg_pool").output).predict(x, verbose=0)
+    ref_feats = keras.Model(ref.input, ref.get_layer("avg_pool").output).predict(x, verbose=0)
+    assert rel_diff(feats, ref_feats) < 1e-4
+
+
+def test_input_channel_adaptation(keras_reference, images):
+    import keras
+
+    ref, path, _ = keras_reference
+    feat = lambda m: keras.Model(m.input, m.get_layer("block14_sepconv2_act").output)
+    rgb = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 3)))
+    with pytest.warns(UserWarning, match="Adapting"):
+        grey = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 1)))
+    with pytest.warns(UserWarning, match="Adapting"):
+        six = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 6)))
+    g = kx.preprocess_input(images[..., :1])
+    # Summed kernel on a grey image == RGB kernel on the grey image replicated in R, G, B.
+    assert rel_diff(grey.predict(g, verbose=0), rgb.predict(np.repeat(g, 3, -1), verbose=0)) < 1e-4
+    # Repeated, rescaled kernel on [RGB, RGB] == RGB kernel on RGB.
+    x = kx.preprocess_input(images)
+    assert rel_diff(six.predict(np.concatenate([x, x], -1), verbose=0), rgb.predict(x, verbose=0)) < 1e-4
