@@ -1,0 +1,37 @@
+"""The architecture is plain keras.layers: it runs, with the same weights and outputs, on JAX."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_xception as kx
+from conftest import rel_diff
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = """
+import sys, numpy as np, keras, keras_xception as kx
+assert keras.backend.backend() == "jax", keras.backend.backend()
+x = np.load(sys.argv[1])
+m = kx.Xception(weights=sys.argv[2], input_shape=x.shape[1:], classifier_activation=None)
+np.save(sys.argv[3], np.asarray(m.predict(kx.preprocess_input(x), verbose=0)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_backend_gives_tensorflow_outputs(keras_reference, images, tmp_path):
+    ref, weights_path, _ = keras_reference
+    np.save(tmp_path / "x.npy", images)
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "x.npy"), weights_path, str(tmp_path / "y.npy")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = ref.predict(kx.preprocess_input(images), verbose=0)
+    assert rel_diff(np.load(tmp_path / "y.npy"), expected) < 1e-4
