@@ -117,7 +117,10 @@ def Xception(
         weights: ``None`` (random init), ``"imagenet"`` (or another name from
             :func:`keras_xception.weights.list_records`), or the path of a
             weights file: legacy Keras 2 ``.h5``, Keras 3 ``.weights.h5``, or a
-            ``.keras`` model that contains an Xception.
+            ``.keras`` model that contains an Xception (also nested in a
+            fine-tuned model). With other than 3 input channels the pretrained
+            first convolution is adapted (summed for 1 channel; repeated and
+            rescaled by 3/C for C channels).
         input_tensor: Optional Keras tensor (e.g. ``keras.Input`` or another
             model's output) to use as the model's input.
         input_shape: Optional shape tuple without the batch axis, e.g.
@@ -128,6 +131,8 @@ def Xception(
         pooling: With ``include_top=False``: ``None`` (4D feature map output),
             ``"avg"`` or ``"max"`` (global pooling, 2D output).
         classes: Number of classes of the classifier (``include_top=True``).
+            With pretrained weights and a different count, the backbone is
+            loaded and the ``predictions`` layer is new (a warning says so).
         classifier_activation: Activation of the classifier: a name, a
             callable, or ``None`` for logits. Only ``None`` or ``"softmax"``
             with registered pretrained weights.
