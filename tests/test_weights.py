@@ -196,15 +196,25 @@ def test_register_validates():
         w.get_record("nope")
 
 
-def test_registered_name_end_to_end_with_reference_outputs(server, registered, keras_reference, images):
+@pytest.fixture
+def serve_reference(server, registered, keras_reference):
+    """Serve keras.applications' reference weights file and register it under ``name``."""
+
+    def serve(name):
+        data = open(keras_reference[1], "rb").read()
+        server.files["/ref.weights.h5"] = data
+        return registered(
+            name, url=server.url + "/ref.weights.h5", file_hash=hashlib.sha256(data).hexdigest(),
+            include_top=True, input_size=(SMALL, SMALL), file_name=f"{name}.weights.h5",
+        )
+
+    return serve
+
+
+def test_registered_name_end_to_end_with_reference_outputs(serve_reference, keras_reference, images):
     """register() a file written by keras.applications; Xception(weights=name) downloads and loads it."""
-    ref, path, _ = keras_reference
-    data = open(path, "rb").read()
-    server.files["/ref.weights.h5"] = data
-    registered(
-        "t_ref", url=server.url + "/ref.weights.h5", file_hash=hashlib.sha256(data).hexdigest(),
-        include_top=True, input_size=(SMALL, SMALL), file_name="t_ref.weights.h5",
-    )
+    ref = keras_reference[0]
+    serve_reference("t_ref")
     model = kx.Xception(weights="t_ref", classifier_activation=None)
     x = kx.preprocess_input(images)
     ref_logits = ref.predict(x, verbose=0)
@@ -213,14 +223,9 @@ def test_registered_name_end_to_end_with_reference_outputs(server, registered, k
         kx.Xception(weights="t_ref", input_shape=(96, 96, 3))
 
 
-def test_classes_other_than_the_weights_give_a_fresh_head(server, registered, keras_reference, images):
-    ref, path, _ = keras_reference
-    data = open(path, "rb").read()
-    server.files["/ref.weights.h5"] = data
-    registered(
-        "t_head", url=server.url + "/ref.weights.h5", file_hash=hashlib.sha256(data).hexdigest(),
-        include_top=True, input_size=(SMALL, SMALL), file_name="t_head.weights.h5",
-    )
+def test_classes_other_than_the_weights_give_a_fresh_head(serve_reference, keras_reference, images):
+    ref = keras_reference[0]
+    serve_reference("t_head")
     with pytest.warns(UserWarning, match="new, randomly initialised 5-class"):
         model = kx.Xception(weights="t_head", classes=5)
     assert model.output_shape == (None, 5)
