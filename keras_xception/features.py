@@ -69,13 +69,19 @@ def feature_layers(model) -> dict[int, str]:
     """
     _, layers = _xception_layers(model)
     last_layer: dict[int, str] = {}
-    names = set()
     for layer in layers:
-        names.add(layer.name)
         m = _BLOCK.match(layer.name)
         if m and int(m.group(1)) >= 2:
             last_layer[int(m.group(1))] = layer.name
     by_name = {l.name: l for l in layers}
+    # The residual addition that ends a block: named blockN_add here, unnamed
+    # ("add_3") in keras.applications; found as the Add fed by the block's
+    # last named layer.
+    adds = {}
+    for layer in layers:
+        if isinstance(layer, keras.layers.Add):
+            for t in layer.input:
+                adds[id(t)] = layer.name
     out = {2: "block1_conv2_act"}
     stride = 2
     for n in sorted(last_layer):
@@ -83,7 +89,8 @@ def feature_layers(model) -> dict[int, str]:
         if pool is not None:
             s = pool.strides
             stride *= s[0] if isinstance(s, (tuple, list)) else s
-        out[stride] = f"block{n}_add" if f"block{n}_add" in names else last_layer[n]
+        last = by_name[last_layer[n]]
+        out[stride] = adds.get(id(last.output), last.name)
     return out
 
 
