@@ -25,7 +25,21 @@ import dataclasses
 import keras
 import numpy as np
 
-__all__ = ["LayerCost", "layer_costs", "count_macs", "count_params", "summary", "format_summary"]
+__all__ = ["LayerCost", "layer_costs", "count_macs", "count_params", "summary", "format_summary", "ABLATIONS"]
+
+#: The variants ``keras-xception summary --ablations`` lists (``Xception`` keyword arguments).
+ABLATIONS = (
+    {},
+    {"residual": False},
+    {"intermediate_activation": "relu"},
+    {"intermediate_activation": "elu"},
+    {"output_stride": 16},
+    {"output_stride": 8},
+    {"middle_flow_blocks": 4},
+    {"middle_flow_blocks": 16},
+    {"width_multiplier": 0.5},
+    {"width_multiplier": 0.75},
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,12 +135,12 @@ def summary(model) -> dict:
 
 def format_summary(rows: list[dict]) -> str:
     """A text table of :func:`summary` dicts (one row per model), MACs in G, params in M."""
-    head = f"{'model':<40} {'input':>11} {'params (M)':>11} {'trainable (M)':>14} {'GMACs':>8}"
+    head = f"{'model':<36} {'input':>11} {'params (M)':>11} {'trainable (M)':>14} {'GMACs':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
         size = "x".join(str(d) for d in r["input_shape"][1:])
         lines.append(
-            f"{r['name']:<40} {size:>11} {r['params'] / 1e6:>11.3f} "
+            f"{r['name']:<36} {size:>11} {r['params'] / 1e6:>11.3f} "
             f"{r['trainable_params'] / 1e6:>14.3f} {r['macs'] / 1e9:>8.3f}"
         )
     return "\n".join(lines)

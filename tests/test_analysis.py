@@ -95,3 +95,28 @@ def test_unknown_input_size_is_a_clear_error():
 def test_format_summary(official):
     text = analysis.format_summary([analysis.summary(official)])
     assert "xception" in text and "299x299x3" in text and "8.357" in text and "22.910" in text
+
+
+def test_cli_summary_json(capsys):
+    import json
+
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--size", "299", "--output-stride", "16", "--no-top", "--layers", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["name"] == "output_stride=16" and row["input_shape"] == [None, 299, 299, 3]
+    assert row["macs"] == official_macs_by_hand(output_stride=16, top=False)
+    assert row["params"] == 20_861_480
+    assert sum(layer["macs"] for layer in row["layers"]) == row["macs"]
+
+
+def test_cli_summary_table_and_errors(capsys):
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--size", "80", "--no-residual", "--intermediate-activation", "elu"]) == 0
+    out = capsys.readouterr().out
+    assert "residual=False, intermediate_activation=elu" in out and "80x80x3" in out
+    assert cli.main(["summary", "--size", "50"]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert cli.main(["summary", "--size", "80", "--width-multiplier", "-1"]) == 2
+    assert "width_multiplier" in capsys.readouterr().err
