@@ -40,6 +40,7 @@ __all__ = [
     "scale_channels",
     "INTERMEDIATE_ACTIVATIONS",
     "OUTPUT_STRIDES",
+    "DilatedMaxPooling2D",
 ]
 
 #: Allowed ``intermediate_activation`` values. ``"linear"`` splits the layers
@@ -66,7 +67,8 @@ class BlockSpec:
             (block 2, whose input has just been through the stem's ReLU).
         stride: Stride of the pooling and of the residual projection of a
             ``downsample`` block: 2, or 1 where an output stride below 32
-            removes the downsampling (the 3x3 max pooling is kept, stride 1).
+            removes the downsampling (the 3x3 max pooling is kept, stride 1,
+            dilated by ``dilation_rate``: :class:`DilatedMaxPooling2D`).
         dilation_rate: Dilation of the depthwise part of the block's separable
             convolutions (1, or 2/4 after removed downsamplings).
     """
@@ -158,9 +160,12 @@ def xception_spec(
             :func:`scale_channels`. Must be positive.
         output_stride: 32 (default), 16 or 8. Below 32 the last downsamplings
             (block 13's for 16, blocks 4 and 13 for 8) get stride 1 and every
-            later separable convolution's depthwise kernel is dilated by the
-            stride removed so far (2, then 4), as in DeepLab. Weight shapes do
-            not change.
+            later separable convolution's depthwise kernel (and block 13's
+            pooling window for 8) is dilated by the stride removed so far (2,
+            then 4), as in DeepLab. Weight shapes do not change, and where the
+            stride-16/8 maps have odd sizes (e.g. 299x299 or 71x71 inputs) the
+            result sampled every 2 (16) or 4 (8) pixels is exactly the official
+            model's output.
 
     Raises:
         ValueError: for an argument outside the allowed values.
@@ -230,6 +235,52 @@ def _conv_bn_relu(x, filters, strides, name, channel_axis):
     return keras.layers.Activation("relu", name=f"{name}_act")(x)
 
 
+@keras.saving.register_keras_serializable(package="keras_xception")
+class DilatedMaxPooling2D(keras.layers.Layer):
+    """Stride-1 ``"same"`` max pooling whose window taps are ``dilation_rate`` apart.
+
+    Used by ``output_stride=8`` for block 13's pooling, which runs after one
+    removed downsampling: a 3x3 window dilated by 2 covers exactly the inputs
+    the official (stride-2) pooling would see, so the atrous model computes the
+    official model's features, only more densely. Padding never wins the max
+    (it is ``-inf``), as in Keras's ``"same"`` pooling.
+    """
+
+    def __init__(self, pool_size=3, dilation_rate=2, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if pool_size % 2 != 1:
+            raise ValueError(f"`pool_size` must be odd; received pool_size={pool_size!r}.")
+        self.pool_size = int(pool_size)
+        self.dilation_rate = int(dilation_rate)
+        self.data_format = data_format or keras.config.image_data_format()
+        self.strides = (1, 1)
+
+    def call(self, x):
+        k, d = self.pool_size, self.dilation_rate
+        pad = d * (k - 1) // 2
+        h, w = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        paddings = [[0, 0]] * 4
+        paddings[h] = paddings[w] = [pad, pad]
+        xp = keras.ops.pad(x, paddings, constant_values=float("-inf"))
+        out = None
+        for i in range(k):
+            for j in range(k):
+                index = [slice(None)] * 4
+                index[h] = slice(i * d, i * d - 2 * pad or None)
+                index[w] = slice(j * d, j * d - 2 * pad or None)
+                tap = xp[tuple(index)]
+                out = tap if out is None else keras.ops.maximum(out, tap)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return config
+
+
 def _separable(x, filters, name, dilation_rate, intermediate_activation):
     """A 3x3 depthwise separable convolution: one layer, or split in two."""
     if intermediate_activation is None:
@@ -267,7 +318,12 @@ def _block(x, block: BlockSpec, channel_axis: int, intermediate_activation=None)
         x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{conv}_bn")(x)
         if not pre:
             x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
-    if block.downsample:
+    if block.downsample and block.stride == 1 and block.dilation_rate > 1:
+        data_format = "channels_first" if channel_axis == 1 else "channels_last"
+        x = DilatedMaxPooling2D(
+            3, block.dilation_rate, data_format=data_format, name=f"{name}_pool"
+        )(x)
+    elif block.downsample:
         x = keras.layers.MaxPooling2D(
             3, strides=block.stride, padding="same", name=f"{name}_pool"
         )(x)

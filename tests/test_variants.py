@@ -159,6 +159,46 @@ def test_output_stride_matches_official_up_to_the_first_changed_block(official, 
     assert model.get_layer(changed).output.shape != ref.get_layer(changed).output.shape
 
 
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_atrous_model_is_the_official_model_sampled_densely(official, x, output_stride):
+    """At odd map sizes (71 -> 33, 17, 9, 5, 3) every k-th output of the atrous model is the official output."""
+    ref, path = official
+    model = build(weights=path, output_stride=output_stride)
+    k = 32 // output_stride
+    dense, coarse = model.predict(x, verbose=0), ref.predict(x, verbose=0)
+    assert dense.shape[1:3] == ((5, 5) if output_stride == 16 else (9, 9))
+    assert rel_diff(dense[:, ::k, ::k], coarse) < 1e-5
+    assert rel_diff(dense[:, 1::k, 1::k], coarse[:, :-1, :-1]) > 1e-3  # the in-between positions are new
+    # Without dilation the features would differ: the dilated layers matter.
+    plain = build(weights=path, output_stride=output_stride)
+    for layer in plain.layers:
+        if getattr(layer, "dilation_rate", 1) not in (1, (1, 1)) and hasattr(layer, "depthwise_kernel"):
+            layer.dilation_rate = (1, 1)
+    rebuilt = keras.Model.from_config(plain.get_config())
+    rebuilt.set_weights(plain.get_weights())
+    assert rel_diff(rebuilt.predict(x, verbose=0)[:, ::k, ::k], coarse) > 1e-3
+
+
+def test_atrous_model_saves_and_loads_as_keras_file(tmp_path, x):
+    model = randomize(build(output_stride=8), seed=5)
+    assert isinstance(model.get_layer("block13_pool"), architecture.DilatedMaxPooling2D)
+    path = str(tmp_path / "os8.keras")
+    model.save(path)
+    again = keras.saving.load_model(path)
+    assert np.array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_dilated_pool_channels_first_matches_channels_last():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(1, 9, 9, 4)).astype("float32")
+    last = architecture.DilatedMaxPooling2D(3, 2, data_format="channels_last")(v)
+    first = architecture.DilatedMaxPooling2D(3, 2, data_format="channels_first")(np.transpose(v, (0, 3, 1, 2)))
+    assert np.array_equal(np.transpose(keras.ops.convert_to_numpy(first), (0, 2, 3, 1)), keras.ops.convert_to_numpy(last))
+    # by hand at one position: max over rows/cols {2, 4, 6} around (4, 4), and the padded corner
+    assert keras.ops.convert_to_numpy(last)[0, 4, 4, 0] == v[0, 2:7:2, 2:7:2, 0].max()
+    assert keras.ops.convert_to_numpy(last)[0, 0, 0, 1] == v[0, 0:3:2, 0:3:2, 1].max()
+
+
 def test_residual_false_takes_the_shared_layers_and_drops_the_projections(official):
     ref, path = official
     model = build(weights=path, residual=False)
