@@ -8,7 +8,12 @@ weights into it the normal way, and copies them into the variant with
 
 * ``output_stride=16/8``: same layers, same shapes (a dilated kernel is the
   same kernel); everything is copied. Up to the first changed block the
-  variant computes exactly what the official model does.
+  variant computes exactly what the official model does, and where the
+  feature maps have odd sizes (299x299 and 71x71 inputs, for instance) its
+  output sampled every 2 (16) or 4 (8) positions *is* the official output:
+  the atrous model evaluates the pretrained network densely. (At even sizes
+  Keras's ``"same"`` pooling window sits half a pixel off the strided 1x1
+  projection, so the dense model differs slightly there.)
 * ``intermediate_activation="relu"/"elu"/"linear"``: every ``SeparableConv2D``
   ``X`` (weights ``[depthwise (3, 3, Cin, 1), pointwise (1, 1, Cin, Cout)]``)
   becomes ``X_depthwise`` (``DepthwiseConv2D``, kernel ``(3, 3, Cin, 1)``) and
