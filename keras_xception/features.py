@@ -107,7 +107,9 @@ def feature_extractor(model, strides=(4, 8, 16, 32), *, name=None) -> keras.Mode
 
     Returns:
         A ``keras.Model`` sharing the layers (and weights) of ``model``, with
-        the same inputs and one output per stride.
+        one output per stride. Its inputs are the Xception's (those of
+        ``model`` itself, or of the nested Xception), so with
+        ``include_preprocessing=True`` it takes raw 0..255 images.
 
     Raises:
         ValueError: for a stride that is not a power of two in 2..32, a
