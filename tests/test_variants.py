@@ -279,3 +279,18 @@ def test_official_file_refused_for_other_shapes(official):
 def test_bad_variant_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         build(**kw)
+
+
+def test_channels_first_variant_matches_channels_last(x):
+    kw = dict(output_stride=8, intermediate_activation="elu", residual=False)
+    last = randomize(build(**kw), seed=6)
+    keras.config.set_image_data_format("channels_first")
+    try:
+        first = build(input_shape=(3, SMALL, SMALL), **kw)
+        assert first.get_layer("block13_pool").data_format == "channels_first"
+        first.set_weights(last.get_weights())
+        out_first = first.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    assert out_first.shape == (1, 2048, 9, 9)
+    assert rel_diff(np.transpose(out_first, (0, 2, 3, 1)), last.predict(x, verbose=0)) < 1e-4
