@@ -9,9 +9,13 @@ Public API:
 * :func:`load_image` - read an image file exactly as evaluation does.
 * :mod:`keras_xception.weights` - pretrained weight registry and download.
 * :mod:`keras_xception.architecture` - the architecture as block specs.
+* :func:`feature_extractor` / :func:`feature_layers` - multi-scale feature maps.
+* :mod:`keras_xception.analysis` - parameters and MACs (:func:`count_macs`).
 """
 
-from keras_xception import architecture, weights
+from keras_xception import analysis, architecture, weights
+from keras_xception.analysis import count_macs
+from keras_xception.features import feature_extractor, feature_layers
 from keras_xception.image import load_image
 from keras_xception.imagenet import decode_predictions
 from keras_xception.preprocessing import preprocess_input, preprocessing_layer
@@ -27,5 +31,9 @@ __all__ = [
     "load_image",
     "weights",
     "architecture",
+    "analysis",
+    "count_macs",
+    "feature_extractor",
+    "feature_layers",
     "__version__",
 ]

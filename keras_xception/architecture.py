@@ -17,6 +17,13 @@ unnamed, are called ``blockN_residual_conv``, ``blockN_residual_bn`` and
 The layer graph is the same as Keras's, so the weighted layers come out in the
 same order, which is what the official (order-keyed) weight files rely on.
 Only ``keras.layers`` is used, so the model runs on every Keras backend.
+
+Variants (all off by default, see :func:`xception_spec`): no residual
+connections (the paper's Fig. 9 ablation), an activation between the depthwise
+and the pointwise part of every separable convolution (Fig. 10), another
+number of middle-flow blocks, a channel width multiplier, and an output stride
+of 16 or 8 with atrous (dilated) convolutions instead of striding
+(DeepLab-style).
 """
 
 from __future__ import annotations
@@ -25,7 +32,22 @@ import dataclasses
 
 import keras
 
-__all__ = ["BlockSpec", "XceptionSpec", "xception_spec", "build_features"]
+__all__ = [
+    "BlockSpec",
+    "XceptionSpec",
+    "xception_spec",
+    "build_features",
+    "scale_channels",
+    "INTERMEDIATE_ACTIVATIONS",
+    "OUTPUT_STRIDES",
+    "DilatedMaxPooling2D",
+]
+
+#: Allowed ``intermediate_activation`` values. ``"linear"`` splits the layers
+#: like an activation would but applies none (numerically the official model).
+INTERMEDIATE_ACTIVATIONS = (None, "linear", "relu", "elu")
+#: Allowed ``output_stride`` values.
+OUTPUT_STRIDES = (32, 16, 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +65,12 @@ class BlockSpec:
             ``"post"`` (ReLU after each convolution's BatchNormalization).
         skip_first_activation: Omit the ReLU before the first convolution
             (block 2, whose input has just been through the stem's ReLU).
+        stride: Stride of the pooling and of the residual projection of a
+            ``downsample`` block: 2, or 1 where an output stride below 32
+            removes the downsampling (the 3x3 max pooling is kept, stride 1,
+            dilated by ``dilation_rate``: :class:`DilatedMaxPooling2D`).
+        dilation_rate: Dilation of the depthwise part of the block's separable
+            convolutions (1, or 2/4 after removed downsamplings).
     """
 
     name: str
@@ -51,46 +79,152 @@ class BlockSpec:
     downsample: bool = False
     activation: str = "pre"
     skip_first_activation: bool = False
+    stride: int = 2
+    dilation_rate: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class XceptionSpec:
-    """A whole Xception network: the stem's filters and the blocks."""
+    """A whole Xception network: the stem's filters, the blocks, and options.
+
+    ``intermediate_activation`` is ``None`` (a ``SeparableConv2D`` layer per
+    separable convolution, as in the official model) or an activation name:
+    each separable convolution is then split into ``DepthwiseConv2D``
+    (``<conv>_depthwise``), ``Activation`` (``<conv>_depthwise_act``) and a
+    1x1 ``Conv2D`` (``<conv>_pointwise``).
+    """
 
     stem_filters: tuple[int, int]
     blocks: tuple[BlockSpec, ...]
+    intermediate_activation: str | None = None
 
     @property
     def output_channels(self) -> int:
         return self.blocks[-1].filters[-1]
 
+    @property
+    def output_stride(self) -> int:
+        """Input size / feature-map size of the last block (32, 16 or 8)."""
+        stride = 2  # block1_conv1
+        for b in self.blocks:
+            if b.downsample:
+                stride *= b.stride
+        return stride
 
-def xception_spec(middle_flow_blocks: int = 8) -> XceptionSpec:
-    """The official Xception: entry flow, ``middle_flow_blocks`` x middle, exit flow.
 
-    Blocks are numbered from 2 (block 1 is the stem), so with the default 8
-    middle blocks the exit flow is blocks 13 and 14, as in Keras.
+def scale_channels(channels: int, width_multiplier: float) -> int:
+    """Channels of a layer under ``width_multiplier``: ``channels * m`` rounded to a multiple of 8.
+
+    The rule: round ``channels * m`` to the nearest multiple of 8 (halves up),
+    at least 8, and add 8 if rounding lost more than 10% of ``channels * m``.
+    Every official channel count (32, 64, 128, 256, 728, 1024, 1536, 2048) is a
+    multiple of 8, so ``m = 1`` changes nothing; ``m = 0.5`` gives 16, 32, 64,
+    128, 368, 512, 768, 1024.
     """
-    if not isinstance(middle_flow_blocks, int) or middle_flow_blocks < 0:
+    target = channels * width_multiplier
+    out = max(8, int(target + 4) // 8 * 8)
+    if out < 0.9 * target:
+        out += 8
+    return out
+
+
+def _check_choice(name, value, allowed):
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}; received {name}={value!r}.")
+
+
+def xception_spec(
+    middle_flow_blocks: int = 8,
+    *,
+    residual: bool = True,
+    intermediate_activation: str | None = None,
+    width_multiplier: float = 1.0,
+    output_stride: int = 32,
+) -> XceptionSpec:
+    """The Xception network: entry flow, ``middle_flow_blocks`` x middle, exit flow.
+
+    With the defaults this is the official architecture. Blocks are numbered
+    from 2 (block 1 is the stem), so with the default 8 middle blocks the exit
+    flow is blocks 13 and 14, as in Keras.
+
+    Args:
+        middle_flow_blocks: Number of middle-flow blocks (8 in the paper).
+        residual: ``False`` removes every residual connection (the 1x1
+            projections and the identity shortcuts): the paper's Fig. 9
+            "non-residual Xception".
+        intermediate_activation: ``None`` (default, no activation between the
+            depthwise and the pointwise convolution), ``"relu"`` or ``"elu"``
+            (the paper's Fig. 10 ablation), or ``"linear"`` (split layers, no
+            activation).
+        width_multiplier: Scales every layer's channel count, rounded by
+            :func:`scale_channels`. Must be positive.
+        output_stride: 32 (default), 16 or 8. Below 32 the last downsamplings
+            (block 13's for 16, blocks 4 and 13 for 8) get stride 1 and every
+            later separable convolution's depthwise kernel (and block 13's
+            pooling window for 8) is dilated by the stride removed so far (2,
+            then 4), as in DeepLab. Weight shapes do not change, and where the
+            stride-16/8 maps have odd sizes (e.g. 299x299 or 71x71 inputs) the
+            result sampled every 2 (16) or 4 (8) pixels is exactly the official
+            model's output.
+
+    Raises:
+        ValueError: for an argument outside the allowed values.
+    """
+    if isinstance(middle_flow_blocks, bool) or not isinstance(middle_flow_blocks, int) or middle_flow_blocks < 0:
         raise ValueError(
             "`middle_flow_blocks` must be a non-negative integer; "
             f"received middle_flow_blocks={middle_flow_blocks!r}."
         )
+    if not isinstance(residual, bool):
+        raise ValueError(f"`residual` must be True or False; received residual={residual!r}.")
+    _check_choice("intermediate_activation", intermediate_activation, INTERMEDIATE_ACTIVATIONS)
+    _check_choice("output_stride", output_stride, OUTPUT_STRIDES)
+    if (
+        isinstance(width_multiplier, bool)
+        or not isinstance(width_multiplier, (int, float))
+        or not width_multiplier > 0
+        or width_multiplier == float("inf")
+    ):
+        raise ValueError(
+            "`width_multiplier` must be a positive number (1.0 is the official width); "
+            f"received width_multiplier={width_multiplier!r}."
+        )
+
+    def c(*channels):
+        return tuple(scale_channels(ch, width_multiplier) for ch in channels)
+
+    proj = "conv" if residual else None
+    ident = "identity" if residual else None
     entry = [
-        BlockSpec("block2", (128, 128), "conv", True, skip_first_activation=True),
-        BlockSpec("block3", (256, 256), "conv", True),
-        BlockSpec("block4", (728, 728), "conv", True),
+        BlockSpec("block2", c(128, 128), proj, True, skip_first_activation=True),
+        BlockSpec("block3", c(256, 256), proj, True),
+        BlockSpec("block4", c(728, 728), proj, True),
     ]
     middle = [
-        BlockSpec(f"block{5 + i}", (728, 728, 728), "identity")
+        BlockSpec(f"block{5 + i}", c(728, 728, 728), ident)
         for i in range(middle_flow_blocks)
     ]
     n = 5 + middle_flow_blocks
     exit_ = [
-        BlockSpec(f"block{n}", (728, 1024), "conv", True),
-        BlockSpec(f"block{n + 1}", (1536, 2048), None, activation="post"),
+        BlockSpec(f"block{n}", c(728, 1024), proj, True),
+        BlockSpec(f"block{n + 1}", c(1536, 2048), None, activation="post"),
     ]
-    return XceptionSpec(stem_filters=(32, 64), blocks=tuple(entry + middle + exit_))
+    blocks = []
+    stride, dilation = 2, 1
+    for b in entry + middle + exit_:
+        b = dataclasses.replace(b, dilation_rate=dilation)
+        if b.downsample:
+            if stride * 2 <= output_stride:
+                stride *= 2
+            else:  # atrous: keep the resolution, dilate what follows
+                b = dataclasses.replace(b, stride=1)
+                dilation *= 2
+        blocks.append(b)
+    return XceptionSpec(
+        stem_filters=c(32, 64),
+        blocks=tuple(blocks),
+        intermediate_activation=intermediate_activation,
+    )
 
 
 def _conv_bn_relu(x, filters, strides, name, channel_axis):
@@ -101,14 +235,73 @@ def _conv_bn_relu(x, filters, strides, name, channel_axis):
     return keras.layers.Activation("relu", name=f"{name}_act")(x)
 
 
-def _block(x, block: BlockSpec, channel_axis: int):
+@keras.saving.register_keras_serializable(package="keras_xception")
+class DilatedMaxPooling2D(keras.layers.Layer):
+    """Stride-1 ``"same"`` max pooling whose window taps are ``dilation_rate`` apart.
+
+    Used by ``output_stride=8`` for block 13's pooling, which runs after one
+    removed downsampling: a 3x3 window dilated by 2 covers exactly the inputs
+    the official (stride-2) pooling would see, so the atrous model computes the
+    official model's features, only more densely. Padding never wins the max
+    (it is ``-inf``), as in Keras's ``"same"`` pooling.
+    """
+
+    def __init__(self, pool_size=3, dilation_rate=2, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if pool_size % 2 != 1:
+            raise ValueError(f"`pool_size` must be odd; received pool_size={pool_size!r}.")
+        self.pool_size = int(pool_size)
+        self.dilation_rate = int(dilation_rate)
+        self.data_format = data_format or keras.config.image_data_format()
+        self.strides = (1, 1)
+
+    def call(self, x):
+        k, d = self.pool_size, self.dilation_rate
+        pad = d * (k - 1) // 2
+        h, w = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        paddings = [[0, 0]] * 4
+        paddings[h] = paddings[w] = [pad, pad]
+        xp = keras.ops.pad(x, paddings, constant_values=float("-inf"))
+        out = None
+        for i in range(k):
+            for j in range(k):
+                index = [slice(None)] * 4
+                index[h] = slice(i * d, i * d - 2 * pad or None)
+                index[w] = slice(j * d, j * d - 2 * pad or None)
+                tap = xp[tuple(index)]
+                out = tap if out is None else keras.ops.maximum(out, tap)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return config
+
+
+def _separable(x, filters, name, dilation_rate, intermediate_activation):
+    """A 3x3 depthwise separable convolution: one layer, or split in two."""
+    if intermediate_activation is None:
+        return keras.layers.SeparableConv2D(
+            filters, 3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=name
+        )(x)
+    x = keras.layers.DepthwiseConv2D(
+        3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=f"{name}_depthwise"
+    )(x)
+    x = keras.layers.Activation(intermediate_activation, name=f"{name}_depthwise_act")(x)
+    return keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
+
+
+def _block(x, block: BlockSpec, channel_axis: int, intermediate_activation=None):
     name = block.name
     shortcut = x
     if block.residual == "conv":
         shortcut = keras.layers.Conv2D(
             block.filters[-1],
             1,
-            strides=2 if block.downsample else 1,
+            strides=block.stride if block.downsample else 1,
             padding="same",
             use_bias=False,
             name=f"{name}_residual_conv",
@@ -121,15 +314,18 @@ def _block(x, block: BlockSpec, channel_axis: int):
         pre = block.activation == "pre"
         if pre and not (i == 1 and block.skip_first_activation):
             x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
-        x = keras.layers.SeparableConv2D(
-            filters, 3, padding="same", use_bias=False, name=conv
-        )(x)
+        x = _separable(x, filters, conv, block.dilation_rate, intermediate_activation)
         x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{conv}_bn")(x)
         if not pre:
             x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
-    if block.downsample:
+    if block.downsample and block.stride == 1 and block.dilation_rate > 1:
+        data_format = "channels_first" if channel_axis == 1 else "channels_last"
+        x = DilatedMaxPooling2D(
+            3, block.dilation_rate, data_format=data_format, name=f"{name}_pool"
+        )(x)
+    elif block.downsample:
         x = keras.layers.MaxPooling2D(
-            3, strides=2, padding="same", name=f"{name}_pool"
+            3, strides=block.stride, padding="same", name=f"{name}_pool"
         )(x)
     if block.residual is not None:
         x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
@@ -146,5 +342,5 @@ def build_features(x, spec: XceptionSpec | None = None, channel_axis: int = -1):
     x = _conv_bn_relu(x, spec.stem_filters[0], 2, "block1_conv1", channel_axis)
     x = _conv_bn_relu(x, spec.stem_filters[1], 1, "block1_conv2", channel_axis)
     for block in spec.blocks:
-        x = _block(x, block, channel_axis)
+        x = _block(x, block, channel_axis, spec.intermediate_activation)
     return x

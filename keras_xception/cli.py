@@ -6,6 +6,8 @@ Subcommands:
   per image (with no image: a sample photo shipped with matplotlib).
 * ``weights list|download|verify|convert``: the pretrained weight registry and
   its cache.
+* ``summary [variant options] [--ablations] [--layers] [--json]``: parameters and
+  multiply-accumulates of the official model or an architecture variant.
 """
 
 from __future__ import annotations
@@ -153,6 +155,53 @@ def _cmd_weights_convert(args) -> int:
     return 0
 
 
+def _variant_label(kw) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kw.items()) or "official"
+
+
+def _cmd_summary(args) -> int:
+    from keras_xception import Xception, analysis
+
+    if args.ablations:
+        variants = [dict(**kw) for kw in analysis.ABLATIONS]
+    else:
+        kw = dict(
+            residual=args.residual,
+            intermediate_activation=args.intermediate_activation,
+            middle_flow_blocks=args.middle_flow_blocks,
+            width_multiplier=args.width_multiplier,
+            output_stride=args.output_stride,
+        )
+        defaults = dict(residual=True, intermediate_activation=None, middle_flow_blocks=8, width_multiplier=1.0, output_stride=32)
+        variants = [{k: v for k, v in kw.items() if v != defaults[k]}]
+    if args.size < 71:
+        raise ValueError(f"`--size` must be at least 71 (Xception's minimum input); received {args.size}.")
+    rows, models = [], []
+    for kw in variants:
+        model = Xception(weights=None, include_top=not args.no_top, input_shape=(args.size, args.size, 3), **kw)
+        row = analysis.summary(model)
+        row["name"] = _variant_label(kw)
+        rows.append(row)
+        models.append(model)
+    if args.json:
+        out = [dict(r, input_shape=list(r["input_shape"]), output_shape=list(r["output_shape"])) for r in rows]
+        if args.layers:
+            for r, m in zip(out, models):
+                r["layers"] = [dict(c.__dict__, output_shape=list(c.output_shape)) for c in analysis.layer_costs(m)]
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    if args.layers:
+        for r, m in zip(rows, models):
+            print(f"{r['name']}:")
+            print(f"  {'layer':<36} {'class':<20} {'output':>18} {'params':>10} {'MMACs':>10}")
+            for c in analysis.layer_costs(m):
+                shape = "x".join(str(d) for d in c.output_shape[1:])
+                print(f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}")
+    print(analysis.format_summary(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-xception",
@@ -185,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst")
     p.add_argument("--format", default="weights.h5", choices=["weights.h5", "legacy-h5"])
     p.set_defaults(func=_cmd_weights_convert)
+
+    p = sub.add_parser("summary", help="parameters and multiply-accumulates of a variant")
+    p.add_argument("--size", type=int, default=299, help="input height and width (default 299)")
+    p.add_argument("--no-top", action="store_true", help="without the classifier")
+    p.add_argument("--no-residual", dest="residual", action="store_false", help="no residual connections")
+    p.add_argument("--intermediate-activation", choices=["relu", "elu", "linear"], default=None,
+                   help="activation between depthwise and pointwise convolutions")
+    p.add_argument("--middle-flow-blocks", type=int, default=8, help="middle-flow blocks (default 8)")
+    p.add_argument("--width-multiplier", type=float, default=1.0, help="channel width multiplier (default 1)")
+    p.add_argument("--output-stride", type=int, choices=[32, 16, 8], default=32, help="output stride (default 32)")
+    p.add_argument("--ablations", action="store_true", help="table of the paper's ablations and the atrous variants")
+    p.add_argument("--layers", action="store_true", help="also list every layer")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_summary)
     return parser
 
 

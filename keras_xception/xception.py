@@ -11,7 +11,7 @@ import warnings
 
 import keras
 
-from keras_xception import architecture, loading
+from keras_xception import architecture, loading, variants
 from keras_xception import weights as weights_lib
 from keras_xception.imagenet import decode_predictions
 from keras_xception.preprocessing import preprocess_input, preprocessing_layer
@@ -98,6 +98,11 @@ def Xception(
     name="xception",
     *,
     include_preprocessing=False,
+    residual=True,
+    intermediate_activation=None,
+    middle_flow_blocks=8,
+    width_multiplier=1.0,
+    output_stride=32,
 ):
     """Instantiates the Xception architecture (Chollet, CVPR 2017).
 
@@ -139,6 +144,14 @@ def Xception(
         name: Model name.
         include_preprocessing: Put :func:`preprocessing_layer` (0..255 ->
             -1..1) in front, so the model takes raw pixel values.
+        residual, intermediate_activation, middle_flow_blocks,
+        width_multiplier, output_stride: Architecture variants (the paper's
+            ablations, DeepLab-style atrous output stride); the defaults give
+            the official model. See
+            :func:`keras_xception.architecture.xception_spec`. Pretrained
+            weights load into variants with unchanged weight shapes
+            (``intermediate_activation``, ``output_stride``, ``residual``);
+            see :mod:`keras_xception.variants`.
 
     Returns:
         A ``keras.Model``.
@@ -160,7 +173,15 @@ def Xception(
         )
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
+    spec = architecture.xception_spec(
+        middle_flow_blocks,
+        residual=residual,
+        intermediate_activation=intermediate_activation,
+        width_multiplier=width_multiplier,
+        output_stride=output_stride,
+    )
     record, path = _resolve_weights(weights)
+    variants.check_pretrained(spec, record)
     if record is not None and include_top:
         if classifier_activation not in (None, "softmax"):
             raise ValueError(
@@ -186,7 +207,7 @@ def Xception(
     x = img_input
     if include_preprocessing:
         x = preprocessing_layer()(x)
-    x = architecture.build_features(x, architecture.xception_spec(), channel_axis)
+    x = architecture.build_features(x, spec, channel_axis)
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
@@ -196,8 +217,15 @@ def Xception(
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     model = keras.Model(inputs, x, name=name)
 
-    if record is not None or path is not None:
+    if record is None and path is None:
+        return model
+    if variants.is_official(spec):
         _load_pretrained(model, record, path, include_top, classes, input_shape, channels_first)
+    else:  # weights of the official layout, copied into the variant's layers by name
+        variants.load_pretrained(
+            model, weights, spec, include_top=include_top, input_shape=input_shape,
+            classes=classes, classifier_activation=classifier_activation,
+        )
     return model
 
 
