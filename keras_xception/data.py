@@ -47,7 +47,7 @@ import importlib.util
 import os
 import re
 
-from keras_xception.image import decode_and_transform, validate_transform
+from keras_xception.image import decode_and_transform, validate_transform  # noqa: F401 (re-exported)
 
 __all__ = [
     "Records",

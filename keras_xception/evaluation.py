@@ -28,7 +28,7 @@ from keras_xception import data as data_lib
 from keras_xception import weights as weights_lib
 from keras_xception.image import validate_transform
 
-__all__ = ["transform_for", "evaluate", "make_strategy", "STRATEGIES", "PREPROCESSINGS"]
+__all__ = ["transform_for", "evaluate", "make_strategy", "is_chief", "STRATEGIES", "PREPROCESSINGS"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 PREPROCESSINGS = ("tf", None)
@@ -90,7 +90,19 @@ def make_strategy(name="default"):
     raise ValueError(f"`strategy` must be one of {STRATEGIES}; received {name!r}.")
 
 
-def _is_chief(strategy) -> bool:
+def _strategy_name(strategy) -> str:
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"  # the class is named CollectiveAllReduceStrategy
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "MirroredStrategy"
+    name = type(strategy).__name__
+    return "default" if name == "_DefaultDistributionStrategy" else name
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process is the chief (worker 0) of ``strategy`` (True when not multi-worker)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     return resolver is None or not resolver.task_type or (resolver.task_id or 0) == 0
 
@@ -162,7 +174,7 @@ def evaluate(
         raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {preprocessing!r}.")
     transform["target_size"] = validate_transform(**transform)
     records = records.take(limit)
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
 
     def dataset_fn(ctx):
         per_replica = ctx.get_per_replica_batch_size(batch_size)
@@ -179,7 +191,7 @@ def evaluate(
         scores = model(x, training=False)
         label = tf.where(ok, label, tf.zeros_like(label))
         tf.debugging.assert_non_negative(
-            label, message="class label < 0: wrong label_offset for these TFRecords?"
+            label, message="class label < 0: wrong label_offset?"
         )
         tf.debugging.assert_less(
             label, tf.constant(num_classes, label.dtype),
@@ -210,7 +222,16 @@ def evaluate(
     skipped_idx = []
     start = time.perf_counter()
     for batch in strategy.distribute_datasets_from_function(dataset_fn):
-        sums, per_cls, bad = step(batch)
+        try:
+            sums, per_cls, bad = step(batch)
+        except tf.errors.InvalidArgumentError as e:
+            if "label_offset" not in e.message:
+                raise
+            raise ValueError(
+                f"{records.description}: a class label is outside [0, {num_classes}). Wrong "
+                "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
+                "0-based ones need label_offset=0."
+            ) from None
         sums = np.rint(sums.numpy()).astype(np.int64)
         if sums[3] == 0:  # no replica saw a real example: every shard is exhausted
             break
@@ -245,7 +266,7 @@ def evaluate(
         num_classes=num_classes,
         transform=dict(transform, target_size=list(transform["target_size"]), preprocessing=preprocessing),
         batch_size=batch_size,
-        strategy=type(strategy).__name__,
+        strategy=_strategy_name(strategy),
         num_replicas=replicas,
         elapsed_seconds=round(elapsed, 3),
         images_per_second=round(count / elapsed, 2) if elapsed > 0 else None,
