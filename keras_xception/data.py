@@ -47,7 +47,7 @@ import importlib.util
 import os
 import re
 
-from keras_xception.image import decode_and_transform, validate_transform  # noqa: F401 (re-exported)
+from keras_xception.image import decode_and_transform, validate_transform
 
 __all__ = [
     "Records",
@@ -194,6 +194,8 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
         split=split,
         shuffle_files=False,
         decoders={"image": tfds.decode.SkipDecoding()},
+        # One shard after the other: the order must be the same on every pass (explain()
+        # finds skipped examples again by position).
         read_config=tfds.ReadConfig(interleave_cycle_length=1),
     )
     ds = ds.map(

@@ -23,6 +23,7 @@ import pytest
 
 from eval_worker import SIZE, favour, tiny_model
 from keras_xception import cli, data, evaluation
+from keras_xception.image import decode_and_transform
 
 N = 12  # good images
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,13 +249,13 @@ def test_bad_files_decoded_or_skipped(bad_dir, tiny):
     # The decodable odd files come out as RGB matching Pillow's conversion.
     full = dict(target_size=(90, 110), crop_fraction=1.0)
     rgb = np.asarray(bad_dir.img, np.float32)
-    png = data.decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 2))), **full)
+    png = decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 2))), **full)
     np.testing.assert_array_equal(png.numpy(), rgb)
     cmyk_path = os.path.join(bad_dir.dir, _val_name(N + 1))
-    cmyk = data.decode_and_transform(tf.io.read_file(cmyk_path), **full).numpy()
+    cmyk = decode_and_transform(tf.io.read_file(cmyk_path), **full).numpy()
     pil = np.asarray(Image.open(cmyk_path).convert("RGB"), np.float32)
     assert np.mean(np.abs(cmyk - pil)) < 3.0
-    gray = data.decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 3))), **full).numpy()
+    gray = decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 3))), **full).numpy()
     assert gray.shape == (90, 110, 3) and np.all(gray[..., 0] == gray[..., 2])
 
 
