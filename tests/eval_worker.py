@@ -21,7 +21,6 @@ def tiny_model(favoured=(), seed=0):
     per image instead of being all or nothing.
     """
     import keras
-    import numpy as np
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((SIZE, SIZE, 3))

@@ -102,8 +102,6 @@ def val(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bad_dir(val, tmp_path_factory):
     """The N good images plus: CMYK JPEG, PNG named .JPEG, grayscale JPEG, truncated JPEG, garbage."""
-    from PIL import Image
-
     d = tmp_path_factory.mktemp("bad") / "val"
     shutil.copytree(val.dir, d)
     rng = np.random.default_rng(5)
@@ -114,7 +112,6 @@ def bad_dir(val, tmp_path_factory):
     (d / _val_name(N + 3)).write_bytes(_jpeg_bytes(img.convert("L")))
     (d / _val_name(N + 4)).write_bytes(good[: len(good) // 2])
     (d / _val_name(N + 5)).write_bytes(b"this is not an image\n" * 20)
-    del Image
     return types.SimpleNamespace(dir=str(d), img=img, decodable=N + 3,
                                  skipped=[_val_name(N + 4), _val_name(N + 5)])
 
