@@ -88,10 +88,10 @@ def _cmd_evaluate(args) -> int:
         resize_mode=args.resize_mode,
         interpolation=args.interpolation,
     )
+    if args.tfds_manual_dir is not None and args.tfds_data_dir is None:
+        raise ValueError("--tfds-manual-dir needs --tfds-data-dir (where tfds writes the prepared data).")
     if args.tfds_data_dir is not None:
         records = data.tfds_records(args.tfds_data_dir, args.tfds_manual_dir)
-    elif args.tfds_manual_dir is not None:
-        raise ValueError("--tfds-manual-dir needs --tfds-data-dir (where tfds writes the prepared data).")
     elif args.val_dir is not None:
         records = data.folder_records(args.val_dir)
     else:

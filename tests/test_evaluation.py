@@ -302,6 +302,8 @@ def test_missing_data_messages(tmp_path, capsys):
         assert cli.main(["evaluate", *args, "--weights", "none"]) == 2
         err = capsys.readouterr().err
         assert "ILSVRC2012_img_val.tar" in err and "image-net.org" in err, err
+    assert cli.main(["evaluate", "--val-dir", str(tmp_path), "--tfds-manual-dir", str(tmp_path)]) == 2
+    assert "--tfds-manual-dir needs --tfds-data-dir" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "cat.jpg").write_bytes(b"")
     assert cli.main(["evaluate", "--val-dir", str(tmp_path / "other"), "--weights", "none"]) == 2
