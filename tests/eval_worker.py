@@ -2,7 +2,8 @@
 
 Run as ``python eval_worker.py MODE VAL_DIR WEIGHTS OUT_JSON [BATCH]`` with MODE
 ``mirrored`` (two logical CPU devices in this process) or ``multi-worker``
-(reads TF_CONFIG). Writes the evaluation report to OUT_JSON.
+(reads TF_CONFIG): evaluates Xception at 71x71 with the weights file WEIGHTS
+and writes the report to OUT_JSON.
 """
 
 import json
@@ -63,12 +64,13 @@ def main(mode, val_dir, weights, out, batch=4):
     from keras_xception import data, evaluation
 
     def build():
-        model = tiny_model()
-        model.load_weights(weights)
-        return model
+        from keras_xception import Xception
+
+        return Xception(weights=weights, input_shape=(71, 71, 3))
 
     report = evaluation.evaluate(
-        build, data.folder_records(val_dir), batch_size=int(batch), strategy=strategy, per_class=True, verbose=0
+        build, data.folder_records(val_dir), transform=evaluation.transform_for(weights, target_size=(71, 71)),
+        batch_size=int(batch), strategy=strategy, per_class=True, verbose=0,
     )
     with open(out, "w") as f:
         json.dump(report, f)

@@ -346,13 +346,18 @@ def _child_env():
 
 
 @pytest.fixture(scope="module")
-def single_process(bad_dir, tiny, tmp_path_factory):
-    """The reference: the bad-files folder (17 files, 15 decodable) in this process, weights saved."""
-    weights = str(tmp_path_factory.mktemp("dist") / "tiny.weights.h5")
-    tiny.save_weights(weights)
+def single_process(val, bad_dir, tmp_path_factory):
+    """The reference: Xception 71x71 on the bad-files folder (17 files, 15 decodable) in this process."""
+    import keras_xception as kx
+
+    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=3)
+    weights = str(tmp_path_factory.mktemp("dist") / "x71.weights.h5")
+    model.save_weights(weights)
+    t = evaluation.transform_for(weights, target_size=(71, 71))
     with pytest.warns(UserWarning):
-        report = evaluation.evaluate(tiny, data.folder_records(bad_dir.dir), batch_size=4, per_class=True,
-                                     verbose=0)
+        report = evaluation.evaluate(model, data.folder_records(bad_dir.dir), transform=t, batch_size=4,
+                                     per_class=True, verbose=0)
+    assert 0 < report["top1_correct"] < report["count"] == bad_dir.decodable
     return weights, report
 
 
@@ -366,8 +371,9 @@ def _same_totals(report, reference):
 def test_mirrored_two_cpu_devices(bad_dir, single_process, tmp_path):
     weights, reference = single_process
     out = tmp_path / "mirrored.json"
-    subprocess.run([sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4"],
-                   env=_child_env(), check=True, timeout=240, capture_output=True)
+    proc = subprocess.run([sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4"],
+                          env=_child_env(), timeout=240, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["num_replicas"] == 2 and report["strategy"] == "MirroredStrategy"
     _same_totals(report, reference)
@@ -384,7 +390,8 @@ def _free_ports(n):
 
 
 @pytest.mark.slow
-def test_multi_worker_two_processes(bad_dir, single_process, tmp_path):
+def test_multi_worker_two_processes_via_cli(bad_dir, single_process, tmp_path):
+    """Two `keras-xception evaluate --strategy multi-worker` processes on loopback; only the chief reports."""
     weights, reference = single_process
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs, outs = [], []
@@ -392,9 +399,10 @@ def test_multi_worker_two_processes(bad_dir, single_process, tmp_path):
         env = _child_env()
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
         outs.append(tmp_path / f"worker{i}.json")
-        procs.append(subprocess.Popen([sys.executable, WORKER, "multi-worker", bad_dir.dir, weights,
-                                       str(outs[i]), "4"], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT))
+        argv = [sys.executable, "-m", "keras_xception", "evaluate", "--val-dir", bad_dir.dir, "--weights", weights,
+                "--image-size", "71", "--batch-size", "4", "--strategy", "multi-worker", "--per-class", "--quiet",
+                "--report", str(outs[i])]
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     try:
         logs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
     finally:
@@ -403,7 +411,8 @@ def test_multi_worker_two_processes(bad_dir, single_process, tmp_path):
                 p.kill()
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
-    for out in outs:
-        report = json.loads(out.read_text())
-        assert report["num_replicas"] == 2 and report["strategy"] == "MultiWorkerMirroredStrategy"
-        _same_totals(report, reference)
+    assert "top-1" in logs[0] and "top-1" not in logs[1]
+    assert not outs[1].exists()
+    report = json.loads(outs[0].read_text())
+    assert report["num_replicas"] == 2 and report["strategy"] == "MultiWorkerMirroredStrategy"
+    _same_totals(report, reference)
