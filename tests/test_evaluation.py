@@ -283,6 +283,9 @@ def test_limit_and_argument_errors(val, tiny):
     records = data.folder_records(val.dir)
     report = evaluation.evaluate(tiny, records, transform=t, batch_size=4, limit=5, verbose=0)
     assert report["count"] == 5
+    # Without a transform: the imagenet one at the model's input size.
+    default = evaluation.evaluate(tiny, records, batch_size=4, limit=2, verbose=0)
+    assert default["transform"]["target_size"] == [SIZE, SIZE] and default["count"] == 2
     with pytest.raises(ValueError, match="batch_size"):
         evaluation.evaluate(tiny, records, transform=t, batch_size=0)
     with pytest.raises(ValueError, match="limit"):
