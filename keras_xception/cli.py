@@ -8,6 +8,8 @@ Subcommands:
   its cache.
 * ``summary [variant options] [--ablations] [--layers] [--json]``: parameters and
   multiply-accumulates of the official model or an architecture variant.
+* ``evaluate (--tfds-data-dir D | --val-dir D | --tfrecords GLOB) ...``: ImageNet
+  top-1/top-5 with a progress bar and a JSON report (see ``_cmd_evaluate``).
 """
 
 from __future__ import annotations
@@ -202,6 +204,78 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    """ImageNet top-1/top-5 of an Xception weight set over one of the three data sources."""
+    from keras_xception import evaluation
+
+    # The strategy first: multi-worker must be set up before TensorFlow runs anything.
+    strategy = evaluation.make_strategy(args.strategy)
+    from keras_xception import Xception, data
+
+    size = args.image_size
+    transform = evaluation.transform_for(
+        args.weights,
+        target_size=None if size is None else (size, size),
+        crop_fraction=args.crop_pct,
+        resize_mode=args.resize_mode,
+        interpolation=args.interpolation,
+    )
+    if args.tfds_manual_dir is not None and args.tfds_data_dir is None:
+        raise ValueError("--tfds-manual-dir needs --tfds-data-dir (where tfds writes the prepared data).")
+    if args.tfds_data_dir is not None:
+        records = data.tfds_records(args.tfds_data_dir, args.tfds_manual_dir)
+    elif args.val_dir is not None:
+        records = data.folder_records(args.val_dir)
+    else:
+        records = data.tfrecord_records(args.tfrecords, label_offset=args.label_offset)
+    weights = None if args.weights == "none" else args.weights
+    input_shape = None if size is None else (size, size, 3)
+    report = evaluation.evaluate(
+        lambda: Xception(weights=weights, input_shape=input_shape),
+        records,
+        transform=transform,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        strategy=strategy,
+        strict=args.strict,
+        per_class=args.per_class,
+        verbose=0 if args.quiet else 1,
+    )
+    report["weights"] = args.weights
+    if evaluation.is_chief(strategy):
+        top = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        print(
+            f"top-1 {top(report['top1'])}  top-5 {top(report['top5'])}  over {report['count']} images "
+            f"({len(report['skipped'])} skipped), {report['images_per_second']} images/s, "
+            f"{report['elapsed_seconds']} s"
+        )
+        if args.report:
+            with open(args.report, "w") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+    return 0
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], received {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-xception",
@@ -248,6 +322,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="also list every layer")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="ImageNet top-1/top-5 (tfds, a folder of validation images, or TFRecords)",
+        description="Evaluate on the ImageNet validation set. Data: ILSVRC2012_img_val.tar from "
+        "https://image-net.org/download-images (for --tfds-manual-dir, or extracted for --val-dir).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tfds-data-dir", metavar="D", help="tfds data dir (prepared imagenet2012, or where to prepare it)")
+    src.add_argument("--val-dir", metavar="D", help="folder of ILSVRC2012_val_*.JPEG or of n0xxxxxxx/ class folders")
+    src.add_argument("--tfrecords", metavar="GLOB", help="classic ImageNet TFRecord shards (image/encoded, image/class/label)")
+    p.add_argument("--tfds-manual-dir", metavar="M", help="folder holding ILSVRC2012_img_val.tar (prepares --tfds-data-dir)")
+    p.add_argument("--label-offset", type=int, default=1, help="subtracted from TFRecord labels (default 1: 1-based labels)")
+    p.add_argument("--weights", default="imagenet", help="registered name, weights file, or 'none' (random)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
+    p.add_argument("--image-size", type=_positive_int, help="input size (default: the weight set's, 299)")
+    p.add_argument("--crop-pct", type=_fraction, help="central crop fraction (default: the weight set's, 0.875)")
+    p.add_argument("--resize-mode", choices=("central", "shorter-side"), help="crop protocol (default: central)")
+    p.add_argument("--interpolation", choices=("bilinear", "bicubic"), help="resize method (default: bilinear)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+                   help="tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)")
+    p.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
+    p.add_argument("--per-class", action="store_true", help="add per-class accuracy to the report")
+    p.add_argument("--report", metavar="OUT.json", help="write the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

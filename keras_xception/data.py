@@ -1,0 +1,439 @@
+"""ImageNet validation data as ``tf.data`` pipelines, from the formats people hold it in.
+
+Three sources, each available at two levels:
+
+* ``*_records(...)`` -> :class:`Records`: the raw, undecoded examples
+  ``(name, label, payload)`` in a deterministic order, where ``payload`` is
+  the encoded image (tfds, TFRecords) or its path (folders). This is what
+  :func:`keras_xception.evaluation.evaluate` consumes.
+* ``*_dataset(...)`` -> ``tf.data.Dataset`` of ``(image, label)``: the
+  records decoded by :func:`keras_xception.image.decode_and_transform`
+  (the same transform as :func:`keras_xception.load_image`, so a photo seen on
+  its own and inside a dataset has identical pixels), images float32 in
+  [0, 255], labels int64 Keras class indices.
+
+Sources:
+
+1. :func:`tfds_records`: the tfds ``imagenet2012`` validation split, read from
+   a prepared ``data_dir`` or prepared on the spot from a manual dir holding
+   ``ILSVRC2012_img_val.tar`` (only that tar is handed to tfds, so a train tar
+   lying next to it is never converted).
+2. :func:`folder_records`: ``ILSVRC2012_val_XXXXXXXX.JPEG`` files labelled by
+   the official validation ground truth (the copy tfds ships), or a
+   class-per-folder tree ``n01440764/*.JPEG``.
+3. :func:`tfrecord_records`: shards written by TensorFlow's classic ImageNet
+   conversion scripts (``image/encoded``, ``image/class/label``). Those labels
+   are 1-based (0 was "background" in the Inception scripts): the Keras
+   class index is ``label - label_offset`` with ``label_offset=1`` by default.
+
+Class index ``i`` is the ``i``-th WordNet id in sorted order, which is the
+output index of the Keras ImageNet models and the tfds ``label``.
+
+Bad files. :func:`decode_records` decodes each example in its own tiny
+``tf.data`` pipeline whose errors are ignored, falling back to an all-zero
+image flagged ``ok=False``; so an undecodable file neither aborts the run nor
+loses its position (its index identifies it), and errors elsewhere in the
+pipeline (an unreadable TFRecord shard) still raise. :func:`explain` re-reads
+the flagged examples and returns each name with the decoder's message.
+CMYK and grayscale JPEGs and PNGs named ``.JPEG`` decode fine (to RGB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import importlib.util
+import os
+import re
+
+from keras_xception.image import decode_and_transform, validate_transform
+
+__all__ = [
+    "Records",
+    "imagenet_wnids",
+    "validation_ground_truth",
+    "tfds_records",
+    "folder_records",
+    "tfrecord_records",
+    "decode_records",
+    "explain",
+    "tfds_dataset",
+    "folder_dataset",
+    "tfrecord_dataset",
+    "VAL_TAR",
+    "DOWNLOAD_HINT",
+]
+
+VAL_TAR = "ILSVRC2012_img_val.tar"
+DOWNLOAD_HINT = (
+    f"Download {VAL_TAR} (6.3 GB, the ILSVRC 2012 validation images; a free account is "
+    "needed) from https://image-net.org/download-images"
+)
+_VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpe?g|png)$", re.IGNORECASE)
+_WNID = re.compile(r"^n\d{8}$")
+_IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+    """Raw examples of one source, before decoding.
+
+    Attributes:
+        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: a string
+            naming the example (file path or file name), the int64 class
+            index, and the encoded image bytes or (``payload_is_path``) a path.
+        payload_is_path: Whether ``payload`` is a file path to read.
+        size: Number of examples when known without reading them, else None.
+        description: Where the examples come from (for reports).
+    """
+
+    dataset: object
+    payload_is_path: bool
+    size: int | None
+    description: str
+
+    def take(self, limit):
+        """The first ``limit`` records (all of them for ``None``)."""
+        if limit is None:
+            return self
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
+        size = limit if self.size is None else min(limit, self.size)
+        return dataclasses.replace(
+            self, dataset=self.dataset.take(limit), size=size,
+            description=f"{self.description} (first {limit})",
+        )
+
+
+def _tfds_file(name):
+    """Path of a file in tfds's imagenet2012 folder, without importing tfds."""
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("tensorflow-datasets is required for the ImageNet label files.")
+    return os.path.join(spec.submodule_search_locations[0], "datasets", "imagenet2012", name)
+
+
+@functools.lru_cache(maxsize=None)
+def imagenet_wnids() -> tuple:
+    """The 1000 ImageNet-1k WordNet ids, sorted: position == class index."""
+    with open(_tfds_file("labels.txt")) as f:
+        wnids = tuple(line.strip() for line in f if line.strip())
+    assert len(wnids) == 1000 and list(wnids) == sorted(wnids), "unexpected labels.txt"
+    return wnids
+
+
+@functools.lru_cache(maxsize=None)
+def validation_ground_truth() -> tuple:
+    """Class index of each validation image: element ``k`` is ILSVRC2012_val_{k+1:08d}."""
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    with open(_tfds_file("validation_labels.txt")) as f:
+        labels = tuple(index[line.strip()] for line in f if line.strip())
+    assert len(labels) == 50000, "unexpected validation_labels.txt"
+    return labels
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
+    """The tfds ``imagenet2012`` split, preparing it first if needed.
+
+    Args:
+        data_dir: tfds data directory (holds or will hold ``imagenet2012/``).
+        manual_dir: Directory holding ``ILSVRC2012_img_val.tar``; used only
+            when ``data_dir`` has no prepared ``imagenet2012`` yet. Only the
+            validation tar is given to the tfds builder (through a folder of
+            links inside ``data_dir``), so only the validation split is built.
+            tfds labels the images by pairing the sorted names in the tar with
+            the official ground truth, so a partial tar must hold the *first*
+            N validation images.
+        split: A tfds split spec (``"validation"``, ``"validation[:1000]"``).
+
+    Raises:
+        ValueError: when the data is neither prepared nor preparable, saying
+            what to download and where to put it.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    data_dir = os.path.abspath(os.fspath(data_dir))
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    if not _tfds_prepared(builder):
+        if manual_dir is None:
+            raise ValueError(
+                f"No prepared tfds 'imagenet2012' in data_dir={data_dir!r}. {DOWNLOAD_HINT}, "
+                "put it in a folder and pass that folder as the manual dir "
+                "(--tfds-manual-dir / manual_dir=); the validation split is then prepared "
+                f"into {data_dir!r} once (about 6.4 GB)."
+            )
+        tar = os.path.join(os.path.abspath(os.fspath(manual_dir)), VAL_TAR)
+        if not os.path.isfile(tar):
+            raise ValueError(
+                f"No {VAL_TAR} in manual_dir={os.fspath(manual_dir)!r}. {DOWNLOAD_HINT} and "
+                "put it in that folder."
+            )
+        staging = os.path.join(data_dir, "keras_xception_manual")
+        os.makedirs(staging, exist_ok=True)
+        link = os.path.join(staging, VAL_TAR)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(tar, link)
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=staging, try_download_gcs=False)
+        )
+    splits = builder.info.splits
+    try:
+        size = splits[split].num_examples
+    except (KeyError, ValueError) as e:
+        raise ValueError(
+            f"The prepared imagenet2012 in {data_dir!r} has no split {split!r} "
+            f"(available: {sorted(splits)}): {e}"
+        ) from None
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+        # One shard after the other: the order must be the same on every pass (explain()
+        # finds skipped examples again by position).
+        read_config=tfds.ReadConfig(interleave_cycle_length=1),
+    )
+    ds = ds.map(
+        lambda ex: (ex["file_name"], tf.cast(ex["label"], tf.int64), ex["image"]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return Records(ds, False, size, f"tfds imagenet2012[{split}] in {data_dir}")
+
+
+def _tfds_prepared(builder) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))
+
+
+def folder_records(directory) -> Records:
+    """Images in a folder, labelled by the ImageNet validation ground truth or by sub-folder.
+
+    Two layouts are recognised:
+
+    * flat: ``ILSVRC2012_val_00000001.JPEG`` ... (as extracted from
+      ``ILSVRC2012_img_val.tar``), labelled by the official ground truth;
+    * class tree: one sub-folder per WordNet id (``n01440764/*.JPEG``).
+
+    Files are listed in sorted order. Other files in a flat folder are
+    ignored; a class tree with a sub-folder that is not an ImageNet-1k WordNet
+    id is an error.
+    """
+    import tensorflow as tf
+
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"No such folder: {directory!r}. {DOWNLOAD_HINT}, extract it "
+            f"(`mkdir val && tar -xf {VAL_TAR} -C val`) and pass the folder."
+        )
+    entries = sorted(os.listdir(directory))
+    subdirs = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
+    names, labels = [], []
+    if subdirs and not any(_VAL_NAME.match(e) for e in entries):
+        index = {w: i for i, w in enumerate(imagenet_wnids())}
+        unknown = [d for d in subdirs if d not in index]
+        if unknown:
+            raise ValueError(
+                f"{directory!r} looks like a class-per-folder tree, but these sub-folders are not "
+                f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}"
+                + (" ..." if len(unknown) > 5 else "")
+            )
+        for d in subdirs:
+            for f in sorted(os.listdir(os.path.join(directory, d))):
+                if f.lower().endswith(_IMAGE_EXTS):
+                    names.append(os.path.join(directory, d, f))
+                    labels.append(index[d])
+        layout = "class folders"
+    else:
+        truth = validation_ground_truth()
+        for f in entries:
+            m = _VAL_NAME.match(f)
+            if m:
+                k = int(m.group(1))
+                if not 1 <= k <= len(truth):
+                    raise ValueError(f"{f!r} in {directory!r}: validation images are numbered 1 to 50000.")
+                names.append(os.path.join(directory, f))
+                labels.append(truth[k - 1])
+        layout = "ILSVRC2012_val_*.JPEG"
+    if not names:
+        raise ValueError(
+            f"No images in {directory!r}: expected ILSVRC2012_val_XXXXXXXX.JPEG files or "
+            f"sub-folders named by WordNet id (n01440764/*.JPEG). {DOWNLOAD_HINT} and extract "
+            "it into that folder."
+        )
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(names), tf.constant(labels, tf.int64), tf.constant(names))
+    )
+    return Records(ds, True, len(names), f"{directory} ({layout})")
+
+
+def tfrecord_records(file_pattern, label_offset=1) -> Records:
+    """TFRecord shards in the layout of TensorFlow's classic ImageNet conversion scripts.
+
+    Each ``tf.train.Example`` holds ``image/encoded`` (JPEG bytes),
+    ``image/class/label`` (int64) and optionally ``image/filename``.
+
+    Args:
+        file_pattern: A glob (``/data/imagenet/validation-*``) or a list of files.
+            Files are read in sorted order, one after the other.
+        label_offset: Subtracted from ``image/class/label`` to get the Keras
+            class index. The classic scripts (``build_imagenet_data.py``) write
+            1..1000 with 0 reserved for "background": use 1 (the default). Use
+            0 for shards that already store 0-based indices. A label that ends
+            up outside [0, classes) makes the evaluation fail, naming the offset.
+    """
+    import tensorflow as tf
+
+    if isinstance(label_offset, bool) or not isinstance(label_offset, int):
+        raise ValueError(f"`label_offset` must be an integer (usually 1 or 0); received {label_offset!r}.")
+    patterns = [file_pattern] if isinstance(file_pattern, (str, os.PathLike)) else list(file_pattern)
+    files = sorted({f for p in patterns for f in glob.glob(os.fspath(p))})
+    if not files:
+        raise ValueError(
+            f"No TFRecord files match {file_pattern!r}. Shards are written by TensorFlow's "
+            "ImageNet conversion script (build_imagenet_data.py in tensorflow/models) from "
+            f"the extracted {VAL_TAR}; {DOWNLOAD_HINT}."
+        )
+    features = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, features)
+        return ex["image/filename"], ex["image/class/label"] - label_offset, ex["image/encoded"]
+
+    ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    desc = f"TFRecords {file_pattern} ({len(files)} files, label_offset={label_offset})"
+    return Records(ds, False, None, desc)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_records(
+    records: Records,
+    target_size=(299, 299),
+    crop_fraction=0.875,
+    resize_mode="central",
+    interpolation="bilinear",
+    *,
+    num_shards=1,
+    shard_index=0,
+):
+    """Decode and transform records: a dataset of ``(index, image, label, ok)``.
+
+    ``index`` (int64) is the position of the example in ``records``; every
+    example comes out once, in order (after sharding by index: shard ``s`` of
+    ``n`` gets the indices ``i`` with ``i % n == s``). ``ok`` is False for an
+    example that could not be read or decoded; its image is all zeros and it
+    must not be counted. Use :func:`explain` for the reason.
+    """
+    import tensorflow as tf
+
+    target_size = validate_transform(target_size, crop_fraction, resize_mode, interpolation)
+    for arg, value, ok in (
+        ("num_shards", num_shards, isinstance(num_shards, int) and num_shards >= 1),
+        ("shard_index", shard_index, isinstance(shard_index, int) and 0 <= shard_index < max(num_shards, 1)),
+    ):
+        if not ok or isinstance(value, bool):
+            raise ValueError(f"`{arg}` must be an integer (0 <= shard_index < num_shards); received {value!r}.")
+    ds = records.dataset.enumerate()
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    zeros = tf.zeros(target_size + (3,), tf.float32)
+    read = records.payload_is_path
+
+    def decode(index, label, payload):
+        contents = tf.io.read_file(payload) if read else payload
+        image = decode_and_transform(contents, target_size, crop_fraction, resize_mode, interpolation)
+        return index, image, label, tf.constant(True)
+
+    def one(index, example):
+        _, label, payload = example
+        good = tf.data.Dataset.from_tensors((index, label, payload)).map(decode).ignore_errors()
+        bad = tf.data.Dataset.from_tensors((index, zeros, label, tf.constant(False)))
+        return good.concatenate(bad).take(1)
+
+    return ds.interleave(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _error_text(e) -> str:
+    msg = getattr(e, "message", None) or str(e)
+    msg = msg.splitlines()[0] if msg else type(e).__name__
+    msg = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", msg)
+    return re.sub(r"\s*\[Op:\w+\].*$", "", msg).strip()
+
+
+def explain(records: Records, indices, transform=None) -> list:
+    """``[(index, name, reason)]`` for the examples at ``indices`` that fail to decode.
+
+    Re-reads those examples and runs the transform on them eagerly to capture
+    the decoder's message. ``transform``: keyword arguments of
+    :func:`~keras_xception.image.decode_and_transform`.
+    """
+    import tensorflow as tf
+
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return []
+    transform = dict(transform or {})
+    w = tf.constant(wanted, tf.int64)
+    found = records.dataset.enumerate().filter(lambda i, ex: tf.reduce_any(tf.equal(i, w)))
+    out = []
+    for i, (name, _, payload) in found:
+        name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
+        try:
+            contents = tf.io.read_file(payload) if records.payload_is_path else payload
+            decode_and_transform(contents, **transform)
+            reason = "decoded on retry (transient read error?)"
+        except (tf.errors.OpError, ValueError) as e:
+            reason = _error_text(e)
+        out.append((int(i), name, reason))
+    return out
+
+
+def _images(records, transform, strict):
+    import tensorflow as tf
+
+    if strict:
+        read = records.payload_is_path
+        t = dict(transform)
+        return records.dataset.map(
+            lambda name, label, payload: (
+                decode_and_transform(tf.io.read_file(payload) if read else payload, **t),
+                label,
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    ds = decode_records(records, **transform)
+    return ds.filter(lambda i, image, label, ok: ok).map(lambda i, image, label, ok: (image, label))
+
+
+def tfds_dataset(data_dir, manual_dir=None, split="validation", *, strict=False, **transform):
+    """``(image, label)`` from tfds imagenet2012 (see :func:`tfds_records`).
+
+    ``transform``: ``target_size``, ``crop_fraction``, ``resize_mode``,
+    ``interpolation`` as in :func:`~keras_xception.image.decode_and_transform`.
+    Undecodable images are left out (``strict=True``: the iteration raises
+    instead); :func:`keras_xception.evaluation.evaluate` lists them.
+    """
+    return _images(tfds_records(data_dir, manual_dir, split), transform, strict)
+
+
+def folder_dataset(directory, *, strict=False, **transform):
+    """``(image, label)`` from a folder of validation images (see :func:`folder_records`)."""
+    return _images(folder_records(directory), transform, strict)
+
+
+def tfrecord_dataset(file_pattern, label_offset=1, *, strict=False, **transform):
+    """``(image, label)`` from classic ImageNet TFRecords (see :func:`tfrecord_records`)."""
+    return _images(tfrecord_records(file_pattern, label_offset), transform, strict)

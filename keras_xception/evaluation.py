@@ -1,0 +1,281 @@
+"""ImageNet evaluation: top-1/top-5 of any Keras classifier over :mod:`keras_xception.data` records.
+
+:func:`evaluate` runs one ``tf.distribute`` strategy (the default one, a
+``MirroredStrategy`` over several devices, or a ``MultiWorkerMirroredStrategy``
+over several hosts) over the decoded records and returns a report dict.
+
+How each image is evaluated exactly once: every worker decodes the records
+whose index ``i`` has ``i % num_workers == worker`` (sharding by index, before
+decoding), then appends padding examples flagged invalid without end, so all
+replicas always receive full batches and run the same number of steps. Each
+step sums, per replica, the count and the top-1/top-5 hits of the valid
+examples (Keras's ``sparse_categorical_accuracy`` and
+``sparse_top_k_categorical_accuracy`` per example, weighted by validity) and
+reduces them across replicas; the loop ends at the first step in which no
+replica saw a real example. Examples that failed to decode are invalid too;
+their indices are gathered from all replicas and explained at the end (or, with
+``strict=True``, at once, as an error).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from keras_xception import data as data_lib
+from keras_xception import weights as weights_lib
+from keras_xception.image import validate_transform
+
+__all__ = ["transform_for", "evaluate", "make_strategy", "is_chief", "STRATEGIES", "PREPROCESSINGS"]
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+PREPROCESSINGS = ("tf", None)
+
+
+def transform_for(weights="imagenet", **overrides) -> dict:
+    """The evaluation transform of a weight set, with overrides.
+
+    Returns a dict with ``target_size``, ``crop_fraction``, ``resize_mode``,
+    ``interpolation`` and ``preprocessing``, from the record of ``weights``
+    when it is a registered name, else from the ``"imagenet"`` record.
+    Overrides whose value is None are ignored.
+    """
+    name = weights if weights_lib.is_registered(weights) else "imagenet"
+    r = weights_lib.get_record(name)
+    t = dict(
+        target_size=tuple(r.input_size),
+        crop_fraction=r.crop_fraction,
+        resize_mode=r.resize_mode,
+        interpolation=r.interpolation,
+        preprocessing=r.preprocessing,
+    )
+    unknown = set(overrides) - set(t)
+    if unknown:
+        raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {sorted(t)}.")
+    t.update({k: v for k, v in overrides.items() if v is not None})
+    t["target_size"] = validate_transform(
+        t["target_size"], t["crop_fraction"], t["resize_mode"], t["interpolation"]
+    )
+    return t
+
+
+def make_strategy(name="default"):
+    """A ``tf.distribute`` strategy by name: ``default``, ``mirrored`` or ``multi-worker``.
+
+    ``multi-worker`` reads the cluster from the ``TF_CONFIG`` environment
+    variable and must be created before TensorFlow runs any operation.
+    """
+    import json
+    import os
+
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+        except (KeyError, ValueError, TypeError):
+            raise ValueError(
+                "strategy='multi-worker' needs the TF_CONFIG environment variable, e.g. "
+                '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": '
+                '"worker", "index": 0}}, set on every worker (index 0 is the chief).'
+            ) from None
+        del cluster
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"`strategy` must be one of {STRATEGIES}; received {name!r}.")
+
+
+def _strategy_name(strategy) -> str:
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"  # the class is named CollectiveAllReduceStrategy
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "MirroredStrategy"
+    name = type(strategy).__name__
+    return "default" if name == "_DefaultDistributionStrategy" else name
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process is the chief (worker 0) of ``strategy`` (True when not multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or not resolver.task_type or (resolver.task_id or 0) == 0
+
+
+def evaluate(
+    model,
+    records,
+    *,
+    transform=None,
+    batch_size=32,
+    limit=None,
+    strategy=None,
+    strict=False,
+    per_class=False,
+    verbose=1,
+) -> dict:
+    """Top-1/top-5 accuracy of a classifier over ImageNet records.
+
+    Args:
+        model: A Keras model mapping a batch of (preprocessed) images to
+            class scores (logits or probabilities), or a zero-argument
+            function returning one; with a distribution strategy pass the
+            function, so that the model is built in the strategy's scope.
+        records: :class:`keras_xception.data.Records` (``*_records``).
+        transform: Dict from :func:`transform_for` (default: the ``imagenet``
+            transform at the model's input size).
+        batch_size: Global batch size (split over the replicas).
+        limit: Evaluate only the first ``limit`` records.
+        strategy: A ``tf.distribute.Strategy`` (default: the current one).
+        strict: Raise ``ValueError`` at the first file that cannot be decoded
+            instead of skipping it.
+        per_class: Add per-class count/top-1/top-5 to the report.
+        verbose: 1 shows a ``keras.utils.Progbar`` (on the chief only).
+
+    Returns:
+        The report dict: ``top1``, ``top5`` (None if nothing was evaluated),
+        ``count``, ``top1_correct``, ``top5_correct``, ``skipped`` (a list of
+        ``{"index", "name", "reason"}``), ``transform``, ``batch_size``,
+        ``strategy``, ``num_replicas``, ``elapsed_seconds``,
+        ``images_per_second`` and, on request, ``per_class``.
+    """
+    import keras
+    import tensorflow as tf
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
+    if not isinstance(records, data_lib.Records):
+        raise ValueError(
+            "`records` must be keras_xception.data.Records (from tfds_records, folder_records or "
+            f"tfrecord_records); received {type(records).__name__}."
+        )
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"`batch_size` must be a multiple of the {replicas} replicas; received batch_size={batch_size}."
+        )
+    with strategy.scope():
+        if not isinstance(model, keras.Model):
+            if not callable(model):
+                raise ValueError(f"`model` must be a keras.Model or a function returning one; received {model!r}.")
+            model = model()
+    num_classes = int(model.output_shape[-1])
+    if transform is None:
+        transform = transform_for("imagenet", target_size=tuple(model.input_shape[1:3]))
+    transform = dict(transform)
+    preprocessing = transform.pop("preprocessing", "tf")
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {preprocessing!r}.")
+    transform["target_size"] = validate_transform(**transform)
+    records = records.take(limit)
+    chief = is_chief(strategy)
+
+    def dataset_fn(ctx):
+        per_replica = ctx.get_per_replica_batch_size(batch_size)
+        ds = data_lib.decode_records(
+            records, **transform, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id
+        )
+        pad = tf.data.Dataset.from_tensors(
+            (tf.constant(-1, tf.int64), tf.zeros(transform["target_size"] + (3,)), tf.constant(0, tf.int64), False)
+        ).repeat()
+        return ds.concatenate(pad).batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def replica_step(index, image, label, ok):
+        x = image / 127.5 - 1.0 if preprocessing == "tf" else image
+        scores = model(x, training=False)
+        label = tf.where(ok, label, tf.zeros_like(label))
+        tf.debugging.assert_non_negative(
+            label, message="class label < 0: wrong label_offset?"
+        )
+        tf.debugging.assert_less(
+            label, tf.constant(num_classes, label.dtype),
+            message=f"class label >= {num_classes} (the model's classes): wrong label_offset?",
+        )
+        w = tf.cast(ok, tf.float32)
+        hit1 = keras.metrics.sparse_categorical_accuracy(label, scores) * w
+        hit5 = keras.metrics.sparse_top_k_categorical_accuracy(label, scores, k=min(5, num_classes)) * w
+        seg = lambda v: tf.math.unsorted_segment_sum(v, label, num_classes)  # noqa: E731
+        sums = tf.stack([tf.reduce_sum(w), tf.reduce_sum(hit1), tf.reduce_sum(hit5),
+                         tf.reduce_sum(tf.cast(index >= 0, tf.float32))])
+        per_cls = tf.stack([seg(w), seg(hit1), seg(hit5)])
+        bad = tf.where(tf.logical_and(index >= 0, tf.logical_not(ok)), index, tf.constant(-1, tf.int64))
+        return sums, per_cls, bad
+
+    @tf.function
+    def step(batch):
+        sums, per_cls, bad = strategy.run(replica_step, args=batch)
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, per_cls, axis=None),
+            strategy.gather(bad, axis=0),
+        )
+
+    progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
+    totals = np.zeros(4, np.int64)
+    class_totals = np.zeros((3, num_classes), np.int64)
+    skipped_idx = []
+    start = time.perf_counter()
+    for batch in strategy.distribute_datasets_from_function(dataset_fn):
+        try:
+            sums, per_cls, bad = step(batch)
+        except tf.errors.InvalidArgumentError as e:
+            if "label_offset" not in e.message:
+                raise
+            raise ValueError(
+                f"{records.description}: a class label is outside [0, {num_classes}). Wrong "
+                "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
+                "0-based ones need label_offset=0."
+            ) from None
+        sums = np.rint(sums.numpy()).astype(np.int64)
+        if sums[3] == 0:  # no replica saw a real example: every shard is exhausted
+            break
+        totals += sums
+        class_totals += np.rint(per_cls.numpy()).astype(np.int64)
+        new_bad = [int(i) for i in bad.numpy() if i >= 0]
+        if new_bad and strict:
+            index, name, reason = data_lib.explain(records, new_bad, transform)[0]
+            raise ValueError(f"Cannot decode {name} (example {index}): {reason}. Without --strict/strict=True it would be skipped.")
+        skipped_idx += new_bad
+        if progbar is not None:
+            progbar.add(int(sums[3]), [("top1", totals[1] / max(totals[0], 1))])
+    elapsed = time.perf_counter() - start
+
+    skipped = [dict(index=i, name=n, reason=r) for i, n, r in data_lib.explain(records, skipped_idx, transform)]
+    for s in skipped if chief else []:
+        warnings.warn(f"Skipped {s['name']}: {s['reason']}", stacklevel=2)
+    count, c1, c5, seen = (int(v) for v in totals)
+    if count + len(skipped_idx) != seen:
+        raise RuntimeError(f"Internal error: {seen} examples seen, {count} evaluated, {len(skipped_idx)} skipped.")
+    if count == 0:
+        warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
+    report = dict(
+        top1=c1 / count if count else None,
+        top5=c5 / count if count else None,
+        count=count,
+        top1_correct=c1,
+        top5_correct=c5,
+        skipped=skipped,
+        source=records.description,
+        model=model.name,
+        num_classes=num_classes,
+        transform=dict(transform, target_size=list(transform["target_size"]), preprocessing=preprocessing),
+        batch_size=batch_size,
+        strategy=_strategy_name(strategy),
+        num_replicas=replicas,
+        elapsed_seconds=round(elapsed, 3),
+        images_per_second=round(count / elapsed, 2) if elapsed > 0 else None,
+    )
+    if per_class:
+        names = data_lib.imagenet_wnids() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+        report["per_class"] = {
+            names[k]: dict(count=int(n), top1=int(a) / int(n), top5=int(b) / int(n))
+            for k, (n, a, b) in enumerate(class_totals.T)
+            if n
+        }
+    return report
