@@ -1,7 +1,7 @@
 """ImageNet-1k class index and ``decode_predictions``, offline.
 
 The 1000-class index ships inside the package
-(``keras_xception/data/imagenet_class_index.json``, same content and format as
+(``keras_xception/resources/imagenet_class_index.json``, same content and format as
 Keras's downloaded ``imagenet_class_index.json``: index -> [WordNet id, name]),
 so decoding never needs the network.
 """
@@ -22,7 +22,7 @@ NUM_CLASSES = 1000
 @functools.lru_cache(maxsize=1)
 def class_index() -> tuple[tuple[str, str], ...]:
     """The 1000 ``(wnid, class_name)`` pairs, in model-output order."""
-    text = resources.files("keras_xception").joinpath("data/imagenet_class_index.json").read_text()
+    text = resources.files("keras_xception").joinpath("resources/imagenet_class_index.json").read_text()
     d = json.loads(text)
     return tuple((d[str(i)][0], d[str(i)][1]) for i in range(NUM_CLASSES))
 

@@ -2,7 +2,7 @@
 
 Every weight set is one :class:`WeightRecord` (URL, hash, input size, the
 evaluation transform, reported accuracy). The built-in records live in
-``keras_xception/data/weights.json`` (``weights/registry.json`` in the
+``keras_xception/resources/weights.json`` (``weights/registry.json`` in the
 repository); :func:`register` adds more at run time.
 """
 
@@ -96,7 +96,7 @@ def _record_from_dict(d: dict) -> WeightRecord:
 
 
 def _load_builtin_records() -> None:
-    text = resources.files("keras_xception").joinpath("data/weights.json").read_text()
+    text = resources.files("keras_xception").joinpath("resources/weights.json").read_text()
     for d in json.loads(text)["records"]:
         rec = _record_from_dict(d)
         _REGISTRY[rec.name] = rec

@@ -1,4 +1,4 @@
-"""Regenerate keras_xception/data/imagenet_class_index.json (run once; output is committed).
+"""Regenerate keras_xception/resources/imagenet_class_index.json (run once; output is committed).
 
 Sources (both installable from PyPI, no network access beyond that):
 * the 1000 ImageNet-1k WordNet ids in class-index order: tensorflow-datasets'
@@ -31,7 +31,7 @@ def main(lemma_file):
             wnid, text = line.rstrip("\n").split("\t", 1)
             lemmas[wnid] = text.split(",")[0].strip().replace(" ", "_")
     index = {str(i): [w, lemmas[w]] for i, w in enumerate(wnids)}
-    out = os.path.join(os.path.dirname(__file__), "..", "..", "keras_xception", "data", "imagenet_class_index.json")
+    out = os.path.join(os.path.dirname(__file__), "..", "..", "keras_xception", "resources", "imagenet_class_index.json")
     with open(out, "w") as f:
         json.dump(index, f, indent=0)
         f.write("\n")
