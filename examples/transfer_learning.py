@@ -124,6 +124,7 @@ def plot_curves(path, head_history, tune_history):
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     n_head = len(head_history.get("loss", []))
@@ -134,6 +135,7 @@ def plot_curves(path, head_history, tune_history):
         if tune_history:
             ax.axvline(n_head + 0.5, color="grey", lw=0.8)
             ax.text(n_head + 0.6, ax.get_ylim()[1], "fine-tuning", va="top", fontsize=8, color="grey")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()

@@ -194,10 +194,10 @@ def compute_features(model, data, verbose=1):
     return np.concatenate(feats).astype("float32"), np.concatenate(labels)
 
 
-def _compile(model, learning_rate, head):
+def _compile(model, learning_rate, head, optimizer=None):
     from_logits = head.get_layer("predictions").activation in (None, keras.activations.linear)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -229,8 +229,8 @@ def train_head(
         raise ValueError(f"`learning_rate` must be a positive number; received {learning_rate!r}.")
     backbone, head = find_backbone(classifier), _find_head(classifier)
     backbone.trainable = False
-    _compile(classifier, learning_rate, head)
     if not cached:
+        _compile(classifier, learning_rate, head)
         return classifier.fit(
             train_data, validation_data=validation_data, epochs=epochs, verbose=verbose,
             callbacks=callbacks, shuffle=False,  # datasets shuffle themselves
@@ -245,11 +245,18 @@ def train_head(
         if verbose:
             print("Computing backbone features (once) for the validation data")
         val = compute_features(extractor, validation_data, verbose)
-    _compile(head, learning_rate, head)
-    return head.fit(
+    # Fit a throw-away wrapper that shares the head's layers, so that the head itself stays
+    # uncompiled (a compiled sub-model would take the optimizer into the saved file).
+    trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
+    _compile(trainer, learning_rate, head)
+    history = trainer.fit(
         x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
         verbose=verbose, callbacks=callbacks,
     )
+    # The classifier's trainable weights are exactly the head's: it takes over the optimizer
+    # (and its state), so training can go on and the saved optimizer matches on reload.
+    _compile(classifier, learning_rate, head, optimizer=trainer.optimizer)
+    return history
 
 
 def unfreeze_top_blocks(classifier, blocks):
