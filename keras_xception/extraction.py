@@ -1,0 +1,185 @@
+"""Feature extraction: one vector per image file, for search, clustering or a new classifier.
+
+Each image is read with :func:`keras_xception.load_image` (the evaluation
+transform of the weights) and scaled with :func:`keras_xception.preprocess_input`,
+exactly as for classification, then run through Xception without its top.
+
+The vector is the globally average-pooled output of the last block
+(``block14_sepconv2_act``, 2048-d) by default. With ``layer=NAME`` it is that
+layer's output, **globally average pooled** over the spatial axes when it is a
+feature map (so the length is the layer's channel count and does not depend on
+the image size); outputs that are already vectors are used as they are.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import warnings
+
+import numpy as np
+
+__all__ = ["FeatureSet", "evaluation_transform", "feature_model", "extract_features", "save_features"]
+
+FeatureSet = collections.namedtuple("FeatureSet", ["features", "paths", "skipped"])
+FeatureSet.__doc__ = """Extracted features: ``features`` (N x D float32), ``paths`` (N strings, the
+images in row order) and ``skipped`` (``(path, reason)`` for every unreadable file)."""
+
+
+def evaluation_transform(weights, image_size=None):
+    """``load_image`` keyword arguments for ``weights``: its registered transform, or the defaults.
+
+    ``image_size`` (an int or ``(height, width)``) overrides the target size.
+    """
+    from keras_xception import weights as weights_lib
+
+    kw = {}
+    if isinstance(weights, str) and weights_lib.is_registered(weights):
+        r = weights_lib.get_record(weights)
+        kw = dict(
+            target_size=tuple(r.input_size),
+            crop_fraction=r.crop_fraction,
+            resize_mode=r.resize_mode,
+            interpolation=r.interpolation,
+        )
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+        if isinstance(image_size, bool) or len(size) != 2 or not all(
+            isinstance(s, (int, np.integer)) and s >= 71 for s in size
+        ):
+            raise ValueError(
+                "`image_size` must be an integer >= 71 (or a (height, width) pair of them), the "
+                f"smallest input Xception accepts; received image_size={image_size!r}."
+            )
+        kw["target_size"] = tuple(int(s) for s in size)
+    kw.setdefault("target_size", (299, 299))
+    return kw
+
+
+def feature_model(weights="imagenet", layer=None, image_size=None):
+    """A Keras model: preprocessed images (``image_size``, default 299) -> N x D features.
+
+    See the module docstring for what the features are. Raises ``ValueError``
+    for an unknown ``layer`` (the message lists valid names).
+    """
+    import keras
+
+    from keras_xception.xception import Xception
+
+    size = evaluation_transform(weights, image_size)["target_size"]
+    base = Xception(include_top=False, weights=weights, input_shape=size + (3,), pooling=None)
+    if layer is None:
+        out = base.output
+    else:
+        names = [l.name for l in base.layers]
+        if layer not in names:
+            blocks = [n for n in names if n.endswith(("_act", "_add"))]
+            raise ValueError(
+                f"`layer` must name a layer of Xception; received layer={layer!r}. Activation "
+                f"and residual outputs, for example: {', '.join(blocks[:4])}, ..., "
+                f"{', '.join(blocks[-3:])} ({len(names)} layers in all: see "
+                "Xception(include_top=False).summary())."
+            )
+        out = base.get_layer(layer).output
+    if len(out.shape) == 4:
+        out = keras.layers.GlobalAveragePooling2D(name="feature_pool")(out)
+    elif len(out.shape) != 2:
+        out = keras.layers.Flatten(name="feature_flatten")(out)
+    return keras.Model(base.inputs, out, name="xception_features")
+
+
+def extract_features(
+    source,
+    *,
+    weights="imagenet",
+    layer=None,
+    image_size=None,
+    batch_size=32,
+    model=None,
+    verbose=1,
+):
+    """Features of every image in ``source`` (a directory, searched recursively, or a list of files).
+
+    Args:
+        source: A directory (image files found by
+            :func:`keras_xception.folders.list_images`) or a list of paths.
+        weights: Backbone weights (``None``, a registered name or a file).
+        layer: Optional layer name (see the module docstring).
+        image_size: Square side (or ``(height, width)``); default: the
+            weights' evaluation size, 299.
+        batch_size: Images per forward pass.
+        model: A ready :func:`feature_model` model (skips building one;
+            its input size must match ``image_size``).
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        A :class:`FeatureSet`. Files that cannot be read as images are skipped
+        with a warning and listed in ``skipped``.
+
+    Raises:
+        ValueError: bad arguments, no image files, or no readable image.
+    """
+    import keras
+
+    from keras_xception.folders import IMAGE_EXTENSIONS, list_images
+    from keras_xception.image import load_image
+    from keras_xception.preprocessing import preprocess_input
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isdir(source):
+            raise ValueError(f"`source` must be an existing directory or a list of files; received {source!r}.")
+        paths = list_images(source)
+        if not paths:
+            raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
+    else:
+        paths = [os.fspath(p) for p in source]
+        if not paths:
+            raise ValueError("`source` is an empty list of files.")
+    transform = evaluation_transform(weights, image_size)
+    if model is None:
+        model = feature_model(weights, layer, transform["target_size"])
+    elif tuple(model.input_shape[1:3]) not in (transform["target_size"], (None, None)):
+        raise ValueError(
+            f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
+            f"{transform['target_size']}; pass the matching image_size."
+        )
+
+    features, kept, skipped, batch = [], [], [], []
+    progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
+
+    def flush():
+        if batch:
+            x = preprocess_input(np.stack([image for _, image in batch]))
+            features.append(np.asarray(model.predict_on_batch(x), dtype="float32"))
+            kept.extend(p for p, _ in batch)
+            batch.clear()
+
+    for i, path in enumerate(paths, 1):
+        try:
+            batch.append((path, load_image(path, **transform)))
+        except (ValueError, OSError) as e:
+            skipped.append((path, str(e)))
+            warnings.warn(f"Skipping unreadable image {path!r}: {e}", stacklevel=2)
+        if len(batch) == batch_size:
+            flush()
+        progbar.update(i)
+    flush()
+    if not kept:
+        raise ValueError(f"None of the {len(paths)} image files could be read; skipped: {skipped}")
+    return FeatureSet(np.concatenate(features), kept, skipped)
+
+
+def save_features(path, feature_set):
+    """Write a :class:`FeatureSet` to ``.npz``: ``features``, ``paths``, ``skipped`` (string arrays).
+
+    Reads back with ``np.load(path)`` (no pickle needed).
+    """
+    np.savez(
+        path,
+        features=np.asarray(feature_set.features, dtype="float32"),
+        paths=np.array(feature_set.paths, dtype=str),
+        skipped=np.array([p for p, _ in feature_set.skipped], dtype=str),
+    )
+    return path

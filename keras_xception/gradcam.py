@@ -1,0 +1,105 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017): where in the image the evidence for a class is.
+
+For a class ``c`` with score ``y_c`` (the logit, before softmax) and the
+activations ``A`` of a convolutional layer (``block14_sepconv2_act`` by
+default, Xception's last feature map), each channel ``k`` gets the weight
+``alpha_k = mean_ij dy_c/dA_k(i, j)`` and the heatmap is
+``relu(sum_k alpha_k A_k)``, scaled to [0, 1].
+
+The gradient is taken with ``tf.GradientTape``, so this module needs the
+TensorFlow backend; it is the only TensorFlow-specific part of prediction.
+Plotting (:func:`save_cam_figure`) uses matplotlib.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DEFAULT_LAYER", "grad_cam", "save_cam_figure"]
+
+DEFAULT_LAYER = "block14_sepconv2_act"
+
+
+def grad_cam(model, image, class_index=None, layer=DEFAULT_LAYER):
+    """Grad-CAM heatmap of ``model`` for one preprocessed image.
+
+    Args:
+        model: A Keras classifier, e.g. ``Xception(include_top=True)``. When
+            its last layer is a Dense layer, the gradient is taken of that
+            layer's pre-activation output (the logit), as Grad-CAM prescribes.
+        image: One image, preprocessed, shape ``(H, W, 3)`` or ``(1, H, W, 3)``.
+        class_index: The class to explain (default: the top-scoring class).
+        layer: Name of the convolutional layer whose activations are weighted.
+
+    Returns:
+        ``(heatmap, class_index)``: a float32 array of the layer's spatial
+        shape with values in [0, 1] (all zeros if nothing supports the class).
+    """
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"Grad-CAM needs the TensorFlow backend (tf.GradientTape); the Keras backend is "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+        )
+    names = [l.name for l in model.layers]
+    if layer not in names:
+        raise ValueError(f"`layer` must name a layer of the model; received layer={layer!r}.")
+    image = np.asarray(image, dtype="float32")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"`image` must be one image, (H, W, C) or (1, H, W, C); received shape {image.shape}.")
+    last = model.layers[-1]
+    dense_top = isinstance(last, keras.layers.Dense)
+    head_input = last.input if dense_top else model.output
+    probe = keras.Model(model.inputs, [model.get_layer(layer).output, head_input])
+    image = tf.convert_to_tensor(image)
+    with tf.GradientTape() as tape:
+        tape.watch(image)  # records every op of the forward pass, frozen weights or not
+        activations, h = probe(image, training=False)
+        scores = tf.matmul(h, last.kernel) + last.bias if dense_top else h
+        if class_index is None:
+            class_index = int(tf.argmax(scores[0]))
+        if not 0 <= int(class_index) < scores.shape[-1]:
+            raise ValueError(
+                f"`class_index` must be in [0, {scores.shape[-1]}); received class_index={class_index!r}."
+            )
+        score = scores[0, int(class_index)]
+    grads = tape.gradient(score, activations)
+    if grads is None:
+        raise ValueError(f"The class score does not depend on layer {layer!r}; choose an earlier layer.")
+    channels_last = keras.config.image_data_format() == "channels_last"
+    axes = (1, 2) if channels_last else (2, 3)
+    weights = tf.reduce_mean(grads, axis=axes, keepdims=True)
+    cam = tf.reduce_sum(weights * activations, axis=-1 if channels_last else 1)[0]
+    cam = tf.nn.relu(cam).numpy().astype("float32")
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam), int(class_index)
+
+
+def save_cam_figure(path, panels):
+    """Draw heatmaps over images and save one figure (PNG, or any matplotlib format).
+
+    ``panels``: a list of ``(image, heatmap, title)``; ``image`` in [0, 255]
+    (H, W, 3), ``heatmap`` any 2D size (stretched over the image).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 4.4), squeeze=False)
+    for ax, (image, heatmap, title) in zip(axes[0], panels):
+        image = np.clip(np.asarray(image), 0, 255).astype("uint8")
+        h, w = image.shape[:2]
+        ax.imshow(image)
+        ax.imshow(heatmap, cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

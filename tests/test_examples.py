@@ -1,0 +1,145 @@
+"""The examples run end to end on a tiny generated image tree (71 px, 1 epoch)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import SMALL, randomize
+
+from keras_xception import Xception, folders  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("etree")
+    folders.write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def notop(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ew") / "notop.weights.h5")
+    randomize(Xception(include_top=False, weights=None), seed=7).save_weights(path)
+    return path
+
+
+def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
+    import keras
+
+    tl = _load("transfer_learning")
+    out, report_path = str(tmp_path / "m.keras"), str(tmp_path / "r.json")
+    argv = ["--data-dir", tree, "--weights", notop, "--image-size", str(SMALL), "--epochs", "1",
+            "--fine-tune-epochs", "1", "--batch-size", "4", "--out", out, "--report", report_path]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        returned = tl.main(argv)
+    with open(report_path) as f:
+        report = json.load(f)
+    assert report == json.loads(json.dumps(returned, default=float))
+    assert 0 <= report["val_accuracy"] <= 1 and report["val_accuracy"] == report["fine_tune"]["val_accuracy"]
+    assert report["head"]["seconds"] > 0 and report["fine_tune"]["seconds"] > 0
+    assert report["classes"] == ["class_0", "class_1"] and (report["num_train"], report["num_val"]) == (10, 2)
+    assert len(report["head"]["history"]["val_accuracy"]) == 1
+    with open(report["curves"], "rb") as f:
+        assert f.read(4) == b"\x89PNG"
+    model = keras.saving.load_model(out)  # safe mode, no custom objects
+    image = np.full((1, SMALL, SMALL, 3), 200.0, "float32")
+    probs = model.predict(image, verbose=0)
+    assert probs.shape == (1, 2) and abs(float(probs.sum()) - 1) < 1e-5
+    # The saved classifier's backbone is usable as weights for feature extraction.
+    from keras_xception.transfer import find_backbone
+
+    feats = Xception(include_top=False, weights=out, input_shape=(SMALL, SMALL, 3)).predict(image / 127.5 - 1, verbose=0)
+    ref = find_backbone(model).predict(image / 127.5 - 1, verbose=0)
+    np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_transfer_learning_example_tf_flowers_path(tree, notop, tmp_path, monkeypatch):
+    """Without --data-dir the example reads tf_flowers; here a stand-in of encoded images."""
+    import tensorflow as tf
+
+    tl = _load("transfer_learning")
+    paths = folders.list_images(tree)
+    labels = [int("class_1" in p) for p in paths]
+    fake = tf.data.Dataset.from_tensor_slices(([tf.io.read_file(p).numpy() for p in paths], labels))
+    monkeypatch.setattr(tl, "load_tfds_flowers", lambda: (fake, ["a", "b"]))
+    argv = ["--weights", notop, "--image-size", str(SMALL), "--epochs", "1", "--batch-size", "4",
+            "--val-split", "0.25", "--out", str(tmp_path / "f.keras")]
+    report = tl.main(argv)
+    assert report["classes"] == ["a", "b"] and (report["num_train"], report["num_val"]) == (9, 3)
+    assert "fine_tune" not in report and os.path.isfile(tmp_path / "f.keras")
+
+
+def test_transfer_learning_example_offline_message(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    tl = _load("transfer_learning")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(SystemExit, match="(?s)tf_flowers.*offline.*ConnectionError.*--data-dir"):
+        tl.load_tfds_flowers()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--val-split", "1.5"], "--val-split must be in"),
+        (["--out", "model.h5"], "--out must end in .keras"),
+        (["--image-size", "32"], "--image-size must be >= 71"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--data-dir", "/no/such/dir"], "is not a directory"),
+    ],
+)
+def test_transfer_learning_example_bad_arguments(argv, message, capsys):
+    tl = _load("transfer_learning")
+    with pytest.raises(SystemExit) as e:
+        tl.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_feature_extraction_example(tree, notop, capsys):
+    fe = _load("feature_extraction")
+    query = folders.list_images(tree)[0]
+    neighbours = fe.main([tree, "--weights", notop, "--image-size", str(SMALL), "--k", "3", "--query", query])
+    assert len(neighbours) == 3 and query not in [p for p, _ in neighbours]
+    sims = [s for _, s in neighbours]
+    assert sims == sorted(sims, reverse=True)
+    # Independent check: brute-force cosine similarity over the extracted features.
+    from keras_xception.extraction import extract_features
+
+    fs = extract_features(tree, weights=notop, image_size=SMALL, verbose=0)
+    q = fs.features[fs.paths.index(query)]
+    cos = {p: float(f @ q / np.linalg.norm(f) / np.linalg.norm(q)) for p, f in zip(fs.paths, fs.features) if p != query}
+    top3 = sorted(cos.values(), reverse=True)[:3]  # compared by value: ties may order either way
+    np.testing.assert_allclose(sims, top3, rtol=1e-5)
+    np.testing.assert_allclose([cos[p] for p, _ in neighbours], sims, rtol=1e-5)
+    assert "Nearest to" in capsys.readouterr().out
+
+
+def test_examples_run_as_scripts_and_report_bad_arguments(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
+    for script, args in (("transfer_learning.py", ["--val-split", "0"]), ("feature_extraction.py", [str(tmp_path / "none")])):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "examples", script), *args],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "error:" in proc.stderr and "Traceback" not in proc.stderr

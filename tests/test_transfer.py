@@ -1,0 +1,199 @@
+"""Transfer-learning helpers and the image-folder utilities, on a tiny generated image tree."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import SMALL, randomize, rel_diff
+
+keras = pytest.importorskip("keras")
+
+from keras_xception import folders, load_image, preprocess_input, transfer  # noqa: E402
+
+SHAPE = (SMALL, SMALL, 3)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree")
+    folders.write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def data(tree):
+    tp, tl, vp, vl, classes = folders.class_folder_split(tree, 0.2, seed=0)
+    train = folders.image_dataset(tp, tl, SHAPE[:2], batch_size=32)  # one full batch
+    val = folders.image_dataset(vp, vl, SHAPE[:2], batch_size=32)
+    return train, val, classes
+
+
+def _backbone(seed=0):
+    return randomize(transfer.build_backbone(None, SHAPE), seed=seed)
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_class_folder_split_is_per_class_seeded_and_disjoint(tree):
+    a = folders.class_folder_split(tree, 0.2, seed=3)
+    b = folders.class_folder_split(tree, 0.2, seed=3)
+    c = folders.class_folder_split(tree, 0.2, seed=4)
+    tp, tl, vp, vl, classes = a
+    assert classes == ["class_0", "class_1"]
+    assert len(tp) == 10 and len(vp) == 2 and sorted(vl.tolist()) == [0, 1]
+    assert not set(tp) & set(vp) and len(set(tp) | set(vp)) == 12
+    assert all(os.path.basename(os.path.dirname(p)) == classes[l] for p, l in zip(tp + vp, np.r_[tl, vl]))
+    assert a[2] == b[2] and a[0] == b[0]
+    assert (a[2], a[0]) != (c[2], c[0])
+
+
+def test_class_folder_split_bad_input(tmp_path, tree):
+    with pytest.raises(ValueError, match="val_split"):
+        folders.class_folder_split(tree, 1.0)
+    with pytest.raises(ValueError, match="data_dir"):
+        folders.class_folder_split(str(tmp_path / "missing"))
+    (tmp_path / "only").mkdir()
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        folders.class_folder_split(str(tmp_path))
+
+
+def test_class_folder_split_skips_non_images_with_a_warning(tmp_path):
+    folders.write_synthetic_tree(tmp_path, classes=2, per_class=3)
+    bad = tmp_path / "class_1" / "notes.jpg"
+    bad.write_text("not an image")
+    with pytest.warns(UserWarning, match="notes.jpg"):
+        tp, _, vp, _, _ = folders.class_folder_split(str(tmp_path), 0.2)
+    assert str(bad) not in tp + vp and len(tp + vp) == 6
+
+
+def test_image_dataset_decodes_like_load_image(tree):
+    paths = folders.list_images(tree)[:3]
+    ds = folders.image_dataset(paths, [0, 1, 2], (80, 90), batch_size=2)
+    images = np.concatenate([x.numpy() for x, _ in ds])
+    labels = np.concatenate([y.numpy() for _, y in ds])
+    np.testing.assert_array_equal(labels, [0, 1, 2])
+    for p, image in zip(paths, images):
+        np.testing.assert_array_equal(image, load_image(p, target_size=(80, 90)))
+
+
+# ---------------------------------------------------------------- model structure
+
+
+def test_classifier_is_backbone_plus_head_with_frozen_inference_batchnorm(images):
+    backbone = _backbone()
+    model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE, dropout=0.0)
+    head = model.get_layer("head")
+    assert not backbone.trainable and len(backbone.trainable_weights) == 0
+    assert {id(w) for w in model.trainable_weights} == {id(w) for w in head.trainable_weights}
+    raw = images  # [0, 255]
+    separately = head.predict(np.asarray(backbone.predict(preprocess_input(raw), verbose=0)).mean(axis=(1, 2)), verbose=0)
+    together = model.predict(raw, verbose=0)
+    assert rel_diff(together, separately) < 1e-5
+    # BatchNorm stays in inference mode even when the model is called in training mode.
+    assert rel_diff(model(raw, training=True), model(raw, training=False)) < 1e-6
+
+
+def test_build_arguments_are_checked():
+    with pytest.raises(ValueError, match="num_classes"):
+        transfer.build_head(1)
+    with pytest.raises(ValueError, match="dropout"):
+        transfer.build_head(3, dropout=1.0)
+    backbone = transfer.build_backbone(None, SHAPE)
+    with pytest.raises(ValueError, match="num_classes"):
+        transfer.build_classifier(backbone=backbone)
+    with pytest.raises(ValueError, match="512-d features"):
+        transfer.build_classifier(backbone=backbone, head=transfer.build_head(2, feature_dim=512))
+    from keras_xception import Xception
+
+    pooled = Xception(include_top=False, weights=None, input_shape=SHAPE, pooling="avg")
+    with pytest.raises(ValueError, match="4D feature-map"):
+        transfer.build_classifier(2, backbone=pooled)
+    with pytest.raises(ValueError, match="no nested Xception"):
+        transfer.find_backbone(transfer.build_head(2))
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_cached_fast_path_trains_the_same_head_as_plain_fit(data):
+    """One full-batch step each: the cached path must produce the plain path's head."""
+    train, val, classes = data
+    backbone = _backbone(seed=1)
+    init = transfer.build_head(len(classes), dropout=0.0).get_weights()
+    heads = {}
+    for cached in (False, True):
+        head = transfer.build_head(len(classes), dropout=0.0)
+        head.set_weights(init)
+        model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
+        hist = transfer.train_head(model, train, val, epochs=1, cached=cached, batch_size=32, verbose=0)
+        assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+        heads[cached] = (head.get_weights(), hist.history)
+    (wp, hp), (wc, hc) = heads[False], heads[True]
+    moved = np.abs(wc[0] - init[0]).max()
+    assert moved > 1e-4  # the step did something...
+    assert np.abs(wc[0] - wp[0]).max() < 0.01 * moved  # ...and the same thing
+    assert abs(hp["val_loss"][0] - hc["val_loss"][0]) < 1e-4 * max(1.0, abs(hp["val_loss"][0]))
+
+
+def test_fast_path_model_saves_and_reloads_safely(data, tmp_path):
+    train, val, classes = data
+    backbone = _backbone(seed=2)
+    before = [w.copy() for w in backbone.get_weights()]
+    model = transfer.build_classifier(len(classes), backbone=backbone, input_shape=SHAPE)
+    head_before = model.get_layer("head").get_weights()[-2].copy()
+    transfer.train_head(model, train, val, epochs=2, learning_rate=1e-2, batch_size=4, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, backbone.get_weights()))
+    assert not np.array_equal(head_before, model.get_layer("head").get_weights()[-2])
+    path = str(tmp_path / "clf.keras")
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reloaded = keras.saving.load_model(path, safe_mode=True)  # no custom objects
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    x = next(iter(val))[0].numpy()
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert reloaded.input_shape == (None,) + SHAPE
+
+
+def test_train_head_arguments(data):
+    train, val, _ = data
+    model = transfer.build_classifier(2, backbone=transfer.build_backbone(None, SHAPE), input_shape=SHAPE)
+    with pytest.raises(ValueError, match="epochs"):
+        transfer.train_head(model, train, epochs=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        transfer.train_head(model, train, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="empty"):
+        transfer.train_head(model, train.take(0), verbose=0)
+
+
+def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
+    model = transfer.build_classifier(2, backbone=transfer.build_backbone(None, SHAPE), input_shape=SHAPE)
+    names = transfer.unfreeze_top_blocks(model, 2)
+    assert sorted(names) == [
+        "block13_residual_conv", "block13_sepconv1", "block13_sepconv2", "block14_sepconv1", "block14_sepconv2"
+    ]
+    trainable = {l.name for l in transfer.find_backbone(model).layers if l.trainable and l.weights}
+    assert trainable == set(names)
+    for bad in (0, 14, "2", True):
+        with pytest.raises(ValueError, match="blocks"):
+            transfer.unfreeze_top_blocks(model, bad)
+
+
+def test_fine_tune_changes_only_the_top_blocks(data):
+    train, val, classes = data
+    backbone = _backbone(seed=3)
+    model = transfer.build_classifier(len(classes), backbone=backbone, input_shape=SHAPE, dropout=0.0)
+    snapshot = {l.name: [w.copy() for w in l.get_weights()] for l in backbone.layers if l.weights}
+    hist = transfer.fine_tune(model, train, val, epochs=1, blocks=1, learning_rate=1e-3, verbose=0)
+    assert "val_accuracy" in hist.history
+    changed = {
+        name for name, ws in snapshot.items()
+        if not all(np.array_equal(a, b) for a, b in zip(ws, backbone.get_layer(name).get_weights()))
+    }
+    assert changed == {"block14_sepconv1", "block14_sepconv2"}  # BN statistics and gammas untouched
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
+    x = next(iter(val))[0].numpy()
+    assert rel_diff(model(x, training=True), model(x, training=False)) < 1e-6
