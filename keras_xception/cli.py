@@ -32,25 +32,9 @@ def sample_image() -> str:
     return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-def _transform_kwargs(weights):
-    """The evaluation transform of a registered weight set (defaults for files/None)."""
-    from keras_xception import weights as weights_lib
-
-    if isinstance(weights, str) and weights_lib.is_registered(weights):
-        r = weights_lib.get_record(weights)
-        return dict(
-            target_size=tuple(r.input_size),
-            crop_fraction=r.crop_fraction,
-            resize_mode=r.resize_mode,
-            interpolation=r.interpolation,
-        )
-    return {}
-
-
 def _cmd_predict(args) -> int:
-    import numpy as np
-
     from keras_xception import Xception, decode_predictions, load_image, preprocess_input
+    from keras_xception import weights as weights_lib
 
     paths = args.images or [sample_image()]
     missing = [p for p in paths if not os.path.isfile(p)]
@@ -58,8 +42,7 @@ def _cmd_predict(args) -> int:
         raise SystemExit(f"keras-xception predict: no such file: {', '.join(missing)}")
     _check_out_dir(args.cam, "--cam")
     model = Xception(weights=args.weights)
-    kw = _transform_kwargs(args.weights)
-    kw.setdefault("target_size", tuple(model.input_shape[1:3]))
+    kw = weights_lib.transform_for(args.weights, target_size=tuple(model.input_shape[1:3]))
     results, panels = [], []
     for path in paths:
         image = load_image(path, **kw)

@@ -27,6 +27,7 @@ import numpy as np
 from keras_xception import data as data_lib
 from keras_xception import weights as weights_lib
 from keras_xception.image import validate_transform
+from keras_xception.preprocessing import preprocess_input
 
 __all__ = ["transform_for", "evaluate", "make_strategy", "is_chief", "STRATEGIES", "PREPROCESSINGS"]
 
@@ -35,29 +36,11 @@ PREPROCESSINGS = ("tf", None)
 
 
 def transform_for(weights="imagenet", **overrides) -> dict:
-    """The evaluation transform of a weight set, with overrides.
-
-    Returns a dict with ``target_size``, ``crop_fraction``, ``resize_mode``,
-    ``interpolation`` and ``preprocessing``, from the record of ``weights``
-    when it is a registered name, else from the ``"imagenet"`` record.
-    Overrides whose value is None are ignored.
-    """
-    name = weights if weights_lib.is_registered(weights) else "imagenet"
-    r = weights_lib.get_record(name)
-    t = dict(
-        target_size=tuple(r.input_size),
-        crop_fraction=r.crop_fraction,
-        resize_mode=r.resize_mode,
-        interpolation=r.interpolation,
-        preprocessing=r.preprocessing,
-    )
-    unknown = set(overrides) - set(t)
-    if unknown:
-        raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {sorted(t)}.")
-    t.update({k: v for k, v in overrides.items() if v is not None})
-    t["target_size"] = validate_transform(
-        t["target_size"], t["crop_fraction"], t["resize_mode"], t["interpolation"]
-    )
+    """:func:`keras_xception.weights.transform_for` plus the weight set's ``preprocessing``."""
+    preprocessing = overrides.pop("preprocessing", None)
+    t = weights_lib.transform_for(weights, **overrides)
+    record = weights_lib.get_record(weights if weights_lib.is_registered(weights) else "imagenet")
+    t["preprocessing"] = preprocessing or record.preprocessing
     return t
 
 
@@ -187,7 +170,7 @@ def evaluate(
         return ds.concatenate(pad).batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def replica_step(index, image, label, ok):
-        x = image / 127.5 - 1.0 if preprocessing == "tf" else image
+        x = preprocess_input(image) if preprocessing == "tf" else image
         scores = model(x, training=False)
         label = tf.where(ok, label, tf.zeros_like(label))
         tf.debugging.assert_non_negative(

@@ -33,15 +33,7 @@ def evaluation_transform(weights, image_size=None):
     """
     from keras_xception import weights as weights_lib
 
-    kw = {}
-    if isinstance(weights, str) and weights_lib.is_registered(weights):
-        r = weights_lib.get_record(weights)
-        kw = dict(
-            target_size=tuple(r.input_size),
-            crop_fraction=r.crop_fraction,
-            resize_mode=r.resize_mode,
-            interpolation=r.interpolation,
-        )
+    size = None
     if image_size is not None:
         size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
         if isinstance(image_size, bool) or len(size) != 2 or not all(
@@ -51,9 +43,8 @@ def evaluation_transform(weights, image_size=None):
                 "`image_size` must be an integer >= 71 (or a (height, width) pair of them), the "
                 f"smallest input Xception accepts; received image_size={image_size!r}."
             )
-        kw["target_size"] = tuple(int(s) for s in size)
-    kw.setdefault("target_size", (299, 299))
-    return kw
+        size = tuple(int(s) for s in size)
+    return weights_lib.transform_for(weights, target_size=size)
 
 
 def feature_model(weights="imagenet", layer=None, image_size=None):

@@ -32,6 +32,7 @@ __all__ = [
     "verify_file",
     "file_digest",
     "MIRROR_ENV",
+    "transform_for",
 ]
 
 MIRROR_ENV = "KERAS_XCEPTION_WEIGHTS_MIRROR"
@@ -166,6 +167,31 @@ def get_record(name: str) -> WeightRecord:
 
 def list_records() -> list[WeightRecord]:
     return list(_REGISTRY.values())
+
+
+def transform_for(weights="imagenet", **overrides) -> dict:
+    """The evaluation transform of a weight set, as ``load_image`` keyword arguments.
+
+    From the record of ``weights`` when it is a registered name, else (a file
+    path, None) from the ``"imagenet"`` record. ``overrides`` (``target_size``,
+    ``crop_fraction``, ``resize_mode``, ``interpolation``) replace record
+    values; None means "keep". The result is validated.
+    """
+    from keras_xception.image import validate_transform
+
+    r = get_record(weights if is_registered(weights) else "imagenet")
+    t = dict(
+        target_size=tuple(r.input_size),
+        crop_fraction=r.crop_fraction,
+        resize_mode=r.resize_mode,
+        interpolation=r.interpolation,
+    )
+    unknown = set(overrides) - set(t)
+    if unknown:
+        raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {sorted(t)}.")
+    t.update({k: v for k, v in overrides.items() if v is not None})
+    t["target_size"] = validate_transform(**t)
+    return t
 
 
 _load_builtin_records()
