@@ -73,7 +73,6 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import keras
-    import numpy as np
 
     from keras_xception import folders, preprocess_input, transfer
 

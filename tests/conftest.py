@@ -74,3 +74,35 @@ def tf_keras_reference(tmp_path_factory):
     path = str(d / "ref_legacy.h5")
     model.save_weights(path)  # the Keras 2 HDF5 layout of the official files
     return model, path
+
+
+@pytest.fixture(scope="session")
+def notop_reference(tmp_path_factory):
+    """A no-top keras_xception.Xception with random weights (random BN statistics) and its file."""
+    from keras_xception import Xception
+
+    model = randomize(Xception(include_top=False, weights=None), seed=4)
+    path = str(tmp_path_factory.mktemp("notop") / "notop.weights.h5")
+    model.save_weights(path)
+    return model, path
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory):
+    """A class-per-folder tree: 2 classes x 6 generated images of 71-96 px."""
+    from keras_xception import folders
+
+    root = tmp_path_factory.mktemp("tree")
+    folders.write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
+    return str(root)
+
+
+def load_example(name):
+    """Import examples/<name>.py as a module."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

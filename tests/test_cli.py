@@ -62,16 +62,12 @@ def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, m
 
 
 def test_classify_example_runs(tmp_path, capsys):
-    import importlib.util
-
     import keras_xception as kx
 
     w = str(tmp_path / "w.weights.h5")
     kx.Xception(weights=None).save_weights(w)
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "classify.py")
-    spec = importlib.util.spec_from_file_location("classify_example", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.main(["--weights", w, "--top", "2"])
+    from conftest import load_example
+
+    load_example("classify").main(["--weights", w, "--top", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == cli.sample_image() and len(lines) == 3

@@ -1,6 +1,5 @@
 """The examples run end to end on a tiny generated image tree (71 px, 1 epoch)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,32 +9,24 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import SMALL, randomize
+from conftest import SMALL, load_example
 
 from keras_xception import Xception, folders  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_load = load_example
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("etree")
-    folders.write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
-    return str(root)
+def tree(image_tree):
+    return image_tree
 
 
 @pytest.fixture(scope="module")
-def notop(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ew") / "notop.weights.h5")
-    randomize(Xception(include_top=False, weights=None), seed=7).save_weights(path)
-    return path
+def notop(notop_reference):
+    return notop_reference[1]
 
 
 def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):

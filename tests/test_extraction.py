@@ -1,6 +1,5 @@
 """Feature extraction (Python API and `keras-xception extract`) and Grad-CAM (`predict --cam`)."""
 
-import os
 
 import numpy as np
 import pytest
@@ -24,12 +23,8 @@ def tree(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def notop(tmp_path_factory):
-    """A no-top Xception with random weights (random BN statistics) and its weights file."""
-    model = randomize(Xception(include_top=False, weights=None), seed=4)
-    path = str(tmp_path_factory.mktemp("w") / "notop.weights.h5")
-    model.save_weights(path)
-    return model, path
+def notop(notop_reference):
+    return notop_reference
 
 
 def _reference(model, paths, size=SMALL):

@@ -16,10 +16,8 @@ SHAPE = (SMALL, SMALL, 3)
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tree")
-    folders.write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
-    return str(root)
+def tree(image_tree):
+    return image_tree
 
 
 @pytest.fixture(scope="module")
