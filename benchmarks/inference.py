@@ -1,0 +1,224 @@
+"""CPU inference throughput: keras.applications.Xception vs keras_xception.inference.Predictor.
+
+Measures images/s at several batch sizes (default 1, 8, 32; 299x299) for
+
+* ``keras.applications.Xception(...).predict_on_batch`` (the baseline), and
+* ``Predictor(model, runtime=R)`` for every installed runtime R,
+
+all with the same random weights, in one process, the runs interleaved
+(every repeat times every configuration once, in a shuffled order) so that a
+load change on a shared machine hits all of them alike. Reported: the median
+images/s over the repeats, its ratio to keras.applications, and the
+throughput as a fraction of the machine's float32 limit: the best measured
+sgemm rate (numpy, TensorFlow and ONNX Runtime matmul of 2048x2048) divided by
+Xception's 16.7 GFLOP (8.36 GMACs) per 299x299 image.
+
+Peak memory: each configuration is also run (batch 8, twice) in a fresh
+subprocess, whose peak resident set size (``ru_maxrss`` of
+``resource.getrusage``) is reported; it includes Python, TensorFlow and the
+Keras model that every configuration builds first. Use ``--no-memory`` to skip.
+
+Usage::
+
+    python benchmarks/inference.py                  # a few minutes on 2 cores
+    python benchmarks/inference.py --repeats 3 --batch-sizes 1 8
+    python benchmarks/inference.py --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+GFLOP_PER_IMAGE = 2 * 8.3574e9 / 1e9  # Xception at 299x299: 8.36 GMACs
+
+
+def _sgemm_gflops(n=2048, tries=5):
+    """Best-of-``tries`` float32 matmul rate (GFLOP/s) of numpy, TensorFlow and ONNX Runtime."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    runners = {"numpy": lambda: a @ b}
+    ta, tb = tf.constant(a), tf.constant(b)
+    tf_mm = tf.function(lambda: tf.matmul(ta, tb))
+    runners["tensorflow"] = lambda: tf_mm().numpy()
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], ["c"])],
+            "sgemm",
+            [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        )
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        proto.ir_version = min(proto.ir_version, 9)
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        runners["onnxruntime"] = lambda: sess.run(None, {"a": a, "b": b})
+        del onnx
+    except ImportError:
+        pass
+    out = {}
+    for name, fn in runners.items():
+        fn()
+        best = float("inf")
+        for _ in range(tries):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        out[name] = 2 * n**3 / best / 1e9
+    return out
+
+
+def _build(runtime, size, seed=0):
+    """(name, callable) of one configuration; the baseline is runtime=None."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    reference = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
+    if runtime is None:
+        return reference, reference.predict_on_batch
+    from keras_xception import Xception
+    from keras_xception.inference import Predictor
+
+    model = Xception(weights=None, input_shape=(size, size, 3))
+    model.set_weights(reference.get_weights())
+    predictor = Predictor(model, runtime=runtime)
+    return reference, predictor.predict
+
+
+def _images_per_sample(batch):
+    return max(batch, 8)  # time at least 8 images per sample (8 calls at batch 1)
+
+
+def _time(fn, x, n_images):
+    calls = max(1, n_images // len(x))
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn(x)
+    return calls * len(x) / (time.perf_counter() - t)
+
+
+def _memory_child(runtime, size):
+    """Subprocess entry: build one configuration, run batch 8 twice, print peak RSS (MiB)."""
+    runtime = None if runtime == "keras.applications" else runtime
+    _, fn = _build(runtime, size)
+    x = np.zeros((8, size, size, 3), np.float32)
+    fn(x)
+    fn(x)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _peak_memory(name, size):
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, "--image-size", str(size)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in reversed(res.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)["peak_rss_mib"]
+    print(f"  memory run for {name} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed samples per configuration and batch size (default 5)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--image-size", type=int, default=299)
+    parser.add_argument("--runtimes", nargs="+", default=None, help="Predictor runtimes (default: every installed one)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        return _memory_child(args.memory_child, args.image_size)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1; received {args.repeats}")
+
+    from keras_xception.inference import available_runtimes, resolve_runtime
+
+    runtimes = args.runtimes or available_runtimes()
+    size = args.image_size
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print("building the models and exporting the runtimes ...", flush=True)
+    configs = {}
+    reference, configs["keras.applications"] = _build(None, size)
+    for rt in runtimes:
+        t = time.perf_counter()
+        _, configs[rt] = _build(resolve_runtime(rt), size)
+        print(f"  {rt}: ready in {time.perf_counter() - t:.1f} s", flush=True)
+
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    ref = reference.predict_on_batch(x1)
+    parity = {}
+    for name, fn in configs.items():
+        out = fn(x1)
+        parity[name] = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
+
+    samples = {(name, b): [] for name in configs for b in args.batch_sizes}
+    inputs = {b: rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32) for b in args.batch_sizes}
+    for b in args.batch_sizes:  # warm-up: first calls at a new shape are slow
+        for fn in configs.values():
+            fn(inputs[b])
+    names = list(configs)
+    for r in range(args.repeats):
+        for b in args.batch_sizes:
+            random.Random(r * 1000 + b).shuffle(names)
+            for name in names:
+                samples[(name, b)].append(_time(configs[name], inputs[b], _images_per_sample(b)))
+        print(f"  repeat {r + 1}/{args.repeats} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+
+    sgemm = _sgemm_gflops()
+    limit = max(sgemm.values()) / GFLOP_PER_IMAGE
+    memory = {} if args.no_memory else {name: _peak_memory(name, size) for name in configs}
+
+    print()
+    print("sgemm GFLOP/s (2048x2048 float32, best of 5): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items())
+          + f"  ->  fp32 limit {limit:.1f} img/s at {GFLOP_PER_IMAGE:.1f} GFLOP/image")
+    header = f"{'configuration':<20}" + "".join(f"{'batch ' + str(b):>22}" for b in args.batch_sizes)
+    header += f"{'peak RSS MiB':>14}{'max rel diff':>14}"
+    print(header)
+    results = {"image_size": size, "repeats": args.repeats, "sgemm_gflops": sgemm,
+               "fp32_limit_img_s": limit, "configs": {}}
+    for name in configs:
+        row = f"{name:<20}"
+        entry = {"parity_rel_diff": parity[name], "peak_rss_mib": memory.get(name), "batches": {}}
+        for b in args.batch_sizes:
+            med = float(np.median(samples[(name, b)]))
+            base = float(np.median(samples[("keras.applications", b)]))
+            row += f"{med:>8.2f} img/s {med / base:>4.2f}x"[:22].rjust(22)
+            entry["batches"][b] = {"img_s": med, "ratio": med / base, "of_limit": med / limit,
+                                   "samples": samples[(name, b)]}
+        mem = memory.get(name)
+        row += f"{mem:>14.0f}" if mem else f"{'-':>14}"
+        row += f"{parity[name]:>14.1e}"
+        print(row)
+        results["configs"][name] = entry
+    print(f"(median of {args.repeats} interleaved samples; ratio vs keras.applications predict_on_batch; "
+          f"fp32 limit {limit:.1f} img/s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

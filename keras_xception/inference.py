@@ -1,0 +1,314 @@
+"""Fast CPU inference: :class:`Predictor` runs a Keras model on an exported runtime.
+
+``Predictor(model, runtime=...)`` takes a single-input, single-output Keras
+model (such as :func:`keras_xception.Xception`), folds its BatchNormalization
+layers into the convolutions (:func:`keras_xception.folding.fold_batchnorm`),
+and hands the result to one of these runtimes:
+
+* ``"tensorflow"``: a ``tf.function`` with a fixed input signature (any batch
+  size, one trace), always available.
+* ``"onnxruntime"``: the model exported to ONNX (``model.export(format="onnx")``,
+  tf2onnx) and run by ONNX Runtime. Extra: ``pip install "keras-xception[onnx]"``.
+* ``"openvino"``: the model exported to OpenVINO IR and compiled for the CPU in
+  float32. Extra: ``pip install "keras-xception[openvino]"``.
+* ``"auto"``: the fastest installed one, see :func:`resolve_runtime`.
+
+``Predictor.predict(x)`` takes a numpy array (any batch size) and returns a
+numpy array with the same values as ``model.predict(x)`` up to float rounding
+(relative max difference well below 1e-4).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+
+import numpy as np
+
+__all__ = [
+    "Predictor",
+    "RUNTIMES",
+    "available_runtimes",
+    "resolve_runtime",
+    "add_runtime_argument",
+    "predict_function",
+    "CLI_RUNTIMES",
+    "RuntimeNotInstalledError",
+]
+
+#: Runtime names in the order "auto" prefers them (fastest first; see resolve_runtime).
+RUNTIMES = ("openvino", "onnxruntime", "tensorflow")
+
+# runtime -> (module to import, setup.cfg extra that installs it)
+_REQUIREMENTS = {
+    "tensorflow": ("tensorflow", None),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "openvino"),
+}
+# What each runtime's export step needs besides the runtime itself.
+_EXPORT_REQUIREMENTS = {"onnxruntime": ("tf2onnx", "onnx")}
+
+#: Images per runtime call by default. Measured on a 2-core AVX-512 CPU at
+#: 299x299 (benchmarks/inference.py): the exported runtimes run fastest per
+#: image on small chunks, whose activations stay in cache.
+DEFAULT_BATCH_SIZE = {"tensorflow": 8, "onnxruntime": 1, "openvino": 1}
+
+
+class RuntimeNotInstalledError(ImportError, ValueError):
+    """A requested runtime's package is missing; the message names the extra to install.
+
+    Both an ImportError and a ValueError (the user's choice of runtime), so the
+    command line prints it as a usage error.
+    """
+
+
+def _is_installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _require(runtime: str) -> None:
+    """Import what ``runtime`` needs, or raise ImportError naming the extra to install."""
+    modules = [_REQUIREMENTS[runtime][0], *_EXPORT_REQUIREMENTS.get(runtime, ())]
+    missing = [m for m in modules if not _is_installed(m)]
+    if missing:
+        extra = _REQUIREMENTS[runtime][1]
+        raise RuntimeNotInstalledError(
+            f"runtime={runtime!r} needs {', '.join(missing)}, which is not installed. "
+            f'Install it with: pip install "keras-xception[{extra}]"'
+        )
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes whose packages are installed, fastest first."""
+    out = []
+    for name in RUNTIMES:
+        try:
+            _require(name)
+        except RuntimeNotInstalledError:
+            continue
+        out.append(name)
+    return out
+
+
+def resolve_runtime(runtime: str = "auto") -> str:
+    """Check ``runtime`` and turn ``"auto"`` into a concrete runtime name.
+
+    ``"auto"`` picks the first installed runtime of :data:`RUNTIMES`
+    (OpenVINO, then ONNX Runtime, then TensorFlow). The order is the one
+    measured by ``benchmarks/inference.py`` on x86-64 CPUs (see the README):
+    both exported runtimes beat TensorFlow at batch 1 and batch 8.
+
+    Raises:
+        ValueError: for an unknown runtime name.
+        RuntimeNotInstalledError: (an ImportError) for a known runtime that is
+            not installed; the message names the extra to install.
+    """
+    if runtime == "auto":
+        return available_runtimes()[0]
+    if runtime not in _REQUIREMENTS:
+        raise ValueError(
+            f"`runtime` must be 'auto' or one of {sorted(_REQUIREMENTS)}; received runtime={runtime!r}."
+        )
+    _require(runtime)
+    return runtime
+
+
+def _cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _TensorFlowBackend:
+    def __init__(self, model, threads):
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._tf = tf
+
+    def __call__(self, x):
+        return self._fn(self._tf.constant(x)).numpy()
+
+
+class _OnnxRuntimeBackend:
+    def __init__(self, model, threads):
+        import onnxruntime as ort
+
+        from keras_xception.exporting import write
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            write(model, path, "onnx")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Busy-waiting threads steal the CPU from the other worker when
+            # the machine is shared; measured no slower when the CPU is idle.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, x):
+        return self._session.run(None, {self._input: x})[0]
+
+
+class _OpenVINOBackend:
+    def __init__(self, model, threads):
+        import openvino as ov
+
+        from keras_xception.exporting import write
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.xml")
+            write(model, path, "openvino")
+            core = ov.Core()
+            config = {
+                "INFERENCE_PRECISION_HINT": "f32",  # never bf16/fp16: same outputs as Keras
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+            }
+            self._compiled = core.compile_model(core.read_model(path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def __call__(self, x):
+        return self._request.infer({0: x})[0].copy()
+
+
+_BACKENDS = {
+    "tensorflow": _TensorFlowBackend,
+    "onnxruntime": _OnnxRuntimeBackend,
+    "openvino": _OpenVINOBackend,
+}
+
+
+class Predictor:
+    """Fast inference for a single-input, single-output Keras model.
+
+    Example::
+
+        model = keras_xception.Xception()
+        predictor = Predictor(model)            # fastest installed runtime
+        probs = predictor.predict(preprocess_input(images))
+
+    Args:
+        model: A functional Keras model with one input and one output. It is
+            copied with BatchNormalization folded in (``fold_bn=True``) and
+            exported; later changes to ``model`` do not reach the predictor.
+        runtime: ``"auto"`` (default), ``"tensorflow"``, ``"onnxruntime"`` or
+            ``"openvino"``; see :func:`resolve_runtime`.
+        batch_size: Images per runtime call; ``predict`` splits larger inputs
+            into chunks of this size (the last one may be smaller). Default:
+            :data:`DEFAULT_BATCH_SIZE` of the runtime.
+        threads: Worker threads of the ONNX Runtime / OpenVINO session
+            (default: the CPUs this process may use). TensorFlow uses its
+            process-wide thread pools, which this class never changes.
+        fold_bn: Fold BatchNormalization into the convolutions first (exact;
+            the runtimes are faster on the folded graph).
+
+    Attributes:
+        runtime: The runtime in use (``"auto"`` resolved).
+        batch_size: Images per runtime call.
+    """
+
+    def __init__(self, model, runtime: str = "auto", *, batch_size: int | None = None,
+                 threads: int | None = None, fold_bn: bool = True):
+        import keras
+
+        self.runtime = resolve_runtime(runtime)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(
+                "Predictor supports models with one input and one output; received "
+                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+            )
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE[self.runtime]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
+        if threads is None:
+            threads = _cpu_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"`threads` must be a positive integer; received threads={threads!r}.")
+        self.batch_size = batch_size
+        self.threads = threads
+        self.input_shape = tuple(model.input_shape[1:])
+        if fold_bn:
+            from keras_xception.folding import fold_batchnorm
+
+            model = fold_batchnorm(model)
+        self._run = _BACKENDS[self.runtime](model, threads)
+
+    def _check(self, x):
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1:
+            raise ValueError(
+                f"`x` must be a batch of shape (batch,) + {self.input_shape}; received an array "
+                f"of shape {x.shape}. For a single image use x[None]."
+            )
+        for got, want in zip(x.shape[1:], self.input_shape):
+            if want is not None and got != want:
+                raise ValueError(
+                    f"`x` must have shape (batch,) + {self.input_shape}; received {x.shape}."
+                )
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"`x` must be numeric; received dtype {x.dtype}.")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def predict(self, x, batch_size: int | None = None) -> np.ndarray:
+        """Outputs for the batch ``x`` (numpy, any batch size), as a float32 numpy array.
+
+        The same values as ``model.predict(x)`` up to float rounding. ``x`` is
+        split into chunks of ``batch_size`` images (default: ``self.batch_size``).
+        """
+        x = self._check(x)
+        batch_size = batch_size or self.batch_size
+        if len(x) <= batch_size:
+            return np.asarray(self._run(x))
+        return np.concatenate(
+            [self._run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
+
+    __call__ = predict
+
+    def __repr__(self):
+        return f"Predictor(runtime={self.runtime!r}, batch_size={self.batch_size}, threads={self.threads})"
+
+
+#: Choices of ``--runtime`` on the command line: "keras" is plain ``model.predict``.
+CLI_RUNTIMES = ("auto", "keras") + RUNTIMES
+
+
+def predict_function(model, runtime: str = "auto", **kwargs):
+    """A numpy -> numpy function computing ``model``'s outputs on ``runtime``.
+
+    ``runtime="keras"`` gives plain ``model.predict`` (no export step: the
+    quickest start for a handful of images); anything else builds a
+    :class:`Predictor` (``kwargs`` go to it) and returns its ``predict``.
+    """
+    if runtime == "keras":
+        return lambda x: model.predict(x, verbose=0)
+    return Predictor(model, runtime=runtime, **kwargs).predict
+
+
+def add_runtime_argument(parser, default: str = "auto") -> None:
+    """Add ``--runtime {auto,keras,openvino,onnxruntime,tensorflow}`` to an argparse parser.
+
+    Use with ``predict_function(model, args.runtime)``; an uninstalled runtime
+    then raises :class:`RuntimeNotInstalledError` (a ValueError, which the
+    CLI prints) naming the extra to install.
+    """
+    parser.add_argument(
+        "--runtime",
+        default=default,
+        choices=CLI_RUNTIMES,
+        help=f"inference runtime: auto (the fastest installed one), keras (plain model.predict, "
+        f"no export step), or one of {', '.join(RUNTIMES)} (default {default})",
+    )
