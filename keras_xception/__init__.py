@@ -9,10 +9,16 @@ Public API:
 * :func:`load_image` - read an image file exactly as evaluation does.
 * :mod:`keras_xception.weights` - pretrained weight registry and download.
 * :mod:`keras_xception.architecture` - the architecture as block specs.
+* :func:`export` - SavedModel / ONNX / OpenVINO export, checked against Keras.
+* :class:`Predictor` (:mod:`keras_xception.inference`) - fast CPU inference.
+* :func:`fold_batchnorm` - fold BatchNormalization into the convolutions.
 """
 
 from keras_xception import architecture, weights
+from keras_xception.exporting import export
+from keras_xception.folding import fold_batchnorm
 from keras_xception.image import load_image
+from keras_xception.inference import Predictor
 from keras_xception.imagenet import decode_predictions
 from keras_xception.preprocessing import preprocess_input, preprocessing_layer
 from keras_xception.xception import Xception
@@ -27,5 +33,8 @@ __all__ = [
     "load_image",
     "weights",
     "architecture",
+    "export",
+    "fold_batchnorm",
+    "Predictor",
     "__version__",
 ]

@@ -52,10 +52,14 @@ def write(model, path, keras_format):
     """``model.export`` with an explicit input signature (batch and, where the
     model leaves them open, spatial dimensions variable), so that a freshly
     built model that was never called can be exported too."""
+    import warnings
+
     import tensorflow as tf
 
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="input")
-    model.export(path, format=keras_format, verbose=False, input_signature=[spec])
+    with warnings.catch_warnings():  # Keras's tf2onnx numpy-2 patch warns about np.object
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(path, format=keras_format, verbose=False, input_signature=[spec])
 
 
 def _check_input(model):

@@ -50,9 +50,11 @@ _REQUIREMENTS = {
 _EXPORT_REQUIREMENTS = {"onnxruntime": ("tf2onnx", "onnx")}
 
 #: Images per runtime call by default. Measured on a 2-core AVX-512 CPU at
-#: 299x299 (benchmarks/inference.py): the exported runtimes run fastest per
-#: image on small chunks, whose activations stay in cache.
-DEFAULT_BATCH_SIZE = {"tensorflow": 8, "onnxruntime": 1, "openvino": 1}
+#: 299x299 (benchmarks/inference.py): one image per call, with the calls of a
+#: batch spread over ``workers`` concurrent streams, was fastest for every
+#: runtime (the activations of one image stay in cache; independent streams
+#: do not wait for each other when the cores are shared with other work).
+DEFAULT_BATCH_SIZE = {"tensorflow": 1, "onnxruntime": 1, "openvino": 1}
 
 
 class RuntimeNotInstalledError(ImportError, ValueError):
@@ -126,59 +128,131 @@ def _cpu_threads() -> int:
 
 
 class _TensorFlowBackend:
-    def __init__(self, model, threads):
+    """One ``tf.function`` (input signature with a variable batch), called
+    from ``workers`` Python threads at once for multi-chunk inputs."""
+
+    def __init__(self, model, threads, workers):
         import tensorflow as tf
 
         spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
         self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._tf = tf
+        self._pool = _ThreadPool(workers)
 
-    def __call__(self, x):
+    def run_one(self, x):
         return self._fn(self._tf.constant(x)).numpy()
+
+    def run_many(self, chunks):
+        return self._pool.map(self.run_one, chunks)
 
 
 class _OnnxRuntimeBackend:
-    def __init__(self, model, threads):
-        import onnxruntime as ort
+    """Latency session (all threads) for one chunk; for several chunks a
+    session of ``threads // workers`` threads run from ``workers`` Python
+    threads at once (ONNX Runtime releases the GIL)."""
+
+    def __init__(self, model, threads, workers):
+        import onnxruntime  # noqa: F401  (fail early if missing)
 
         from keras_xception.exporting import write
 
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             write(model, path, "onnx")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Busy-waiting threads steal the CPU from the other worker when
-            # the machine is shared; measured no slower when the CPU is idle.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+            with open(path, "rb") as f:
+                self._onnx = f.read()
+        self._threads, self._workers = threads, workers
+        self._latency = self._session(threads)
+        self._throughput = None
+        self._pool = _ThreadPool(workers)
+        self._input = self._latency.get_inputs()[0].name
 
-    def __call__(self, x):
-        return self._session.run(None, {self._input: x})[0]
+    def _session(self, threads):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Busy-waiting threads steal the CPU from the other threads when the
+        # machine is shared (measured: up to 2x slower under load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
+
+    def run_one(self, x, session=None):
+        return (session or self._latency).run(None, {self._input: x})[0]
+
+    def run_many(self, chunks):
+        if self._throughput is None:
+            self._throughput = self._session(max(1, self._threads // self._workers))
+        return self._pool.map(lambda c: self.run_one(c, self._throughput), chunks)
 
 
 class _OpenVINOBackend:
-    def __init__(self, model, threads):
+    """A LATENCY-compiled model for one chunk; a THROUGHPUT-compiled one with
+    ``workers`` streams and an async request queue for several chunks. Both
+    in float32 (OpenVINO would otherwise pick bf16 on CPUs that have it)."""
+
+    def __init__(self, model, threads, workers):
         import openvino as ov
 
         from keras_xception.exporting import write
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.xml")
-            write(model, path, "openvino")
-            core = ov.Core()
-            config = {
-                "INFERENCE_PRECISION_HINT": "f32",  # never bf16/fp16: same outputs as Keras
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads,
-            }
-            self._compiled = core.compile_model(core.read_model(path), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        # Kept for the backend's lifetime: OpenVINO may map the weights file.
+        self._tmp = tempfile.TemporaryDirectory(prefix="keras-xception-")
+        path = os.path.join(self._tmp.name, "model.xml")
+        write(model, path, "openvino")
+        self._core = ov.Core()
+        self._model = self._core.read_model(path)
+        self._latency = self._compile("LATENCY", threads)
+        self._threads, self._workers = threads, workers
+        self._request = self._latency.create_infer_request()
+        self._queue = None
 
-    def __call__(self, x):
+    def _compile(self, hint, threads, streams=None):
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint,
+                  "INFERENCE_NUM_THREADS": threads,
+                  # Pinned threads stall whenever another process holds their
+                  # core (measured: ~10% slower median on a shared 2-core CPU).
+                  "ENABLE_CPU_PINNING": False}
+        if streams:
+            config["NUM_STREAMS"] = streams
+        return self._core.compile_model(self._model, "CPU", config)
+
+    def run_one(self, x):
         return self._request.infer({0: x})[0].copy()
+
+    def run_many(self, chunks):
+        import openvino as ov
+
+        if self._queue is None:
+            compiled = self._compile("THROUGHPUT", self._threads, self._workers)
+            self._queue = ov.AsyncInferQueue(compiled, self._workers)
+        out = [None] * len(chunks)
+
+        def done(request, index):
+            out[index] = request.get_output_tensor(0).data.copy()
+
+        self._queue.set_callback(done)
+        for i, chunk in enumerate(chunks):
+            self._queue.start_async({0: chunk}, i)
+        self._queue.wait_all()
+        return out
+
+
+class _ThreadPool:
+    """``map`` over a lazily started thread pool (in order), or a plain loop for 1 worker."""
+
+    def __init__(self, workers):
+        self._workers, self._pool = workers, None
+
+    def map(self, fn, items):
+        if self._workers == 1:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="keras-xception")
+        return list(self._pool.map(fn, items))
 
 
 _BACKENDS = {
@@ -206,19 +280,24 @@ class Predictor:
         batch_size: Images per runtime call; ``predict`` splits larger inputs
             into chunks of this size (the last one may be smaller). Default:
             :data:`DEFAULT_BATCH_SIZE` of the runtime.
-        threads: Worker threads of the ONNX Runtime / OpenVINO session
-            (default: the CPUs this process may use). TensorFlow uses its
-            process-wide thread pools, which this class never changes.
+        threads: CPU threads to use (default: the CPUs this process may use).
+            TensorFlow uses its process-wide thread pools, which this class
+            never changes.
+        workers: Chunks run at the same time when an input has several
+            (default: ``threads``). A single chunk runs alone on all threads
+            (latency mode); several run on ``workers`` streams of
+            ``threads // workers`` threads each (throughput mode).
         fold_bn: Fold BatchNormalization into the convolutions first (exact;
             the runtimes are faster on the folded graph).
 
     Attributes:
         runtime: The runtime in use (``"auto"`` resolved).
         batch_size: Images per runtime call.
+        threads, workers: As given (defaults resolved).
     """
 
     def __init__(self, model, runtime: str = "auto", *, batch_size: int | None = None,
-                 threads: int | None = None, fold_bn: bool = True):
+                 threads: int | None = None, workers: int | None = None, fold_bn: bool = True):
         import keras
 
         self.runtime = resolve_runtime(runtime)
@@ -237,14 +316,19 @@ class Predictor:
             threads = _cpu_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"`threads` must be a positive integer; received threads={threads!r}.")
+        if workers is None:
+            workers = threads
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"`workers` must be a positive integer; received workers={workers!r}.")
         self.batch_size = batch_size
         self.threads = threads
+        self.workers = workers
         self.input_shape = tuple(model.input_shape[1:])
         if fold_bn:
             from keras_xception.folding import fold_batchnorm
 
             model = fold_batchnorm(model)
-        self._run = _BACKENDS[self.runtime](model, threads)
+        self._backend = _BACKENDS[self.runtime](model, threads, workers)
 
     def _check(self, x):
         x = np.asarray(x)
@@ -271,15 +355,15 @@ class Predictor:
         x = self._check(x)
         batch_size = batch_size or self.batch_size
         if len(x) <= batch_size:
-            return np.asarray(self._run(x))
-        return np.concatenate(
-            [self._run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        )
+            return np.asarray(self._backend.run_one(x))
+        chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+        return np.concatenate(self._backend.run_many(chunks))
 
     __call__ = predict
 
     def __repr__(self):
-        return f"Predictor(runtime={self.runtime!r}, batch_size={self.batch_size}, threads={self.threads})"
+        return (f"Predictor(runtime={self.runtime!r}, batch_size={self.batch_size}, "
+                f"threads={self.threads}, workers={self.workers})")
 
 
 #: Choices of ``--runtime`` on the command line: "keras" is plain ``model.predict``.
