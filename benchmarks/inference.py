@@ -14,11 +14,12 @@ the closest to the uncontended speed, as with ``timeit``'s minimum); and the
 throughput as a fraction of the machine's float32 limit: the best measured
 sgemm rate (numpy, TensorFlow and ONNX Runtime matmul of 2048x2048, timed in
 every repeat, best sample kept, since other load can only slow it) divided by
-Xception's 16.7 GFLOP (8.36 GMACs) per 299x299 image.
+Xception's 16.7 GFLOP (8.36 GMACs) per 299x299 image (counted from the layers,
+so other ``--image-size`` values get their own count).
 
 Peak memory: each configuration is also run (batch 8, twice) in a fresh
-subprocess, whose peak resident set size (``ru_maxrss`` of
-``resource.getrusage``) is reported; it includes Python, TensorFlow and the
+subprocess, whose peak resident set size (VmHWM of ``/proc/self/status``) is
+reported; it includes Python, TensorFlow and the
 Keras model that every configuration builds first. Use ``--no-memory`` to skip.
 
 Usage::
@@ -45,7 +46,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-GFLOP_PER_IMAGE = 2 * 8.3574e9 / 1e9  # Xception at 299x299: 8.36 GMACs
+
+def gflop_per_image(model):
+    """2 x the multiply-accumulates of the convolutions and the classifier of one image.
+
+    Xception at 299x299: 8.36 GMACs, 16.7 GFLOP.
+    """
+    macs = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "SeparableConv2D"):
+            h, w, c_out = layer.output.shape[1:]
+            if kind == "Conv2D":
+                kh, kw, c_in, _ = layer.kernel.shape
+                macs += h * w * c_out * kh * kw * c_in
+            else:
+                kh, kw, c_in, _ = layer.depthwise_kernel.shape
+                macs += h * w * c_in * (kh * kw + c_out)
+        elif kind == "Dense":
+            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return 2 * macs / 1e9
 
 
 def _sgemm_gflops(n=2048, tries=5):
@@ -89,21 +109,26 @@ def _sgemm_gflops(n=2048, tries=5):
     return out
 
 
-def _build(runtime, size, seed=0, **predictor_kwargs):
-    """(reference model, callable) of one configuration; the baseline is runtime=None."""
+def _reference(size, seed=0):
+    """keras.applications.Xception with random (seeded) weights."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    reference = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
+    return keras.applications.Xception(weights=None, input_shape=(size, size, 3))
+
+
+def _build(runtime, reference, **predictor_kwargs):
+    """The predict callable of one configuration; the baseline is runtime=None."""
     if runtime is None:
-        return reference, reference.predict_on_batch
+        return reference.predict_on_batch
+    size = reference.input_shape[1]
     from keras_xception import Xception
     from keras_xception.inference import Predictor
 
     model = Xception(weights=None, input_shape=(size, size, 3))
     model.set_weights(reference.get_weights())
     predictor = Predictor(model, runtime=runtime, **predictor_kwargs)
-    return reference, predictor.predict
+    return predictor.predict
 
 
 def _images_per_sample(batch):
@@ -119,13 +144,23 @@ def _time(fn, x, n_images):
 
 
 def _memory_child(runtime, size):
-    """Subprocess entry: build one configuration, run batch 8 twice, print peak RSS (MiB)."""
+    """Subprocess entry: build one configuration, run batch 8 twice, print peak RSS (MiB).
+
+    Peak RSS is VmHWM of /proc/self/status (Linux; reset by exec, unlike
+    ru_maxrss, which a child inherits from the parent), else ru_maxrss.
+    """
     runtime = None if runtime == "keras.applications" else runtime
-    _, fn = _build(runtime, size)
+    fn = _build(runtime, _reference(size))
     x = np.zeros((8, size, size, 3), np.float32)
     fn(x)
     fn(x)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        pass
+    print(json.dumps({"peak_rss_mib": peak}))
 
 
 def _peak_memory(name, size):
@@ -164,13 +199,15 @@ def main(argv=None):
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     print("building the models and exporting the runtimes ...", flush=True)
     configs = {}
-    reference, configs["keras.applications"] = _build(None, size)
+    reference = _reference(size)
+    configs["keras.applications"] = _build(None, reference)
+    gflop = gflop_per_image(reference)
     for rt in runtimes:
         t = time.perf_counter()
-        _, configs[rt] = _build(resolve_runtime(rt), size)
+        configs[rt] = _build(resolve_runtime(rt), reference)
         print(f"  {rt}: ready in {time.perf_counter() - t:.1f} s", flush=True)
         if args.single_call:
-            _, configs[f"{rt} (1 call)"] = _build(resolve_runtime(rt), size, batch_size=1024, workers=1)
+            configs[f"{rt} (1 call)"] = _build(resolve_runtime(rt), reference, batch_size=1024, workers=1)
 
     rng = np.random.default_rng(0)
     x1 = rng.uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
@@ -197,13 +234,13 @@ def main(argv=None):
 
     # the machine's limit: the best rate seen in any repeat (other load only slows it down)
     sgemm = {k: max(sample[k] for sample in sgemm_samples) for k in sgemm_samples[0]}
-    limit = max(sgemm.values()) / GFLOP_PER_IMAGE
+    limit = max(sgemm.values()) / gflop
     memory = {} if args.no_memory else {n: _peak_memory(n, size) for n in configs if "(" not in n}
 
     print()
     print(f"sgemm GFLOP/s (2048x2048 float32, best of {2 * args.repeats}, interleaved): "
           + ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items())
-          + f"  ->  fp32 limit {limit:.1f} img/s at {GFLOP_PER_IMAGE:.1f} GFLOP/image")
+          + f"  ->  fp32 limit {limit:.1f} img/s at {gflop:.1f} GFLOP/image")
     header = f"{'configuration':<26}" + "".join(
         f"{'batch ' + str(b) + ' median':>22}{'best':>18}" for b in args.batch_sizes)
     header += f"{'peak RSS MiB':>14}{'max rel diff':>14}"

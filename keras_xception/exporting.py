@@ -52,6 +52,7 @@ def write(model, path, keras_format):
     """``model.export`` with an explicit input signature (batch and, where the
     model leaves them open, spatial dimensions variable), so that a freshly
     built model that was never called can be exported too."""
+    import gc
     import warnings
 
     import tensorflow as tf
@@ -60,6 +61,7 @@ def write(model, path, keras_format):
     with warnings.catch_warnings():  # Keras's tf2onnx numpy-2 patch warns about np.object
         warnings.simplefilter("ignore", FutureWarning)
         model.export(path, format=keras_format, verbose=False, input_signature=[spec])
+    gc.collect()  # tf2onnx leaves gigabytes of garbage behind
 
 
 def _check_input(model):
