@@ -2,7 +2,7 @@
 
 Subcommands:
 
-* ``predict IMAGE... [--top K] [--weights W] [--json]``: top-k ImageNet classes
+* ``predict IMAGE... [--top K] [--weights W] [--json] [--runtime R]``: top-k ImageNet classes
   per image (with no image: a sample photo shipped with matplotlib).
 * ``export --format F --out PATH [--weights W] [--image-size N] [--no-top]``:
   write a SavedModel / ONNX / OpenVINO model, checked against Keras.

@@ -299,6 +299,9 @@ class Predictor:
         fold_bn: Fold BatchNormalization into the convolutions first (exact;
             the runtimes are faster on the folded graph).
 
+    A Predictor is not thread-safe: give each thread its own (it already
+    uses every CPU for one call).
+
     Attributes:
         runtime: The runtime in use (``"auto"`` resolved).
         batch_size: Images per runtime call.
@@ -333,6 +336,7 @@ class Predictor:
         self.threads = threads
         self.workers = workers
         self.input_shape = tuple(model.input_shape[1:])
+        self._output_shape = tuple(model.output_shape[1:])
         if fold_bn:
             from keras_xception.folding import fold_batchnorm
 
@@ -363,6 +367,8 @@ class Predictor:
         """
         x = self._check(x)
         batch_size = batch_size or self.batch_size
+        if len(x) == 0 and None not in self._output_shape:
+            return np.zeros((0,) + self._output_shape, np.float32)
         if len(x) <= batch_size:
             return np.asarray(self._backend.run_one(x))
         chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]

@@ -95,6 +95,7 @@ def test_predictor_matches_keras(runtime, model, x, expected):
     assert rel_diff(out, expected) < 1e-4
     assert rel_diff(p.predict(x[:1]), expected[:1]) < 1e-4  # batch size 1
     assert rel_diff(p(x.astype("float64")), expected) < 1e-4  # any numeric dtype
+    assert p.predict(x[:0]).shape == (0,) + expected.shape[1:]
 
 
 def test_predictor_auto_picks_the_first_installed_runtime():
