@@ -77,7 +77,7 @@ def _cmd_predict(args) -> int:
 
 def _cmd_export(args) -> int:
     from keras_xception import Xception
-    from keras_xception.exporting import export
+    from keras_xception.exporting import ParityError, export
 
     weights = None if args.weights.lower() == "none" else args.weights
     shape = None
@@ -89,7 +89,10 @@ def _cmd_export(args) -> int:
     model = Xception(include_top=args.include_top, weights=weights, input_shape=shape, pooling=pooling)
     print(f"exporting {model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
           f"as {args.format} to {args.out} ...", file=sys.stderr, flush=True)
-    export(model, args.out, format=args.format, fold_bn=not args.no_fold_bn, check=not args.no_check)
+    try:
+        export(model, args.out, format=args.format, fold_bn=not args.no_fold_bn, check=not args.no_check)
+    except ParityError as e:
+        raise SystemExit(f"keras-xception export: parity check failed: {e}") from None
     print(args.out)
     return 0
 
