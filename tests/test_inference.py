@@ -228,3 +228,16 @@ def test_cli_predict_runtime_matches_keras(tmp_path, capsys):
     )
     with pytest.raises(SystemExit):
         cli.main(["predict", "--runtime", "tensorrt"])
+
+
+def test_add_runtime_argument_and_predict_function(model, x, expected):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    inference.add_runtime_argument(parser)
+    assert parser.parse_args([]).runtime == "auto"
+    args = parser.parse_args(["--runtime", "tensorflow"])
+    assert rel_diff(inference.predict_function(model, args.runtime)(x), expected) < 1e-4
+    assert rel_diff(inference.predict_function(model, "keras")(x), expected) == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--runtime", "tensorrt"])
