@@ -11,12 +11,18 @@ Public API:
 * :mod:`keras_xception.architecture` - the architecture as block specs.
 * :func:`feature_extractor` / :func:`feature_layers` - multi-scale feature maps.
 * :mod:`keras_xception.analysis` - parameters and MACs (:func:`count_macs`).
+* :func:`export` - SavedModel / ONNX / OpenVINO export, checked against Keras.
+* :class:`Predictor` (:mod:`keras_xception.inference`) - fast CPU inference.
+* :func:`fold_batchnorm` - fold BatchNormalization into the convolutions.
 """
 
 from keras_xception import analysis, architecture, weights
 from keras_xception.analysis import count_macs
+from keras_xception.exporting import export
 from keras_xception.features import feature_extractor, feature_layers
+from keras_xception.folding import fold_batchnorm
 from keras_xception.image import load_image
+from keras_xception.inference import Predictor
 from keras_xception.imagenet import decode_predictions
 from keras_xception.preprocessing import preprocess_input, preprocessing_layer
 from keras_xception.xception import Xception
@@ -35,5 +41,8 @@ __all__ = [
     "count_macs",
     "feature_extractor",
     "feature_layers",
+    "export",
+    "fold_batchnorm",
+    "Predictor",
     "__version__",
 ]

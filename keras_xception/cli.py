@@ -2,7 +2,7 @@
 
 Subcommands:
 
-* ``predict IMAGE... [--top K] [--weights W] [--json] [--cam OUT.png]``: top-k
+* ``predict IMAGE... [--top K] [--weights W] [--json] [--cam OUT.png] [--runtime R]``: top-k
   ImageNet classes per image (with no image: a sample photo shipped with
   matplotlib); ``--cam`` also writes a Grad-CAM heatmap for the top class.
 * ``extract DIR --out features.npz [--weights W] [--layer NAME] [--image-size N]
@@ -13,6 +13,8 @@ Subcommands:
   multiply-accumulates of the official model or an architecture variant.
 * ``evaluate (--tfds-data-dir D | --val-dir D | --tfrecords GLOB) ...``: ImageNet
   top-1/top-5 with a progress bar and a JSON report (see ``_cmd_evaluate``).
+* ``export --format F --out PATH [--weights W] [--image-size N] [--no-top]``:
+  write a SavedModel / ONNX / OpenVINO model, checked against Keras.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import argparse
 import json
 import os
 import sys
+
+from keras_xception.exporting import FORMATS
+from keras_xception.inference import add_runtime_argument
 
 __all__ = ["main", "sample_image"]
 
@@ -33,8 +38,11 @@ def sample_image() -> str:
 
 
 def _cmd_predict(args) -> int:
+    import numpy as np
+
     from keras_xception import Xception, decode_predictions, load_image, preprocess_input
     from keras_xception import weights as weights_lib
+    from keras_xception.inference import predict_function
 
     paths = args.images or [sample_image()]
     missing = [p for p in paths if not os.path.isfile(p)]
@@ -43,17 +51,18 @@ def _cmd_predict(args) -> int:
     _check_out_dir(args.cam, "--cam")
     model = Xception(weights=args.weights)
     kw = weights_lib.transform_for(args.weights, target_size=tuple(model.input_shape[1:3]))
-    results, panels = [], []
-    for path in paths:
-        image = load_image(path, **kw)
-        x = preprocess_input(image[None])
-        preds = model.predict(x, verbose=0)
-        results.append({"path": path, "top": decode_predictions(preds, top=args.top)[0]})
-        if args.cam:
-            panels.append(_cam_panel(model, image, x, preds, results[-1]["top"][0], path))
+    images = [load_image(path, **kw) for path in paths]
+    x = preprocess_input(np.stack(images))
+    preds = predict_function(model, args.runtime)(x)
+    tops = decode_predictions(preds, top=args.top)
+    results = [{"path": path, "top": top} for path, top in zip(paths, tops)]
     if args.cam:
         from keras_xception.gradcam import save_cam_figure
 
+        panels = [
+            _cam_panel(model, image, x[i : i + 1], preds[i : i + 1], tops[i][0], path)
+            for i, (path, image) in enumerate(zip(paths, images))
+        ]
         save_cam_figure(args.cam, panels)
         print(f"Grad-CAM heatmap written to {args.cam}", file=sys.stderr)
     if args.json:
@@ -234,6 +243,7 @@ def _cmd_evaluate(args) -> int:
         strategy=strategy,
         strict=args.strict,
         per_class=args.per_class,
+        runtime=args.runtime,
         verbose=0 if args.quiet else 1,
     )
     report["weights"] = args.weights
@@ -304,6 +314,7 @@ def _cmd_extract(args) -> int:
         layer=args.layer,
         image_size=args.image_size,
         batch_size=args.batch_size,
+        runtime=args.runtime,
     )
     out = args.out if args.out.endswith(".npz") else args.out + ".npz"
     save_features(out, result)
@@ -313,6 +324,28 @@ def _cmd_extract(args) -> int:
         print(f"{len(result.skipped)} unreadable file(s) skipped:", file=sys.stderr)
         for path, _ in result.skipped:
             print(f"  {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from keras_xception import Xception
+    from keras_xception.exporting import ParityError, export
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    shape = None
+    if args.image_size is not None:
+        if args.image_size < 71:
+            raise ValueError(f"--image-size must be at least 71; received {args.image_size}.")
+        shape = (args.image_size, args.image_size, 3)
+    pooling = None if args.include_top or args.pooling == "none" else args.pooling
+    model = Xception(include_top=args.include_top, weights=weights, input_shape=shape, pooling=pooling)
+    print(f"exporting {model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
+          f"as {args.format} to {args.out} ...", file=sys.stderr, flush=True)
+    try:
+        export(model, args.out, format=args.format, fold_bn=not args.no_fold_bn, check=not args.no_check)
+    except ParityError as e:
+        raise SystemExit(f"keras-xception export: parity check failed: {e}") from None
+    print(args.out)
     return 0
 
 
@@ -329,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="imagenet", help="registered name or weights file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--cam", metavar="OUT.png", help="also write a Grad-CAM heatmap of the top class")
+    add_runtime_argument(p, default="keras")
     p.set_defaults(func=_cmd_predict)
 
     wp = sub.add_parser("weights", help="pretrained weights: list, download, verify, convert")
@@ -389,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="add per-class accuracy to the report")
     p.add_argument("--report", metavar="OUT.json", help="write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_argument(p, default="keras")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -405,7 +440,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="take this layer's output (globally average pooled)")
     p.add_argument("--image-size", type=int, default=None, help="square input side (default: the weights' size, 299)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    add_runtime_argument(p, default="keras")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("export", help="export the model (SavedModel, ONNX, OpenVINO), checked against Keras")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
+    p.add_argument("--out", required=True, help="output: a directory (savedmodel), .onnx or .xml file")
+    p.add_argument("--weights", default="imagenet", help="registered name, weights file, or 'none' (random)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input height and width (default 299 with the top, any size without)")
+    top = p.add_mutually_exclusive_group()
+    top.add_argument("--include-top", dest="include_top", action="store_true", default=True,
+                     help="keep the 1000-class classifier (default)")
+    top.add_argument("--no-top", dest="include_top", action="store_false",
+                     help="export the feature extractor (see --pooling)")
+    p.add_argument("--pooling", choices=("avg", "max", "none"), default="avg",
+                   help="global pooling with --no-top (default avg; none: the 4D feature map)")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers as they are")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

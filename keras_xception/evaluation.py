@@ -90,6 +90,29 @@ def is_chief(strategy) -> bool:
     return resolver is None or not resolver.task_type or (resolver.task_id or 0) == 0
 
 
+def _scores_function(model, runtime, replicas, num_classes):
+    """``images -> class scores`` inside the evaluation step, on the Keras model or a Predictor."""
+    import tensorflow as tf
+
+    if runtime == "keras":
+        return lambda x: model(x, training=False)
+    if replicas != 1:
+        raise ValueError(
+            f"runtime={runtime!r} runs outside TensorFlow and needs the default strategy (one "
+            f"replica); this strategy has {replicas}. Use runtime='keras' with tf.distribute."
+        )
+    from keras_xception.inference import Predictor
+
+    predictor = Predictor(model, runtime=runtime)
+
+    def scores(x):
+        out = tf.numpy_function(lambda a: predictor.predict(a).astype(np.float32), [x], tf.float32)
+        out.set_shape((None, num_classes))
+        return out
+
+    return scores
+
+
 def evaluate(
     model,
     records,
@@ -100,6 +123,7 @@ def evaluate(
     strategy=None,
     strict=False,
     per_class=False,
+    runtime="keras",
     verbose=1,
 ) -> dict:
     """Top-1/top-5 accuracy of a classifier over ImageNet records.
@@ -118,6 +142,11 @@ def evaluate(
         strict: Raise ``ValueError`` at the first file that cannot be decoded
             instead of skipping it.
         per_class: Add per-class count/top-1/top-5 to the report.
+        runtime: ``"keras"`` (the model inside the strategy's ``tf.function``)
+            or a :class:`keras_xception.inference.Predictor` runtime
+            (``"auto"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``),
+            called from the input pipeline's step; only with the default
+            strategy (one replica).
         verbose: 1 shows a ``keras.utils.Progbar`` (on the chief only).
 
     Returns:
@@ -149,6 +178,7 @@ def evaluate(
                 raise ValueError(f"`model` must be a keras.Model or a function returning one; received {model!r}.")
             model = model()
     num_classes = int(model.output_shape[-1])
+    scores_of = _scores_function(model, runtime, replicas, num_classes)
     if transform is None:
         transform = transform_for("imagenet", target_size=tuple(model.input_shape[1:3]))
     transform = dict(transform)
@@ -171,7 +201,7 @@ def evaluate(
 
     def replica_step(index, image, label, ok):
         x = preprocess_input(image) if preprocessing == "tf" else image
-        scores = model(x, training=False)
+        scores = scores_of(x)
         label = tf.where(ok, label, tf.zeros_like(label))
         tf.debugging.assert_non_negative(
             label, message="class label < 0: wrong label_offset?"

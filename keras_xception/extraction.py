@@ -87,6 +87,7 @@ def extract_features(
     image_size=None,
     batch_size=32,
     model=None,
+    runtime="keras",
     verbose=1,
 ):
     """Features of every image in ``source`` (a directory, searched recursively, or a list of files).
@@ -101,6 +102,9 @@ def extract_features(
         batch_size: Images per forward pass.
         model: A ready :func:`feature_model` model (skips building one;
             its input size must match ``image_size``).
+        runtime: ``"keras"`` (``model.predict_on_batch``) or a
+            :class:`keras_xception.inference.Predictor` runtime (``"auto"``,
+            ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
         verbose: 1 shows a progress bar.
 
     Returns:
@@ -137,13 +141,19 @@ def extract_features(
             f"{transform['target_size']}; pass the matching image_size."
         )
 
+    if runtime == "keras":
+        predict = model.predict_on_batch
+    else:
+        from keras_xception.inference import predict_function
+
+        predict = predict_function(model, runtime)
     features, kept, skipped, batch = [], [], [], []
     progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
 
     def flush():
         if batch:
             x = preprocess_input(np.stack([image for _, image in batch]))
-            features.append(np.asarray(model.predict_on_batch(x), dtype="float32"))
+            features.append(np.asarray(predict(x), dtype="float32"))
             kept.extend(p for p, _ in batch)
             batch.clear()
 

@@ -185,6 +185,17 @@ def test_xception_on_tfds_equals_numpy(val, tfds_records):
                                        interpolation="bilinear", preprocessing="tf")
 
 
+def test_predictor_runtime_gives_the_keras_counts(val, tfds_records):
+    """evaluate(runtime=...) runs a Predictor in the step and counts exactly what Keras counts."""
+    import keras_xception as kx
+
+    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
+    t = evaluation.transform_for("imagenet", target_size=(71, 71))
+    keras_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    tf_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0, runtime="tensorflow")
+    assert _counts(tf_run) == _counts(keras_run) and tf_run["count"] == N
+
+
 def test_sources_agree(val, bad_dir, tfds_records, tiny, tmp_path):
     t = evaluation.transform_for("imagenet", target_size=(SIZE, SIZE))
     run = lambda records: evaluation.evaluate(tiny, records, transform=t, batch_size=5,  # noqa: E731

@@ -42,6 +42,14 @@ def test_extract_features_equal_the_python_api(tree, notop):
     assert rel_diff(result.features, _reference(model, result.paths)) < 1e-5
 
 
+def test_extract_features_on_a_predictor_runtime(tree, notop):
+    model, path = notop
+    keras_run = extract_features(tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
+    tf_run = extract_features(tree, weights=path, image_size=SMALL, batch_size=4, verbose=0, runtime="tensorflow")
+    assert tf_run.paths == keras_run.paths
+    assert rel_diff(tf_run.features, keras_run.features) < 1e-4
+
+
 def test_named_layer_is_average_pooled(tree, notop):
     import keras
 

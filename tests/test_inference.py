@@ -1,0 +1,243 @@
+"""BatchNormalization folding, the Predictor runtimes, export round trips, and their errors."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import SMALL, randomize, rel_diff
+
+from keras_xception import Xception, cli, exporting, inference
+from keras_xception.folding import fold_batchnorm, foldable_pairs
+from keras_xception.inference import Predictor, RuntimeNotInstalledError
+
+SIZE = 96  # big enough for the exit flow to see a 3x3 map
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Xception with the top at 96x96, random kernels and random BatchNormalization statistics."""
+    keras.utils.set_random_seed(0)
+    return randomize(Xception(weights=None, input_shape=(SIZE, SIZE, 3)))
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(2).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def expected(model, x):
+    return model.predict(x, verbose=0)
+
+
+def _installed(runtime):
+    try:
+        inference.resolve_runtime(runtime)
+    except RuntimeNotInstalledError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- folding
+
+
+def test_fold_batchnorm_removes_every_batchnorm_and_keeps_outputs(model, x, expected):
+    folded = fold_batchnorm(model)
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in kinds
+    assert kinds.count("Identity") == 40  # every BN of Xception follows a convolution
+    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    assert all(folded.get_layer(c).use_bias for c in foldable_pairs(model).values())
+    assert rel_diff(folded.predict(x, verbose=0), expected) < 1e-5
+    # the original is untouched
+    assert "BatchNormalization" in [type(layer).__name__ for layer in model.layers]
+    assert rel_diff(model.predict(x, verbose=0), expected) == 0
+
+
+def test_fold_batchnorm_without_top_and_variable_size(images):
+    m = randomize(Xception(weights=None, include_top=False, pooling=None), seed=3)
+    folded = fold_batchnorm(m, name="folded")
+    assert folded.name == "folded"
+    assert rel_diff(folded.predict(images, verbose=0), m.predict(images, verbose=0)) < 1e-5
+
+
+def test_fold_batchnorm_keeps_a_batchnorm_whose_conv_output_is_shared():
+    inp = keras.Input((8, 8, 3))
+    c = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    b = keras.layers.BatchNormalization(name="bn")(c)
+    out = keras.layers.Add()([b, c])  # conv output read twice: BN cannot be folded
+    m = randomize(keras.Model(inp, out))
+    assert foldable_pairs(m) == {}
+    folded = fold_batchnorm(m)
+    assert type(folded.get_layer("bn")).__name__ == "BatchNormalization"
+    z = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert rel_diff(folded.predict(z, verbose=0), m.predict(z, verbose=0)) < 1e-6
+
+
+def test_fold_batchnorm_rejects_a_non_model():
+    with pytest.raises(ValueError, match="functional keras.Model"):
+        fold_batchnorm(keras.layers.Dense(3))
+
+
+# ----------------------------------------------------------------------------- Predictor
+
+
+@pytest.mark.parametrize("runtime", inference.RUNTIMES)
+def test_predictor_matches_keras(runtime, model, x, expected):
+    if not _installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    p = Predictor(model, runtime=runtime, batch_size=2)  # 3 images: a full and a remainder chunk
+    assert p.runtime == runtime
+    out = p.predict(x)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == expected.shape
+    assert rel_diff(out, expected) < 1e-4
+    assert rel_diff(p.predict(x[:1]), expected[:1]) < 1e-4  # batch size 1
+    assert rel_diff(p(x.astype("float64")), expected) < 1e-4  # any numeric dtype
+    assert p.predict(x[:0]).shape == (0,) + expected.shape[1:]
+
+
+def test_predictor_auto_picks_the_first_installed_runtime():
+    assert inference.resolve_runtime("auto") == inference.available_runtimes()[0]
+    assert "tensorflow" in inference.available_runtimes()
+
+
+def test_predictor_variable_size_model(images):
+    m = randomize(Xception(weights=None, include_top=False, pooling="avg"), seed=4)
+    p = Predictor(m, runtime="tensorflow")
+    assert rel_diff(p.predict(images), m.predict(images, verbose=0)) < 1e-4
+
+
+def test_unknown_runtime_is_a_clear_error(model):
+    with pytest.raises(ValueError, match=r"`runtime` must be .*received runtime='tensorrt'"):
+        Predictor(model, runtime="tensorrt")
+
+
+@pytest.mark.parametrize("runtime,extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
+def test_uninstalled_runtime_names_the_extra(monkeypatch, model, runtime, extra):
+    real = inference._is_installed
+    blocked = {"onnxruntime", "openvino"}
+    monkeypatch.setattr(inference, "_is_installed", lambda m: m not in blocked and real(m))
+    with pytest.raises(RuntimeNotInstalledError, match=rf'pip install "keras-xception\[{extra}\]"'):
+        Predictor(model, runtime=runtime)
+    assert inference.available_runtimes() == ["tensorflow"]
+    assert Predictor(model).runtime == "tensorflow"  # auto falls back
+
+
+def test_bad_predictor_arguments(model):
+    with pytest.raises(ValueError, match="batch_size"):
+        Predictor(model, runtime="tensorflow", batch_size=0)
+    with pytest.raises(ValueError, match="threads"):
+        Predictor(model, runtime="tensorflow", threads=-1)
+    with pytest.raises(ValueError, match="one input and one output"):
+        inp = keras.Input((4,))
+        Predictor(keras.Model(inp, [inp, inp]), runtime="tensorflow")
+
+
+def test_predict_rejects_a_wrong_shape(model, x):
+    p = Predictor(model, runtime="tensorflow")
+    with pytest.raises(ValueError, match=r"x\[None\]"):
+        p.predict(x[0])
+    with pytest.raises(ValueError, match=r"\(2, 71, 71, 3\)"):
+        p.predict(np.zeros((2, SMALL, SMALL, 3), "float32"))
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def test_export_savedmodel_round_trip(tmp_path, model, x, expected):
+    import tensorflow as tf
+
+    path = exporting.export(model, tmp_path / "sm", format="savedmodel")
+    loaded = tf.saved_model.load(path)
+    assert rel_diff(loaded.serve(tf.constant(x)).numpy(), expected) < 1e-4
+
+
+def test_export_onnx_round_trip(tmp_path, model, x, expected):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    path = exporting.export(model, str(tmp_path / "m.onnx"), format="onnx")
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert rel_diff(out, expected) < 1e-4
+
+
+def test_export_openvino_round_trip(tmp_path, model, x, expected):
+    ov = pytest.importorskip("openvino")
+    path = exporting.export(model, str(tmp_path / "m.xml"), format="openvino", fold_bn=False)
+    assert os.path.isfile(tmp_path / "m.bin")
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert rel_diff(compiled(x)[0], expected) < 1e-4
+
+
+def test_export_parity_check_can_fail(tmp_path, model, monkeypatch):
+    real = exporting._load_runner
+    monkeypatch.setattr(exporting, "_load_runner", lambda p, f: (lambda z: real(p, f)(z) * 1.01))
+    with pytest.raises(exporting.ParityError, match="disagrees"):
+        exporting.export(model, tmp_path / "sm", format="savedmodel")
+
+
+def test_export_bad_arguments(tmp_path, model, monkeypatch):
+    with pytest.raises(ValueError, match=r"`format` must be one of .*received format='tflite'"):
+        exporting.export(model, tmp_path / "m", format="tflite")
+    with pytest.raises(ValueError, match=r"must end with '\.onnx'"):
+        exporting.export(model, tmp_path / "m.xml", format="onnx")
+    monkeypatch.setattr(inference, "_is_installed", lambda m: m != "tf2onnx")
+    with pytest.raises(RuntimeNotInstalledError, match=r'keras-xception\[onnx\]'):
+        exporting.export(model, tmp_path / "m.onnx", format="onnx")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_export_savedmodel(tmp_path, capsys):
+    import tensorflow as tf
+
+    out = str(tmp_path / "features")
+    argv = ["export", "--format", "savedmodel", "--out", out, "--weights", "none",
+            "--image-size", str(SMALL), "--no-top"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.strip() == out
+    loaded = tf.saved_model.load(out)
+    y = loaded.serve(tf.zeros((1, SMALL, SMALL, 3)))
+    assert tuple(y.shape) == (1, 2048)  # --pooling avg by default
+
+
+def test_cli_export_errors(tmp_path, capsys):
+    assert cli.main(["export", "--format", "onnx", "--out", str(tmp_path / "m.txt"), "--weights", "none"]) == 2
+    assert "must end with '.onnx'" in capsys.readouterr().err
+    assert cli.main(["export", "--format", "savedmodel", "--out", str(tmp_path / "m"),
+                     "--weights", "none", "--image-size", "50"]) == 2
+    assert "--image-size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "m")])
+
+
+def test_cli_predict_runtime_matches_keras(tmp_path, capsys):
+    m = Xception(weights=None)
+    w = str(tmp_path / "w.weights.h5")
+    m.save_weights(w)
+    results = {}
+    for runtime in ("keras", "tensorflow"):
+        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime]) == 0
+        results[runtime] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert [p["wnid"] for p in results["keras"]] == [p["wnid"] for p in results["tensorflow"]]
+    np.testing.assert_allclose(
+        [p["score"] for p in results["tensorflow"]], [p["score"] for p in results["keras"]], rtol=1e-4
+    )
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--runtime", "tensorrt"])
+
+
+def test_add_runtime_argument_and_predict_function(model, x, expected):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    inference.add_runtime_argument(parser)
+    assert parser.parse_args([]).runtime == "auto"
+    args = parser.parse_args(["--runtime", "tensorflow"])
+    assert rel_diff(inference.predict_function(model, args.runtime)(x), expected) < 1e-4
+    assert rel_diff(inference.predict_function(model, "keras")(x), expected) == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--runtime", "tensorrt"])
