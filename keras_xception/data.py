@@ -47,7 +47,7 @@ import importlib.util
 import os
 import re
 
-from keras_xception.image import decode_and_transform, validate_transform
+from keras_xception.image import IMAGE_EXTENSIONS, decode_and_transform, validate_transform
 
 __all__ = [
     "Records",
@@ -72,7 +72,6 @@ DOWNLOAD_HINT = (
 )
 _VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpe?g|png)$", re.IGNORECASE)
 _WNID = re.compile(r"^n\d{8}$")
-_IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +115,10 @@ def _tfds_file(name):
 
 @functools.lru_cache(maxsize=None)
 def imagenet_wnids() -> tuple:
-    """The 1000 ImageNet-1k WordNet ids, sorted: position == class index."""
-    with open(_tfds_file("labels.txt")) as f:
-        wnids = tuple(line.strip() for line in f if line.strip())
-    assert len(wnids) == 1000 and list(wnids) == sorted(wnids), "unexpected labels.txt"
-    return wnids
+    """The 1000 ImageNet-1k WordNet ids in model-output order (from the shipped class index)."""
+    from keras_xception.imagenet import class_index
+
+    return tuple(wnid for wnid, _ in class_index())
 
 
 @functools.lru_cache(maxsize=None)
@@ -246,7 +244,7 @@ def folder_records(directory) -> Records:
             )
         for d in subdirs:
             for f in sorted(os.listdir(os.path.join(directory, d))):
-                if f.lower().endswith(_IMAGE_EXTS):
+                if f.lower().endswith(IMAGE_EXTENSIONS):
                     names.append(os.path.join(directory, d, f))
                     labels.append(index[d])
         layout = "class folders"

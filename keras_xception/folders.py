@@ -16,10 +16,10 @@ import warnings
 
 import numpy as np
 
+from keras_xception.image import IMAGE_EXTENSIONS
+
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "looks_like_image", "class_folder_split", "image_dataset", "write_synthetic_tree"]
 
-#: File extensions (lower case) treated as images: what ``decode_and_transform`` decodes.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")

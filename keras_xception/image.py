@@ -29,12 +29,15 @@ import numpy as np
 __all__ = [
     "RESIZE_MODES",
     "INTERPOLATIONS",
+    "IMAGE_EXTENSIONS",
     "validate_transform",
     "crop_window",
     "decode_and_transform",
     "load_image",
 ]
 
+#: File extensions (lower case) of the formats decode_and_transform decodes.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 RESIZE_MODES = ("central", "shorter-side")
 INTERPOLATIONS = ("bilinear", "bicubic")
 

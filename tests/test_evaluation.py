@@ -150,6 +150,8 @@ def test_labels_match_keras_output_order():
 
     wnids = data.imagenet_wnids()
     assert list(wnids) == [w for w, _ in class_index()]
+    with open(data._tfds_file("labels.txt")) as f:  # tfds's own list: the label order of its records
+        assert list(wnids) == [line.strip() for line in f if line.strip()]
     truth = data.validation_ground_truth()
     assert len(truth) == 50000
     assert wnids[truth[0]] == "n01751748"  # ILSVRC2012_val_00000001: sea snake
