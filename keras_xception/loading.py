@@ -23,7 +23,15 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["load_weights", "WeightsFileError", "weighted_layers", "layer_key"]
+__all__ = [
+    "load_weights",
+    "WeightsFileError",
+    "weighted_layers",
+    "layer_key",
+    "save_legacy_h5",
+    "xception_from_file",
+    "convert_weights",
+]
 
 
 class WeightsFileError(ValueError):
@@ -297,22 +305,21 @@ def save_legacy_h5(model, path):
 FORMATS = ("weights.h5", "legacy-h5")
 
 
-def convert_weights(src, dst, *, format="weights.h5"):
-    """Convert any supported Xception weight file to a ``.weights.h5`` or legacy ``.h5`` file.
+def xception_from_file(src):
+    """Build the Xception that an Xception weight file fits and load the file into it.
 
     The source may be a legacy ``.h5`` (official/tf_keras), a Keras 3
     ``.weights.h5`` or a ``.keras`` model containing an Xception (nested or
-    not). Whether it has the 1000-class top, and its class count, are detected.
+    not). Whether it has the top, and its class count, are detected.
 
     Returns:
-        ``(model, include_top)``: the Xception the weights were loaded into.
+        ``(model, include_top)``.
+
+    Raises:
+        ValueError: no such file; WeightsFileError: the file does not fit.
     """
     from keras_xception.xception import Xception
 
-    if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {FORMATS}; received format={format!r}.")
-    if format == "weights.h5" and not str(dst).endswith(".weights.h5"):
-        raise ValueError(f"A Keras 3 weights file must end in '.weights.h5'; received dst={dst!r}.")
     src = os.fspath(src)
     if not os.path.isfile(src):
         raise ValueError(f"No weights file at src={src!r}.")
@@ -324,11 +331,25 @@ def convert_weights(src, dst, *, format="weights.h5"):
             raise
         model = Xception(weights=src, include_top=False)
         classes = None
+    return model, classes is not None
+
+
+def convert_weights(src, dst, *, format="weights.h5"):
+    """Convert any Xception weight file (see :func:`xception_from_file`) to ``.weights.h5`` or legacy ``.h5``.
+
+    Returns:
+        ``(model, include_top)``: the Xception the weights were loaded into.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"`format` must be one of {FORMATS}; received format={format!r}.")
+    if format == "weights.h5" and not str(dst).endswith(".weights.h5"):
+        raise ValueError(f"A Keras 3 weights file must end in '.weights.h5'; received dst={dst!r}.")
+    model, include_top = xception_from_file(src)
     if format == "weights.h5":
         model.save_weights(os.fspath(dst))
     else:
         save_legacy_h5(model, os.fspath(dst))
-    return model, classes is not None
+    return model, include_top
 
 
 def _top_classes(path):
