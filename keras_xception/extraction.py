@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["FeatureSet", "evaluation_transform", "feature_model", "extract_features", "save_features"]
+__all__ = ["FeatureSet", "evaluation_transform", "pooled_feature_model", "extract_features", "save_features"]
 
 FeatureSet = collections.namedtuple("FeatureSet", ["features", "paths", "skipped"])
 FeatureSet.__doc__ = """Extracted features: ``features`` (N x D float32), ``paths`` (N strings, the
@@ -47,7 +47,7 @@ def evaluation_transform(weights, image_size=None):
     return weights_lib.transform_for(weights, target_size=size)
 
 
-def feature_model(weights="imagenet", layer=None, image_size=None):
+def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
     """A Keras model: preprocessed images (``image_size``, default 299) -> N x D features.
 
     See the module docstring for what the features are. Raises ``ValueError``
@@ -100,7 +100,7 @@ def extract_features(
         image_size: Square side (or ``(height, width)``); default: the
             weights' evaluation size, 299.
         batch_size: Images per forward pass.
-        model: A ready :func:`feature_model` model (skips building one;
+        model: A ready :func:`pooled_feature_model` model (skips building one;
             its input size must match ``image_size``).
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
             :class:`keras_xception.inference.Predictor` runtime (``"auto"``,
@@ -134,7 +134,7 @@ def extract_features(
             raise ValueError("`source` is an empty list of files.")
     transform = evaluation_transform(weights, image_size)
     if model is None:
-        model = feature_model(weights, layer, transform["target_size"])
+        model = pooled_feature_model(weights, layer, transform["target_size"])
     elif tuple(model.input_shape[1:3]) not in (transform["target_size"], (None, None)):
         raise ValueError(
             f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "

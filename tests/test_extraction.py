@@ -7,7 +7,7 @@ import pytest
 from conftest import SMALL, randomize, rel_diff
 
 from keras_xception import Xception, cli, folders, load_image, preprocess_input  # noqa: E402
-from keras_xception.extraction import extract_features, feature_model  # noqa: E402
+from keras_xception.extraction import extract_features, pooled_feature_model  # noqa: E402
 from keras_xception.gradcam import grad_cam  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def test_named_layer_is_average_pooled(tree, notop):
     inner = keras.Model(model.inputs, model.get_layer("block13_add").output)
     assert rel_diff(result.features, _reference(inner, paths)) < 1e-5
     with pytest.raises(ValueError, match="no_such_layer.*block14_sepconv2_act"):
-        feature_model(weights=None, layer="no_such_layer", image_size=SMALL)
+        pooled_feature_model(weights=None, layer="no_such_layer", image_size=SMALL)
 
 
 def test_unreadable_files_are_skipped_with_a_warning(tmp_path, notop):
