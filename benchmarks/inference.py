@@ -122,7 +122,7 @@ def _build(runtime, reference, **predictor_kwargs):
         return reference.predict_on_batch
     size = reference.input_shape[1]
     from keras_xception import Xception
-    from keras_xception.inference import Predictor
+    from keras_xception.deploy.predictor import Predictor
 
     model = Xception(weights=None, input_shape=(size, size, 3))
     model.set_weights(reference.get_weights())
@@ -190,7 +190,7 @@ def main(argv=None):
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1; received {args.repeats}")
 
-    from keras_xception.inference import available_runtimes, resolve_runtime
+    from keras_xception.deploy.runtimes import available_runtimes, resolve_runtime
 
     runtimes = args.runtimes or available_runtimes()
     size = args.image_size

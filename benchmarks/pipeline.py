@@ -79,28 +79,27 @@ def main(argv=None):
     import tensorflow as tf
 
     from keras_xception import Xception
-    from keras_xception.image import decode_and_transform
+    from keras_xception.data.transform import decode_and_transform
 
-    t = evaluation.transform_for("imagenet")
-    pre = t.pop("preprocessing")
+    t = data.resolve_transform("imagenet")
     with tempfile.TemporaryDirectory() as tmp:
         make_images(tmp, args.num_images)
         records = data.folder_records(tmp)
 
         def ours():
-            ds = data.decode_records(records, **t)
+            ds = data.decode_records(records, t)
             return ds.map(lambda i, im, lab, ok: (im, lab)).batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
 
         def plain():
             ds = records.dataset.map(
-                lambda name, lab, path: (decode_and_transform(tf.io.read_file(path), **t), lab),
+                lambda name, lab, path: (decode_and_transform(tf.io.read_file(path), t), lab),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
             return ds.batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
 
         def keras_dir():
             return keras.utils.image_dataset_from_directory(
-                tmp, image_size=t["target_size"], batch_size=args.batch_size, shuffle=False, verbose=False
+                tmp, image_size=t.target_size, batch_size=args.batch_size, shuffle=False, verbose=False
             ).prefetch(tf.data.AUTOTUNE)
 
         pipelines = {
@@ -134,7 +133,7 @@ def main(argv=None):
         results[model_key] = dict(images_per_s=round(statistics.median(r[0] for r in timings), 2),
                                   cpu_ms_per_image=round(statistics.median(r[1] for r in timings), 1))
         report = evaluation.evaluate(
-            model, records, transform=dict(t, preprocessing=pre), batch_size=args.batch_size,
+            model, records, transform=t, batch_size=args.batch_size,
             limit=args.eval_images, verbose=0,
         )
         results[f"evaluate(): end to end, {report['count']} images"] = dict(

@@ -50,7 +50,7 @@ def cosine_neighbours(features, query, k):
 
 def main(argv=None):
     args = parse_args(argv)
-    from keras_xception.extraction import extract_features, save_features
+    from keras_xception.tasks.extraction import extract_features, save_features
 
     result = extract_features(
         args.dir, weights=args.weights, layer=args.layer, image_size=args.image_size,

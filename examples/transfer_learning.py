@@ -69,9 +69,8 @@ def folder_datasets(args, transform):
     tp, tl, vp, vl, classes = folders.class_folder_split(args.data_dir, args.val_split, seed=SEED)
     if not vp:
         raise SystemExit(f"--val-split {args.val_split} leaves no validation images; use more images per class.")
-    kw = dict(image_size=(args.image_size,) * 2, batch_size=args.batch_size, **transform)
-    train = folders.image_dataset(tp, tl, shuffle=True, seed=SEED, **kw)
-    val = folders.image_dataset(vp, vl, **kw)
+    train = folders.image_dataset(tp, transform, labels=tl, batch_size=args.batch_size, shuffle=True, seed=SEED)
+    val = folders.image_dataset(vp, transform, labels=vl, batch_size=args.batch_size)
     return train, val, classes, len(tp), len(vp)
 
 
@@ -98,14 +97,13 @@ def tfds_datasets(args, transform):
     import numpy as np
     import tensorflow as tf
 
-    from keras_xception.image import decode_and_transform
+    from keras_xception.data.transform import decode_and_transform
 
     ds, classes = load_tfds_flowers()
     items = list(ds.as_numpy_iterator())  # encoded bytes: small enough to hold (about 220 MB)
     rng = np.random.default_rng(SEED)
     order = rng.permutation(len(items))
     n_val = int(round(args.val_split * len(items)))
-    size = (args.image_size,) * 2
 
     def make(indices, shuffle):
         data = tf.data.Dataset.from_tensor_slices(
@@ -113,7 +111,7 @@ def tfds_datasets(args, transform):
         )
         if shuffle:
             data = data.shuffle(len(indices), seed=SEED)
-        data = data.map(lambda x, y: (decode_and_transform(x, size, **transform), y), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(lambda x, y: (decode_and_transform(x, transform), y), num_parallel_calls=tf.data.AUTOTUNE)
         return data.batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
 
     return make(order[n_val:], True), make(order[:n_val], False), classes, len(items) - n_val, n_val
@@ -149,14 +147,13 @@ def main(argv=None):
     import keras
 
     from keras_xception import transfer
-    from keras_xception.extraction import evaluation_transform
+    from keras_xception.data.transform import resolve_transform
 
     keras.utils.set_random_seed(SEED)
     # The datasets skip undecodable files (Dataset.ignore_errors), so their length is
     # unknown until the first epoch ends; Keras then warns that the input "ran out".
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    transform = evaluation_transform(args.weights)
-    transform.pop("target_size")
+    transform = resolve_transform(args.weights, target_size=args.image_size)
     if args.data_dir:
         train, val, classes, n_train, n_val = folder_datasets(args, transform)
     else:

@@ -24,8 +24,8 @@ import json
 import os
 import sys
 
-from keras_xception.exporting import FORMATS
-from keras_xception.inference import add_runtime_argument
+from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, RUNTIMES
+from keras_xception.model.spec import MIN_INPUT_SIZE
 
 __all__ = ["main", "sample_image"]
 
@@ -40,9 +40,10 @@ def sample_image() -> str:
 def _cmd_predict(args) -> int:
     import numpy as np
 
-    from keras_xception import Xception, decode_predictions, load_image, preprocess_input
-    from keras_xception import weights as weights_lib
-    from keras_xception.inference import predict_function
+    from keras_xception.data.transform import load_image, resolve_transform
+    from keras_xception.deploy.predictor import predict_function
+    from keras_xception.model.imagenet import decode_predictions
+    from keras_xception.xception import Xception
 
     paths = args.images or [sample_image()]
     missing = [p for p in paths if not os.path.isfile(p)]
@@ -50,14 +51,14 @@ def _cmd_predict(args) -> int:
         raise SystemExit(f"keras-xception predict: no such file: {', '.join(missing)}")
     _check_out_dir(args.cam, "--cam")
     model = Xception(weights=args.weights)
-    kw = weights_lib.transform_for(args.weights, target_size=tuple(model.input_shape[1:3]))
-    images = [load_image(path, **kw) for path in paths]
-    x = preprocess_input(np.stack(images))
+    transform = resolve_transform(args.weights, model=model)
+    images = [load_image(path, transform) for path in paths]
+    x = transform.preprocess(np.stack(images))
     preds = predict_function(model, args.runtime)(x)
     tops = decode_predictions(preds, top=args.top)
     results = [{"path": path, "top": top} for path, top in zip(paths, tops)]
     if args.cam:
-        from keras_xception.gradcam import save_cam_figure
+        from keras_xception.tasks.gradcam import save_cam_figure
 
         panels = [
             _cam_panel(model, image, x[i : i + 1], preds[i : i + 1], tops[i][0], path)
@@ -81,7 +82,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_weights_list(args) -> int:
-    from keras_xception import weights as w
+    from keras_xception import pretrained as w
 
     rows = []
     for r in w.list_records():
@@ -103,7 +104,7 @@ def _cmd_weights_list(args) -> int:
 
 
 def _cmd_weights_download(args) -> int:
-    from keras_xception import weights as w
+    from keras_xception import pretrained as w
 
     for name in args.names or ["imagenet", "imagenet_notop"]:
         path = w.get_file(name, force_download=args.force)
@@ -112,8 +113,7 @@ def _cmd_weights_download(args) -> int:
 
 
 def _cmd_weights_verify(args) -> int:
-    from keras_xception import weights as w
-    from keras_xception.loading import xception_from_file
+    from keras_xception import pretrained as w
 
     failed = 0
     for name in args.names or [r.name for r in w.list_records()]:
@@ -132,7 +132,7 @@ def _cmd_weights_verify(args) -> int:
     for path in args.file or []:
         if not os.path.isfile(path):
             raise ValueError(f"No such file: {path!r}.")
-        _, top = xception_from_file(path)
+        _, top = w.xception_from_file(path)
         print(
             f"{path}: loads into Xception(include_top={top}); "
             f"sha256 {w.file_digest(path, 'sha256')}  md5 {w.file_digest(path, 'md5')}"
@@ -141,10 +141,9 @@ def _cmd_weights_verify(args) -> int:
 
 
 def _cmd_weights_convert(args) -> int:
-    from keras_xception import weights as w
-    from keras_xception.loading import convert_weights
+    from keras_xception import pretrained as w
 
-    _, top = convert_weights(args.src, args.dst, format=args.format)
+    _, top = w.convert_weights(args.src, args.dst, format=args.format)
     print(
         f"wrote {args.dst} ({args.format}, include_top={top}); sha256 "
         f"{w.file_digest(args.dst, 'sha256')}"
@@ -157,7 +156,8 @@ def _variant_label(kw) -> str:
 
 
 def _cmd_summary(args) -> int:
-    from keras_xception import Xception, analysis
+    from keras_xception.model import analysis
+    from keras_xception.xception import Xception
 
     if args.ablations:
         variants = [dict(**kw) for kw in analysis.ABLATIONS]
@@ -171,8 +171,6 @@ def _cmd_summary(args) -> int:
         )
         defaults = dict(residual=True, intermediate_activation=None, middle_flow_blocks=8, width_multiplier=1.0, output_stride=32)
         variants = [{k: v for k, v in kw.items() if v != defaults[k]}]
-    if args.size < 71:
-        raise ValueError(f"`--size` must be at least 71 (Xception's minimum input); received {args.size}.")
     rows, models = [], []
     for kw in variants:
         model = Xception(weights=None, include_top=not args.no_top, input_shape=(args.size, args.size, 3), **kw)
@@ -201,16 +199,18 @@ def _cmd_summary(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     """ImageNet top-1/top-5 of an Xception weight set over one of the three data sources."""
-    from keras_xception import evaluation
+    from keras_xception.tasks import evaluation
 
     # The strategy first: multi-worker must be set up before TensorFlow runs anything.
     strategy = evaluation.make_strategy(args.strategy)
-    from keras_xception import Xception, data
+    from keras_xception.data import imagenet as data
+    from keras_xception.data.transform import resolve_transform
+    from keras_xception.xception import Xception
 
     size = args.image_size
-    transform = evaluation.transform_for(
+    transform = resolve_transform(
         args.weights,
-        target_size=None if size is None else (size, size),
+        target_size=size,
         crop_fraction=args.crop_pct,
         resize_mode=args.resize_mode,
         interpolation=args.interpolation,
@@ -262,6 +262,19 @@ def _positive_int(text):
     return value
 
 
+def _image_size(text):
+    """``--image-size``/``--size``: an integer of at least Xception's minimum input side."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {MIN_INPUT_SIZE} (the smallest input Xception accepts), received {text!r}"
+        )
+    return value
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -284,7 +297,7 @@ def _cam_panel(model, image, x, preds, top1, path):
     """(image, Grad-CAM heatmap of the top class, title) for one image."""
     import numpy as np
 
-    from keras_xception.gradcam import grad_cam
+    from keras_xception.tasks.gradcam import grad_cam
 
     heatmap, _ = grad_cam(model, x, class_index=int(np.argmax(preds[0])))
     _, name, score = top1
@@ -292,7 +305,7 @@ def _cam_panel(model, image, x, preds, top1, path):
 
 
 def _cmd_extract(args) -> int:
-    from keras_xception.extraction import extract_features, save_features
+    from keras_xception.tasks.extraction import extract_features, save_features
 
     if not os.path.isdir(args.dir):
         raise ValueError(f"DIR must be an existing directory; received {args.dir!r}.")
@@ -319,14 +332,12 @@ def _cmd_extract(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from keras_xception import Xception
-    from keras_xception.exporting import ParityError, export
+    from keras_xception.deploy.export import ParityError, export
+    from keras_xception.xception import Xception
 
     weights = None if args.weights.lower() == "none" else args.weights
     shape = None
     if args.image_size is not None:
-        if args.image_size < 71:
-            raise ValueError(f"--image-size must be at least 71; received {args.image_size}.")
         shape = (args.image_size, args.image_size, 3)
     pooling = None if args.include_top or args.pooling == "none" else args.pooling
     model = Xception(include_top=args.include_top, weights=weights, input_shape=shape, pooling=pooling)
@@ -338,6 +349,17 @@ def _cmd_export(args) -> int:
         raise SystemExit(f"keras-xception export: parity check failed: {e}") from None
     print(args.out)
     return 0
+
+
+def add_runtime_argument(parser, default: str = "keras") -> None:
+    """``--runtime {auto,keras,openvino,onnxruntime,tensorflow}`` for predict, extract and evaluate."""
+    parser.add_argument(
+        "--runtime",
+        default=default,
+        choices=CLI_RUNTIMES,
+        help=f"inference runtime: auto (the fastest installed one), keras (the Keras model, "
+        f"no export step), or one of {', '.join(RUNTIMES)} (default {default})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_weights_convert)
 
     p = sub.add_parser("summary", help="parameters and multiply-accumulates of a variant")
-    p.add_argument("--size", type=int, default=299, help="input height and width (default 299)")
+    p.add_argument("--size", type=_image_size, default=299, help="input height and width (default 299)")
     p.add_argument("--no-top", action="store_true", help="without the classifier")
     p.add_argument("--no-residual", dest="residual", action="store_false", help="no residual connections")
     p.add_argument("--intermediate-activation", choices=["relu", "elu", "linear"], default=None,
@@ -404,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="imagenet", help="registered name, weights file, or 'none' (random)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
-    p.add_argument("--image-size", type=_positive_int, help="input size (default: the weight set's, 299)")
+    p.add_argument("--image-size", type=_image_size, help="input size (default: the weight set's, 299)")
     p.add_argument("--crop-pct", type=_fraction, help="central crop fraction (default: the weight set's, 0.875)")
     p.add_argument("--resize-mode", choices=("central", "shorter-side"), help="crop protocol (default: central)")
     p.add_argument("--interpolation", choices=("bilinear", "bicubic"), help="resize method (default: bilinear)")
@@ -429,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--weights", default="imagenet", help="registered name or weights file")
     p.add_argument("--layer", default=None, help="take this layer's output (globally average pooled)")
-    p.add_argument("--image-size", type=int, default=None, help="square input side (default: the weights' size, 299)")
+    p.add_argument("--image-size", type=_image_size, default=None, help="square input side (default: the weights' size, 299)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     add_runtime_argument(p, default="keras")
     p.set_defaults(func=_cmd_extract)
@@ -438,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
     p.add_argument("--out", required=True, help="output: a directory (savedmodel), .onnx or .xml file")
     p.add_argument("--weights", default="imagenet", help="registered name, weights file, or 'none' (random)")
-    p.add_argument("--image-size", type=int, default=None,
+    p.add_argument("--image-size", type=_image_size, default=None,
                    help="input height and width (default 299 with the top, any size without)")
     top = p.add_mutually_exclusive_group()
     top.add_argument("--include-top", dest="include_top", action="store_true", default=True,
@@ -454,9 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from keras_xception.weights import WeightsDownloadError
+    from keras_xception.pretrained.download import WeightsDownloadError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed by argparse)
+        return e.code
     try:
         return args.func(args)
     except (ValueError, WeightsDownloadError) as e:  # our errors say what is wrong and what to do

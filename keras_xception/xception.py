@@ -1,90 +1,22 @@
 """Xception, drop-in for ``keras.applications.xception``.
 
 Same names as Keras's module (``Xception``, ``preprocess_input``,
-``decode_predictions``), built from :mod:`keras_xception.architecture`.
+``decode_predictions``). :func:`Xception` builds the graph
+(:func:`keras_xception.model.graph.build_model`), then loads the weights in
+one step (:func:`keras_xception.pretrained.loading.load_pretrained`).
 """
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import keras
 
-from keras_xception import architecture, loading, variants
-from keras_xception import weights as weights_lib
-from keras_xception.imagenet import decode_predictions
-from keras_xception.preprocessing import preprocess_input, preprocessing_layer
+from keras_xception.model.graph import build_model
+from keras_xception.model.imagenet import decode_predictions
+from keras_xception.model.preprocessing import preprocess_input
+from keras_xception.model.spec import xception_spec
+from keras_xception.pretrained.loading import check_pretrained, load_pretrained, resolve_weights
 
 __all__ = ["Xception", "preprocess_input", "decode_predictions"]
-
-MIN_SIZE = 71
-DEFAULT_SIZE = 299
-_POOLINGS = (None, "avg", "max")
-
-
-def _resolve_weights(weights):
-    """``None``, a registered :class:`WeightRecord`, or an existing file path."""
-    if weights is None:
-        return None, None
-    if isinstance(weights, str) and weights_lib.is_registered(weights):
-        return weights_lib.get_record(weights), None
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        return None, os.fspath(weights)
-    known = sorted(r.name for r in weights_lib.list_records())
-    raise ValueError(
-        "`weights` must be None (random initialization), a registered weight set "
-        f"{known}, or the path of an existing weights file (.h5, .weights.h5, .keras); "
-        f"received weights={weights!r}"
-        + (" (no such file)." if isinstance(weights, (str, os.PathLike)) else ".")
-    )
-
-
-def _input_shape(input_shape, input_tensor, include_top, record, channels_first):
-    default_channels = 3
-    if input_tensor is not None:
-        if not keras.backend.is_keras_tensor(input_tensor):
-            raise ValueError(
-                "`input_tensor` must be a symbolic Keras tensor (e.g. `keras.Input(...)` or "
-                f"another model's output); received {type(input_tensor).__name__}."
-            )
-        tensor_shape = tuple(input_tensor.shape[1:])
-        if input_shape is not None and tuple(input_shape) != tensor_shape:
-            raise ValueError(
-                f"`input_shape`={tuple(input_shape)} does not match the shape of "
-                f"`input_tensor` {tensor_shape}; pass one of them."
-            )
-        input_shape = tensor_shape
-    if input_shape is None:
-        size = (DEFAULT_SIZE, DEFAULT_SIZE) if include_top else (None, None)
-        if include_top and record is not None:
-            size = tuple(record.input_size)
-        input_shape = (default_channels,) + size if channels_first else size + (default_channels,)
-    try:
-        input_shape = tuple(None if d is None else int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"`input_shape` must be a tuple of 3 integers; received {input_shape!r}.") from None
-    layout = "(channels, height, width)" if channels_first else "(height, width, channels)"
-    if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must have 3 entries {layout}; received {input_shape}.")
-    channels = input_shape[0] if channels_first else input_shape[2]
-    spatial = input_shape[1:] if channels_first else input_shape[:2]
-    if channels is None or channels < 1:
-        raise ValueError(f"`input_shape` {layout} needs a known, positive channel count; received {input_shape}.")
-    for d in spatial:
-        if d is not None and d < MIN_SIZE:
-            raise ValueError(
-                f"Xception needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels; received "
-                f"input_shape={input_shape} {layout}. Resize the images or pass a larger input_shape."
-            )
-    if record is not None:
-        if include_top and tuple(spatial) != tuple(record.input_size):
-            raise ValueError(
-                f"With include_top=True and weights={record.name!r} the input must be "
-                f"{tuple(record.input_size)}; received input_shape={input_shape}. Use "
-                "include_top=False (with pooling='avg') for other sizes."
-            )
-    return input_shape
 
 
 def Xception(
@@ -120,7 +52,7 @@ def Xception(
         include_top: Whether to include the classifier (global average pooling
             ``avg_pool`` + Dense ``predictions``).
         weights: ``None`` (random init), ``"imagenet"`` (or another name from
-            :func:`keras_xception.weights.list_records`), or the path of a
+            :func:`keras_xception.pretrained.registry.list_records`), or the path of a
             weights file: legacy Keras 2 ``.h5``, Keras 3 ``.weights.h5``, or a
             ``.keras`` model that contains an Xception (also nested in a
             fine-tuned model). With other than 3 input channels the pretrained
@@ -148,10 +80,10 @@ def Xception(
         width_multiplier, output_stride: Architecture variants (the paper's
             ablations, DeepLab-style atrous output stride); the defaults give
             the official model. See
-            :func:`keras_xception.architecture.xception_spec`. Pretrained
+            :func:`keras_xception.model.spec.xception_spec`. Pretrained
             weights load into variants with unchanged weight shapes
             (``intermediate_activation``, ``output_stride``, ``residual``);
-            see :mod:`keras_xception.variants`.
+            see :mod:`keras_xception.pretrained.loading`.
 
     Returns:
         A ``keras.Model``.
@@ -161,94 +93,42 @@ def Xception(
             the argument, the value received and what is allowed), or a weights
             file that does not fit the model.
     """
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
-    if pooling not in _POOLINGS:
-        raise ValueError(f"`pooling` must be one of {_POOLINGS}; received pooling={pooling!r}.")
-    if include_top and pooling is not None:
-        warnings.warn(
-            f"`pooling={pooling!r}` is ignored when include_top=True (the top always uses "
-            "global average pooling).",
-            stacklevel=2,
-        )
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
-    spec = architecture.xception_spec(
+    spec = xception_spec(
         middle_flow_blocks,
         residual=residual,
         intermediate_activation=intermediate_activation,
         width_multiplier=width_multiplier,
         output_stride=output_stride,
     )
-    record, path = _resolve_weights(weights)
-    variants.check_pretrained(spec, record)
-    if record is not None and include_top:
+    record, path = resolve_weights(weights)
+    check_pretrained(spec, record)
+    if record is not None and include_top is True:
         if classifier_activation not in (None, "softmax"):
             raise ValueError(
                 f"With pretrained weights {record.name!r} `classifier_activation` must be None "
                 f"or 'softmax'; received {classifier_activation!r}."
             )
-        if classes != record.classes:
-            warnings.warn(
-                f"weights={record.name!r} has a {record.classes}-class top; building the "
-                f"pretrained backbone with a new, randomly initialised {classes}-class "
-                "'predictions' layer. Train it before use (see keras_xception.transfer).",
-                stacklevel=2,
-            )
-    channels_first = keras.config.image_data_format() == "channels_first"
-    channel_axis = 1 if channels_first else -1
-    input_shape = _input_shape(input_shape, input_tensor, include_top, record, channels_first)
-
-    if input_tensor is None:
-        inputs = img_input = keras.Input(shape=input_shape, name="input_layer")
-    else:
-        img_input = input_tensor
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    x = img_input
-    if include_preprocessing:
-        x = preprocessing_layer()(x)
-    x = architecture.build_features(x, spec, channel_axis)
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    model = keras.Model(inputs, x, name=name)
-
-    if record is None and path is None:
-        return model
-    if variants.is_official(spec):
-        _load_pretrained(model, record, path, include_top, classes, input_shape, channels_first)
-    else:  # weights of the official layout, copied into the variant's layers by name
-        variants.load_pretrained(
-            model, weights, spec, include_top=include_top, input_shape=input_shape,
-            classes=classes, classifier_activation=classifier_activation,
-        )
-    return model
-
-
-def _load_pretrained(model, record, path, include_top, classes, input_shape, channels_first):
-    """Load a registered weight set or a file into ``model``.
-
-    A model whose classifier does not fit the weights (other ``classes``) gets
-    only the backbone; an input with other than 3 channels gets an adapted
-    first convolution (both with a warning).
-    """
-    targets = loading.weighted_layers(model)
-    new_head = include_top and record is not None and classes != record.classes
-    if new_head:
-        targets = targets[:-1]  # the fresh 'predictions' layer keeps its initialisation
-    if record is not None:
-        if record.include_top and record.notop and (not include_top or new_head):
-            record = weights_lib.get_record(record.notop)  # smaller download
-        path = weights_lib.get_file(record)
-    channels = input_shape[0] if channels_first else input_shape[-1]
-    loading.load_weights(
-        model,
-        path,
-        targets=targets,
-        allow_top_mismatch=not include_top or new_head,
-        adapt_input_channels=channels != 3,
+    model = build_model(
+        spec,
+        include_top=include_top,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        include_preprocessing=include_preprocessing,
+        default_size=None if record is None else tuple(record.input_size),
     )
+    if record is not None and include_top:
+        shape = model.input_shape
+        spatial = tuple(shape[2:] if keras.config.image_data_format() == "channels_first" else shape[1:3])
+        if spatial != tuple(record.input_size):
+            raise ValueError(
+                f"With include_top=True and weights={record.name!r} the input must be "
+                f"{tuple(record.input_size)}; received input_shape={tuple(shape[1:])}. Use "
+                "include_top=False (with pooling='avg') for other sizes."
+            )
+    if record is not None or path is not None:
+        load_pretrained(model, record or path, stacklevel=2)
+    return model

@@ -58,7 +58,7 @@ def main(mode, val_dir, weights, out, batch=4):
         )
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     else:
-        from keras_xception.evaluation import make_strategy
+        from keras_xception.tasks.evaluation import make_strategy
 
         strategy = make_strategy("multi-worker")
     from keras_xception import data, evaluation
@@ -69,7 +69,7 @@ def main(mode, val_dir, weights, out, batch=4):
         return Xception(weights=weights, input_shape=(71, 71, 3))
 
     report = evaluation.evaluate(
-        build, data.folder_records(val_dir), transform=evaluation.transform_for(weights, target_size=(71, 71)),
+        build, data.folder_records(val_dir), transform=data.resolve_transform(weights, target_size=(71, 71)),
         batch_size=int(batch), strategy=strategy, per_class=True, verbose=0,
     )
     with open(out, "w") as f:

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import keras_xception as kx
-from keras_xception import analysis
+from keras_xception.model import analysis
 
 
 def sep(hw, cin, cout, k=3):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_xception as kx
-from keras_xception import architecture
+from keras_xception.model import spec as architecture
 from conftest import SMALL, rel_diff
 
 

@@ -22,8 +22,11 @@ import numpy as np
 import pytest
 
 from eval_worker import SIZE, favour, tiny_model
-from keras_xception import cli, data, evaluation
-from keras_xception.image import decode_and_transform
+import keras_xception as kx
+from keras_xception import cli, evaluation
+from keras_xception.data import imagenet as data
+from keras_xception.data.dataset import image_dataset
+from keras_xception.data.transform import decode_and_transform
 
 N = 12  # good images
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,10 +131,8 @@ def tiny(val):
 
 def _numpy_hits(model, directory, transform):
     """Top-1/top-5 hit counts computed directly with NumPy over the model's outputs."""
-    t = dict(transform)
-    pre = t.pop("preprocessing")
-    assert pre == "tf"
-    pairs = list(data.folder_dataset(directory, **t).batch(64).as_numpy_iterator())
+    assert transform.preprocessing == "tf"
+    pairs = list(image_dataset(data.folder_records(directory), transform, batch_size=64).as_numpy_iterator())
     x = np.concatenate([p[0] for p in pairs])
     y = np.concatenate([p[1] for p in pairs])
     scores = model.predict(x / 127.5 - 1.0, verbose=0)
@@ -146,7 +147,7 @@ def _counts(report):
 
 
 def test_labels_match_keras_output_order():
-    from keras_xception.imagenet import class_index
+    from keras_xception.model.imagenet import class_index
 
     wnids = data.imagenet_wnids()
     assert list(wnids) == [w for w, _ in class_index()]
@@ -177,7 +178,7 @@ def test_xception_on_tfds_equals_numpy(val, tfds_records):
     import keras_xception as kx
 
     model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
-    t = evaluation.transform_for("imagenet", target_size=(71, 71))
+    t = kx.resolve_transform("imagenet", target_size=(71, 71))
     report = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
     expected = _numpy_hits(model, val.dir, t)
     assert _counts(report) == expected
@@ -192,14 +193,14 @@ def test_predictor_runtime_gives_the_keras_counts(val, tfds_records):
     import keras_xception as kx
 
     model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
-    t = evaluation.transform_for("imagenet", target_size=(71, 71))
+    t = kx.resolve_transform("imagenet", target_size=(71, 71))
     keras_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
     tf_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0, runtime="tensorflow")
     assert _counts(tf_run) == _counts(keras_run) and tf_run["count"] == N
 
 
 def test_sources_agree(val, bad_dir, tfds_records, tiny, tmp_path):
-    t = evaluation.transform_for("imagenet", target_size=(SIZE, SIZE))
+    t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
     run = lambda records: evaluation.evaluate(tiny, records, transform=t, batch_size=5,  # noqa: E731
                                               per_class=True, verbose=0)
     folder = run(data.folder_records(val.dir))
@@ -217,7 +218,7 @@ def test_sources_agree(val, bad_dir, tfds_records, tiny, tmp_path):
 
 
 def test_tfrecord_label_offset(val, tiny, tmp_path):
-    t = evaluation.transform_for("imagenet", target_size=(SIZE, SIZE))
+    t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
     run = lambda records: evaluation.evaluate(tiny, records, transform=t, batch_size=4,  # noqa: E731
                                               per_class=True, verbose=0)
     folder = run(data.folder_records(val.dir))
@@ -242,7 +243,7 @@ def test_bad_files_decoded_or_skipped(bad_dir, tiny):
     import tensorflow as tf
     from PIL import Image
 
-    t = evaluation.transform_for("imagenet", target_size=(SIZE, SIZE))
+    t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
     with pytest.warns(UserWarning, match="Skipped") as warned:
         report = evaluation.evaluate(tiny, data.folder_records(bad_dir.dir), transform=t, batch_size=4, verbose=0)
     assert sorted(os.path.basename(s["name"]) for s in report["skipped"]) == bad_dir.skipped
@@ -257,15 +258,15 @@ def test_bad_files_decoded_or_skipped(bad_dir, tiny):
         evaluation.evaluate(tiny, data.folder_records(bad_dir.dir), transform=t, batch_size=4, verbose=0,
                             strict=True)
     # The decodable odd files come out as RGB matching Pillow's conversion.
-    full = dict(target_size=(90, 110), crop_fraction=1.0)
+    full = kx.resolve_transform(target_size=(90, 110), crop_fraction=1.0)
     rgb = np.asarray(bad_dir.img, np.float32)
-    png = decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 2))), **full)
+    png = decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 2))), full)
     np.testing.assert_array_equal(png.numpy(), rgb)
     cmyk_path = os.path.join(bad_dir.dir, _val_name(N + 1))
-    cmyk = decode_and_transform(tf.io.read_file(cmyk_path), **full).numpy()
+    cmyk = decode_and_transform(tf.io.read_file(cmyk_path), full).numpy()
     pil = np.asarray(Image.open(cmyk_path).convert("RGB"), np.float32)
     assert np.mean(np.abs(cmyk - pil)) < 3.0
-    gray = decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 3))), **full).numpy()
+    gray = decode_and_transform(tf.io.read_file(os.path.join(bad_dir.dir, _val_name(N + 3))), full).numpy()
     assert gray.shape == (90, 110, 3) and np.all(gray[..., 0] == gray[..., 2])
 
 
@@ -273,7 +274,7 @@ def test_skipped_tfrecord_examples_are_named(val, tiny, tmp_path):
     examples = list(val.examples[:5])
     examples[2] = ("broken.JPEG", examples[2][1][:300], examples[2][2])
     pattern = write_tfrecords(str(tmp_path / "v"), examples, 1)
-    t = evaluation.transform_for("imagenet", target_size=(SIZE, SIZE))
+    t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
     with pytest.warns(UserWarning, match="broken.JPEG"):
         report = evaluation.evaluate(tiny, data.tfrecord_records(pattern), transform=t, batch_size=2, verbose=0)
     assert report["count"] == 4
@@ -283,16 +284,16 @@ def test_skipped_tfrecord_examples_are_named(val, tiny, tmp_path):
 def test_datasets_give_load_image_pixels(val):
     import keras_xception as kx
 
-    t = dict(target_size=(80, 72), crop_fraction=0.9, resize_mode="shorter-side", interpolation="bicubic")
-    images = [im for im, _ in data.folder_dataset(val.dir, **t).take(3).as_numpy_iterator()]
+    t = kx.resolve_transform(target_size=(80, 72), crop_fraction=0.9, resize_mode="shorter-side", interpolation="bicubic")
+    images = [im for im, _ in image_dataset(data.folder_records(val.dir), t, batch_size=1).unbatch().take(3).as_numpy_iterator()]
     for f, im in zip(val.files, images):
-        np.testing.assert_array_equal(im, kx.load_image(f, **t))
-    labels = [int(lab) for _, lab in data.tfrecord_dataset(val.tfrecords, **t).as_numpy_iterator()]
+        np.testing.assert_array_equal(im, kx.load_image(f, t))
+    labels = [int(lab) for _, lab in image_dataset(data.tfrecord_records(val.tfrecords), t).unbatch().as_numpy_iterator()]
     assert labels == val.labels
 
 
 def test_limit_and_argument_errors(val, tiny):
-    t = evaluation.transform_for("imagenet", target_size=(SIZE, SIZE))
+    t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
     records = data.folder_records(val.dir)
     report = evaluation.evaluate(tiny, records, transform=t, batch_size=4, limit=5, verbose=0)
     assert report["count"] == 5
@@ -306,7 +307,7 @@ def test_limit_and_argument_errors(val, tiny):
     with pytest.raises(ValueError, match="records"):
         evaluation.evaluate(tiny, val.dir, transform=t)
     with pytest.raises(ValueError, match="resize_mode"):
-        evaluation.transform_for("imagenet", resize_mode="area")
+        kx.resolve_transform("imagenet", resize_mode="area")
     with pytest.raises(ValueError, match="strategy"):
         evaluation.make_strategy("tpu")
 
@@ -343,7 +344,7 @@ def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
     assert report["transform"] == dict(target_size=[71, 71], crop_fraction=0.9, resize_mode="shorter-side",
                                        interpolation="bicubic", preprocessing="tf")
     assert report["count"] == N + 3 and [os.path.basename(s["name"]) for s in report["skipped"]] == [_val_name(N + 4)]
-    t = evaluation.transform_for(weights, target_size=(71, 71), crop_fraction=0.9, resize_mode="shorter-side",
+    t = kx.resolve_transform(weights, target_size=(71, 71), crop_fraction=0.9, resize_mode="shorter-side",
                                  interpolation="bicubic")
     assert _counts(report) == _numpy_hits(model, bad_dir.dir, t)
     assert "top-1" in capsys.readouterr().out
@@ -369,7 +370,7 @@ def single_process(val, bad_dir, tmp_path_factory):
     model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=3)
     weights = str(tmp_path_factory.mktemp("dist") / "x71.weights.h5")
     model.save_weights(weights)
-    t = evaluation.transform_for(weights, target_size=(71, 71))
+    t = kx.resolve_transform(weights, target_size=(71, 71))
     with pytest.warns(UserWarning):
         report = evaluation.evaluate(model, data.folder_records(bad_dir.dir), transform=t, batch_size=4,
                                      per_class=True, verbose=0)

@@ -53,7 +53,7 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
     probs = model.predict(image, verbose=0)
     assert probs.shape == (1, 2) and abs(float(probs.sum()) - 1) < 1e-5
     # The saved classifier's backbone is usable as weights for feature extraction.
-    from keras_xception.transfer import find_backbone
+    from keras_xception.tasks.transfer import find_backbone
 
     feats = Xception(include_top=False, weights=out, input_shape=(SMALL, SMALL, 3)).predict(image / 127.5 - 1, verbose=0)
     ref = find_backbone(model).predict(image / 127.5 - 1, verbose=0)
@@ -114,7 +114,7 @@ def test_feature_extraction_example(tree, notop, capsys):
     sims = [s for _, s in neighbours]
     assert sims == sorted(sims, reverse=True)
     # Independent check: brute-force cosine similarity over the extracted features.
-    from keras_xception.extraction import extract_features
+    from keras_xception.tasks.extraction import extract_features
 
     fs = extract_features(tree, weights=notop, image_size=SMALL, verbose=0)
     q = fs.features[fs.paths.index(query)]

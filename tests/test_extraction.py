@@ -7,8 +7,8 @@ import pytest
 from conftest import SMALL, randomize, rel_diff
 
 from keras_xception import Xception, cli, folders, load_image, preprocess_input  # noqa: E402
-from keras_xception.extraction import extract_features, pooled_feature_model  # noqa: E402
-from keras_xception.gradcam import grad_cam  # noqa: E402
+from keras_xception.tasks.extraction import extract_features, pooled_feature_model  # noqa: E402
+from keras_xception.tasks.gradcam import grad_cam  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_extract_cli_writes_the_npz_of_the_python_api(tree, notop, tmp_path, cap
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--image-size", "40"], "image_size"),
+        (["--image-size", "40"], "--image-size"),
         (["--batch-size", "0"], "batch-size"),
         (["--layer", "nope"], "layer"),
         (["--weights", "no_such_weights"], "weights"),

@@ -106,5 +106,5 @@ def test_bad_strides(model, strides, match):
 def test_not_an_xception():
     inp = keras.Input((8, 8, 3))
     other = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
-    with pytest.raises(ValueError, match="must be an Xception"):
+    with pytest.raises(ValueError, match="must be or contain an Xception"):
         kx.feature_extractor(other)

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 import keras_xception as kx
-from keras_xception.image import crop_window
+from keras_xception.data.transform import crop_window
 
 
 def write(path, array, fmt):

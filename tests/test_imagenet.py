@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import keras_xception as kx
-from keras_xception.imagenet import class_index
+from keras_xception.model.imagenet import class_index
 
 
 def test_class_index_spelled_as_keras():

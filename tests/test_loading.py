@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_xception as kx
-from keras_xception.loading import WeightsFileError
+from keras_xception.pretrained.formats import WeightsFileError
 from conftest import SMALL, rel_diff
 
 
@@ -93,7 +93,7 @@ def test_truncated_file_gives_clear_error(keras_reference, tmp_path):
 
 def test_failed_load_assigns_nothing(tmp_path):
     """Shapes are checked before any weight is assigned: a bad file leaves the model as it was."""
-    from keras_xception.loading import load_weights
+    from keras_xception.pretrained.formats import load_weights
 
     model = ours(weights=None)
     before = [w.copy() for w in model.get_weights()]
@@ -132,9 +132,12 @@ def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     x = kx.preprocess_input(images)
     model = ours(weights=path, include_top=False, pooling="avg")
     assert rel_diff(model.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
-    # The fine-tuned head is not Xception's 1000-class top: it is not loaded into one.
-    with pytest.raises(WeightsFileError, match="predictions"):
-        ours(weights=path, include_top=True)
+    # The fine-tuned head is not Xception's 1000-class top: like weights="imagenet_notop", the
+    # file gives the pretrained backbone and a fresh classifier (bug: it was a layer-count error).
+    with pytest.warns(UserWarning, match="has no classifier"):
+        with_top = ours(weights=path, include_top=True, classes=10)
+    with_top_backbone = keras.Model(with_top.inputs, with_top.get_layer("avg_pool").output)
+    assert rel_diff(with_top_backbone.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
 
 
 def test_nested_weights_h5(tmp_path, images):
@@ -162,7 +165,7 @@ def test_keras_file_without_xception(tmp_path):
 @pytest.mark.parametrize("fmt,suffix", [("weights.h5", ".weights.h5"), ("legacy-h5", ".h5")])
 def test_convert_round_trip_loads_in_keras_applications(tf_keras_reference, tmp_path, images, fmt, suffix):
     """convert_weights writes files that keras.applications.Xception itself loads."""
-    from keras_xception.loading import convert_weights
+    from keras_xception.pretrained.loading import convert_weights
 
     ref, path = tf_keras_reference
     out = str(tmp_path / f"converted{suffix}")

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import keras_xception as kx
-from keras_xception import architecture, variants
-from keras_xception.loading import WeightsFileError
+from keras_xception.model import spec as architecture
+from keras_xception.model import layers
+from keras_xception.pretrained import loading as variants
+from keras_xception.pretrained.formats import WeightsFileError
 from conftest import SMALL, randomize, rel_diff
 
 
@@ -37,7 +39,7 @@ def x(images):
 
 def test_defaults_are_the_official_spec():
     spec = architecture.xception_spec()
-    assert variants.is_official(spec)
+    assert spec.is_official and spec.takes_official_weights
     assert spec == architecture.xception_spec(
         8, residual=True, intermediate_activation=None, width_multiplier=1.0, output_stride=32
     )
@@ -181,7 +183,7 @@ def test_atrous_model_is_the_official_model_sampled_densely(official, x, output_
 
 def test_atrous_model_saves_and_loads_as_keras_file(tmp_path, x):
     model = randomize(build(output_stride=8), seed=5)
-    assert isinstance(model.get_layer("block13_pool"), architecture.DilatedMaxPooling2D)
+    assert isinstance(model.get_layer("block13_pool"), layers.DilatedMaxPooling2D)
     path = str(tmp_path / "os8.keras")
     model.save(path)
     again = keras.saving.load_model(path)
@@ -191,8 +193,8 @@ def test_atrous_model_saves_and_loads_as_keras_file(tmp_path, x):
 def test_dilated_pool_channels_first_matches_channels_last():
     rng = np.random.default_rng(0)
     v = rng.normal(size=(1, 9, 9, 4)).astype("float32")
-    last = architecture.DilatedMaxPooling2D(3, 2, data_format="channels_last")(v)
-    first = architecture.DilatedMaxPooling2D(3, 2, data_format="channels_first")(np.transpose(v, (0, 3, 1, 2)))
+    last = layers.DilatedMaxPooling2D(3, 2, data_format="channels_last")(v)
+    first = layers.DilatedMaxPooling2D(3, 2, data_format="channels_first")(np.transpose(v, (0, 3, 1, 2)))
     assert np.array_equal(np.transpose(keras.ops.convert_to_numpy(first), (0, 2, 3, 1)), keras.ops.convert_to_numpy(last))
     # by hand at one position: max over rows/cols {2, 4, 6} around (4, 4), and the padded corner
     assert keras.ops.convert_to_numpy(last)[0, 4, 4, 0] == v[0, 2:7:2, 2:7:2, 0].max()

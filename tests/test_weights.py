@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import keras_xception as kx
-from keras_xception import weights as w
+from keras_xception import pretrained as w
+from keras_xception.pretrained import download, registry
 from weights_server import FileServer
 from conftest import SMALL, rel_diff
 
@@ -41,7 +42,7 @@ def registered():
 
     yield reg
     for n in names:
-        w._REGISTRY.pop(n, None)
+        registry._REGISTRY.pop(n, None)
 
 
 PAYLOAD = os.urandom(200_000)
@@ -160,7 +161,7 @@ def test_corrupt_cached_file_with_server_down_is_a_clear_error(registered, keras
 def test_mirror_variable(server, registered, monkeypatch):
     server.files["/mirror/xception_weights_tf_dim_ordering_tf_kernels.h5"] = b"x"
     monkeypatch.setenv(w.MIRROR_ENV, server.url + "/mirror/")
-    assert w._urls(w.get_record("imagenet")) == [server.url + "/mirror/xception_weights_tf_dim_ordering_tf_kernels.h5"]
+    assert download._urls(w.get_record("imagenet")) == [server.url + "/mirror/xception_weights_tf_dim_ordering_tf_kernels.h5"]
     server.files["/mirror/m.bin"] = PAYLOAD
     rec = registered("t_mirror", url="https://example.invalid/m.bin", file_hash=SHA, include_top=False)
     assert open(w.get_file(rec), "rb").read() == PAYLOAD
@@ -172,7 +173,7 @@ def test_concurrent_downloads_from_two_processes(server, registered, keras_home)
     server.files["/big.bin"] = PAYLOAD
     server.mode["/big.bin"] = "slow"  # ~1 s per download, so the two overlap
     code = (
-        "import sys; from keras_xception import weights as w; "
+        "import sys; from keras_xception import pretrained as w; "
         f"r = w.register('t_conc', url='{server.url}/big.bin', file_hash='{SHA}', include_top=False); "
         "print(w.get_file(r, progress=False))"
     )

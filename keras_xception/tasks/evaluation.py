@@ -24,24 +24,14 @@ import warnings
 
 import numpy as np
 
-from keras_xception import data as data_lib
-from keras_xception import weights as weights_lib
-from keras_xception.image import validate_transform
-from keras_xception.preprocessing import preprocess_input
+from keras_xception.data.dataset import Records, decode_records, explain
+from keras_xception.data.imagenet import imagenet_wnids
+from keras_xception.data.transform import Transform, resolve_transform
+from keras_xception.deploy.predictor import predict_function
 
-__all__ = ["transform_for", "evaluate", "make_strategy", "is_chief", "STRATEGIES", "PREPROCESSINGS"]
+__all__ = ["evaluate", "make_strategy", "is_chief", "STRATEGIES"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
-PREPROCESSINGS = ("tf", None)
-
-
-def transform_for(weights="imagenet", **overrides) -> dict:
-    """:func:`keras_xception.weights.transform_for` plus the weight set's ``preprocessing``."""
-    preprocessing = overrides.pop("preprocessing", None)
-    t = weights_lib.transform_for(weights, **overrides)
-    record = weights_lib.get_record(weights if weights_lib.is_registered(weights) else "imagenet")
-    t["preprocessing"] = preprocessing or record.preprocessing
-    return t
 
 
 def make_strategy(name="default"):
@@ -101,12 +91,10 @@ def _scores_function(model, runtime, replicas, num_classes):
             f"runtime={runtime!r} runs outside TensorFlow and needs the default strategy (one "
             f"replica); this strategy has {replicas}. Use runtime='keras' with tf.distribute."
         )
-    from keras_xception.inference import Predictor
-
-    predictor = Predictor(model, runtime=runtime)
+    predict = predict_function(model, runtime)
 
     def scores(x):
-        out = tf.numpy_function(lambda a: predictor.predict(a).astype(np.float32), [x], tf.float32)
+        out = tf.numpy_function(lambda a: np.asarray(predict(a), np.float32), [x], tf.float32)
         out.set_shape((None, num_classes))
         return out
 
@@ -134,8 +122,9 @@ def evaluate(
             function returning one; with a distribution strategy pass the
             function, so that the model is built in the strategy's scope.
         records: :class:`keras_xception.data.Records` (``*_records``).
-        transform: Dict from :func:`transform_for` (default: the ``imagenet``
-            transform at the model's input size).
+        transform: A :class:`~keras_xception.data.transform.Transform`
+            (default: :func:`~keras_xception.data.transform.resolve_transform`
+            for the model: the ``imagenet`` transform at its input size).
         batch_size: Global batch size (split over the replicas).
         limit: Evaluate only the first ``limit`` records.
         strategy: A ``tf.distribute.Strategy`` (default: the current one).
@@ -161,7 +150,7 @@ def evaluate(
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
-    if not isinstance(records, data_lib.Records):
+    if not isinstance(records, Records):
         raise ValueError(
             "`records` must be keras_xception.data.Records (from tfds_records, folder_records or "
             f"tfrecord_records); received {type(records).__name__}."
@@ -180,27 +169,24 @@ def evaluate(
     num_classes = int(model.output_shape[-1])
     scores_of = _scores_function(model, runtime, replicas, num_classes)
     if transform is None:
-        transform = transform_for("imagenet", target_size=tuple(model.input_shape[1:3]))
-    transform = dict(transform)
-    preprocessing = transform.pop("preprocessing", "tf")
-    if preprocessing not in PREPROCESSINGS:
-        raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {preprocessing!r}.")
-    transform["target_size"] = validate_transform(**transform)
+        transform = resolve_transform(model=model)
+    if not isinstance(transform, Transform):
+        raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
     records = records.take(limit)
     chief = is_chief(strategy)
 
     def dataset_fn(ctx):
         per_replica = ctx.get_per_replica_batch_size(batch_size)
-        ds = data_lib.decode_records(
-            records, **transform, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id
+        ds = decode_records(
+            records, transform, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id
         )
         pad = tf.data.Dataset.from_tensors(
-            (tf.constant(-1, tf.int64), tf.zeros(transform["target_size"] + (3,)), tf.constant(0, tf.int64), False)
+            (tf.constant(-1, tf.int64), tf.zeros(transform.target_size + (3,)), tf.constant(0, tf.int64), False)
         ).repeat()
         return ds.concatenate(pad).batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def replica_step(index, image, label, ok):
-        x = preprocess_input(image) if preprocessing == "tf" else image
+        x = transform.preprocess(image)
         scores = scores_of(x)
         label = tf.where(ok, label, tf.zeros_like(label))
         tf.debugging.assert_non_negative(
@@ -252,14 +238,14 @@ def evaluate(
         class_totals += np.rint(per_cls.numpy()).astype(np.int64)
         new_bad = [int(i) for i in bad.numpy() if i >= 0]
         if new_bad and strict:
-            index, name, reason = data_lib.explain(records, new_bad, transform)[0]
+            index, name, reason = explain(records, new_bad, transform)[0]
             raise ValueError(f"Cannot decode {name} (example {index}): {reason}. Without --strict/strict=True it would be skipped.")
         skipped_idx += new_bad
         if progbar is not None:
             progbar.add(int(sums[3]), [("top1", totals[1] / max(totals[0], 1))])
     elapsed = time.perf_counter() - start
 
-    skipped = [dict(index=i, name=n, reason=r) for i, n, r in data_lib.explain(records, skipped_idx, transform)]
+    skipped = [dict(index=i, name=n, reason=r) for i, n, r in explain(records, skipped_idx, transform)]
     for s in skipped if chief else []:
         warnings.warn(f"Skipped {s['name']}: {s['reason']}", stacklevel=2)
     count, c1, c5, seen = (int(v) for v in totals)
@@ -277,7 +263,7 @@ def evaluate(
         source=records.description,
         model=model.name,
         num_classes=num_classes,
-        transform=dict(transform, target_size=list(transform["target_size"]), preprocessing=preprocessing),
+        transform=transform.to_dict(),
         batch_size=batch_size,
         strategy=_strategy_name(strategy),
         num_replicas=replicas,
@@ -285,7 +271,7 @@ def evaluate(
         images_per_second=round(count / elapsed, 2) if elapsed > 0 else None,
     )
     if per_class:
-        names = data_lib.imagenet_wnids() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+        names = imagenet_wnids() if num_classes == 1000 else [str(i) for i in range(num_classes)]
         report["per_class"] = {
             names[k]: dict(count=int(n), top1=int(a) / int(n), top5=int(b) / int(n))
             for k, (n, a, b) in enumerate(class_totals.T)

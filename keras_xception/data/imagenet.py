@@ -1,16 +1,10 @@
-"""ImageNet validation data as ``tf.data`` pipelines, from the formats people hold it in.
+"""ImageNet validation data, from the formats people hold it in, as :class:`~keras_xception.data.dataset.Records`.
 
-Three sources, each available at two levels:
-
-* ``*_records(...)`` -> :class:`Records`: the raw, undecoded examples
-  ``(name, label, payload)`` in a deterministic order, where ``payload`` is
-  the encoded image (tfds, TFRecords) or its path (folders). This is what
-  :func:`keras_xception.evaluation.evaluate` consumes.
-* ``*_dataset(...)`` -> ``tf.data.Dataset`` of ``(image, label)``: the
-  records decoded by :func:`keras_xception.image.decode_and_transform`
-  (the same transform as :func:`keras_xception.load_image`, so a photo seen on
-  its own and inside a dataset has identical pixels), images float32 in
-  [0, 255], labels int64 Keras class indices.
+Each ``*_records(...)`` function returns the raw, undecoded examples
+``(name, label, payload)`` in a deterministic order, where ``payload`` is the
+encoded image (tfds, TFRecords) or its path (folders); decoding, with its
+bad-file policy, is :mod:`keras_xception.data.dataset`'s, and
+:func:`keras_xception.evaluate` consumes them.
 
 Sources:
 
@@ -29,25 +23,20 @@ Sources:
 Class index ``i`` is the ``i``-th WordNet id in sorted order, which is the
 output index of the Keras ImageNet models and the tfds ``label``.
 
-Bad files. :func:`decode_records` decodes each example in its own tiny
-``tf.data`` pipeline whose errors are ignored, falling back to an all-zero
-image flagged ``ok=False``; so an undecodable file neither aborts the run nor
-loses its position (its index identifies it), and errors elsewhere in the
-pipeline (an unreadable TFRecord shard) still raise. :func:`explain` re-reads
-the flagged examples and returns each name with the decoder's message.
 CMYK and grayscale JPEGs and PNGs named ``.JPEG`` decode fine (to RGB).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import glob
 import importlib.util
 import os
 import re
 
-from keras_xception.image import IMAGE_EXTENSIONS, decode_and_transform, validate_transform
+from keras_xception.model.imagenet import class_index
+from keras_xception.data.dataset import Records
+from keras_xception.data.transform import IMAGE_EXTENSIONS
 
 __all__ = [
     "Records",
@@ -56,11 +45,6 @@ __all__ = [
     "tfds_records",
     "folder_records",
     "tfrecord_records",
-    "decode_records",
-    "explain",
-    "tfds_dataset",
-    "folder_dataset",
-    "tfrecord_dataset",
     "VAL_TAR",
     "DOWNLOAD_HINT",
 ]
@@ -74,37 +58,6 @@ _VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpe?g|png)$", re.IGNORECASE)
 _WNID = re.compile(r"^n\d{8}$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Records:
-    """Raw examples of one source, before decoding.
-
-    Attributes:
-        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: a string
-            naming the example (file path or file name), the int64 class
-            index, and the encoded image bytes or (``payload_is_path``) a path.
-        payload_is_path: Whether ``payload`` is a file path to read.
-        size: Number of examples when known without reading them, else None.
-        description: Where the examples come from (for reports).
-    """
-
-    dataset: object
-    payload_is_path: bool
-    size: int | None
-    description: str
-
-    def take(self, limit):
-        """The first ``limit`` records (all of them for ``None``)."""
-        if limit is None:
-            return self
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
-        size = limit if self.size is None else min(limit, self.size)
-        return dataclasses.replace(
-            self, dataset=self.dataset.take(limit), size=size,
-            description=f"{self.description} (first {limit})",
-        )
-
-
 def _tfds_file(name):
     """Path of a file in tfds's imagenet2012 folder, without importing tfds."""
     spec = importlib.util.find_spec("tensorflow_datasets")
@@ -116,7 +69,6 @@ def _tfds_file(name):
 @functools.lru_cache(maxsize=None)
 def imagenet_wnids() -> tuple:
     """The 1000 ImageNet-1k WordNet ids in model-output order (from the shipped class index)."""
-    from keras_xception.imagenet import class_index
 
     return tuple(wnid for wnid, _ in class_index())
 
@@ -311,127 +263,3 @@ def tfrecord_records(file_pattern, label_offset=1) -> Records:
     ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     desc = f"TFRecords {file_pattern} ({len(files)} files, label_offset={label_offset})"
     return Records(ds, False, None, desc)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def decode_records(
-    records: Records,
-    target_size=(299, 299),
-    crop_fraction=0.875,
-    resize_mode="central",
-    interpolation="bilinear",
-    *,
-    num_shards=1,
-    shard_index=0,
-):
-    """Decode and transform records: a dataset of ``(index, image, label, ok)``.
-
-    ``index`` (int64) is the position of the example in ``records``; every
-    example comes out once, in order (after sharding by index: shard ``s`` of
-    ``n`` gets the indices ``i`` with ``i % n == s``). ``ok`` is False for an
-    example that could not be read or decoded; its image is all zeros and it
-    must not be counted. Use :func:`explain` for the reason.
-    """
-    import tensorflow as tf
-
-    target_size = validate_transform(target_size, crop_fraction, resize_mode, interpolation)
-    for arg, value, ok in (
-        ("num_shards", num_shards, isinstance(num_shards, int) and num_shards >= 1),
-        ("shard_index", shard_index, isinstance(shard_index, int) and 0 <= shard_index < max(num_shards, 1)),
-    ):
-        if not ok or isinstance(value, bool):
-            raise ValueError(f"`{arg}` must be an integer (0 <= shard_index < num_shards); received {value!r}.")
-    ds = records.dataset.enumerate()
-    if num_shards > 1:
-        ds = ds.shard(num_shards, shard_index)
-    zeros = tf.zeros(target_size + (3,), tf.float32)
-    read = records.payload_is_path
-
-    def decode(index, label, payload):
-        contents = tf.io.read_file(payload) if read else payload
-        image = decode_and_transform(contents, target_size, crop_fraction, resize_mode, interpolation)
-        return index, image, label, tf.constant(True)
-
-    def one(index, example):
-        _, label, payload = example
-        good = tf.data.Dataset.from_tensors((index, label, payload)).map(decode).ignore_errors()
-        bad = tf.data.Dataset.from_tensors((index, zeros, label, tf.constant(False)))
-        return good.concatenate(bad).take(1)
-
-    return ds.interleave(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def _error_text(e) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    msg = msg.splitlines()[0] if msg else type(e).__name__
-    msg = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", msg)
-    return re.sub(r"\s*\[Op:\w+\].*$", "", msg).strip()
-
-
-def explain(records: Records, indices, transform=None) -> list:
-    """``[(index, name, reason)]`` for the examples at ``indices`` that fail to decode.
-
-    Re-reads those examples and runs the transform on them eagerly to capture
-    the decoder's message. ``transform``: keyword arguments of
-    :func:`~keras_xception.image.decode_and_transform`.
-    """
-    import tensorflow as tf
-
-    wanted = sorted({int(i) for i in indices})
-    if not wanted:
-        return []
-    transform = dict(transform or {})
-    w = tf.constant(wanted, tf.int64)
-    found = records.dataset.enumerate().filter(lambda i, ex: tf.reduce_any(tf.equal(i, w)))
-    out = []
-    for i, (name, _, payload) in found:
-        name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
-        try:
-            contents = tf.io.read_file(payload) if records.payload_is_path else payload
-            decode_and_transform(contents, **transform)
-            reason = "decoded on retry (transient read error?)"
-        except (tf.errors.OpError, ValueError) as e:
-            reason = _error_text(e)
-        out.append((int(i), name, reason))
-    return out
-
-
-def _images(records, transform, strict):
-    import tensorflow as tf
-
-    if strict:
-        read = records.payload_is_path
-        t = dict(transform)
-        return records.dataset.map(
-            lambda name, label, payload: (
-                decode_and_transform(tf.io.read_file(payload) if read else payload, **t),
-                label,
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    ds = decode_records(records, **transform)
-    return ds.filter(lambda i, image, label, ok: ok).map(lambda i, image, label, ok: (image, label))
-
-
-def tfds_dataset(data_dir, manual_dir=None, split="validation", *, strict=False, **transform):
-    """``(image, label)`` from tfds imagenet2012 (see :func:`tfds_records`).
-
-    ``transform``: ``target_size``, ``crop_fraction``, ``resize_mode``,
-    ``interpolation`` as in :func:`~keras_xception.image.decode_and_transform`.
-    Undecodable images are left out (``strict=True``: the iteration raises
-    instead); :func:`keras_xception.evaluation.evaluate` lists them.
-    """
-    return _images(tfds_records(data_dir, manual_dir, split), transform, strict)
-
-
-def folder_dataset(directory, *, strict=False, **transform):
-    """``(image, label)`` from a folder of validation images (see :func:`folder_records`)."""
-    return _images(folder_records(directory), transform, strict)
-
-
-def tfrecord_dataset(file_pattern, label_offset=1, *, strict=False, **transform):
-    """``(image, label)`` from classic ImageNet TFRecords (see :func:`tfrecord_records`)."""
-    return _images(tfrecord_records(file_pattern, label_offset), transform, strict)

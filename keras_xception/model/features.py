@@ -35,31 +35,17 @@ import re
 
 import keras
 
-__all__ = ["feature_layers", "feature_extractor", "STRIDES"]
+from keras_xception.model.introspect import find_xception, tap_tensors
+
+__all__ = ["feature_layers", "feature_extractor", "feature_model", "STRIDES"]
 
 #: The strides an Xception can provide (at output stride 32).
 STRIDES = (2, 4, 8, 16, 32)
 _BLOCK = re.compile(r"^block(\d+)_")
 
 
-def _xception_layers(model):
-    """The layers of the Xception in ``model`` (itself or a nested model)."""
-    stack = [model]
-    while stack:
-        m = stack.pop(0)
-        layers = getattr(m, "layers", [])
-        if any(l.name == "block1_conv2_act" for l in layers):
-            return m, layers
-        stack.extend(l for l in layers if hasattr(l, "layers"))
-    raise ValueError(
-        f"`model` must be an Xception (built by keras_xception.Xception or "
-        f"keras.applications.Xception); {getattr(model, 'name', model)!r} has no layer "
-        "'block1_conv2_act'."
-    )
-
-
 def feature_layers(model) -> dict[int, str]:
-    """Map each stride available in ``model`` to the name of its feature layer.
+    """Map each stride available in the Xception in ``model`` to the name of its feature layer.
 
     The stride-2 map is the stem's ``block1_conv2_act``; every other stride
     maps to the output layer of the last block at that stride (``blockN_add``,
@@ -67,18 +53,17 @@ def feature_layers(model) -> dict[int, str]:
     read from the layers' configuration (``blockN_pool`` strides), so models
     with unknown input sizes work too.
     """
-    _, layers = _xception_layers(model)
+    xception = find_xception(model)
     last_layer: dict[int, str] = {}
-    for layer in layers:
+    for layer in xception.layers:
         m = _BLOCK.match(layer.name)
         if m and int(m.group(1)) >= 2:
             last_layer[int(m.group(1))] = layer.name
-    by_name = {l.name: l for l in layers}
-    # The residual addition that ends a block: named blockN_add here, unnamed
-    # ("add_3") in keras.applications; found as the Add fed by the block's
-    # last named layer.
+    by_name = {layer.name: layer for layer in xception.layers}
+    # The residual addition that ends a block: named blockN_add here, unnamed ("add_3") in
+    # keras.applications; found as the Add fed by the block's last named layer.
     adds = {}
-    for layer in layers:
+    for layer in xception.layers:
         if isinstance(layer, keras.layers.Add):
             for t in layer.input:
                 adds[id(t)] = layer.name
@@ -92,6 +77,29 @@ def feature_layers(model) -> dict[int, str]:
         last = by_name[last_layer[n]]
         out[stride] = adds.get(id(last.output), last.name)
     return out
+
+
+def feature_model(model, layers, *, pool=False, name=None) -> keras.Model:
+    """A model from ``model``'s inputs to the outputs of ``layers`` (names, at any nesting depth).
+
+    The one feature-model builder: multi-scale maps (:func:`feature_extractor`),
+    pooled vectors for extraction (``pool=True``: 4D outputs are globally
+    average pooled, other non-2D ones flattened), a classifier's pooled
+    features for transfer learning. Shares ``model``'s layers and weights; a
+    single layer gives a single output.
+    """
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    inputs, outputs, _ = tap_tensors(model, outputs=layers)
+    if pool:
+        pooled = []
+        for layer_name, out in zip(layers, outputs):
+            if len(out.shape) == 4:
+                out = keras.layers.GlobalAveragePooling2D(name=f"{layer_name}_pooled")(out)
+            elif len(out.shape) != 2:
+                out = keras.layers.Flatten(name=f"{layer_name}_flat")(out)
+            pooled.append(out)
+        outputs = pooled
+    return keras.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=name or f"{model.name}_features")
 
 
 def feature_extractor(model, strides=(4, 8, 16, 32), *, name=None) -> keras.Model:
@@ -126,7 +134,6 @@ def feature_extractor(model, strides=(4, 8, 16, 32), *, name=None) -> keras.Mode
         raise ValueError(f"`strides` must be a non-empty tuple of values from {STRIDES}; received strides={strides!r}.")
     if len(set(strides)) != len(strides):
         raise ValueError(f"`strides` must not repeat a stride; received strides={strides!r}.")
-    xception, _ = _xception_layers(model)
     available = feature_layers(model)
     missing = [s for s in strides if s not in available]
     if missing:
@@ -135,5 +142,5 @@ def feature_extractor(model, strides=(4, 8, 16, 32), *, name=None) -> keras.Mode
             f"{max(available)}, so the available strides are {tuple(sorted(available))}. "
             "Request those, or build the model with a larger `output_stride`."
         )
-    outputs = [xception.get_layer(available[s]).output for s in strides]
-    return keras.Model(xception.inputs, outputs, name=name or f"{xception.name}_features")
+    xception = find_xception(model)
+    return feature_model(xception, [available[s] for s in strides], name=name or f"{xception.name}_features")

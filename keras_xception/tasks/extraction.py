@@ -19,64 +19,41 @@ import warnings
 
 import numpy as np
 
-__all__ = ["FeatureSet", "evaluation_transform", "pooled_feature_model", "extract_features", "save_features"]
+from keras_xception.data.dataset import Records, decode_records, explain
+from keras_xception.data.files import list_images
+from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
+from keras_xception.deploy.predictor import predict_function
+from keras_xception.model.features import feature_model
+from keras_xception.model.introspect import find_xception
+from keras_xception.xception import Xception
+
+__all__ = ["FeatureSet", "pooled_feature_model", "extract_features", "save_features"]
 
 FeatureSet = collections.namedtuple("FeatureSet", ["features", "paths", "skipped"])
 FeatureSet.__doc__ = """Extracted features: ``features`` (N x D float32), ``paths`` (N strings, the
-images in row order) and ``skipped`` (``(path, reason)`` for every unreadable file)."""
-
-
-def evaluation_transform(weights, image_size=None):
-    """``load_image`` keyword arguments for ``weights``: its registered transform, or the defaults.
-
-    ``image_size`` (an int or ``(height, width)``) overrides the target size.
-    """
-    from keras_xception import weights as weights_lib
-
-    size = None
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
-        if isinstance(image_size, bool) or len(size) != 2 or not all(
-            isinstance(s, (int, np.integer)) and s >= 71 for s in size
-        ):
-            raise ValueError(
-                "`image_size` must be an integer >= 71 (or a (height, width) pair of them), the "
-                f"smallest input Xception accepts; received image_size={image_size!r}."
-            )
-        size = tuple(int(s) for s in size)
-    return weights_lib.transform_for(weights, target_size=size)
+images in row order) and ``skipped`` (``(path, reason)`` for every unreadable file or folder)."""
 
 
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
-    """A Keras model: preprocessed images (``image_size``, default 299) -> N x D features.
+    """A Keras model: preprocessed images (``image_size``, default: the weights') -> N x D features.
 
     See the module docstring for what the features are. Raises ``ValueError``
     for an unknown ``layer`` (the message lists valid names).
     """
-    import keras
-
-    from keras_xception.xception import Xception
-
-    size = evaluation_transform(weights, image_size)["target_size"]
+    size = resolve_transform(weights, target_size=image_size).target_size
     base = Xception(include_top=False, weights=weights, input_shape=size + (3,), pooling=None)
     if layer is None:
-        out = base.output
-    else:
-        names = [l.name for l in base.layers]
-        if layer not in names:
-            blocks = [n for n in names if n.endswith(("_act", "_add"))]
-            raise ValueError(
-                f"`layer` must name a layer of Xception; received layer={layer!r}. Activation "
-                f"and residual outputs, for example: {', '.join(blocks[:4])}, ..., "
-                f"{', '.join(blocks[-3:])} ({len(names)} layers in all: see "
-                "Xception(include_top=False).summary())."
-            )
-        out = base.get_layer(layer).output
-    if len(out.shape) == 4:
-        out = keras.layers.GlobalAveragePooling2D(name="feature_pool")(out)
-    elif len(out.shape) != 2:
-        out = keras.layers.Flatten(name="feature_flatten")(out)
-    return keras.Model(base.inputs, out, name="xception_features")
+        layer = base.layers[-1].name
+    names = [layer.name for layer in find_xception(base).layers]
+    if layer not in names:
+        blocks = [n for n in names if n.endswith(("_act", "_add"))]
+        raise ValueError(
+            f"`layer` must name a layer of Xception; received layer={layer!r}. Activation "
+            f"and residual outputs, for example: {', '.join(blocks[:4])}, ..., "
+            f"{', '.join(blocks[-3:])} ({len(names)} layers in all: see "
+            "Xception(include_top=False).summary())."
+        )
+    return feature_model(base, layer, pool=True, name="xception_features")
 
 
 def extract_features(
@@ -103,7 +80,7 @@ def extract_features(
         model: A ready :func:`pooled_feature_model` model (skips building one;
             its input size must match ``image_size``).
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
-            :class:`keras_xception.inference.Predictor` runtime (``"auto"``,
+            :class:`keras_xception.Predictor` runtime (``"auto"``,
             ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
         verbose: 1 shows a progress bar.
 
@@ -116,12 +93,9 @@ def extract_features(
     """
     import keras
 
-    from keras_xception.folders import IMAGE_EXTENSIONS, list_images
-    from keras_xception.image import load_image
-    from keras_xception.preprocessing import preprocess_input
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
+    skipped = []
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isdir(source):
             raise ValueError(f"`source` must be an existing directory or a list of files; received {source!r}.")
@@ -132,41 +106,29 @@ def extract_features(
         paths = [os.fspath(p) for p in source]
         if not paths:
             raise ValueError("`source` is an empty list of files.")
-    transform = evaluation_transform(weights, image_size)
+    transform = resolve_transform(weights, target_size=image_size)
     if model is None:
-        model = pooled_feature_model(weights, layer, transform["target_size"])
-    elif tuple(model.input_shape[1:3]) not in (transform["target_size"], (None, None)):
+        model = pooled_feature_model(weights, layer, transform.target_size)
+    elif tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):
         raise ValueError(
             f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
-            f"{transform['target_size']}; pass the matching image_size."
+            f"{transform.target_size}; pass the matching image_size."
         )
-
-    if runtime == "keras":
-        predict = model.predict_on_batch
-    else:
-        from keras_xception.inference import predict_function
-
-        predict = predict_function(model, runtime)
-    features, kept, skipped, batch = [], [], [], []
+    predict = predict_function(model, runtime)
+    records = Records.from_files(paths)
+    features, kept, bad = [], [], []
     progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
-
-    def flush():
-        if batch:
-            x = preprocess_input(np.stack([image for _, image in batch]))
+    for index, images, _, ok in decode_records(records, transform).batch(batch_size):
+        ok = ok.numpy()
+        bad += [int(i) for i in index.numpy()[~ok]]
+        if ok.any():
+            x = transform.preprocess(images.numpy()[ok])
             features.append(np.asarray(predict(x), dtype="float32"))
-            kept.extend(p for p, _ in batch)
-            batch.clear()
-
-    for i, path in enumerate(paths, 1):
-        try:
-            batch.append((path, load_image(path, **transform)))
-        except (ValueError, OSError) as e:
-            skipped.append((path, str(e)))
-            warnings.warn(f"Skipping unreadable image {path!r}: {e}", stacklevel=2)
-        if len(batch) == batch_size:
-            flush()
-        progbar.update(i)
-    flush()
+            kept += [paths[int(i)] for i in index.numpy()[ok]]
+        progbar.add(len(ok))
+    for _, name, reason in explain(records, bad, transform):
+        skipped.append((name, reason))
+        warnings.warn(f"Skipping unreadable image {name!r}: {reason}", stacklevel=2)
     if not kept:
         raise ValueError(f"None of the {len(paths)} image files could be read; skipped: {skipped}")
     return FeatureSet(np.concatenate(features), kept, skipped)

@@ -1,4 +1,4 @@
-"""Load weight files of every Xception format into a model, with clear errors.
+"""Xception weight files of every format: reading, checked assignment, writing.
 
 Supported files:
 
@@ -23,24 +23,20 @@ import zipfile
 
 import numpy as np
 
+from keras_xception.model.introspect import backbone_weighted_layers, weighted_layers
+
 __all__ = [
     "load_weights",
     "WeightsFileError",
-    "weighted_layers",
     "layer_key",
     "save_legacy_h5",
-    "xception_from_file",
-    "convert_weights",
+    "top_classes",
+    "adapt_input_kernel",
 ]
 
 
 class WeightsFileError(ValueError):
     """A weights file that cannot be loaded into the model (wrong layout, shapes, corrupt)."""
-
-
-def weighted_layers(model):
-    """The layers of ``model`` that own weights, in the order weight files use."""
-    return [layer for layer in model.layers if layer.weights]
 
 
 def _snake_case(name: str) -> str:
@@ -126,26 +122,6 @@ def _read_keras3_h5(f, model):
     return out
 
 
-def _backbone_layers(model):
-    """Weighted layers of the Xception inside ``model`` (itself, nested, or inline)."""
-    names = {"block1_conv1", "block14_sepconv2"}
-    stack = [model]
-    while stack:
-        m = stack.pop(0)
-        own = {layer.name for layer in getattr(m, "layers", [])}
-        if names <= own:
-            layers = weighted_layers(m)
-            start = next(i for i, l in enumerate(layers) if l.name == "block1_conv1")
-            # A keras.applications / keras_xception backbone ends at block14_sepconv2_bn;
-            # keep the classifier only if it is the backbone's own top.
-            end = next(i for i, l in enumerate(layers) if l.name == "block14_sepconv2_bn")
-            rest = layers[end + 1 :]
-            top = [l for l in rest if l.name == "predictions"]
-            return layers[start : end + 1] + top
-        stack.extend(l for l in getattr(m, "layers", []) if hasattr(l, "layers"))
-    return None
-
-
 def _read_keras_file(path):
     import keras
 
@@ -153,11 +129,10 @@ def _read_keras_file(path):
         loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # keras raises many types for a bad archive
         raise WeightsFileError(f"Keras could not load it as a model ({type(e).__name__}: {e})") from e
-    layers = _backbone_layers(loaded)
-    if layers is None:
-        raise WeightsFileError(
-            "it holds no Xception (no model with layers 'block1_conv1' and 'block14_sepconv2')"
-        )
+    try:
+        layers = backbone_weighted_layers(loaded)
+    except ValueError:
+        raise WeightsFileError("it holds no Xception (no model with layers 'block1_conv1' and 'block2_sepconv1')") from None
     return [(l.name, [np.asarray(w) for w in l.get_weights()]) for l in layers]
 
 
@@ -302,57 +277,7 @@ def save_legacy_h5(model, path):
             os.remove(tmp)
 
 
-FORMATS = ("weights.h5", "legacy-h5")
-
-
-def xception_from_file(src):
-    """Build the Xception that an Xception weight file fits and load the file into it.
-
-    The source may be a legacy ``.h5`` (official/tf_keras), a Keras 3
-    ``.weights.h5`` or a ``.keras`` model containing an Xception (nested or
-    not). Whether it has the top, and its class count, are detected.
-
-    Returns:
-        ``(model, include_top)``.
-
-    Raises:
-        ValueError: no such file; WeightsFileError: the file does not fit.
-    """
-    from keras_xception.xception import Xception
-
-    src = os.fspath(src)
-    if not os.path.isfile(src):
-        raise ValueError(f"No weights file at src={src!r}.")
-    classes = _top_classes(src)
-    try:
-        model = Xception(weights=src, include_top=classes is not None, classes=classes or 1000)
-    except WeightsFileError:
-        if classes is None:
-            raise
-        model = Xception(weights=src, include_top=False)
-        classes = None
-    return model, classes is not None
-
-
-def convert_weights(src, dst, *, format="weights.h5"):
-    """Convert any Xception weight file (see :func:`xception_from_file`) to ``.weights.h5`` or legacy ``.h5``.
-
-    Returns:
-        ``(model, include_top)``: the Xception the weights were loaded into.
-    """
-    if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {FORMATS}; received format={format!r}.")
-    if format == "weights.h5" and not str(dst).endswith(".weights.h5"):
-        raise ValueError(f"A Keras 3 weights file must end in '.weights.h5'; received dst={dst!r}.")
-    model, include_top = xception_from_file(src)
-    if format == "weights.h5":
-        model.save_weights(os.fspath(dst))
-    else:
-        save_legacy_h5(model, os.fspath(dst))
-    return model, include_top
-
-
-def _top_classes(path):
+def top_classes(path):
     """The class count of the file's ``predictions`` layer, or None if it has no top."""
     import keras
 
@@ -375,7 +300,10 @@ def _top_classes(path):
 
 
 def _keras_top(keras, path):
-    layers = _backbone_layers(keras.saving.load_model(path, compile=False, safe_mode=True))
+    try:
+        layers = backbone_weighted_layers(keras.saving.load_model(path, compile=False, safe_mode=True))
+    except (ValueError, OSError):  # no Xception inside, or not a readable model: the load step says why
+        return None
     if layers and layers[-1].name == "predictions":
         return int(layers[-1].weights[0].shape[-1])
     return None

@@ -21,34 +21,16 @@ numpy array with the same values as ``model.predict(x)`` up to float rounding
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import tempfile
 
 import numpy as np
 
-__all__ = [
-    "Predictor",
-    "RUNTIMES",
-    "available_runtimes",
-    "resolve_runtime",
-    "add_runtime_argument",
-    "predict_function",
-    "CLI_RUNTIMES",
-    "RuntimeNotInstalledError",
-]
+from keras_xception.deploy.export import write
+from keras_xception.deploy.folding import fold_batchnorm
+from keras_xception.deploy.runtimes import resolve_runtime
 
-#: Runtime names in the order "auto" prefers them (fastest first; see resolve_runtime).
-RUNTIMES = ("openvino", "onnxruntime", "tensorflow")
-
-# runtime -> (module to import, setup.cfg extra that installs it)
-_REQUIREMENTS = {
-    "tensorflow": ("tensorflow", None),
-    "onnxruntime": ("onnxruntime", "onnx"),
-    "openvino": ("openvino", "openvino"),
-}
-# What each runtime's export step needs besides the runtime itself.
-_EXPORT_REQUIREMENTS = {"onnxruntime": ("tf2onnx", "onnx")}
+__all__ = ["Predictor", "predict_function", "DEFAULT_BATCH_SIZE"]
 
 #: Images per runtime call by default, from benchmarks/inference.py on a
 #: 2-core AVX-512 CPU at 299x299 (--single-call compares). ONNX Runtime and
@@ -58,72 +40,6 @@ _EXPORT_REQUIREMENTS = {"onnxruntime": ("tf2onnx", "onnx")}
 #: call (batch 32: 23.6 vs 20.4 img/s in streams of one image).
 DEFAULT_BATCH_SIZE = {"tensorflow": 32, "onnxruntime": 1, "openvino": 1}
 
-
-class RuntimeNotInstalledError(ImportError, ValueError):
-    """A requested runtime's package is missing; the message names the extra to install.
-
-    Both an ImportError and a ValueError (the user's choice of runtime), so the
-    command line prints it as a usage error.
-    """
-
-
-def _is_installed(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
-def _require(runtime: str) -> None:
-    """Import what ``runtime`` needs, or raise ImportError naming the extra to install."""
-    modules = [_REQUIREMENTS[runtime][0], *_EXPORT_REQUIREMENTS.get(runtime, ())]
-    missing = [m for m in modules if not _is_installed(m)]
-    if missing:
-        extra = _REQUIREMENTS[runtime][1]
-        raise RuntimeNotInstalledError(
-            f"runtime={runtime!r} needs {', '.join(missing)}, which is not installed. "
-            f'Install it with: pip install "keras-xception[{extra}]"'
-        )
-
-
-def available_runtimes() -> list[str]:
-    """The runtimes whose packages are installed, fastest first."""
-    out = []
-    for name in RUNTIMES:
-        try:
-            _require(name)
-        except RuntimeNotInstalledError:
-            continue
-        out.append(name)
-    return out
-
-
-def resolve_runtime(runtime: str = "auto") -> str:
-    """Check ``runtime`` and turn ``"auto"`` into a concrete runtime name.
-
-    ``"auto"`` picks the first installed runtime of :data:`RUNTIMES`
-    (OpenVINO, then ONNX Runtime, then TensorFlow), a fixed rule from
-    ``benchmarks/inference.py`` (see the README): on a 2-core AVX-512 CPU both
-    exported runtimes beat TensorFlow at batch 1, 8 and 32; OpenVINO was the
-    fastest at batch 1 and 32 and tied with ONNX Runtime at batch 8, and it
-    also builds faster (4 s against 8-20 s for the tf2onnx conversion) with a
-    quarter of the peak memory (1.5 GB against 5.7 GB). A fixed order rather
-    than a timing on the spot, which would have to build every runtime.
-
-    Raises:
-        ValueError: for an unknown runtime name.
-        RuntimeNotInstalledError: (an ImportError) for a known runtime that is
-            not installed; the message names the extra to install.
-    """
-    if runtime == "auto":
-        return available_runtimes()[0]
-    if runtime not in _REQUIREMENTS:
-        raise ValueError(
-            f"`runtime` must be 'auto' or one of {sorted(_REQUIREMENTS)}; received runtime={runtime!r}."
-        )
-    _require(runtime)
-    return runtime
 
 
 def _cpu_threads() -> int:
@@ -159,8 +75,6 @@ class _OnnxRuntimeBackend:
 
     def __init__(self, model, threads, workers):
         import onnxruntime  # noqa: F401  (fail early if missing)
-
-        from keras_xception.exporting import write
 
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
@@ -203,8 +117,6 @@ class _OpenVINOBackend:
 
     def __init__(self, model, threads, workers):
         import openvino as ov
-
-        from keras_xception.exporting import write
 
         # Kept for the backend's lifetime: OpenVINO may map the weights file.
         self._tmp = tempfile.TemporaryDirectory(prefix="keras-xception-")
@@ -338,8 +250,6 @@ class Predictor:
         self.input_shape = tuple(model.input_shape[1:])
         self._output_shape = tuple(model.output_shape[1:])
         if fold_bn:
-            from keras_xception.folding import fold_batchnorm
-
             model = fold_batchnorm(model)
         self._backend = _BACKENDS[self.runtime](model, threads, workers)
 
@@ -381,10 +291,6 @@ class Predictor:
                 f"threads={self.threads}, workers={self.workers})")
 
 
-#: Choices of ``--runtime`` on the command line: "keras" is plain ``model.predict``.
-CLI_RUNTIMES = ("auto", "keras") + RUNTIMES
-
-
 def predict_function(model, runtime: str = "auto", **kwargs):
     """A numpy -> numpy function computing ``model``'s outputs on ``runtime``.
 
@@ -393,21 +299,5 @@ def predict_function(model, runtime: str = "auto", **kwargs):
     :class:`Predictor` (``kwargs`` go to it) and returns its ``predict``.
     """
     if runtime == "keras":
-        return lambda x: model.predict(x, verbose=0)
+        return lambda x: model.predict_on_batch(x)
     return Predictor(model, runtime=runtime, **kwargs).predict
-
-
-def add_runtime_argument(parser, default: str = "auto") -> None:
-    """Add ``--runtime {auto,keras,openvino,onnxruntime,tensorflow}`` to an argparse parser.
-
-    Use with ``predict_function(model, args.runtime)``; an uninstalled runtime
-    then raises :class:`RuntimeNotInstalledError` (a ValueError, which the
-    CLI prints) naming the extra to install.
-    """
-    parser.add_argument(
-        "--runtime",
-        default=default,
-        choices=CLI_RUNTIMES,
-        help=f"inference runtime: auto (the fastest installed one), keras (plain model.predict, "
-        f"no export step), or one of {', '.join(RUNTIMES)} (default {default})",
-    )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_xception.model.introspect import find_layer, tap
+
 __all__ = ["DEFAULT_LAYER", "grad_cam", "save_cam_figure"]
 
 DEFAULT_LAYER = "block14_sepconv2_act"
@@ -43,22 +45,24 @@ def grad_cam(model, image, class_index=None, layer=DEFAULT_LAYER):
             f"Grad-CAM needs the TensorFlow backend (tf.GradientTape); the Keras backend is "
             f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
         )
-    names = [l.name for l in model.layers]
-    if layer not in names:
-        raise ValueError(f"`layer` must name a layer of the model; received layer={layer!r}.")
+    if find_layer(model, layer) is None:
+        raise ValueError(
+            f"`layer` must name a layer of the model or of a model nested in it; received layer={layer!r}."
+        )
     image = np.asarray(image, dtype="float32")
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"`image` must be one image, (H, W, C) or (1, H, W, C); received shape {image.shape}.")
-    last = model.layers[-1]
-    dense_top = isinstance(last, keras.layers.Dense)
-    head_input = last.input if dense_top else model.output
-    probe = keras.Model(model.inputs, [model.get_layer(layer).output, head_input])
+    last = _last_dense(model)
+    dense_top = last is not None
+    # The activations, and the classifier's input (its logit = input @ kernel + bias), even
+    # where they sit inside nested models (a transfer-learning classifier's backbone and head).
+    probe = tap(model, outputs=[layer], inputs=[last.name] if dense_top else [])
     image = tf.convert_to_tensor(image)
     with tf.GradientTape() as tape:
         tape.watch(image)  # records every op of the forward pass, frozen weights or not
-        activations, h = probe(image, training=False)
+        activations, h = probe(image, training=False)[:2]
         scores = tf.matmul(h, last.kernel) + last.bias if dense_top else h
         if class_index is None:
             class_index = int(tf.argmax(scores[0]))
@@ -77,6 +81,16 @@ def grad_cam(model, image, class_index=None, layer=DEFAULT_LAYER):
     cam = tf.nn.relu(cam).numpy().astype("float32")
     peak = cam.max()
     return (cam / peak if peak > 0 else cam), int(class_index)
+
+
+def _last_dense(model):
+    """The Dense layer that makes ``model``'s output (possibly inside a nested head), or None."""
+    import keras
+
+    layer = model.layers[-1]
+    while isinstance(layer, keras.Model):
+        layer = layer.layers[-1]
+    return layer if isinstance(layer, keras.layers.Dense) else None
 
 
 def save_cam_figure(path, panels):

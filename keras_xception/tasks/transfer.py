@@ -31,15 +31,17 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_xception.architecture import xception_spec
-from keras_xception.preprocessing import preprocessing_layer
+from keras_xception.model.features import feature_model
+from keras_xception.model.introspect import find_xception, spec_of
+from keras_xception.model.preprocessing import preprocessing_layer
+from keras_xception.xception import Xception
 
 __all__ = [
     "build_backbone",
     "build_head",
     "build_classifier",
     "find_backbone",
-    "feature_model",
+    "pooled_features",
     "compute_features",
     "train_head",
     "unfreeze_top_blocks",
@@ -56,8 +58,6 @@ def build_backbone(weights="imagenet", input_shape=None):
     a registered name, or a weights file, including a ``.keras`` model that
     contains an Xception). ``input_shape`` defaults to ``(None, None, 3)``.
     """
-    from keras_xception.xception import Xception
-
     backbone = Xception(include_top=False, weights=weights, input_shape=input_shape)
     backbone.trainable = False
     return backbone
@@ -143,14 +143,12 @@ def build_classifier(
 
 
 def find_backbone(model):
-    """The Xception nested in a classifier built by :func:`build_classifier`."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and any(l.name == "block1_conv1" for l in layer.layers):
-            return layer
-    raise ValueError(
-        f"Model {model.name!r} has no nested Xception backbone (a sub-model with a "
-        "'block1_conv1' layer); build it with keras_xception.transfer.build_classifier."
-    )
+    """The Xception inside ``model`` (nested at any depth, or ``model`` itself when built inline).
+
+    Raises ``ValueError`` when there is none; see
+    :func:`keras_xception.model.introspect.find_xception`.
+    """
+    return find_xception(model)
 
 
 def _find_head(model):
@@ -160,9 +158,9 @@ def _find_head(model):
     raise ValueError(f"Model {model.name!r} has no nested head model; build it with build_classifier.")
 
 
-def feature_model(classifier):
-    """The part of ``classifier`` up to the pooled features (shares its layers)."""
-    return keras.Model(classifier.inputs, classifier.get_layer(_POOL_NAME).output, name="features")
+def pooled_features(classifier):
+    """The part of ``classifier`` up to its pooled features (``avg_pool``; shares its layers)."""
+    return feature_model(classifier, _POOL_NAME, name="features")
 
 
 def _num_batches(data):
@@ -236,7 +234,7 @@ def train_head(
             callbacks=callbacks, shuffle=False,  # datasets shuffle themselves
         )
     batch_size = _check_int(batch_size, "batch_size", 1)
-    extractor = feature_model(classifier)
+    extractor = pooled_features(classifier)
     if verbose:
         print("Computing backbone features (once) for the training data")
     x, y = compute_features(extractor, train_data, verbose)
@@ -262,13 +260,14 @@ def train_head(
 def unfreeze_top_blocks(classifier, blocks):
     """Make the top ``blocks`` Xception blocks of the backbone trainable, BatchNorm excluded.
 
-    Blocks are those of :func:`keras_xception.architecture.xception_spec`
-    (``block2`` .. ``block14``); ``blocks=2`` unfreezes ``block13`` and
-    ``block14``. Returns the names of the layers made trainable.
+    Blocks are those of the backbone's own spec (:func:`~keras_xception.model.introspect.spec_of`:
+    ``block2`` .. ``block14`` for the official model, fewer or more for a
+    variant); ``blocks=2`` unfreezes the last two (``block13`` and ``block14``).
+    Returns the names of the layers made trainable.
     """
-    spec = xception_spec()
-    blocks = _check_int(blocks, "blocks", 1, len(spec.blocks))
     backbone = find_backbone(classifier)
+    spec = spec_of(backbone)
+    blocks = _check_int(blocks, "blocks", 1, len(spec.blocks))
     names = {b.name for b in spec.blocks[-blocks:]}
     backbone.trainable = True  # sets every sub-layer; now choose
     unfrozen = []

@@ -1,4 +1,4 @@
-"""The Xception architecture as data: block specifications and the layer builder.
+"""The Xception architecture as data: block specifications, no Keras.
 
 The network (Chollet, CVPR 2017, Fig. 5) is a stem of two plain convolutions
 followed by a chain of *blocks*. Every block is a short chain of 3x3 depthwise
@@ -7,16 +7,10 @@ before each convolution ("pre", the entry/middle/exit blocks 2-13) or after it
 ("post", block 14). Most blocks add a residual: a strided 1x1 projection when
 the block downsamples, the identity otherwise.
 
-:func:`xception_spec` returns the official network as a :class:`XceptionSpec`;
-:func:`build_features` turns a spec into Keras layers. Layer names follow
-``keras.applications.Xception`` (``block1_conv1``, ``block4_sepconv2_bn``,
-``block14_sepconv2_act``, ...); the residual-branch layers, which Keras leaves
-unnamed, are called ``blockN_residual_conv``, ``blockN_residual_bn`` and
-``blockN_add``.
-
-The layer graph is the same as Keras's, so the weighted layers come out in the
-same order, which is what the official (order-keyed) weight files rely on.
-Only ``keras.layers`` is used, so the model runs on every Keras backend.
+:func:`xception_spec` returns the official network (or a variant) as an
+:class:`XceptionSpec`; :mod:`keras_xception.model.graph` turns a spec into
+Keras layers and :func:`keras_xception.model.introspect.spec_of` recovers the
+spec of a built model.
 
 Variants (all off by default, see :func:`xception_spec`): no residual
 connections (the paper's Fig. 9 ablation), an activation between the depthwise
@@ -30,18 +24,22 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
-
 __all__ = [
     "BlockSpec",
     "XceptionSpec",
     "xception_spec",
-    "build_features",
     "scale_channels",
     "INTERMEDIATE_ACTIVATIONS",
     "OUTPUT_STRIDES",
-    "DilatedMaxPooling2D",
+    "MIN_INPUT_SIZE",
+    "DEFAULT_INPUT_SIZE",
 ]
+
+#: The smallest input side Xception accepts (the stem and the four downsamplings
+#: need 71 pixels to leave a 3x3 map).
+MIN_INPUT_SIZE = 71
+#: The input side of the official model and its ImageNet weights.
+DEFAULT_INPUT_SIZE = 299
 
 #: Allowed ``intermediate_activation`` values. ``"linear"`` splits the layers
 #: like an activation would but applies none (numerically the official model).
@@ -97,6 +95,37 @@ class XceptionSpec:
     stem_filters: tuple[int, int]
     blocks: tuple[BlockSpec, ...]
     intermediate_activation: str | None = None
+    middle_flow_blocks: int = 8
+    residual: bool = True
+    width_multiplier: float = 1.0
+
+    @property
+    def options(self) -> dict:
+        """The :func:`xception_spec` keyword arguments that rebuild this spec."""
+        return dict(
+            middle_flow_blocks=self.middle_flow_blocks,
+            residual=self.residual,
+            intermediate_activation=self.intermediate_activation,
+            width_multiplier=self.width_multiplier,
+            output_stride=self.output_stride,
+        )
+
+    @property
+    def is_official(self) -> bool:
+        """Whether this is the official Xception (the layer list of the weight files)."""
+        return self == xception_spec()
+
+    @property
+    def takes_official_weights(self) -> bool:
+        """Whether official weights fit: the official channels and blocks (names and filters).
+
+        True for the official model and for ``residual=False``,
+        ``intermediate_activation`` and ``output_stride`` variants.
+        """
+        official = xception_spec()
+        return self.stem_filters == official.stem_filters and [(b.name, b.filters) for b in self.blocks] == [
+            (b.name, b.filters) for b in official.blocks
+        ]
 
     @property
     def output_channels(self) -> int:
@@ -224,123 +253,7 @@ def xception_spec(
         stem_filters=c(32, 64),
         blocks=tuple(blocks),
         intermediate_activation=intermediate_activation,
+        middle_flow_blocks=middle_flow_blocks,
+        residual=residual,
+        width_multiplier=float(width_multiplier),
     )
-
-
-def _conv_bn_relu(x, filters, strides, name, channel_axis):
-    x = keras.layers.Conv2D(
-        filters, 3, strides=strides, use_bias=False, name=name
-    )(x)
-    x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{name}_bn")(x)
-    return keras.layers.Activation("relu", name=f"{name}_act")(x)
-
-
-@keras.saving.register_keras_serializable(package="keras_xception")
-class DilatedMaxPooling2D(keras.layers.Layer):
-    """Stride-1 ``"same"`` max pooling whose window taps are ``dilation_rate`` apart.
-
-    Used by ``output_stride=8`` for block 13's pooling, which runs after one
-    removed downsampling: a 3x3 window dilated by 2 covers exactly the inputs
-    the official (stride-2) pooling would see, so the atrous model computes the
-    official model's features, only more densely. Padding never wins the max
-    (it is ``-inf``), as in Keras's ``"same"`` pooling.
-    """
-
-    def __init__(self, pool_size=3, dilation_rate=2, data_format=None, **kwargs):
-        super().__init__(**kwargs)
-        if pool_size % 2 != 1:
-            raise ValueError(f"`pool_size` must be odd; received pool_size={pool_size!r}.")
-        self.pool_size = int(pool_size)
-        self.dilation_rate = int(dilation_rate)
-        self.data_format = data_format or keras.config.image_data_format()
-        self.strides = (1, 1)
-
-    def call(self, x):
-        k, d = self.pool_size, self.dilation_rate
-        pad = d * (k - 1) // 2
-        h, w = (2, 3) if self.data_format == "channels_first" else (1, 2)
-        paddings = [[0, 0]] * 4
-        paddings[h] = paddings[w] = [pad, pad]
-        xp = keras.ops.pad(x, paddings, constant_values=float("-inf"))
-        out = None
-        for i in range(k):
-            for j in range(k):
-                index = [slice(None)] * 4
-                index[h] = slice(i * d, i * d - 2 * pad or None)
-                index[w] = slice(j * d, j * d - 2 * pad or None)
-                tap = xp[tuple(index)]
-                out = tap if out is None else keras.ops.maximum(out, tap)
-        return out
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(pool_size=self.pool_size, dilation_rate=self.dilation_rate, data_format=self.data_format)
-        return config
-
-
-def _separable(x, filters, name, dilation_rate, intermediate_activation):
-    """A 3x3 depthwise separable convolution: one layer, or split in two."""
-    if intermediate_activation is None:
-        return keras.layers.SeparableConv2D(
-            filters, 3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=name
-        )(x)
-    x = keras.layers.DepthwiseConv2D(
-        3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=f"{name}_depthwise"
-    )(x)
-    x = keras.layers.Activation(intermediate_activation, name=f"{name}_depthwise_act")(x)
-    return keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
-
-
-def _block(x, block: BlockSpec, channel_axis: int, intermediate_activation=None):
-    name = block.name
-    shortcut = x
-    if block.residual == "conv":
-        shortcut = keras.layers.Conv2D(
-            block.filters[-1],
-            1,
-            strides=block.stride if block.downsample else 1,
-            padding="same",
-            use_bias=False,
-            name=f"{name}_residual_conv",
-        )(x)
-        shortcut = keras.layers.BatchNormalization(
-            axis=channel_axis, name=f"{name}_residual_bn"
-        )(shortcut)
-    for i, filters in enumerate(block.filters, start=1):
-        conv = f"{name}_sepconv{i}"
-        pre = block.activation == "pre"
-        if pre and not (i == 1 and block.skip_first_activation):
-            x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
-        x = _separable(x, filters, conv, block.dilation_rate, intermediate_activation)
-        x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{conv}_bn")(x)
-        if not pre:
-            x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
-    if block.downsample and block.stride == 1 and block.dilation_rate > 1:
-        data_format = "channels_first" if channel_axis == 1 else "channels_last"
-        x = DilatedMaxPooling2D(
-            3, block.dilation_rate, data_format=data_format, name=f"{name}_pool"
-        )(x)
-    elif block.downsample:
-        x = keras.layers.MaxPooling2D(
-            3, strides=block.stride, padding="same", name=f"{name}_pool"
-        )(x)
-    if block.residual is not None:
-        x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
-    return x
-
-
-def build_features(x, spec: XceptionSpec | None = None, channel_axis: int = -1):
-    """Apply the Xception layers to the Keras tensor ``x``.
-
-    Returns the last feature map (``block14_sepconv2_act`` for the official
-    spec: 2048 channels at 1/32 of the input resolution, rounded up).
-    """
-    spec = spec or xception_spec()
-    x = _conv_bn_relu(x, spec.stem_filters[0], 2, "block1_conv1", channel_axis)
-    x = _conv_bn_relu(x, spec.stem_filters[1], 1, "block1_conv2", channel_axis)
-    for block in spec.blocks:
-        x = _block(x, block, channel_axis, spec.intermediate_activation)
-    return x

@@ -13,16 +13,11 @@ import os
 
 import numpy as np
 
-__all__ = ["export", "FORMATS", "ParityError"]
+from keras_xception.deploy.folding import fold_batchnorm
+from keras_xception.deploy.runtimes import FORMATS, require
 
-#: format -> (Keras export format, what the path must end with, extra that installs it)
-FORMATS = {
-    "savedmodel": ("tf_saved_model", None, None),
-    "onnx": ("onnx", ".onnx", "onnx"),
-    "openvino": ("openvino", ".xml", "openvino"),
-}
-# format -> modules needed to write and check it
-_NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
+__all__ = ["export", "write", "FORMATS", "ParityError"]
+
 
 
 class ParityError(RuntimeError):
@@ -95,20 +90,13 @@ def export(model, path, format: str = "savedmodel", *, fold_bn: bool = True,
         RuntimeNotInstalledError: the format's packages are missing (names the extra).
         ParityError: the exported artifact disagrees with the Keras model.
     """
-    from keras_xception.inference import RuntimeNotInstalledError, _is_installed
-
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {sorted(FORMATS)}; received format={format!r}.")
-    keras_format, suffix, extra = FORMATS[format]
+    keras_format, suffix, runtime = FORMATS[format]
     path = os.fspath(path)
     if suffix and not path.endswith(suffix):
         raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
-    missing = [m for m in _NEEDS[format] if not _is_installed(m)]
-    if missing:
-        raise RuntimeNotInstalledError(
-            f"format={format!r} needs {', '.join(missing)}, which is not installed. "
-            f'Install it with: pip install "keras-xception[{extra}]"'
-        )
+    require(runtime, what=f"format={format!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"export supports models with one input and one output; received {len(model.inputs)} "
@@ -116,8 +104,6 @@ def export(model, path, format: str = "savedmodel", *, fold_bn: bool = True,
         )
     exported = model
     if fold_bn:
-        from keras_xception.folding import fold_batchnorm
-
         exported = fold_batchnorm(model)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)

@@ -1,0 +1,217 @@
+"""The one ``tf.data`` image pipeline, with an explicit policy for files that cannot be read.
+
+* :class:`Records`: raw examples ``(name, label, payload)`` in a fixed order,
+  where ``payload`` is encoded image bytes or a file path; made from a file
+  list (:meth:`Records.from_files`) or an ImageNet source
+  (:mod:`keras_xception.data.imagenet`).
+* :func:`decode_records`: ``(index, image, label, ok)``; an example that
+  cannot be read or decoded comes out once, flagged ``ok=False`` (all-zero
+  image), without stopping the run; :func:`explain` gives each one's reason.
+  Evaluation, extraction and prediction build on it.
+* :func:`image_dataset`: batched ``(image, label)`` for training, with
+  ``on_error="skip"`` (bad files are left out and reported by path and reason,
+  once each) or ``"raise"`` (the first bad file stops the iteration, naming it).
+
+Every image goes through :func:`keras_xception.data.transform.decode_and_transform`,
+the transform of :func:`keras_xception.load_image`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+
+import numpy as np
+
+from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
+
+__all__ = ["Records", "decode_records", "explain", "reason", "image_dataset", "ON_ERROR"]
+
+#: Policies for files that cannot be read or decoded.
+ON_ERROR = ("skip", "raise")
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+    """Raw examples of one source, before decoding.
+
+    Attributes:
+        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: a string
+            naming the example (file path or file name), the int64 class
+            index, and the encoded image bytes or (``payload_is_path``) a path.
+        payload_is_path: Whether ``payload`` is a file path to read.
+        size: Number of examples when known without reading them, else None.
+        description: Where the examples come from (for reports).
+    """
+
+    dataset: object
+    payload_is_path: bool
+    size: int | None
+    description: str
+
+    @classmethod
+    def from_files(cls, paths, labels=None, description="files") -> Records:
+        """Records of image files (labels default to 0), in the given order."""
+        import tensorflow as tf
+
+        paths = [os.fspath(p) for p in paths]
+        labels = np.zeros(len(paths), np.int64) if labels is None else np.asarray(labels, np.int64)
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels; they must match one to one.")
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
+        )
+        return cls(ds, True, len(paths), description)
+
+    def take(self, limit):
+        """The first ``limit`` records (all of them for ``None``)."""
+        if limit is None:
+            return self
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
+        size = limit if self.size is None else min(limit, self.size)
+        return dataclasses.replace(
+            self, dataset=self.dataset.take(limit), size=size,
+            description=f"{self.description} (first {limit})",
+        )
+
+
+def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
+    """Decode and transform records: a dataset of ``(index, image, label, ok)``.
+
+    ``index`` (int64) is the position of the example in ``records``; every
+    example comes out once, in order (after sharding by index: shard ``s`` of
+    ``n`` gets the indices ``i`` with ``i % n == s``). ``ok`` is False for an
+    example that could not be read or decoded; its image is all zeros and it
+    must not be counted. Use :func:`explain` for the reason.
+    """
+    import tensorflow as tf
+
+    if not isinstance(records, Records):
+        raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
+    for arg, value, ok in (
+        ("num_shards", num_shards, isinstance(num_shards, int) and num_shards >= 1),
+        ("shard_index", shard_index, isinstance(shard_index, int) and 0 <= shard_index < max(num_shards, 1)),
+    ):
+        if not ok or isinstance(value, bool):
+            raise ValueError(f"`{arg}` must be an integer (0 <= shard_index < num_shards); received {value!r}.")
+    ds = records.dataset.enumerate()
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    ds = ds.map(lambda index, example: (index, example[1], example[2]))
+    return _decode_each(ds, transform, records.payload_is_path)
+
+
+def _decode_each(ds, transform, read):
+    """``(key, label, payload, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
+
+    Each example is decoded in its own tiny pipeline whose errors are ignored,
+    falling back to an all-zero image flagged ``ok=False``: a bad file neither
+    stops the run nor loses its place.
+    """
+    import tensorflow as tf
+
+    zeros = tf.zeros(transform.target_size + (3,), tf.float32)
+
+    def decode(key, label, payload, *rest):
+        contents = tf.io.read_file(payload) if read else payload
+        return (key, decode_and_transform(contents, transform), label, tf.constant(True), *rest)
+
+    def one(key, label, payload, *rest):
+        good = tf.data.Dataset.from_tensors((key, label, payload, *rest)).map(decode).ignore_errors()
+        bad = tf.data.Dataset.from_tensors((key, zeros, label, tf.constant(False), *rest))
+        return good.concatenate(bad).take(1)
+
+    return ds.interleave(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def reason(payload, transform, payload_is_path=True) -> str:
+    """Why one example cannot be read or decoded (the reader's or decoder's message)."""
+    import tensorflow as tf
+
+    try:
+        contents = tf.io.read_file(payload) if payload_is_path else payload
+        decode_and_transform(contents, transform)
+    except (tf.errors.OpError, ValueError) as e:
+        return _error_text(e)
+    return "decoded on retry (transient read error?)"
+
+
+def _error_text(e) -> str:
+    msg = getattr(e, "message", None) or str(e)
+    msg = msg.splitlines()[0] if msg else type(e).__name__
+    msg = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", msg)
+    return re.sub(r"\s*\[Op:\w+\].*$", "", msg).strip()
+
+
+def explain(records: Records, indices, transform: Transform) -> list:
+    """``[(index, name, reason)]`` for the examples at ``indices`` that fail to decode.
+
+    Re-reads those examples and runs the transform on them eagerly to capture
+    the reader's or decoder's message.
+    """
+    import tensorflow as tf
+
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return []
+    w = tf.constant(wanted, tf.int64)
+    found = records.dataset.enumerate().filter(lambda i, ex: tf.reduce_any(tf.equal(i, w)))
+    out = []
+    for i, (name, _, payload) in found:
+        name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
+        out.append((int(i), name, reason(payload, transform, records.payload_is_path)))
+    return out
+
+
+def image_dataset(
+    records, transform: Transform | None = None, *, labels=None, batch_size=32, shuffle=False, seed=None, on_error="skip"
+):
+    """A batched ``tf.data.Dataset`` of ``(images, labels)``: float32 images in [0, 255], int labels.
+
+    Args:
+        records: :class:`Records`, or a list of image paths (with ``labels``).
+        transform: The :class:`~keras_xception.data.transform.Transform`
+            (default: :func:`~keras_xception.data.transform.resolve_transform`).
+        labels: With a list of paths: one integer label per path (default 0).
+        batch_size: Images per batch (the last batch may be smaller).
+        shuffle: Reshuffle the examples every epoch (``seed`` for the order).
+        on_error: ``"skip"``: a file that cannot be read or decoded is left
+            out and reported (a warning naming the path and the reason, once
+            per file); ``"raise"``: iterating fails at the first such file
+            with an error naming it.
+    """
+    import tensorflow as tf
+
+    if on_error not in ON_ERROR:
+        raise ValueError(f"`on_error` must be one of {ON_ERROR}; received on_error={on_error!r}.")
+    if not isinstance(records, Records):
+        records = Records.from_files(records, labels)
+    transform = transform or resolve_transform()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
+    if shuffle:
+        records = dataclasses.replace(
+            records, dataset=records.dataset.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
+        )
+    examples = records.dataset.map(lambda name, label, payload: (name, label, payload, payload))
+    ds = _decode_each(examples, transform, records.payload_is_path)  # (name, image, label, ok, payload)
+    reported = set()
+
+    def report(name, payload):
+        name = name.numpy().decode("utf-8", "replace")
+        why = reason(payload, transform, records.payload_is_path)
+        if on_error == "raise":
+            raise ValueError(f"Cannot read {name!r} as an image: {why}")
+        if name not in reported:
+            reported.add(name)
+            warnings.warn(f"Skipping {name!r}: {why}", stacklevel=2)
+        return False
+
+    def keep(name, image, label, ok, payload):
+        return tf.cond(ok, lambda: tf.constant(True), lambda: tf.py_function(report, [name, payload], tf.bool))
+
+    ds = ds.filter(keep).map(lambda name, image, label, ok, payload: (image, label))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,108 @@
+"""Image folders: finding image files and class-per-folder splits.
+
+* :func:`list_images` - every image file under a directory (recursive, sorted).
+* :func:`class_folder_split` - a class-per-folder tree (``root/<class>/*.jpg``)
+  split into training and validation files, per class and seeded.
+
+The ``tf.data`` pipeline over the files is :func:`keras_xception.data.dataset.image_dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from keras_xception.data.transform import IMAGE_EXTENSIONS
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "looks_like_image", "class_folder_split"]
+
+
+
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def looks_like_image(path):
+    """Whether the file starts like a JPEG, PNG, GIF or BMP (a cheap check, no decoding)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in _MAGIC)
+
+
+def _check_dir(directory, argument):
+    if not isinstance(directory, (str, os.PathLike)) or not os.path.isdir(directory):
+        raise ValueError(f"`{argument}` must be an existing directory; received {argument}={directory!r}.")
+    return os.fspath(directory)
+
+
+def list_images(directory):
+    """Paths of the image files under ``directory``, recursively, in sorted order.
+
+    A file counts as an image by its extension (:data:`IMAGE_EXTENSIONS`, any
+    case); hidden files and folders (names starting with ``.``) are ignored.
+    """
+    directory = _check_dir(directory, "directory")
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, name))
+    return found
+
+
+def class_folder_split(data_dir, val_split=0.2, seed=1337):
+    """Split a class-per-folder image tree into training and validation files.
+
+    Every sub-directory of ``data_dir`` is a class (sorted by name: label 0 is
+    the first); its images (found recursively) are shuffled with ``seed`` and
+    ``round(val_split * n)`` of them go to validation, per class, so every
+    class is represented in both parts whenever it has at least 2 images.
+    Files that do not start like an image (:func:`looks_like_image`) are
+    skipped with a warning.
+
+    Returns:
+        ``(train_paths, train_labels, val_paths, val_labels, class_names)``;
+        paths are lists of strings, labels int32 arrays.
+    """
+    data_dir = _check_dir(data_dir, "data_dir")
+    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
+        raise ValueError(f"`val_split` must be a number in [0, 1); received val_split={val_split!r}.")
+    class_names = sorted(
+        d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)) and not d.startswith(".")
+    )
+    if len(class_names) < 2:
+        raise ValueError(
+            f"`data_dir` must hold one sub-directory of images per class (at least 2 classes); "
+            f"{data_dir!r} has {len(class_names)}: {class_names}."
+        )
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label, name in enumerate(class_names):
+        files = list_images(os.path.join(data_dir, name))
+        bad = [p for p in files if not looks_like_image(p)]
+        if bad:
+            warnings.warn(
+                f"Skipping {len(bad)} file(s) that are not JPEG/PNG/GIF/BMP images: {bad}", stacklevel=2
+            )
+            files = [p for p in files if p not in set(bad)]
+        if not files:
+            raise ValueError(
+                f"Class folder {os.path.join(data_dir, name)!r} has no image files "
+                f"({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        order = rng.permutation(len(files))
+        n_val = int(round(val_split * len(files)))
+        if val_split > 0 and len(files) >= 2:
+            n_val = min(max(n_val, 1), len(files) - 1)
+        val += [(files[i], label) for i in order[:n_val]]
+        train += [(files[i], label) for i in order[n_val:]]
+
+    def unzip(pairs):
+        return [p for p, _ in pairs], np.array([l for _, l in pairs], dtype="int32")
+
+    return (*unzip(train), *unzip(val), class_names)

@@ -1,0 +1,265 @@
+"""The input transform: one immutable record, resolved from the weights, used everywhere.
+
+A :class:`Transform` says how an image file becomes a model input: the target
+size, the crop (``crop_fraction``, ``resize_mode``), the ``interpolation`` and
+the scaling (``preprocessing``: ``"tf"`` = :func:`keras_xception.preprocess_input`,
+or ``None`` for a model that takes raw 0..255 pixels). There is one place that
+makes it, :func:`resolve_transform` (the weight set's record, then the model's
+input size, then explicit overrides: timm's ``resolve_data_config`` is the
+model), and one place that applies it, :func:`decode_and_transform`, which
+:func:`load_image`, every ``tf.data`` pipeline and every command use, so a
+photo classified on its own and the same photo inside an evaluation run see
+identical pixels.
+
+Two crop protocols (``resize_mode``):
+
+* ``"central"`` (the Inception/TF-slim protocol the Keras ImageNet weights
+  use): keep the central ``crop_fraction`` of each side (the
+  ``tf.image.central_crop`` window), then resize to ``target_size``.
+* ``"shorter-side"`` (the timm/PyTorch protocol: resize the shorter side to
+  ``size / crop_fraction``, centre-crop ``size``): computed as the equivalent
+  crop of the original image (a window of the target's aspect ratio spanning
+  ``crop_fraction`` of the shorter side), then one resize.
+
+JPEGs are decoded and cropped in one step (``tf.io.decode_and_crop_jpeg``);
+other formats (PNG, GIF, BMP) are decoded then cropped. Grayscale and CMYK
+images come out as RGB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_xception.model.preprocessing import preprocess_input
+from keras_xception.model.spec import MIN_INPUT_SIZE
+from keras_xception.pretrained.registry import get_record, is_registered
+
+__all__ = [
+    "Transform",
+    "resolve_transform",
+    "RESIZE_MODES",
+    "INTERPOLATIONS",
+    "PREPROCESSINGS",
+    "IMAGE_EXTENSIONS",
+    "crop_window",
+    "decode_and_transform",
+    "load_image",
+]
+
+#: File extensions (lower case) of the formats decode_and_transform decodes.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+RESIZE_MODES = ("central", "shorter-side")
+INTERPOLATIONS = ("bilinear", "bicubic")
+#: ``"tf"``: scale 0..255 to -1..1 (preprocess_input); ``None``: the model takes 0..255.
+PREPROCESSINGS = ("tf", None)
+#: The weight set whose transform applies when the weights are not a registered name.
+DEFAULT_WEIGHTS = "imagenet"
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """How an image file becomes a model input (immutable; checked when made).
+
+    Attributes:
+        target_size: ``(height, width)`` of the model input (Xception needs
+            at least :data:`~keras_xception.model.spec.MIN_INPUT_SIZE`; the
+            model builder checks that, a transform serves any classifier).
+        crop_fraction: Fraction of the image kept by the centre crop, in (0, 1].
+        resize_mode: ``"central"`` or ``"shorter-side"`` (see the module docs).
+        interpolation: ``"bilinear"`` or ``"bicubic"``.
+        preprocessing: ``"tf"`` (:func:`preprocess_input`) or ``None`` (raw 0..255).
+    """
+
+    target_size: tuple[int, int]
+    crop_fraction: float
+    resize_mode: str
+    interpolation: str
+    preprocessing: str | None = "tf"
+
+    def __post_init__(self):
+        size = self.target_size
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            size = (size, size)
+        try:
+            ok = len(tuple(size)) == 2 and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size
+            )
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                "`target_size` must be (height, width) with positive integers, or one such integer "
+                f"(Xception itself needs >= {MIN_INPUT_SIZE}); received target_size={self.target_size!r}."
+            )
+        object.__setattr__(self, "target_size", tuple(int(v) for v in size))
+        f = self.crop_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise ValueError(f"`crop_fraction` must be a number in (0, 1]; received crop_fraction={f!r}.")
+        object.__setattr__(self, "crop_fraction", float(f))
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"`resize_mode` must be one of {RESIZE_MODES}; received {self.resize_mode!r}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}; received {self.interpolation!r}.")
+        if self.preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {self.preprocessing!r}.")
+
+    def replace(self, **overrides) -> Transform:
+        """A copy with ``overrides`` (None values keep the current setting); checked."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(
+                f"Unknown transform settings {sorted(unknown)}; allowed: {[f.name for f in dataclasses.fields(self)]}."
+            )
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def preprocess(self, images):
+        """Scale a batch of 0..255 images as the model expects (a new array/tensor)."""
+        return preprocess_input(images) if self.preprocessing == "tf" else images
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``target_size`` as a list."""
+        return dict(dataclasses.asdict(self), target_size=list(self.target_size))
+
+
+def _model_size(model):
+    """The fixed ``(height, width)`` of ``model``'s input, or None."""
+    import keras
+
+    shape = model.input_shape
+    spatial = shape[2:4] if keras.config.image_data_format() == "channels_first" else shape[1:3]
+    return tuple(spatial) if None not in spatial else None
+
+
+def _takes_raw_pixels(model) -> bool:
+    """Whether ``model`` scales its own input (its first layer is the ``preprocess_input`` Rescaling)."""
+    from keras_xception.model.introspect import find_layer
+
+    layer = find_layer(model, "preprocess_input")
+    return layer is not None and type(layer).__name__ == "Rescaling"
+
+
+_KEEP = object()
+
+
+def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEEP, **overrides) -> Transform:
+    """The transform for ``weights`` (and ``model``), with overrides.
+
+    In order: the record of ``weights`` when it is a registered name (else,
+    for a file path or None, the :data:`DEFAULT_WEIGHTS` record); then
+    ``model``'s fixed input size and whether it scales its own input
+    (``include_preprocessing=True``, a transfer-learning classifier: then
+    ``preprocessing=None``); then the overrides: ``target_size`` (an int or
+    ``(height, width)``), ``crop_fraction``, ``resize_mode``,
+    ``interpolation`` (None keeps the value) and ``preprocessing``
+    (``"tf"`` or ``None``).
+
+    Raises:
+        ValueError: for an invalid value, naming the setting.
+    """
+    record = get_record(weights if isinstance(weights, str) and is_registered(weights) else DEFAULT_WEIGHTS)
+    t = Transform(
+        target_size=tuple(record.input_size),
+        crop_fraction=record.crop_fraction,
+        resize_mode=record.resize_mode,
+        interpolation=record.interpolation,
+        preprocessing=record.preprocessing,
+    )
+    if model is not None:
+        t = t.replace(target_size=_model_size(model))
+        if _takes_raw_pixels(model):
+            t = dataclasses.replace(t, preprocessing=None)
+    t = t.replace(**overrides)
+    return t if preprocessing is _KEEP else dataclasses.replace(t, preprocessing=preprocessing)
+
+
+def crop_window(height, width, target_size, crop_fraction, resize_mode):
+    """The crop ``[offset_y, offset_x, crop_height, crop_width]`` (int32 tensor) of an image."""
+    import tensorflow as tf
+
+    h = tf.cast(height, tf.float64)
+    w = tf.cast(width, tf.float64)
+    f = tf.constant(float(crop_fraction), tf.float64)
+    if resize_mode == "central":
+        # tf.image.central_crop's window: symmetric margins of floor((1 - f) * side / 2).
+        oy = tf.floor((h - h * f) / 2.0)
+        ox = tf.floor((w - w * f) / 2.0)
+        ch, cw = h - 2.0 * oy, w - 2.0 * ox
+    else:
+        th, tw = (float(v) for v in target_size)
+        scale = f * tf.minimum(h / th, w / tw)
+        ch = tf.clip_by_value(tf.round(scale * th), 1.0, h)
+        cw = tf.clip_by_value(tf.round(scale * tw), 1.0, w)
+        oy = tf.floor((h - ch) / 2.0)
+        ox = tf.floor((w - cw) / 2.0)
+    return tf.cast(tf.stack([oy, ox, ch, cw]), tf.int32)
+
+
+def decode_and_transform(contents, transform: Transform):
+    """Encoded image bytes (scalar string tensor) -> float32 ``target_size + (3,)`` in [0, 255].
+
+    Works eagerly and inside ``tf.data``/``tf.function``. Raises
+    ``tf.errors.InvalidArgumentError`` for bytes that are not a decodable image.
+    """
+    import tensorflow as tf
+
+    if not isinstance(transform, Transform):
+        raise ValueError(f"`transform` must be a keras_xception Transform; received {type(transform).__name__}.")
+    size, fraction, mode = transform.target_size, transform.crop_fraction, transform.resize_mode
+
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(contents)
+        window = crop_window(shape[0], shape[1], size, fraction, mode)
+        return tf.io.decode_and_crop_jpeg(contents, window, channels=3)
+
+    def other():
+        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        shape = tf.shape(image)
+        oy, ox, ch, cw = tf.unstack(crop_window(shape[0], shape[1], size, fraction, mode))
+        return image[oy : oy + ch, ox : ox + cw, :]
+
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+    image = tf.image.resize(image, size, method=transform.interpolation)
+    image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
+    image.set_shape(tuple(size) + (3,))
+    return image
+
+
+def load_image(path, transform: Transform | None = None, **overrides):
+    """Read one image file as the evaluation pipeline does.
+
+    Args:
+        path: Path of a JPEG, PNG, GIF or BMP file.
+        transform: A :class:`Transform` (default: :func:`resolve_transform`,
+            the ImageNet weights' 299x299, crop 0.875, central, bilinear).
+        **overrides: Transform settings replacing ``transform``'s
+            (``target_size``, ``crop_fraction``, ``resize_mode``, ``interpolation``).
+
+    Returns:
+        A float32 NumPy array of shape ``(height, width, 3)``, RGB, values in
+        [0, 255] (not yet scaled: pass the batch through ``transform.preprocess``
+        or :func:`preprocess_input`).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        PermissionError: if it cannot be read.
+        ValueError: for bad arguments or a file that is not a decodable image.
+    """
+    import tensorflow as tf
+
+    transform = (transform or resolve_transform()).replace(**overrides)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No image file at {path!r}.")
+    with open(path, "rb") as f:  # PermissionError/OSError here, not a TensorFlow error
+        contents = f.read()
+    try:
+        image = decode_and_transform(tf.constant(contents), transform)
+    except tf.errors.InvalidArgumentError as e:
+        raise ValueError(
+            f"Cannot decode {path!r} as an image (JPEG, PNG, GIF or BMP): {e.message.splitlines()[0]}"
+        ) from None
+    return np.asarray(image)

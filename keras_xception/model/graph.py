@@ -1,0 +1,207 @@
+"""Building Xception graphs from an :class:`~keras_xception.model.spec.XceptionSpec`, without weights.
+
+:func:`build_features` applies the layers of a spec to a Keras tensor;
+:func:`build_model` makes the whole model (input, optional preprocessing,
+features, top or pooling) with the arguments of ``keras.applications.Xception``
+checked. Loading pretrained weights is not done here: see
+:mod:`keras_xception.pretrained.loading` (and :func:`keras_xception.Xception`,
+which does both).
+
+Layer names follow ``keras.applications.Xception`` (``block1_conv1``,
+``block4_sepconv2_bn``, ``block14_sepconv2_act``, ...); the residual-branch
+layers, which Keras leaves unnamed, are called ``blockN_residual_conv``,
+``blockN_residual_bn`` and ``blockN_add``. The layer graph is the same as
+Keras's, so the weighted layers come out in the same order, which is what the
+official (order-keyed) weight files rely on. Only ``keras.layers`` (and
+:class:`~keras_xception.model.layers.DilatedMaxPooling2D` for
+``output_stride=8``) are used, so the model runs on every Keras backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+
+from keras_xception.model.layers import DilatedMaxPooling2D
+from keras_xception.model.preprocessing import preprocessing_layer
+from keras_xception.model.spec import DEFAULT_INPUT_SIZE, MIN_INPUT_SIZE, BlockSpec, XceptionSpec, xception_spec
+
+__all__ = ["build_features", "build_model", "check_input_shape", "POOLINGS"]
+
+#: Allowed ``pooling`` values.
+POOLINGS = (None, "avg", "max")
+
+
+def _conv_bn_relu(x, filters, strides, name, channel_axis):
+    x = keras.layers.Conv2D(
+        filters, 3, strides=strides, use_bias=False, name=name
+    )(x)
+    x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_act")(x)
+
+
+def _separable(x, filters, name, dilation_rate, intermediate_activation):
+    """A 3x3 depthwise separable convolution: one layer, or split in two."""
+    if intermediate_activation is None:
+        return keras.layers.SeparableConv2D(
+            filters, 3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=name
+        )(x)
+    x = keras.layers.DepthwiseConv2D(
+        3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=f"{name}_depthwise"
+    )(x)
+    x = keras.layers.Activation(intermediate_activation, name=f"{name}_depthwise_act")(x)
+    return keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
+
+
+def _block(x, block: BlockSpec, channel_axis: int, intermediate_activation=None):
+    name = block.name
+    shortcut = x
+    if block.residual == "conv":
+        shortcut = keras.layers.Conv2D(
+            block.filters[-1],
+            1,
+            strides=block.stride if block.downsample else 1,
+            padding="same",
+            use_bias=False,
+            name=f"{name}_residual_conv",
+        )(x)
+        shortcut = keras.layers.BatchNormalization(
+            axis=channel_axis, name=f"{name}_residual_bn"
+        )(shortcut)
+    for i, filters in enumerate(block.filters, start=1):
+        conv = f"{name}_sepconv{i}"
+        pre = block.activation == "pre"
+        if pre and not (i == 1 and block.skip_first_activation):
+            x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
+        x = _separable(x, filters, conv, block.dilation_rate, intermediate_activation)
+        x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{conv}_bn")(x)
+        if not pre:
+            x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
+    if block.downsample and block.stride == 1 and block.dilation_rate > 1:
+        data_format = "channels_first" if channel_axis == 1 else "channels_last"
+        x = DilatedMaxPooling2D(
+            3, block.dilation_rate, data_format=data_format, name=f"{name}_pool"
+        )(x)
+    elif block.downsample:
+        x = keras.layers.MaxPooling2D(
+            3, strides=block.stride, padding="same", name=f"{name}_pool"
+        )(x)
+    if block.residual is not None:
+        x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    return x
+
+
+def build_features(x, spec: XceptionSpec | None = None, channel_axis: int = -1):
+    """Apply the Xception layers to the Keras tensor ``x``.
+
+    Returns the last feature map (``block14_sepconv2_act`` for the official
+    spec: 2048 channels at 1/32 of the input resolution, rounded up).
+    """
+    spec = spec or xception_spec()
+    x = _conv_bn_relu(x, spec.stem_filters[0], 2, "block1_conv1", channel_axis)
+    x = _conv_bn_relu(x, spec.stem_filters[1], 1, "block1_conv2", channel_axis)
+    for block in spec.blocks:
+        x = _block(x, block, channel_axis, spec.intermediate_activation)
+    return x
+
+
+def _channels_first() -> bool:
+    return keras.config.image_data_format() == "channels_first"
+
+
+def check_input_shape(input_shape, input_tensor=None, include_top=True, default_size=None):
+    """The model's input shape (no batch axis), checked; ``ValueError`` naming what is wrong.
+
+    ``input_tensor``'s shape wins (``input_shape`` must then match it). With
+    neither, the default is ``default_size`` (``(299, 299)`` unless given)
+    with the top, ``(None, None)`` without, and 3 channels. Spatial sizes must
+    be at least :data:`~keras_xception.model.spec.MIN_INPUT_SIZE`.
+    """
+    channels_first = _channels_first()
+    if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise ValueError(
+                "`input_tensor` must be a symbolic Keras tensor (e.g. `keras.Input(...)` or "
+                f"another model's output); received {type(input_tensor).__name__}."
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != tensor_shape:
+            raise ValueError(
+                f"`input_shape`={tuple(input_shape)} does not match the shape of "
+                f"`input_tensor` {tensor_shape}; pass one of them."
+            )
+        input_shape = tensor_shape
+    if input_shape is None:
+        size = tuple(default_size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)) if include_top else (None, None)
+        input_shape = (3,) + size if channels_first else size + (3,)
+    try:
+        input_shape = tuple(None if d is None else int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"`input_shape` must be a tuple of 3 integers; received {input_shape!r}.") from None
+    layout = "(channels, height, width)" if channels_first else "(height, width, channels)"
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must have 3 entries {layout}; received {input_shape}.")
+    channels = input_shape[0] if channels_first else input_shape[2]
+    spatial = input_shape[1:] if channels_first else input_shape[:2]
+    if channels is None or channels < 1:
+        raise ValueError(f"`input_shape` {layout} needs a known, positive channel count; received {input_shape}.")
+    for d in spatial:
+        if d is not None and d < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Xception needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels; received "
+                f"input_shape={input_shape} {layout}. Resize the images or pass a larger input_shape."
+            )
+    return input_shape
+
+
+def build_model(
+    spec: XceptionSpec | None = None,
+    *,
+    include_top=True,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name="xception",
+    include_preprocessing=False,
+    default_size=None,
+):
+    """A ``keras.Model`` of ``spec`` (default: the official network) with random weights.
+
+    The arguments are those of :func:`keras_xception.Xception` (see there);
+    ``default_size`` is the ``(height, width)`` used with the top when no
+    shape is given. ``ValueError`` for an invalid one.
+    """
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}; received pooling={pooling!r}.")
+    if include_top and pooling is not None:
+        warnings.warn(
+            f"`pooling={pooling!r}` is ignored when include_top=True (the top always uses global average pooling).",
+            stacklevel=3,
+        )
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
+    spec = spec or xception_spec()
+    input_shape = check_input_shape(input_shape, input_tensor, include_top, default_size)
+    channel_axis = 1 if _channels_first() else -1
+    if input_tensor is None:
+        inputs = img_input = keras.Input(shape=input_shape, name="input_layer")
+    else:
+        img_input = input_tensor
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    x = img_input
+    if include_preprocessing:
+        x = preprocessing_layer()(x)
+    x = build_features(x, spec, channel_axis)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return keras.Model(inputs, x, name=name)

@@ -1,0 +1,234 @@
+"""Finding the Xception inside a built model, and reading its architecture back.
+
+One finder for every task (transfer learning, Grad-CAM, feature maps, weight
+loading): :func:`find_xception` returns the model whose layers are the
+Xception's, whether that is the model itself, a model nested in it at any
+depth (``Model(inputs, head(xception(inputs)))``), or a larger model into which
+Xception was built inline (``Xception(input_tensor=...)``). Xceptions built by
+this package and by ``keras.applications`` (whose residual layers are unnamed)
+are both recognised, every variant included.
+
+:func:`spec_of` recovers the :class:`~keras_xception.model.spec.XceptionSpec`
+of a built model from its layers, so code that needs the architecture (which
+blocks exist, the output stride) never assumes the official one.
+:func:`tap` builds a model that also returns inner activations, at any
+nesting depth (what Grad-CAM needs for a transfer-learned classifier).
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+
+from keras_xception.model.spec import XceptionSpec, xception_spec
+
+__all__ = [
+    "find_xception",
+    "block_numbers",
+    "spec_of",
+    "weighted_layers",
+    "backbone_weighted_layers",
+    "find_layer",
+    "tap",
+    "tap_tensors",
+]
+
+_BLOCK = re.compile(r"^block(\d+)_")
+_STEM = ("block1_conv1", "block1_conv2_act")
+
+
+def _is_xception(layers) -> bool:
+    names = {layer.name for layer in layers}
+    return all(n in names for n in _STEM) and any(n.startswith("block2_sepconv1") for n in names)
+
+
+def find_xception(model) -> keras.Model:
+    """The model holding the Xception layers of ``model``: itself, or a nested model (breadth first).
+
+    Raises:
+        ValueError: if ``model`` contains no Xception (no layers ``block1_conv1``,
+            ``block1_conv2_act`` and ``block2_sepconv1...``).
+    """
+    stack = [model]
+    while stack:
+        m = stack.pop(0)
+        layers = getattr(m, "layers", None) or []
+        if _is_xception(layers):
+            return m
+        stack.extend(layer for layer in layers if isinstance(layer, keras.Model))
+    raise ValueError(
+        f"`model` must be or contain an Xception (built by keras_xception.Xception or "
+        f"keras.applications.Xception); {getattr(model, 'name', model)!r} has no layers "
+        f"{_STEM[0]!r}, {_STEM[1]!r} and 'block2_sepconv1'."
+    )
+
+
+def block_numbers(model) -> list[int]:
+    """The block numbers (2, 3, ..., 14 for the official model) of the Xception in ``model``."""
+    return sorted(
+        {int(m.group(1)) for m in (_BLOCK.match(layer.name) for layer in find_xception(model).layers) if m} - {1}
+    )
+
+
+def _weighted_shapes(layers):
+    return [(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in layers if layer.weights]
+
+
+def spec_of(model) -> XceptionSpec:
+    """The spec of the Xception in ``model``, read from its layers.
+
+    The options (``middle_flow_blocks``, ``residual``,
+    ``intermediate_activation``, ``width_multiplier``, ``output_stride``) are
+    read off the layers, then :func:`~keras_xception.model.spec.xception_spec`
+    is rebuilt from them and checked against every weighted layer's shapes.
+
+    Raises:
+        ValueError: if there is no Xception, or its layers match no spec.
+    """
+    xception = find_xception(model)
+    layers = {layer.name: layer for layer in xception.layers}
+    blocks = block_numbers(xception)
+    last = blocks[-1]
+    intermediate = None
+    act = layers.get("block2_sepconv1_depthwise_act")
+    if act is not None:
+        intermediate = keras.activations.serialize(act.activation)
+        intermediate = intermediate if isinstance(intermediate, str) else intermediate.get("config", intermediate)
+    out = layers.get(f"block{last}_sepconv2_pointwise") or layers.get(f"block{last}_sepconv2")
+    channels = out.weights[-1].shape[-1]
+    options = dict(
+        middle_flow_blocks=len(blocks) - 5,
+        residual=any(isinstance(layer, keras.layers.Add) for layer in xception.layers),
+        intermediate_activation=intermediate,
+        width_multiplier=channels / 2048,
+        output_stride=2,
+    )
+    for n in blocks:
+        pool = layers.get(f"block{n}_pool")
+        if pool is not None:
+            strides = pool.strides
+            options["output_stride"] *= strides[0] if isinstance(strides, (tuple, list)) else strides
+    if options["width_multiplier"] == 1:
+        options["width_multiplier"] = 1.0
+    try:
+        spec = xception_spec(**options)
+    except ValueError as e:
+        raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
+    built = _weighted_shapes(
+        [layer for layer in xception.layers if _BLOCK.match(layer.name) and "residual" not in layer.name]
+    )
+    from_spec = _spec_shapes(spec)
+    got = {name: shapes for name, shapes in built}
+    if any(got.get(name) not in (None, shapes) for name, shapes in from_spec.items()):
+        raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
+    return spec
+
+
+def _spec_shapes(spec):
+    """Kernel shapes of the separable convolutions of ``spec`` (channels_last), by layer name."""
+    shapes = {}
+    cin = spec.stem_filters[1]
+    for block in spec.blocks:
+        for i, cout in enumerate(block.filters, start=1):
+            name = f"{block.name}_sepconv{i}"
+            if spec.intermediate_activation is None:
+                shapes[name] = [(3, 3, cin, 1), (1, 1, cin, cout)]
+            else:
+                shapes[f"{name}_depthwise"] = [(3, 3, cin, 1)]
+                shapes[f"{name}_pointwise"] = [(1, 1, cin, cout)]
+            cin = cout
+    return shapes
+
+
+def weighted_layers(model) -> list:
+    """The layers of ``model`` that own weights, in the order weight files use."""
+    return [layer for layer in model.layers if layer.weights]
+
+
+def backbone_weighted_layers(model) -> list:
+    """The weighted layers of the Xception in ``model``, plus its own classifier if it has one.
+
+    From ``block1_conv1`` to the last block's last BatchNormalization, then the
+    ``predictions`` layer if the Xception's own top follows (a transfer
+    learning head elsewhere in ``model`` is not included).
+    """
+    xception = find_xception(model)
+    layers = weighted_layers(xception)
+    start = next(i for i, layer in enumerate(layers) if layer.name == "block1_conv1")
+    last = f"block{block_numbers(xception)[-1]}_sepconv2_bn"
+    end = next(i for i, layer in enumerate(layers) if layer.name == last)
+    top = [layer for layer in layers[end + 1 :] if layer.name == "predictions"]
+    return layers[start : end + 1] + top
+
+
+def find_layer(model, name):
+    """The layer called ``name`` in ``model`` or in a model nested in it (breadth first), or None."""
+    stack = [model]
+    while stack:
+        m = stack.pop(0)
+        for layer in getattr(m, "layers", None) or []:
+            if layer.name == name:
+                return layer
+        stack.extend(layer for layer in getattr(m, "layers", None) or [] if isinstance(layer, keras.Model))
+    return None
+
+
+def _contains(model, names) -> bool:
+    return any(find_layer(model, n) is not None for n in names)
+
+
+def tap(model, outputs=(), inputs=()) -> keras.Model:
+    """A model computing ``model``'s outputs plus the outputs/inputs of named inner layers.
+
+    ``outputs`` and ``inputs`` name layers anywhere in ``model``, nested
+    models included; the returned model (which shares ``model``'s layers and
+    weights) returns ``[output of each of outputs..., input of each of
+    inputs..., *model.outputs]``.
+
+    Raises:
+        ValueError: for a name that is no layer of ``model``.
+    """
+    model_inputs, taps, model_outputs = tap_tensors(model, outputs, inputs)
+    return keras.Model(model_inputs, taps + model_outputs, name=f"{model.name}_tap")
+
+
+def tap_tensors(model, outputs=(), inputs=()):
+    """``(inputs, taps, outputs)``: symbolic tensors of a graph equal to ``model`` with inner layers tapped.
+
+    See :func:`tap`. Layers directly in ``model`` are taken from its own graph;
+    a layer inside a nested model is reached by re-tracing ``model`` (sharing
+    every layer) with the nested model replaced by its own tapped version.
+    """
+    names = list(outputs) + list(inputs)
+    missing = [n for n in names if find_layer(model, n) is None]
+    if missing:
+        raise ValueError(f"No layer named {missing} in {model.name!r} (nested models searched too).")
+    own = {layer.name: layer for layer in model.layers}
+    if all(n in own for n in names):
+        taps = [own[n].output for n in outputs] + [own[n].input for n in inputs]
+        return list(model.inputs), taps, list(model.outputs)
+    found: dict = {}
+
+    def call(layer, *args, **kwargs):
+        if layer.name in inputs:
+            found[("in", layer.name)] = args[0]
+        if isinstance(layer, keras.Model) and layer.name not in outputs and _contains(layer, names):
+            inner_out = [n for n in outputs if find_layer(layer, n) is not None]
+            inner_in = [n for n in inputs if find_layer(layer, n) is not None]
+            result = tap(layer, inner_out, inner_in)(*args, **kwargs)
+            for n, t in zip(inner_out, result):
+                found[("out", n)] = t
+            for n, t in zip(inner_in, result[len(inner_out) :]):
+                found[("in", n)] = t
+            result = result[len(inner_out) + len(inner_in) :]
+            result = result[0] if len(result) == 1 else result
+        else:
+            result = layer(*args, **kwargs)
+        if layer.name in outputs:
+            found[("out", layer.name)] = result
+        return result
+
+    clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+    taps = [found[("out", n)] for n in outputs] + [found[("in", n)] for n in inputs]
+    return list(clone.inputs), taps, list(clone.outputs)

@@ -1,0 +1,160 @@
+"""The registry of pretrained weight sets: one :class:`WeightRecord` per set.
+
+A record says where to get the file (URLs, hash, size), what it holds (top or
+not, classes) and how the weights were evaluated (the input transform and the
+reported accuracy): it drives downloading and loading
+(:mod:`keras_xception.pretrained.download`, :mod:`~keras_xception.pretrained.loading`)
+*and* the data transform (:func:`keras_xception.data.transform.resolve_transform`).
+The built-in records live in ``keras_xception/resources/weights.json``
+(``weights/registry.json`` in the repository); :func:`register` adds more at
+run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import resources
+
+__all__ = [
+    "WeightRecord",
+    "register",
+    "get_record",
+    "list_records",
+    "is_registered",
+]
+
+_REGISTRY: dict[str, "WeightRecord"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightRecord:
+    """One pretrained weight set: where to get it and how it was evaluated."""
+
+    name: str
+    file_name: str
+    urls: tuple[str, ...]
+    file_hash: str
+    include_top: bool
+    classes: int = 1000
+    size: int | None = None
+    notop: str | None = None
+    input_size: tuple[int, int] = (299, 299)
+    preprocessing: str = "tf"
+    crop_fraction: float = 0.875
+    resize_mode: str = "central"
+    interpolation: str = "bilinear"
+    top1: float | None = None
+    top5: float | None = None
+    description: str = ""
+    reported_by: str | None = None
+
+    @property
+    def hash_algorithm(self) -> str:
+        """``"sha256"`` or ``"md5"``, from the length of :attr:`file_hash`."""
+        return "sha256" if len(self.file_hash) == 64 else "md5"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["urls"] = list(self.urls)
+        d["input_size"] = list(self.input_size)
+        return d
+
+
+def _validate_hash(file_hash: str) -> str:
+    h = str(file_hash).lower()
+    if len(h) not in (32, 64) or any(c not in "0123456789abcdef" for c in h):
+        raise ValueError(
+            "`file_hash` must be a sha256 (64 hex digits) or md5 (32 hex digits) "
+            f"digest; received file_hash={file_hash!r}."
+        )
+    return h
+
+
+def _record_from_dict(d: dict) -> WeightRecord:
+    fields = {f.name for f in dataclasses.fields(WeightRecord)}
+    unknown = set(d) - fields
+    if unknown:
+        raise ValueError(f"Unknown weight-record fields {sorted(unknown)} in {d.get('name')!r}.")
+    d = dict(d)
+    d["urls"] = tuple(d.get("urls", ()))
+    d["input_size"] = tuple(d.get("input_size", (299, 299)))
+    d["file_hash"] = _validate_hash(d["file_hash"])
+    return WeightRecord(**d)
+
+
+def _load_builtin_records() -> None:
+    text = resources.files("keras_xception").joinpath("resources/weights.json").read_text()
+    for d in json.loads(text)["records"]:
+        rec = _record_from_dict(d)
+        _REGISTRY[rec.name] = rec
+
+
+def register(
+    name: str,
+    *,
+    url: str | list[str],
+    file_hash: str,
+    include_top: bool,
+    file_name: str | None = None,
+    overwrite: bool = False,
+    **fields,
+) -> WeightRecord:
+    """Register a weight set so that ``Xception(weights=name)`` can use it.
+
+    Args:
+        name: The name to pass as ``weights=``.
+        url: Download URL (or a list of URLs, tried in order).
+        file_hash: sha256 or md5 hex digest of the file.
+        include_top: Whether the file holds the classifier layer.
+        file_name: Cache file name; defaults to the URL's last component.
+        overwrite: Replace an existing record of the same name.
+        **fields: Any other :class:`WeightRecord` field (``classes``,
+            ``input_size``, ``crop_fraction``, ``top1``, ...).
+    """
+    if not isinstance(name, str) or not name or os.sep in name:
+        raise ValueError(f"`name` must be a non-empty string without '/'; received {name!r}.")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"A weight set named {name!r} is already registered; pass overwrite=True "
+            "to replace it."
+        )
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls or not all(isinstance(u, str) and u for u in urls):
+        raise ValueError(f"`url` must be a URL string or a list of them; received {url!r}.")
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
+    rec = _record_from_dict(
+        dict(
+            name=name,
+            file_name=file_name or urls[0].rstrip("/").rsplit("/", 1)[-1],
+            urls=urls,
+            file_hash=file_hash,
+            include_top=include_top,
+            **fields,
+        )
+    )
+    _REGISTRY[name] = rec
+    return rec
+
+
+def is_registered(name) -> bool:
+    return isinstance(name, str) and name in _REGISTRY
+
+
+def get_record(name: str) -> WeightRecord:
+    """The record registered under ``name`` (``ValueError`` listing the known names if none)."""
+    if not is_registered(name):
+        raise ValueError(
+            f"Unknown weight set {name!r}. Registered: {sorted(_REGISTRY)}. "
+            "Pass one of these, a path to a weights file, or None."
+        )
+    return _REGISTRY[name]
+
+
+def list_records() -> list[WeightRecord]:
+    return list(_REGISTRY.values())
+
+
+_load_builtin_records()
