@@ -1,37 +1,124 @@
+"""The command line: manners (no TensorFlow for --help, no start-up noise, exit codes, messages)
+and the bad-input policy shared by predict, extract and evaluate."""
+
 import json
 import os
+import subprocess
+import sys
+import tempfile
 
+import numpy as np
 import pytest
 
 from keras_xception import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _run(args, user=None, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_xception", *args],
+        capture_output=True, text=True, env=_env(**env), user=user, timeout=300,
+    )
 
 
 def test_sample_image_is_shipped_by_an_installed_package():
     assert os.path.isfile(cli.sample_image())
 
 
-def test_predict_json_with_a_weights_file(tmp_path, capsys):
-    import keras_xception as kx
+def test_help_and_usage_errors_do_not_import_tensorflow():
+    code = (
+        "import sys; from keras_xception.cli import main; "
+        "codes = [main(['--help']), main(['predict', '--help']), main(['extract', '--top', '3'])]; "
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'h5py'}); "
+        "print(codes, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0, 2] []", out.stderr
+    assert "usage: keras-xception extract" in out.stderr and "error:" in out.stderr
 
-    m = kx.Xception(weights=None)
-    w = str(tmp_path / "w.weights.h5")
-    m.save_weights(w)
-    assert cli.main(["predict", "--weights", w, "--top", "3", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert len(out) == 1 and out[0]["path"] == cli.sample_image()
-    preds = out[0]["predictions"]
-    assert len(preds) == 3 and preds[0]["score"] >= preds[1]["score"] >= preds[2]["score"]
-    assert preds[0]["wnid"].startswith("n")
+
+def test_no_tensorflow_start_up_noise_and_no_colour_codes(tmp_path):
+    out = _run(["summary", "--size", "71", "--no-top", "--middle-flow-blocks", "1", "--width-multiplier", "0.25"])
+    assert out.returncode == 0, out.stderr
+    assert "official" not in out.stdout and "GMACs" in out.stdout
+    for noise in ("absl::InitializeLog", "oneDNN", "cuda", "cpu_feature_guard", "rebuild TensorFlow"):
+        assert noise not in out.stderr, out.stderr
+    assert "\x1b[" not in out.stderr + out.stdout
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A good JPEG, a file that is not an image, and the path of a file that does not exist."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("photos")
+    good = str(d / "good.jpg")
+    shutil.copy(cli.sample_image(), good)
+    (d / "broken.jpg").write_text("not an image")
+    return good, str(d / "broken.jpg"), str(d / "missing.jpg")
+
+
+def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, capsys):
+    good, broken, missing = photos
+    assert cli.main(["predict", good, broken, missing, "--weights", "none", "--top", "2", "--json"]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert [r["path"] for r in out] == [good, broken, missing]
+    assert len(out[0]["predictions"]) == 2 and "error" not in out[0]
+    assert "Unknown image file format" in out[1]["error"] and "No such file" in out[2]["error"]
+    err = captured.err
+    assert f"keras-xception predict: warning: Skipping unreadable image '{broken}'" in err
+    assert "keras-xception predict: 2 of 3 images could not be read" in err
+    assert ".py:" not in err  # warnings without the caller's source line
+
+
+def test_predict_strict_stops_at_the_first_bad_image(photos, capsys):
+    good, broken, _ = photos
+    assert cli.main(["predict", good, broken, "--weights", "none", "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert f"keras-xception predict: error: Cannot read '{broken}'" in err
 
 
 def test_predict_bad_weights_is_a_clear_error(capsys):
     assert cli.main(["predict", "--weights", "nope"]) == 2
-    assert "weights" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "keras-xception predict: error:" in err and "weights" in err and "Traceback" not in err
 
 
-def test_predict_missing_image():
-    with pytest.raises(SystemExit, match="no such file"):
-        cli.main(["predict", "/no/such.jpg", "--weights", "imagenet"])
+def test_predict_with_a_backbone_file_says_what_to_use_instead(tmp_path, capsys):
+    import keras_xception as kx
+
+    path = str(tmp_path / "notop.weights.h5")
+    kx.Xception(weights=None, include_top=False, input_shape=(71, 71, 3)).save_weights(path)
+    assert cli.main(["predict", "--weights", path]) == 2
+    err = capsys.readouterr().err
+    assert "holds no classifier" in err and "keras-xception extract" in err and "build_classifier" in err
+
+
+@pytest.mark.parametrize("command", [["predict"], ["extract", "d", "--out", "f.npz"], ["evaluate", "--val-dir", "d"],
+                                     ["export", "--format", "onnx", "--out", "m.onnx"]])
+@pytest.mark.parametrize("spelling", ["none", "None", "NONE"])
+def test_weights_none_means_random_weights_everywhere(command, spelling):
+    args = cli.build_parser().parse_args(command + ["--weights", spelling])
+    assert args.weights is None
+
+
+def test_extract_with_weights_none_runs(tmp_path, capsys):
+    from keras_xception import folders
+
+    folders.write_synthetic_tree(tmp_path / "tree", classes=1, per_class=2)
+    out = str(tmp_path / "f.npz")
+    argv = ["extract", str(tmp_path / "tree"), "--out", out, "--weights", "none", "--image-size", "71"]
+    assert cli.main(argv) == 0
+    assert np.load(out)["features"].shape == (2, 2048)
 
 
 def test_weights_list_json(capsys):
@@ -46,9 +133,10 @@ def test_weights_verify_missing_and_download_error(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("KERAS_XCEPTION_WEIGHTS_MIRROR", "http://127.0.0.1:9")  # nothing listens there
     assert cli.main(["weights", "verify", "imagenet"]) == 1
     assert "MISSING" in capsys.readouterr().out
-    assert cli.main(["weights", "download", "imagenet_notop"]) == 2
+    assert cli.main(["weights", "download", "imagenet_notop"]) == 1  # a failure, not a usage error
     err = capsys.readouterr().err
     assert "b0042744bf5b25fce3cb969f33bebb97" in err and "place it at" in err
+    assert os.listdir(tmp_path / "models") == []  # no partial file, no lock file
 
 
 def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, monkeypatch):
@@ -57,8 +145,11 @@ def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, m
     out = str(tmp_path / "x.weights.h5")
     assert cli.main(["weights", "convert", path, out]) == 0
     assert "include_top=True" in capsys.readouterr().out
-    assert cli.main(["weights", "verify", "--file", out, "imagenet"]) == 1  # imagenet is not cached here
-    assert "loads into Xception(include_top=True)" in capsys.readouterr().out
+    # A good file verifies with exit 0 and nothing else is checked (imagenet is not cached here).
+    assert cli.main(["weights", "verify", "--file", out]) == 0
+    printed = capsys.readouterr().out
+    assert "loads into Xception(include_top=True)" in printed and "MISSING" not in printed
+    assert cli.main(["weights", "verify", "--file", out, "imagenet"]) == 1  # asked for: checked
 
 
 def test_classify_example_runs(tmp_path, capsys):
@@ -71,3 +162,91 @@ def test_classify_example_runs(tmp_path, capsys):
     load_example("classify").main(["--weights", w, "--top", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == cli.sample_image() and len(lines) == 3
+
+
+# --------------------------------------------------------------------------- unreadable inputs
+# File permissions do not bind root: as root, the command runs without the capabilities that
+# override them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH dropped from its bounding set).
+
+
+@pytest.fixture(scope="module")
+def locked_tree():
+    """A class tree with an unreadable image and an unreadable class folder, readable by everyone else."""
+    from keras_xception import folders
+
+    root = tempfile.mkdtemp(prefix="kx-locked-")
+    os.chmod(root, 0o755)
+    tree = os.path.join(root, "tree")
+    folders.write_synthetic_tree(tree, classes=3, per_class=2, formats=("jpg",))
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    home = os.path.join(root, "home")
+    os.makedirs(home)
+    os.chmod(home, 0o777)
+    locked_file = os.path.join(tree, "class_0", "img_000.jpg")
+    locked_dir = os.path.join(tree, "class_2")
+    os.chmod(locked_file, 0)
+    os.chmod(locked_dir, 0)
+    yield tree, locked_file, locked_dir, home
+    os.chmod(locked_dir, 0o755)
+    import shutil
+
+    shutil.rmtree(root)
+
+
+def _drop_file_permission_override():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH; prctl(PR_CAPBSET_DROP)
+        if libc.prctl(24, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def _run_unprivileged(args, home):
+    env = _env(KERAS_HOME=home, MPLCONFIGDIR=home)
+    preexec = _drop_file_permission_override if os.geteuid() == 0 else None
+    try:
+        probe = subprocess.run([sys.executable, "-c", "open(%r)" % os.path.join(home, "..", "tree", "class_0", "img_000.jpg")],
+                               capture_output=True, env=env, preexec_fn=preexec, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot run a process that file permissions bind here: {e}")
+    if b"PermissionError" not in probe.stderr:
+        pytest.skip("file permissions do not bind processes here")
+    return subprocess.run([sys.executable, "-m", "keras_xception", *args], capture_output=True, text=True,
+                          env=env, preexec_fn=preexec, timeout=300)
+
+
+def test_extract_reports_unreadable_files_and_folders(locked_tree):
+    tree, locked_file, locked_dir, home = locked_tree
+    out = os.path.join(home, "f.npz")
+    run = _run_unprivileged(["extract", tree, "--out", out, "--weights", "none", "--image-size", "71"], home)
+    assert run.returncode == 1, run.stderr
+    assert f"Skipping unreadable '{locked_file}': Permission denied" in run.stderr
+    assert f"Skipping unreadable '{locked_dir}': Permission denied" in run.stderr
+    assert "2 of 5 images or folders could not be read" in run.stderr
+    assert "Traceback" not in run.stderr
+    saved = np.load(out)
+    assert saved["features"].shape[0] == 3 and sorted(saved["skipped"].tolist()) == sorted([locked_file, locked_dir])
+
+
+def test_predict_reports_an_unreadable_image(locked_tree):
+    tree, locked_file, _, home = locked_tree
+    good = os.path.join(tree, "class_1", "img_000.jpg")
+    run = _run_unprivileged(["predict", good, locked_file, "--weights", "none"], home)
+    assert run.returncode == 1, run.stderr
+    assert f"Skipping unreadable image '{locked_file}'" in run.stderr and "Permission denied" in run.stderr
+    assert good in run.stdout and "Traceback" not in run.stderr
+
+
+def test_unreadable_folders_are_clear_errors(locked_tree):
+    _, _, locked_dir, home = locked_tree
+    for args in (["extract", locked_dir, "--out", os.path.join(home, "g.npz"), "--weights", "none"],
+                 ["evaluate", "--val-dir", locked_dir, "--weights", "none"]):
+        run = _run_unprivileged(args, home)
+        assert run.returncode == 2, run.stderr
+        assert f"Cannot read the folder '{locked_dir}': Permission denied" in run.stderr
+        assert "Traceback" not in run.stderr

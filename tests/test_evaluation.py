@@ -337,8 +337,10 @@ def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
     argv = ["evaluate", "--val-dir", bad_dir.dir, "--weights", weights, "--image-size", "71",
             "--batch-size", "4", "--limit", str(N + 4), "--crop-pct", "0.9", "--resize-mode",
             "shorter-side", "--interpolation", "bicubic", "--report", str(out)]
-    with pytest.warns(UserWarning, match="Skipped"):
-        assert cli.main(argv) == 0
+    assert cli.main(argv) == 1  # done in part: one image skipped
+    err = capsys.readouterr().err
+    assert f"keras-xception evaluate: warning: Skipped {os.path.join(bad_dir.dir, _val_name(N + 4))}" in err
+    assert "keras-xception evaluate: 1 of 16 images could not be read" in err
     report = json.loads(out.read_text())
     assert {"top1", "top5", "count", "skipped", "transform", "images_per_second", "elapsed_seconds"} <= set(report)
     assert report["transform"] == dict(target_size=[71, 71], crop_fraction=0.9, resize_mode="shorter-side",

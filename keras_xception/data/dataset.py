@@ -44,12 +44,15 @@ class Records:
         payload_is_path: Whether ``payload`` is a file path to read.
         size: Number of examples when known without reading them, else None.
         description: Where the examples come from (for reports).
+        problems: ``(path, reason)`` of inputs that could not even be listed
+            (an unreadable folder); reported with the skipped examples.
     """
 
     dataset: object
     payload_is_path: bool
     size: int | None
     description: str
+    problems: tuple = ()
 
     @classmethod
     def from_files(cls, paths, labels=None, description="files") -> Records:

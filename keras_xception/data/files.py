@@ -16,20 +16,19 @@ import numpy as np
 
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "looks_like_image", "class_folder_split"]
-
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "looks_like_image", "class_folder_split", "report_unreadable"]
 
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
-def looks_like_image(path):
-    """Whether the file starts like a JPEG, PNG, GIF or BMP (a cheap check, no decoding)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return False
+def looks_like_image(path) -> bool:
+    """Whether the file starts like a JPEG, PNG, GIF or BMP (a cheap check, no decoding).
+
+    Raises ``OSError`` when the file cannot be read (the caller reports it).
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
     return any(head.startswith(m) for m in _MAGIC)
 
 
@@ -39,31 +38,66 @@ def _check_dir(directory, argument):
     return os.fspath(directory)
 
 
-def list_images(directory):
+def report_unreadable(problems, path, reason, strict, what="file"):
+    """The one policy for an input that cannot be read: raise (``strict``), collect, or warn.
+
+    Appends ``(path, reason)`` to ``problems`` when it is a list, else warns;
+    with ``strict`` raises ``ValueError`` naming the path and the reason.
+    """
+    if strict:
+        raise ValueError(f"Cannot read the {what} {path!r}: {reason}.")
+    if problems is None:
+        warnings.warn(f"Skipping unreadable {what} {path!r}: {reason}", stacklevel=3)
+    else:
+        problems.append((path, reason))
+
+
+def list_images(directory, *, problems=None, strict=False) -> list[str]:
     """Paths of the image files under ``directory``, recursively, in sorted order.
 
     A file counts as an image by its extension (:data:`IMAGE_EXTENSIONS`, any
     case); hidden files and folders (names starting with ``.``) are ignored.
+
+    Unreadable sub-folders and image files (no permission) are not silently
+    left out: each is appended to ``problems`` as ``(path, reason)`` when a
+    list is given, else warned about; ``strict=True`` raises instead.
+    Files that cannot be *decoded* are found later, by the pipeline.
+
+    Raises:
+        ValueError: ``directory`` is not a folder, or cannot be read (the reason is given).
     """
     directory = _check_dir(directory, "directory")
+    try:
+        os.listdir(directory)
+    except OSError as e:
+        raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
     found = []
-    for root, dirs, files in os.walk(directory):
+
+    def on_error(e):
+        report_unreadable(problems, e.filename, e.strerror or str(e), strict, "folder")
+
+    for root, dirs, files in os.walk(directory, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(root, name))
+                path = os.path.join(root, name)
+                if os.access(path, os.R_OK):
+                    found.append(path)
+                else:
+                    report_unreadable(problems, path, "Permission denied", strict, "file")
     return found
 
 
-def class_folder_split(data_dir, val_split=0.2, seed=1337):
+def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
     """Split a class-per-folder image tree into training and validation files.
 
     Every sub-directory of ``data_dir`` is a class (sorted by name: label 0 is
     the first); its images (found recursively) are shuffled with ``seed`` and
     ``round(val_split * n)`` of them go to validation, per class, so every
     class is represented in both parts whenever it has at least 2 images.
-    Files that do not start like an image (:func:`looks_like_image`) are
-    skipped with a warning.
+    Files that do not start like an image (:func:`looks_like_image`) and
+    unreadable files and folders are skipped, each with its path and reason:
+    appended to ``problems`` when a list is given, else warned about.
 
     Returns:
         ``(train_paths, train_labels, val_paths, val_labels, class_names)``;
@@ -82,14 +116,19 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337):
         )
     rng = np.random.default_rng(seed)
     train, val = [], []
+    warn = problems is None
+    problems = [] if warn else problems
+    reported = len(problems)
     for label, name in enumerate(class_names):
-        files = list_images(os.path.join(data_dir, name))
-        bad = [p for p in files if not looks_like_image(p)]
-        if bad:
-            warnings.warn(
-                f"Skipping {len(bad)} file(s) that are not JPEG/PNG/GIF/BMP images: {bad}", stacklevel=2
-            )
-            files = [p for p in files if p not in set(bad)]
+        files = []
+        for path in list_images(os.path.join(data_dir, name), problems=problems):
+            try:
+                if looks_like_image(path):
+                    files.append(path)
+                else:
+                    problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
+            except OSError as e:
+                problems.append((path, e.strerror or str(e)))
         if not files:
             raise ValueError(
                 f"Class folder {os.path.join(data_dir, name)!r} has no image files "
@@ -102,7 +141,10 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337):
         val += [(files[i], label) for i in order[:n_val]]
         train += [(files[i], label) for i in order[n_val:]]
 
+    for path, reason in problems[reported:] if warn else []:
+        warnings.warn(f"Skipping {path!r}: {reason}", stacklevel=2)
+
     def unzip(pairs):
-        return [p for p, _ in pairs], np.array([l for _, l in pairs], dtype="int32")
+        return [p for p, _ in pairs], np.array([label for _, label in pairs], dtype="int32")
 
     return (*unzip(train), *unzip(val), class_names)

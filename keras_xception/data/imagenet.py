@@ -33,9 +33,11 @@ import glob
 import importlib.util
 import os
 import re
+import warnings
 
 from keras_xception.model.imagenet import class_index
 from keras_xception.data.dataset import Records
+from keras_xception.data.files import report_unreadable
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -161,7 +163,7 @@ def _tfds_prepared(builder) -> bool:
     return tf.io.gfile.exists(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))
 
 
-def folder_records(directory) -> Records:
+def folder_records(directory, *, strict=False) -> Records:
     """Images in a folder, labelled by the ImageNet validation ground truth or by sub-folder.
 
     Two layouts are recognised:
@@ -172,7 +174,9 @@ def folder_records(directory) -> Records:
 
     Files are listed in sorted order. Other files in a flat folder are
     ignored; a class tree with a sub-folder that is not an ImageNet-1k WordNet
-    id is an error.
+    id is an error. A class folder that cannot be read is skipped with a
+    warning and listed in the records' ``problems`` (``strict=True``: an
+    error); files that cannot be read or decoded are found by the pipeline.
     """
     import tensorflow as tf
 
@@ -182,7 +186,11 @@ def folder_records(directory) -> Records:
             f"No such folder: {directory!r}. {DOWNLOAD_HINT}, extract it "
             f"(`mkdir val && tar -xf {VAL_TAR} -C val`) and pass the folder."
         )
-    entries = sorted(os.listdir(directory))
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as e:
+        raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
+    problems = []
     subdirs = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
     names, labels = [], []
     if subdirs and not any(_VAL_NAME.match(e) for e in entries):
@@ -195,7 +203,12 @@ def folder_records(directory) -> Records:
                 + (" ..." if len(unknown) > 5 else "")
             )
         for d in subdirs:
-            for f in sorted(os.listdir(os.path.join(directory, d))):
+            try:
+                files = sorted(os.listdir(os.path.join(directory, d)))
+            except OSError as e:
+                report_unreadable(problems, os.path.join(directory, d), e.strerror or str(e), strict, "folder")
+                continue
+            for f in files:
                 if f.lower().endswith(IMAGE_EXTENSIONS):
                     names.append(os.path.join(directory, d, f))
                     labels.append(index[d])
@@ -220,7 +233,9 @@ def folder_records(directory) -> Records:
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(names), tf.constant(labels, tf.int64), tf.constant(names))
     )
-    return Records(ds, True, len(names), f"{directory} ({layout})")
+    for path, reason in problems:
+        warnings.warn(f"Skipping unreadable folder {path!r}: {reason}", stacklevel=2)
+    return Records(ds, True, len(names), f"{directory} ({layout})", problems=tuple(problems))
 
 
 def tfrecord_records(file_pattern, label_offset=1) -> Records:

@@ -64,8 +64,10 @@ def extract_features(
     image_size=None,
     batch_size=32,
     model=None,
+    transform=None,
     runtime="keras",
     verbose=1,
+    strict=False,
 ):
     """Features of every image in ``source`` (a directory, searched recursively, or a list of files).
 
@@ -77,16 +79,23 @@ def extract_features(
         image_size: Square side (or ``(height, width)``); default: the
             weights' evaluation size, 299.
         batch_size: Images per forward pass.
-        model: A ready :func:`pooled_feature_model` model (skips building one;
-            its input size must match ``image_size``).
+        model: A ready model to run instead of :func:`pooled_feature_model`
+            (its input size must match the transform's; any single-input
+            model, e.g. a classifier: its outputs are returned).
+        transform: The :class:`~keras_xception.data.transform.Transform`
+            (default: :func:`~keras_xception.data.transform.resolve_transform`
+            of ``weights`` and ``model``, ``image_size`` overriding the size).
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
             :class:`keras_xception.Predictor` runtime (``"auto"``,
             ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
-        verbose: 1 shows a progress bar.
+        verbose: 0 silent, 1 a progress bar, 2 one line at the end.
+        strict: Raise ``ValueError`` at the first file or folder that cannot
+            be read instead of skipping it.
 
     Returns:
-        A :class:`FeatureSet`. Files that cannot be read as images are skipped
-        with a warning and listed in ``skipped``.
+        A :class:`FeatureSet`. Files and folders that cannot be read (no
+        permission, not an image, truncated) are skipped with a warning
+        naming each one and its reason, and listed in ``skipped``.
 
     Raises:
         ValueError: bad arguments, no image files, or no readable image.
@@ -99,14 +108,15 @@ def extract_features(
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isdir(source):
             raise ValueError(f"`source` must be an existing directory or a list of files; received {source!r}.")
-        paths = list_images(source)
-        if not paths:
+        paths = list_images(source, problems=skipped, strict=strict)
+        if not paths and not skipped:
             raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
     else:
         paths = [os.fspath(p) for p in source]
         if not paths:
             raise ValueError("`source` is an empty list of files.")
-    transform = resolve_transform(weights, target_size=image_size)
+    if transform is None:
+        transform = resolve_transform(weights, model=model, target_size=image_size)
     if model is None:
         model = pooled_feature_model(weights, layer, transform.target_size)
     elif tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):
@@ -120,12 +130,18 @@ def extract_features(
     progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
     for index, images, _, ok in decode_records(records, transform).batch(batch_size):
         ok = ok.numpy()
-        bad += [int(i) for i in index.numpy()[~ok]]
+        new_bad = [int(i) for i in index.numpy()[~ok]]
+        if strict and new_bad:
+            _, name, reason = explain(records, new_bad[:1], transform)[0]
+            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
+        bad += new_bad
         if ok.any():
             x = transform.preprocess(images.numpy()[ok])
             features.append(np.asarray(predict(x), dtype="float32"))
             kept += [paths[int(i)] for i in index.numpy()[ok]]
         progbar.add(len(ok))
+    for path, reason in skipped:  # unreadable folders and files found while listing
+        warnings.warn(f"Skipping unreadable {path!r}: {reason}", stacklevel=2)
     for _, name, reason in explain(records, bad, transform):
         skipped.append((name, reason))
         warnings.warn(f"Skipping unreadable image {name!r}: {reason}", stacklevel=2)

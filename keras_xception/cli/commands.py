@@ -1,0 +1,350 @@
+"""The commands of ``keras-xception``: each takes the parsed arguments and the real standard output
+(results go there; progress and messages go to standard error) and returns the exit status.
+
+Heavy modules are imported inside the commands, so the parser answers without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+__all__ = [
+    "PartialFailure",
+    "sample_image",
+    "predict",
+    "extract",
+    "evaluate",
+    "weights_list",
+    "weights_download",
+    "weights_verify",
+    "weights_convert",
+    "summary",
+    "export",
+]
+
+
+class PartialFailure(Exception):
+    """The command did its work for part of the input; the message is the summary line (exit 1)."""
+
+
+def sample_image() -> str:
+    """Path of a sample photo that an installed dependency ships (matplotlib's Grace Hopper)."""
+    import matplotlib.cbook
+
+    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def _check_out_dir(path, flag):
+    """A clear error up front (not after the work) when an output file's folder is missing."""
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"{flag}: the folder {folder!r} of {path!r} does not exist.")
+
+
+def _report_skipped(skipped, total, what="images"):
+    """Raise :class:`PartialFailure` with a summary when some inputs were skipped (each was warned about)."""
+    if skipped:
+        raise PartialFailure(f"{len(skipped)} of {total} {what} could not be read and were skipped (listed above).")
+
+
+def _image_paths(inputs, strict):
+    """Image files from files and folders (folders searched recursively); ``(paths, problems)``."""
+    from keras_xception.data.files import list_images
+
+    paths, problems = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            paths += list_images(item, problems=problems, strict=strict)
+        elif os.path.exists(item) or not strict:
+            paths.append(item)  # unreadable or undecodable files are reported by the pipeline
+        else:
+            raise ValueError(f"No such file or folder: {item!r}.")
+    return paths, problems
+
+
+def _imagenet_classifier(weights):
+    """The 1000-class ImageNet Xception for ``predict``; a clear error for weights without that classifier."""
+    from keras_xception.pretrained import formats, loading
+    from keras_xception.xception import Xception
+
+    record, path = loading.resolve_weights(weights)
+    if record is not None:
+        classes = record.classes if record.include_top else None
+    else:
+        classes = formats.top_classes(path) if path else 1000
+    if classes is None:
+        raise ValueError(
+            f"--weights {weights!r} holds no classifier (an Xception without its top), so predict has no "
+            f"classes to name. For feature vectors use `keras-xception extract DIR --weights {weights}`; to "
+            "classify your own classes, train a classifier on the backbone (keras_xception.transfer: "
+            "build_classifier + train_head) and run that model."
+        )
+    if classes != 1000:
+        raise ValueError(
+            f"--weights {weights!r} has a {classes}-class classifier; predict names ImageNet's 1000 classes. "
+            "Load that model in Python (keras.saving.load_model) to use its own classes."
+        )
+    return Xception(weights=weights)
+
+
+def predict(args, stdout) -> int:
+    import numpy as np
+
+    from keras_xception.data.transform import load_image, resolve_transform
+    from keras_xception.model.imagenet import decode_predictions
+    from keras_xception.tasks.extraction import extract_features
+
+    _check_out_dir(args.cam, "--cam")
+    paths, skipped = _image_paths(args.images or [sample_image()], args.strict)
+    model = _imagenet_classifier(args.weights)
+    transform = resolve_transform(args.weights, model=model)
+    result = extract_features(
+        paths, model=model, transform=transform, batch_size=args.batch_size, runtime=args.runtime,
+        verbose=args.verbose, strict=args.strict,
+    )
+    skipped = skipped + list(result.skipped)
+    tops = decode_predictions(result.features, top=args.top) if len(result.paths) else []
+    if args.cam:
+        from keras_xception.tasks.gradcam import grad_cam, save_cam_figure
+
+        panels = []
+        for path, probs, top in zip(result.paths, result.features, tops):
+            image = load_image(path, transform)
+            heatmap, _ = grad_cam(model, transform.preprocess(image[None]), class_index=int(np.argmax(probs)))
+            panels.append((image, heatmap, f"{os.path.basename(path)}: {top[0][1]} ({top[0][2]:.3g})"))
+        if panels:
+            save_cam_figure(args.cam, panels)
+            print(f"Grad-CAM heatmaps written to {args.cam}", file=sys.stderr)
+    if args.json:
+        out = [
+            {"path": path, "predictions": [dict(wnid=w, name=n, score=s) for w, n, s in top]}
+            for path, top in zip(result.paths, tops)
+        ]
+        out += [{"path": path, "error": reason} for path, reason in skipped]
+        json.dump(out, stdout, indent=2)
+        print(file=stdout)
+    else:
+        for path, top in zip(result.paths, tops):
+            print(path, file=stdout)
+            for rank, (wnid, name, score) in enumerate(top, 1):
+                print(f"  {rank}. {name:<30} {wnid}  {score:.4f}", file=stdout)
+    _report_skipped(skipped, len(result.paths) + len(skipped))
+    return 0
+
+
+def extract(args, stdout) -> int:
+    from keras_xception.tasks.extraction import extract_features, save_features
+
+    if not os.path.isdir(args.dir):
+        raise ValueError(f"DIR must be an existing folder; received {args.dir!r}.")
+    _check_out_dir(args.out, "--out")
+    result = extract_features(
+        args.dir,
+        weights=args.weights,
+        layer=args.layer,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        runtime=args.runtime,
+        verbose=args.verbose,
+        strict=args.strict,
+    )
+    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
+    save_features(out, result)
+    n, d = result.features.shape
+    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
+    print(out, file=stdout)
+    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
+    return 0
+
+
+def evaluate(args, stdout) -> int:
+    """ImageNet top-1/top-5 of an Xception weight set over one of the three data sources."""
+    from keras_xception.tasks import evaluation
+
+    # The strategy first: multi-worker must be set up before TensorFlow runs anything.
+    strategy = evaluation.make_strategy(args.strategy)
+    from keras_xception.data import imagenet
+    from keras_xception.data.transform import resolve_transform
+    from keras_xception.xception import Xception
+
+    if args.tfds_manual_dir is not None and args.tfds_data_dir is None:
+        raise ValueError("--tfds-manual-dir needs --tfds-data-dir (where tfds writes the prepared data).")
+    _check_out_dir(args.report, "--report")
+    transform = resolve_transform(
+        args.weights,
+        target_size=args.image_size,
+        crop_fraction=args.crop_pct,
+        resize_mode=args.resize_mode,
+        interpolation=args.interpolation,
+    )
+    if args.tfds_data_dir is not None:
+        records = imagenet.tfds_records(args.tfds_data_dir, args.tfds_manual_dir)
+    elif args.val_dir is not None:
+        records = imagenet.folder_records(args.val_dir, strict=args.strict)
+    else:
+        records = imagenet.tfrecord_records(args.tfrecords, label_offset=args.label_offset)
+    input_shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+    report = evaluation.evaluate(
+        lambda: Xception(weights=args.weights, input_shape=input_shape),
+        records,
+        transform=transform,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        strategy=strategy,
+        strict=args.strict,
+        per_class=args.per_class,
+        runtime=args.runtime,
+        verbose=0 if args.quiet else args.verbose,
+    )
+    report["weights"] = args.weights
+    if evaluation.is_chief(strategy):
+        top = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        print(
+            f"top-1 {top(report['top1'])}  top-5 {top(report['top5'])}  over {report['count']} images "
+            f"({len(report['skipped'])} skipped), {report['images_per_second']} images/s, "
+            f"{report['elapsed_seconds']} s",
+            file=stdout,
+        )
+        if args.report:
+            with open(args.report, "w") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+    _report_skipped(report["skipped"], report["count"] + len(report["skipped"]))
+    return 0
+
+
+def weights_list(args, stdout) -> int:
+    from keras_xception.pretrained import download, registry
+
+    rows = []
+    for r in registry.list_records():
+        path = download.cached_path(r)
+        rows.append(dict(r.to_dict(), cached=os.path.isfile(path), cache_path=path))
+    if args.json:
+        json.dump(rows, stdout, indent=2)
+        print(file=stdout)
+        return 0
+    print(f"{'name':<18} {'top':<5} {'top1':>6} {'top5':>6}  {'cached':<7} file", file=stdout)
+    for r in rows:
+        acc = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
+        print(
+            f"{r['name']:<18} {str(r['include_top']):<5} {acc(r['top1']):>6} {acc(r['top5']):>6}  "
+            f"{'yes' if r['cached'] else 'no':<7} {r['file_name']}",
+            file=stdout,
+        )
+    mirror = os.environ.get(download.MIRROR_ENV, "")
+    print(f"cache: {download.cache_dir()}   mirror: ${download.MIRROR_ENV}={mirror}", file=stdout)
+    return 0
+
+
+def weights_download(args, stdout) -> int:
+    from keras_xception.pretrained import download
+
+    for name in args.names or ["imagenet", "imagenet_notop"]:
+        print(f"{name}: {download.get_file(name, force_download=args.force)}", file=stdout)
+    return 0
+
+
+def weights_verify(args, stdout) -> int:
+    """Registered sets' cached files (hash), and given files (they load into an Xception)."""
+    from keras_xception.pretrained import download, loading, registry
+
+    failed = []
+    names = args.names or ([] if args.file else [r.name for r in registry.list_records()])
+    for name in names:
+        r = registry.get_record(name)
+        path = download.cached_path(r)
+        if not os.path.isfile(path):
+            status = f"MISSING (run: keras-xception weights download {name})"
+            failed.append(name)
+        elif download.verify_file(path, r):
+            status = f"OK ({r.hash_algorithm} {r.file_hash})"
+        else:
+            digest = download.file_digest(path, r.hash_algorithm)
+            status = f"MISMATCH ({r.hash_algorithm} {digest}, expected {r.file_hash})"
+            failed.append(name)
+        print(f"{name}: {status}  {path}", file=stdout)
+    for path in args.file:
+        if not os.path.isfile(path):
+            raise ValueError(f"--file: no such file: {path!r}.")
+        _, top = loading.xception_from_file(path)
+        print(
+            f"{path}: loads into Xception(include_top={top}); sha256 {download.file_digest(path, 'sha256')}  "
+            f"md5 {download.file_digest(path, 'md5')}",
+            file=stdout,
+        )
+    if failed:
+        raise PartialFailure(f"{len(failed)} of {len(names)} weight sets missing or not matching: {', '.join(failed)}.")
+    return 0
+
+
+def weights_convert(args, stdout) -> int:
+    from keras_xception.pretrained import download, loading
+
+    _, top = loading.convert_weights(args.src, args.dst, format=args.format)
+    print(
+        f"wrote {args.dst} ({args.format}, include_top={top}); sha256 {download.file_digest(args.dst, 'sha256')}",
+        file=stdout,
+    )
+    return 0
+
+
+def summary(args, stdout) -> int:
+    from keras_xception.model import analysis
+    from keras_xception.xception import Xception
+
+    defaults = dict(residual=True, intermediate_activation=None, middle_flow_blocks=8, width_multiplier=1.0, output_stride=32)
+    if args.ablations:
+        variants = [dict(kw) for kw in analysis.ABLATIONS]
+    else:
+        kw = {k: getattr(args, k) for k in defaults}
+        variants = [{k: v for k, v in kw.items() if v != defaults[k]}]
+    rows, models = [], []
+    for kw in variants:
+        model = Xception(weights=None, include_top=not args.no_top, input_shape=(args.size, args.size, 3), **kw)
+        row = analysis.summary(model)
+        row["name"] = ", ".join(f"{k}={v}" for k, v in kw.items()) or "official"
+        rows.append(row)
+        models.append(model)
+    if args.json:
+        out = [dict(r, input_shape=list(r["input_shape"]), output_shape=list(r["output_shape"])) for r in rows]
+        if args.layers:
+            for r, m in zip(out, models):
+                r["layers"] = [dict(c.__dict__, output_shape=list(c.output_shape)) for c in analysis.layer_costs(m)]
+        json.dump(out, stdout, indent=2)
+        print(file=stdout)
+        return 0
+    if args.layers:
+        for r, m in zip(rows, models):
+            print(f"{r['name']}:", file=stdout)
+            print(f"  {'layer':<36} {'class':<20} {'output':>18} {'params':>10} {'MMACs':>10}", file=stdout)
+            for c in analysis.layer_costs(m):
+                shape = "x".join(str(d) for d in c.output_shape[1:])
+                print(f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}", file=stdout)
+    print(analysis.format_summary(rows), file=stdout)
+    return 0
+
+
+def export(args, stdout) -> int:
+    from keras_xception.deploy.export import ParityError
+    from keras_xception.deploy.export import export as write_artifact
+    from keras_xception.xception import Xception
+
+    shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+    pooling = None if args.include_top or args.pooling == "none" else args.pooling
+    model = Xception(include_top=args.include_top, weights=args.weights, input_shape=shape, pooling=pooling)
+    print(
+        f"exporting {model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
+        f"as {args.format} to {args.out} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        write_artifact(model, args.out, format=args.format, fold_bn=not args.no_fold_bn, check=not args.no_check)
+    except ParityError as e:
+        raise PartialFailure(f"parity check failed: {e}") from None
+    print(args.out, file=stdout)
+    return 0
