@@ -176,10 +176,11 @@ def test_export_openvino_round_trip(tmp_path, model, x, expected):
 
 
 def test_export_parity_check_can_fail(tmp_path, model, monkeypatch):
-    real = exporting._load_runner
-    monkeypatch.setattr(exporting, "_load_runner", lambda p, f: (lambda z: real(p, f)(z) * 1.01))
+    real = exporting.load_runner
+    monkeypatch.setattr(exporting, "load_runner", lambda p, f: (lambda z: real(p, f)(z) * 1.01))
     with pytest.raises(exporting.ParityError, match="disagrees"):
         exporting.export(model, tmp_path / "sm", format="savedmodel")
+    assert not (tmp_path / "sm").exists()  # the failed artifact is removed
 
 
 def test_export_bad_arguments(tmp_path, model, monkeypatch):

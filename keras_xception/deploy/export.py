@@ -16,7 +16,7 @@ import numpy as np
 from keras_xception.deploy.folding import fold_batchnorm
 from keras_xception.deploy.runtimes import FORMATS, require
 
-__all__ = ["export", "write", "FORMATS", "ParityError"]
+__all__ = ["export", "write", "load_runner", "FORMATS", "ParityError"]
 
 
 
@@ -24,8 +24,8 @@ class ParityError(RuntimeError):
     """The exported artifact's outputs differ from the Keras model's."""
 
 
-def _load_runner(path, format):
-    """A numpy -> numpy function running the exported artifact at ``path``."""
+def load_runner(path, format):
+    """A numpy -> numpy function running the exported artifact at ``path`` (written in ``format``)."""
     if format == "savedmodel":
         import tensorflow as tf
 
@@ -88,7 +88,8 @@ def export(model, path, format: str = "savedmodel", *, fold_bn: bool = True,
     Raises:
         ValueError: unknown format or a path that does not fit it.
         RuntimeNotInstalledError: the format's packages are missing (names the extra).
-        ParityError: the exported artifact disagrees with the Keras model.
+        ParityError: the exported artifact disagrees with the Keras model
+            (the artifact is removed).
     """
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {sorted(FORMATS)}; received format={format!r}.")
@@ -109,15 +110,33 @@ def export(model, path, format: str = "savedmodel", *, fold_bn: bool = True,
     os.makedirs(parent, exist_ok=True)
     write(exported, path, keras_format)
     if check:
-        x = np.random.default_rng(seed).uniform(-1, 1, (2,) + _check_input(model)).astype(np.float32)
-        expected = np.asarray(model.predict(x, verbose=0))
-        got = np.asarray(_load_runner(path, format)(x))
-        if got.shape != expected.shape:
-            raise ParityError(f"Exported {format} model at {path} returns shape {got.shape}, Keras {expected.shape}.")
-        diff = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
-        if not diff <= rtol:
-            raise ParityError(
-                f"Exported {format} model at {path} disagrees with the Keras model: relative max "
-                f"difference {diff:.3g} > rtol={rtol:g}."
-            )
+        try:
+            _check_parity(model, path, format, rtol, seed)
+        except BaseException:
+            _remove_artifact(path, format)  # a model that fails its check is not left behind
+            raise
     return path
+
+
+def _check_parity(model, path, format, rtol, seed):
+    x = np.random.default_rng(seed).uniform(-1, 1, (2,) + _check_input(model)).astype(np.float32)
+    expected = np.asarray(model.predict(x, verbose=0))
+    got = np.asarray(load_runner(path, format)(x))
+    if got.shape != expected.shape:
+        raise ParityError(f"Exported {format} model at {path} returns shape {got.shape}, Keras {expected.shape}.")
+    diff = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
+    if not diff <= rtol:
+        raise ParityError(
+            f"Exported {format} model at {path} disagrees with the Keras model: relative max "
+            f"difference {diff:.3g} > rtol={rtol:g}; it was removed."
+        )
+
+
+def _remove_artifact(path, format):
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    for p in [path] + ([os.path.splitext(path)[0] + ".bin"] if format == "openvino" else []):
+        if os.path.isfile(p):
+            os.remove(p)
