@@ -1,4 +1,4 @@
-"""CPU inference throughput: keras.applications.Xception vs keras_xception.inference.Predictor.
+"""CPU inference throughput: keras.applications.Xception vs keras_xception.Predictor.
 
 Measures images/s at several batch sizes (default 1, 8, 32; 299x299) for
 

@@ -13,7 +13,7 @@ size) in a class-per-folder tree, then measures, on the same files:
   whole image to 299; no crop);
 * ``model``: Xception at 299 (random weights: the speed is the same) on
   in-memory batches, i.e. the rate the pipeline must sustain;
-* ``evaluate``: :func:`keras_xception.evaluation.evaluate` end to end on the
+* ``evaluate``: :func:`keras_xception.evaluate` end to end on the
   first ``--eval-images`` files.
 
 The pipeline runs are interleaved (ours, plain, keras, ours, ...) and the median

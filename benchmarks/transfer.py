@@ -74,7 +74,7 @@ def main(argv=None):
 
     import keras
 
-    from keras_xception import folders, preprocess_input, transfer
+    from keras_xception import folders, preprocess_input, resolve_transform, transfer
 
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     keras.utils.set_random_seed(0)
@@ -85,8 +85,9 @@ def main(argv=None):
     )
     tp, tl, vp, vl, classes = folders.class_folder_split(tmp, 0.2, seed=0)
     size = (args.image_size,) * 2
-    train = folders.image_dataset(tp, tl, size, args.batch_size, shuffle=True, seed=0)
-    val = folders.image_dataset(vp, vl, size, args.batch_size)
+    t = resolve_transform(target_size=size)
+    train = folders.image_dataset(tp, t, labels=tl, batch_size=args.batch_size, shuffle=True, seed=0)
+    val = folders.image_dataset(vp, t, labels=vl, batch_size=args.batch_size)
     if args.cache_images:  # then both approaches measure model work only, not decoding
         train, val = train.cache(), val.cache()
         for _ in train.concatenate(val):
