@@ -181,6 +181,32 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
             transfer.unfreeze_top_blocks(model, bad)
 
 
+@pytest.mark.parametrize("middle", [1, 4, 10])
+def test_unfreeze_top_blocks_of_a_variant_backbone(middle):
+    """The top blocks are the backbone's own (block{5+m}, block{6+m} for m middle blocks), not block13/14."""
+    backbone = kx.Xception(
+        include_top=False, weights=None, middle_flow_blocks=middle, width_multiplier=0.25, input_shape=SHAPE
+    )
+    backbone.trainable = False
+    model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE)
+    head_weights = {id(w) for w in model.get_layer("head").trainable_weights}
+    exit1, exit2 = f"block{5 + middle}", f"block{6 + middle}"  # entry 2-4, middle 5..4+m, exit flow
+    expected = {f"{exit1}_residual_conv", f"{exit1}_sepconv1", f"{exit1}_sepconv2", f"{exit2}_sepconv1",
+                f"{exit2}_sepconv2"}
+
+    names = transfer.unfreeze_top_blocks(model, 2)
+
+    assert sorted(names) == sorted(expected)
+    trainable = {l.name for l in backbone.layers if l.trainable and l.weights}
+    assert trainable == expected
+    assert not any(l.trainable for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    # What fit will train: the head and exactly those layers' kernels.
+    kernels = {id(w) for name in expected for w in backbone.get_layer(name).weights}
+    assert {id(w) for w in model.trainable_weights} == head_weights | kernels
+    with pytest.raises(ValueError, match="blocks"):
+        transfer.unfreeze_top_blocks(model, 6 + middle)  # there are only 5 + m blocks
+
+
 def test_fine_tune_changes_only_the_top_blocks(data):
     train, val, classes = data
     backbone = _backbone(seed=3)
