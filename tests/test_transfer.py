@@ -157,6 +157,29 @@ def test_fast_path_model_saves_and_reloads_safely(data, tmp_path):
     assert reloaded.input_shape == (None,) + SHAPE
 
 
+def test_compute_features_runs_the_model_once_over_every_batch(capsys):
+    from keras_xception.tasks.extraction import predict_batches
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    kernel, bias = model.get_weights()
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(n, 3)).astype("float32") for n in (2, 1, 3)]
+    ys = [np.arange(len(x)) + 10 * i for i, x in enumerate(xs)]
+    feats, labels = transfer.compute_features(model, list(zip(xs, ys)), verbose=0)
+    assert feats.dtype == np.float32 and feats.shape == (6, 2)
+    np.testing.assert_allclose(feats, np.concatenate(xs) @ kernel + bias, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels, [0, 1, 10, 20, 21, 22])
+    with pytest.raises(ValueError, match=r"\(images, labels\)"):
+        transfer.compute_features(model, [xs[0]], verbose=0)
+    # The shared loop: a None batch is counted by the progress bar but not predicted.
+    calls = []
+    out = predict_batches(lambda x: calls.append(len(x)) or x * 2, [(xs[0], 2), (None, 4), (xs[2], 3)], total=9)
+    assert calls == [2, 3]
+    np.testing.assert_array_equal(out, np.concatenate([xs[0], xs[2]]) * 2)
+    assert "9/9" in capsys.readouterr().out
+    assert predict_batches(lambda x: x, [(None, 1)], verbose=0) is None
+
+
 def test_train_head_arguments(data):
     train, val, _ = data
     model = transfer.build_classifier(2, backbone=transfer.build_backbone(None, SHAPE), input_shape=SHAPE)
