@@ -66,7 +66,9 @@ def test_find_xception_error_names_what_is_missing():
         find_xception(model)
     message = str(err.value)
     assert "'not_xception'" in message
-    assert all(name in message for name in ("block1_conv1", "block1_conv2_act", "block2_sepconv1"))
+    assert "(missing: 'block1_conv2_act', 'block2_sepconv1')" in message  # block1_conv1 is there
+    with pytest.raises(ValueError, match="missing: 'block1_conv1', 'block1_conv2_act', 'block2_sepconv1'"):
+        find_xception(keras.Model(inputs, keras.Model(inputs, keras.layers.Flatten()(inputs))(inputs)))
 
 
 # ---------------------------------------------------------------- spec_of

@@ -47,20 +47,25 @@ def find_xception(model) -> keras.Model:
     """The model holding the Xception layers of ``model``: itself, or a nested model (breadth first).
 
     Raises:
-        ValueError: if ``model`` contains no Xception (no layers ``block1_conv1``,
-            ``block1_conv2_act`` and ``block2_sepconv1...``).
+        ValueError: if ``model`` contains no Xception (no model with layers
+            ``block1_conv1``, ``block1_conv2_act`` and ``block2_sepconv1...``);
+            the message names those missing from ``model`` and its nested models.
     """
-    stack = [model]
+    stack, seen = [model], set()
     while stack:
         m = stack.pop(0)
         layers = getattr(m, "layers", None) or []
         if _is_xception(layers):
             return m
+        seen.update(layer.name for layer in layers)
         stack.extend(layer for layer in layers if isinstance(layer, keras.Model))
+    missing = [n for n in _STEM if n not in seen]
+    missing += [] if any(n.startswith("block2_sepconv1") for n in seen) else ["block2_sepconv1"]
     raise ValueError(
         f"`model` must be or contain an Xception (built by keras_xception.Xception or "
-        f"keras.applications.Xception); {getattr(model, 'name', model)!r} has no layers "
-        f"{_STEM[0]!r}, {_STEM[1]!r} and 'block2_sepconv1'."
+        f"keras.applications.Xception): a model with layers {_STEM[0]!r}, {_STEM[1]!r} and "
+        f"'block2_sepconv1...'; {getattr(model, 'name', model)!r} has none"
+        + (f" (missing: {', '.join(map(repr, missing))})." if missing else " (they are spread over several models).")
     )
 
 
