@@ -1,14 +1,13 @@
-"""Feature extraction (Python API and `keras-xception extract`) and Grad-CAM (`predict --cam`)."""
+"""Feature extraction (Python API and `keras-xception extract`); Grad-CAM is in test_gradcam.py."""
 
 
 import numpy as np
 import pytest
 
-from conftest import SMALL, randomize, rel_diff
+from conftest import SMALL, rel_diff
 
-from keras_xception import Xception, cli, folders, load_image, preprocess_input  # noqa: E402
+from keras_xception import cli, folders, load_image, preprocess_input  # noqa: E402
 from keras_xception.tasks.extraction import extract_features, pooled_feature_model  # noqa: E402
-from keras_xception.tasks.gradcam import grad_cam  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,59 +107,4 @@ def test_extract_cli_bad_paths(tmp_path, capsys):
     assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "f.npz"), "--weights", "imagenet"]) == 2
     assert "No image files" in capsys.readouterr().err
     assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "no" / "f.npz")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- Grad-CAM
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return randomize(Xception(weights=None, input_shape=(SMALL, SMALL, 3)), seed=6)
-
-
-def test_grad_cam_equals_cam_for_a_global_average_pooled_linear_top(classifier, images):
-    """With GAP + Dense on top, dy_c/dA_k(i,j) = W[k, c] / (h w): Grad-CAM is CAM (Zhou et al. 2016)."""
-    import keras
-
-    x = preprocess_input(images[:1])
-    heatmap, c = grad_cam(classifier, x)
-    probs = classifier.predict(x, verbose=0)[0]
-    assert c == int(np.argmax(probs))
-    acts = keras.Model(classifier.inputs, classifier.get_layer("block14_sepconv2_act").output).predict(x, verbose=0)[0]
-    kernel = classifier.get_layer("predictions").get_weights()[0]
-    for cls in (c, (c + 1) % 1000):
-        cam = np.maximum(acts @ kernel[:, cls], 0)
-        expected = cam / cam.max() if cam.max() > 0 else cam
-        got, _ = grad_cam(classifier, x[0], class_index=cls)
-        assert got.shape == acts.shape[:2] and 0 <= got.min() and got.max() <= 1
-        np.testing.assert_allclose(got, expected, atol=1e-4)
-
-
-def test_grad_cam_bad_arguments(classifier, images):
-    x = preprocess_input(images[:1])
-    with pytest.raises(ValueError, match="layer"):
-        grad_cam(classifier, x, layer="nope")
-    with pytest.raises(ValueError, match="class_index"):
-        grad_cam(classifier, x, class_index=1000)
-    with pytest.raises(ValueError, match="one image"):
-        grad_cam(classifier, preprocess_input(images))
-
-
-def test_predict_cam_writes_a_png_and_keeps_the_predictions(tmp_path, capsys):
-    m = Xception(weights=None)
-    w = str(tmp_path / "w.weights.h5")
-    m.save_weights(w)
-    out = str(tmp_path / "cam.png")
-    assert cli.main(["predict", "--weights", w, "--top", "2", "--json", "--cam", out]) == 0
-    import json
-
-    printed = json.loads(capsys.readouterr().out)
-    assert len(printed[0]["predictions"]) == 2
-    with open(out, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    import matplotlib.image
-
-    assert matplotlib.image.imread(out).shape[2] in (3, 4)
-    assert cli.main(["predict", "--weights", w, "--cam", str(tmp_path / "no" / "cam.png")]) == 2
     assert "does not exist" in capsys.readouterr().err

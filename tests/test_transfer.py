@@ -157,6 +157,29 @@ def test_fast_path_model_saves_and_reloads_safely(data, tmp_path):
     assert reloaded.input_shape == (None,) + SHAPE
 
 
+def test_compute_features_runs_the_model_once_over_every_batch(capsys):
+    from keras_xception.tasks.extraction import predict_batches
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    kernel, bias = model.get_weights()
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(n, 3)).astype("float32") for n in (2, 1, 3)]
+    ys = [np.arange(len(x)) + 10 * i for i, x in enumerate(xs)]
+    feats, labels = transfer.compute_features(model, list(zip(xs, ys)), verbose=0)
+    assert feats.dtype == np.float32 and feats.shape == (6, 2)
+    np.testing.assert_allclose(feats, np.concatenate(xs) @ kernel + bias, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels, [0, 1, 10, 20, 21, 22])
+    with pytest.raises(ValueError, match=r"\(images, labels\)"):
+        transfer.compute_features(model, [xs[0]], verbose=0)
+    # The shared loop: a None batch is counted by the progress bar but not predicted.
+    calls = []
+    out = predict_batches(lambda x: calls.append(len(x)) or x * 2, [(xs[0], 2), (None, 4), (xs[2], 3)], total=9)
+    assert calls == [2, 3]
+    np.testing.assert_array_equal(out, np.concatenate([xs[0], xs[2]]) * 2)
+    assert "9/9" in capsys.readouterr().out
+    assert predict_batches(lambda x: x, [(None, 1)], verbose=0) is None
+
+
 def test_train_head_arguments(data):
     train, val, _ = data
     model = transfer.build_classifier(2, backbone=transfer.build_backbone(None, SHAPE), input_shape=SHAPE)
@@ -179,6 +202,32 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
     for bad in (0, 14, "2", True):
         with pytest.raises(ValueError, match="blocks"):
             transfer.unfreeze_top_blocks(model, bad)
+
+
+@pytest.mark.parametrize("middle", [1, 4, 10])
+def test_unfreeze_top_blocks_of_a_variant_backbone(middle):
+    """The top blocks are the backbone's own (block{5+m}, block{6+m} for m middle blocks), not block13/14."""
+    backbone = kx.Xception(
+        include_top=False, weights=None, middle_flow_blocks=middle, width_multiplier=0.25, input_shape=SHAPE
+    )
+    backbone.trainable = False
+    model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE)
+    head_weights = {id(w) for w in model.get_layer("head").trainable_weights}
+    exit1, exit2 = f"block{5 + middle}", f"block{6 + middle}"  # entry 2-4, middle 5..4+m, exit flow
+    expected = {f"{exit1}_residual_conv", f"{exit1}_sepconv1", f"{exit1}_sepconv2", f"{exit2}_sepconv1",
+                f"{exit2}_sepconv2"}
+
+    names = transfer.unfreeze_top_blocks(model, 2)
+
+    assert sorted(names) == sorted(expected)
+    trainable = {l.name for l in backbone.layers if l.trainable and l.weights}
+    assert trainable == expected
+    assert not any(l.trainable for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    # What fit will train: the head and exactly those layers' kernels.
+    kernels = {id(w) for name in expected for w in backbone.get_layer(name).weights}
+    assert {id(w) for w in model.trainable_weights} == head_weights | kernels
+    with pytest.raises(ValueError, match="blocks"):
+        transfer.unfreeze_top_blocks(model, 6 + middle)  # there are only 5 + m blocks
 
 
 def test_fine_tune_changes_only_the_top_blocks(data):

@@ -47,20 +47,25 @@ def find_xception(model) -> keras.Model:
     """The model holding the Xception layers of ``model``: itself, or a nested model (breadth first).
 
     Raises:
-        ValueError: if ``model`` contains no Xception (no layers ``block1_conv1``,
-            ``block1_conv2_act`` and ``block2_sepconv1...``).
+        ValueError: if ``model`` contains no Xception (no model with layers
+            ``block1_conv1``, ``block1_conv2_act`` and ``block2_sepconv1...``);
+            the message names those missing from ``model`` and its nested models.
     """
-    stack = [model]
+    stack, seen = [model], set()
     while stack:
         m = stack.pop(0)
         layers = getattr(m, "layers", None) or []
         if _is_xception(layers):
             return m
+        seen.update(layer.name for layer in layers)
         stack.extend(layer for layer in layers if isinstance(layer, keras.Model))
+    missing = [n for n in _STEM if n not in seen]
+    missing += [] if any(n.startswith("block2_sepconv1") for n in seen) else ["block2_sepconv1"]
     raise ValueError(
         f"`model` must be or contain an Xception (built by keras_xception.Xception or "
-        f"keras.applications.Xception); {getattr(model, 'name', model)!r} has no layers "
-        f"{_STEM[0]!r}, {_STEM[1]!r} and 'block2_sepconv1'."
+        f"keras.applications.Xception): a model with layers {_STEM[0]!r}, {_STEM[1]!r} and "
+        f"'block2_sepconv1...'; {getattr(model, 'name', model)!r} has none"
+        + (f" (missing: {', '.join(map(repr, missing))})." if missing else " (they are spread over several models).")
     )
 
 
@@ -82,6 +87,11 @@ def spec_of(model) -> XceptionSpec:
     ``intermediate_activation``, ``width_multiplier``, ``output_stride``) are
     read off the layers, then :func:`~keras_xception.model.spec.xception_spec`
     is rebuilt from them and checked against every weighted layer's shapes.
+    Channel counts are rounded (:func:`~keras_xception.model.spec.scale_channels`),
+    so the ``width_multiplier`` read back is the shortest decimal that gives
+    the model's shapes: 0.35 for a model built with 0.35 (720 output channels,
+    not 2048 x 0.35), and possibly another number for one built with many
+    digits, e.g. 0.254 for 0.252 (the same network).
 
     Raises:
         ValueError: if there is no Xception, or its layers match no spec.
@@ -109,25 +119,24 @@ def spec_of(model) -> XceptionSpec:
         if pool is not None:
             strides = pool.strides
             options["output_stride"] *= strides[0] if isinstance(strides, (tuple, list)) else strides
-    if options["width_multiplier"] == 1:
-        options["width_multiplier"] = 1.0
     try:
-        spec = xception_spec(**options)
+        xception_spec(**options)
     except ValueError as e:
         raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
-    built = _weighted_shapes(
+    got = dict(_weighted_shapes(
         [layer for layer in xception.layers if _BLOCK.match(layer.name) and "residual" not in layer.name]
-    )
-    from_spec = _spec_shapes(spec)
-    got = {name: shapes for name, shapes in built}
-    if any(got.get(name) not in (None, shapes) for name, shapes in from_spec.items()):
-        raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
-    return spec
+    ))
+    exact = options["width_multiplier"]
+    for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
+        spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
+        if spec and all(got.get(name) in (None, shapes) for name, shapes in _spec_shapes(spec).items()):
+            return spec
+    raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
 
 
 def _spec_shapes(spec):
-    """Kernel shapes of the separable convolutions of ``spec`` (channels_last), by layer name."""
-    shapes = {}
+    """Kernel shapes of ``block1_conv2`` and of the separable convolutions of ``spec``, by layer name."""
+    shapes = {"block1_conv2": [(3, 3, *spec.stem_filters)]}
     cin = spec.stem_filters[1]
     for block in spec.blocks:
         for i, cout in enumerate(block.filters, start=1):
@@ -190,6 +199,7 @@ def tap(model, outputs=(), inputs=()) -> keras.Model:
         ValueError: for a name that is no layer of ``model``.
     """
     model_inputs, taps, model_outputs = tap_tensors(model, outputs, inputs)
+    model_inputs = model_inputs[0] if len(model_inputs) == 1 else model_inputs  # called with a tensor, as model is
     return keras.Model(model_inputs, taps + model_outputs, name=f"{model.name}_tap")
 
 

@@ -15,10 +15,15 @@ reduces them across replicas; the loop ends at the first step in which no
 replica saw a real example. Examples that failed to decode are invalid too;
 their indices are gathered from all replicas and explained at the end (or, with
 ``strict=True``, at once, as an error).
+
+The code is in that order: the input (``_replica_dataset``), the step
+(``_replica_step`` on each replica, ``_distributed_step`` across them), the
+report (``_report``), and :func:`evaluate`, the loop that ties them together.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
@@ -101,6 +106,137 @@ def _scores_function(model, runtime, replicas, num_classes):
     return scores
 
 
+# ---------------------------------------------------------------- input
+
+
+def _replica_dataset(ctx, *, records, transform, batch_size):
+    """The batches of one input pipeline (``ctx``: a ``tf.distribute.InputContext``).
+
+    Its shard of the records (by index, before decoding: see
+    :func:`~keras_xception.data.dataset.decode_records`), then padding
+    examples without end (index -1, a zero image, label 0, ``ok`` False), in
+    per-replica batches of ``(index, image, label, ok)``: every replica gets
+    full batches for as long as the loop runs.
+    """
+    import tensorflow as tf
+
+    per_replica = ctx.get_per_replica_batch_size(batch_size)
+    ds = decode_records(records, transform, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+    pad = tf.data.Dataset.from_tensors(
+        (tf.constant(-1, tf.int64), tf.zeros(transform.target_size + (3,)), tf.constant(0, tf.int64), False)
+    ).repeat()
+    return ds.concatenate(pad).batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------- step
+
+# The entries of a step's sums: valid examples, top-1 hits, top-5 hits, real examples (valid or not).
+_COUNT, _TOP1, _TOP5, _SEEN = range(4)
+
+
+def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes):
+    """One replica's batch -> ``(sums, per_class, bad)``.
+
+    ``sums``: see ``_COUNT``.. ``_SEEN``; ``per_class``: count, top-1 and
+    top-5 hits per class (3 x ``num_classes``); ``bad``: the index of every
+    real example that failed to decode, -1 for the others. Only valid
+    examples (``ok``) count; a label outside the model's classes fails an
+    assertion whose message names ``label_offset``.
+    """
+    import keras
+    import tensorflow as tf
+
+    scores = scores_of(transform.preprocess(image))
+    label = tf.where(ok, label, tf.zeros_like(label))
+    tf.debugging.assert_non_negative(label, message="class label < 0: wrong label_offset?")
+    tf.debugging.assert_less(
+        label, tf.constant(num_classes, label.dtype),
+        message=f"class label >= {num_classes} (the model's classes): wrong label_offset?",
+    )
+    w = tf.cast(ok, tf.float32)
+    hit1 = keras.metrics.sparse_categorical_accuracy(label, scores) * w
+    hit5 = keras.metrics.sparse_top_k_categorical_accuracy(label, scores, k=min(5, num_classes)) * w
+    real = tf.cast(index >= 0, tf.float32)
+    sums = tf.stack([tf.reduce_sum(w), tf.reduce_sum(hit1), tf.reduce_sum(hit5), tf.reduce_sum(real)])
+    per_class = tf.stack([tf.math.unsorted_segment_sum(v, label, num_classes) for v in (w, hit1, hit5)])
+    bad = tf.where(tf.logical_and(index >= 0, tf.logical_not(ok)), index, tf.constant(-1, tf.int64))
+    return sums, per_class, bad
+
+
+def _distributed_step(strategy, replica_step):
+    """A ``tf.function``: a distributed batch -> sums and per-class sums over all replicas, bad indices gathered."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(batch):
+        sums, per_class, bad = strategy.run(replica_step, args=batch)
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, per_class, axis=None),
+            strategy.gather(bad, axis=0),
+        )
+
+    return step
+
+
+def _run_step(step, batch, records, num_classes):
+    """``step(batch)`` in NumPy: int64 sums and per-class sums, and the list of bad indices.
+
+    A label outside ``[0, num_classes)`` becomes a ``ValueError`` about ``label_offset``.
+    """
+    import tensorflow as tf
+
+    try:
+        sums, per_class, bad = step(batch)
+    except tf.errors.InvalidArgumentError as e:
+        if "label_offset" not in e.message:
+            raise
+        raise ValueError(
+            f"{records.description}: a class label is outside [0, {num_classes}). Wrong "
+            "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
+            "0-based ones need label_offset=0."
+        ) from None
+    as_int = lambda t: np.rint(t.numpy()).astype(np.int64)  # noqa: E731
+    return as_int(sums), as_int(per_class), [int(i) for i in bad.numpy() if i >= 0]
+
+
+# ---------------------------------------------------------------- report
+
+
+def _report(totals, class_totals, skipped, *, elapsed, records, model, num_classes, transform, batch_size,
+            strategy, per_class):
+    """The report dict of :func:`evaluate` from the summed ``totals`` / ``class_totals`` and ``skipped``."""
+    count, c1, c5 = (int(totals[i]) for i in (_COUNT, _TOP1, _TOP5))
+    report = dict(
+        top1=c1 / count if count else None,
+        top5=c5 / count if count else None,
+        count=count,
+        top1_correct=c1,
+        top5_correct=c5,
+        skipped=skipped,
+        source=records.description,
+        model=model.name,
+        num_classes=num_classes,
+        transform=transform.to_dict(),
+        batch_size=batch_size,
+        strategy=_strategy_name(strategy),
+        num_replicas=strategy.num_replicas_in_sync,
+        elapsed_seconds=round(elapsed, 3),
+        images_per_second=round(count / elapsed, 2) if elapsed > 0 else None,
+    )
+    if per_class:
+        names = imagenet_wnids() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+        report["per_class"] = {
+            names[k]: dict(count=int(n), top1=int(a) / int(n), top5=int(b) / int(n))
+            for k, (n, a, b) in enumerate(class_totals.T)
+            if n
+        }
+    return report
+
+
+# ---------------------------------------------------------------- evaluate
+
+
 def evaluate(
     model,
     records,
@@ -174,107 +310,43 @@ def evaluate(
         raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
     records = records.take(limit)
     chief = is_chief(strategy)
-
-    def dataset_fn(ctx):
-        per_replica = ctx.get_per_replica_batch_size(batch_size)
-        ds = decode_records(
-            records, transform, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id
-        )
-        pad = tf.data.Dataset.from_tensors(
-            (tf.constant(-1, tf.int64), tf.zeros(transform.target_size + (3,)), tf.constant(0, tf.int64), False)
-        ).repeat()
-        return ds.concatenate(pad).batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-    def replica_step(index, image, label, ok):
-        x = transform.preprocess(image)
-        scores = scores_of(x)
-        label = tf.where(ok, label, tf.zeros_like(label))
-        tf.debugging.assert_non_negative(
-            label, message="class label < 0: wrong label_offset?"
-        )
-        tf.debugging.assert_less(
-            label, tf.constant(num_classes, label.dtype),
-            message=f"class label >= {num_classes} (the model's classes): wrong label_offset?",
-        )
-        w = tf.cast(ok, tf.float32)
-        hit1 = keras.metrics.sparse_categorical_accuracy(label, scores) * w
-        hit5 = keras.metrics.sparse_top_k_categorical_accuracy(label, scores, k=min(5, num_classes)) * w
-        seg = lambda v: tf.math.unsorted_segment_sum(v, label, num_classes)  # noqa: E731
-        sums = tf.stack([tf.reduce_sum(w), tf.reduce_sum(hit1), tf.reduce_sum(hit5),
-                         tf.reduce_sum(tf.cast(index >= 0, tf.float32))])
-        per_cls = tf.stack([seg(w), seg(hit1), seg(hit5)])
-        bad = tf.where(tf.logical_and(index >= 0, tf.logical_not(ok)), index, tf.constant(-1, tf.int64))
-        return sums, per_cls, bad
-
-    @tf.function
-    def step(batch):
-        sums, per_cls, bad = strategy.run(replica_step, args=batch)
-        return (
-            strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.SUM, per_cls, axis=None),
-            strategy.gather(bad, axis=0),
-        )
+    step = _distributed_step(
+        strategy,
+        functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes),
+    )
 
     progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
     totals = np.zeros(4, np.int64)
     class_totals = np.zeros((3, num_classes), np.int64)
     skipped_idx = []
     start = time.perf_counter()
-    for batch in strategy.distribute_datasets_from_function(dataset_fn):
-        try:
-            sums, per_cls, bad = step(batch)
-        except tf.errors.InvalidArgumentError as e:
-            if "label_offset" not in e.message:
-                raise
-            raise ValueError(
-                f"{records.description}: a class label is outside [0, {num_classes}). Wrong "
-                "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
-                "0-based ones need label_offset=0."
-            ) from None
-        sums = np.rint(sums.numpy()).astype(np.int64)
-        if sums[3] == 0:  # no replica saw a real example: every shard is exhausted
+    batches = strategy.distribute_datasets_from_function(
+        functools.partial(_replica_dataset, records=records, transform=transform, batch_size=batch_size)
+    )
+    for batch in batches:
+        sums, per_class_sums, bad = _run_step(step, batch, records, num_classes)
+        if sums[_SEEN] == 0:  # no replica saw a real example: every shard is exhausted
             break
         totals += sums
-        class_totals += np.rint(per_cls.numpy()).astype(np.int64)
-        new_bad = [int(i) for i in bad.numpy() if i >= 0]
-        if new_bad and strict:
-            index, name, reason = explain(records, new_bad, transform)[0]
+        class_totals += per_class_sums
+        if bad and strict:
+            index, name, reason = explain(records, bad, transform)[0]
             raise ValueError(f"Cannot decode {name} (example {index}): {reason}. Without --strict/strict=True it would be skipped.")
-        skipped_idx += new_bad
+        skipped_idx += bad
         if progbar is not None:
-            progbar.add(int(sums[3]), [("top1", totals[1] / max(totals[0], 1))])
+            progbar.add(int(sums[_SEEN]), [("top1", totals[_TOP1] / max(totals[_COUNT], 1))])
     elapsed = time.perf_counter() - start
 
-    skipped = [dict(index=i, name=n, reason=r) for i, n, r in explain(records, skipped_idx, transform)]
-    for s in skipped if chief else []:
-        warnings.warn(f"Skipped {s['name']}: {s['reason']}", stacklevel=2)
-    count, c1, c5, seen = (int(v) for v in totals)
+    count, seen = int(totals[_COUNT]), int(totals[_SEEN])
     if count + len(skipped_idx) != seen:
         raise RuntimeError(f"Internal error: {seen} examples seen, {count} evaluated, {len(skipped_idx)} skipped.")
+    skipped = [dict(index=i, name=n, reason=r) for i, n, r in explain(records, skipped_idx, transform)]
+    for s in skipped if chief else []:  # (unreadable folders, records.problems, were warned about when listed)
+        warnings.warn(f"Skipped {s['name']}: {s['reason']}", stacklevel=2)
     if count == 0:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
-    report = dict(
-        top1=c1 / count if count else None,
-        top5=c5 / count if count else None,
-        count=count,
-        top1_correct=c1,
-        top5_correct=c5,
-        skipped=skipped,
-        source=records.description,
-        model=model.name,
-        num_classes=num_classes,
-        transform=transform.to_dict(),
-        batch_size=batch_size,
-        strategy=_strategy_name(strategy),
-        num_replicas=replicas,
-        elapsed_seconds=round(elapsed, 3),
-        images_per_second=round(count / elapsed, 2) if elapsed > 0 else None,
+    skipped += [dict(index=None, name=path, reason=reason) for path, reason in records.problems]
+    return _report(
+        totals, class_totals, skipped, elapsed=elapsed, records=records, model=model, num_classes=num_classes,
+        transform=transform, batch_size=batch_size, strategy=strategy, per_class=per_class,
     )
-    if per_class:
-        names = imagenet_wnids() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-        report["per_class"] = {
-            names[k]: dict(count=int(n), top1=int(a) / int(n), top5=int(b) / int(n))
-            for k, (n, a, b) in enumerate(class_totals.T)
-            if n
-        }
-    return report

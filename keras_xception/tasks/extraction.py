@@ -27,7 +27,7 @@ from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
 from keras_xception.xception import Xception
 
-__all__ = ["FeatureSet", "pooled_feature_model", "extract_features", "save_features"]
+__all__ = ["FeatureSet", "pooled_feature_model", "predict_batches", "extract_features", "save_features"]
 
 FeatureSet = collections.namedtuple("FeatureSet", ["features", "paths", "skipped"])
 FeatureSet.__doc__ = """Extracted features: ``features`` (N x D float32), ``paths`` (N strings, the
@@ -54,6 +54,28 @@ def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
             "Xception(include_top=False).summary())."
         )
     return feature_model(base, layer, pool=True, name="xception_features")
+
+
+def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=1):
+    """Run ``predict`` over ``batches`` with a progress bar; its outputs concatenated (float32).
+
+    ``batches`` yields ``(x, done)``: the inputs of one ``predict`` call
+    (None: nothing to predict in this batch) and by how many ``unit_name``
+    the batch advances a ``keras.utils.Progbar`` of ``total`` (None:
+    unknown). Returns None when ``predict`` was never called.
+    """
+    import keras
+
+    outputs, seen = [], 0
+    progbar = keras.utils.Progbar(total, unit_name=unit_name, verbose=verbose)
+    for x, done in batches:
+        if x is not None:
+            outputs.append(np.asarray(predict(x), dtype="float32"))
+        seen += done
+        progbar.update(seen)
+    if total is None or seen < total:
+        progbar.update(seen, finalize=True)
+    return np.concatenate(outputs) if outputs else None
 
 
 def extract_features(
@@ -100,8 +122,6 @@ def extract_features(
     Raises:
         ValueError: bad arguments, no image files, or no readable image.
     """
-    import keras
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
     skipped = []
@@ -126,20 +146,19 @@ def extract_features(
         )
     predict = predict_function(model, runtime)
     records = Records.from_files(paths)
-    features, kept, bad = [], [], []
-    progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
-    for index, images, _, ok in decode_records(records, transform).batch(batch_size):
-        ok = ok.numpy()
-        new_bad = [int(i) for i in index.numpy()[~ok]]
-        if strict and new_bad:
-            _, name, reason = explain(records, new_bad[:1], transform)[0]
-            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
-        bad += new_bad
-        if ok.any():
-            x = transform.preprocess(images.numpy()[ok])
-            features.append(np.asarray(predict(x), dtype="float32"))
-            kept += [paths[int(i)] for i in index.numpy()[ok]]
-        progbar.add(len(ok))
+    kept, bad = [], []
+
+    def readable_images():  # (the batch's readable images, preprocessed, or None; images read)
+        for index, images, _, ok in decode_records(records, transform).batch(batch_size):
+            index, ok = index.numpy(), ok.numpy()
+            if strict and not ok.all():
+                _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
+                raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
+            bad.extend(int(i) for i in index[~ok])
+            kept.extend(paths[int(i)] for i in index[ok])
+            yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
+
+    features = predict_batches(predict, readable_images(), total=len(paths), verbose=verbose)
     for path, reason in skipped:  # unreadable folders and files found while listing
         warnings.warn(f"Skipping unreadable {path!r}: {reason}", stacklevel=2)
     for _, name, reason in explain(records, bad, transform):
@@ -147,7 +166,7 @@ def extract_features(
         warnings.warn(f"Skipping unreadable image {name!r}: {reason}", stacklevel=2)
     if not kept:
         raise ValueError(f"None of the {len(paths)} image files could be read; skipped: {skipped}")
-    return FeatureSet(np.concatenate(features), kept, skipped)
+    return FeatureSet(features, kept, skipped)
 
 
 def save_features(path, feature_set):

@@ -1,8 +1,9 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017): where in the image the evidence for a class is.
 
 For a class ``c`` with score ``y_c`` (the logit, before softmax) and the
-activations ``A`` of a convolutional layer (``block14_sepconv2_act`` by
-default, Xception's last feature map), each channel ``k`` gets the weight
+activations ``A`` of a convolutional layer (by default the last feature map
+of the Xception in the model: ``block14_sepconv2_act`` for the official one),
+each channel ``k`` gets the weight
 ``alpha_k = mean_ij dy_c/dA_k(i, j)`` and the heatmap is
 ``relu(sum_k alpha_k A_k)``, scaled to [0, 1].
 
@@ -15,23 +16,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_xception.model.introspect import find_layer, tap
+from keras_xception.model.introspect import block_numbers, find_layer, tap
 
 __all__ = ["DEFAULT_LAYER", "grad_cam", "save_cam_figure"]
 
+#: The last feature map of the official Xception (the default ``layer`` for it).
 DEFAULT_LAYER = "block14_sepconv2_act"
 
 
-def grad_cam(model, image, class_index=None, layer=DEFAULT_LAYER):
+def grad_cam(model, image, class_index=None, layer=None):
     """Grad-CAM heatmap of ``model`` for one preprocessed image.
 
     Args:
-        model: A Keras classifier, e.g. ``Xception(include_top=True)``. When
-            its last layer is a Dense layer, the gradient is taken of that
-            layer's pre-activation output (the logit), as Grad-CAM prescribes.
-        image: One image, preprocessed, shape ``(H, W, 3)`` or ``(1, H, W, 3)``.
+        model: A Keras classifier, e.g. ``Xception(include_top=True)`` or a
+            :func:`~keras_xception.tasks.transfer.build_classifier` model
+            (nested backbone and head). When its last layer (or its nested
+            head's) is a Dense layer, the gradient is taken of that layer's
+            pre-activation output (the logit), as Grad-CAM prescribes.
+        image: One image as ``model`` takes it (scaled by ``preprocess_input``
+            for ``Xception``, raw [0, 255] for a ``build_classifier`` model
+            with preprocessing), shape ``(H, W, 3)`` or ``(1, H, W, 3)``.
         class_index: The class to explain (default: the top-scoring class).
-        layer: Name of the convolutional layer whose activations are weighted.
+        layer: Name of the convolutional layer whose activations are
+            weighted, anywhere in ``model`` (nested models included). Default:
+            the last feature map of the Xception in ``model``
+            (``block14_sepconv2_act`` for the official model,
+            ``block7_sepconv2_act`` for ``middle_flow_blocks=1``).
 
     Returns:
         ``(heatmap, class_index)``: a float32 array of the layer's spatial
@@ -45,6 +55,14 @@ def grad_cam(model, image, class_index=None, layer=DEFAULT_LAYER):
             f"Grad-CAM needs the TensorFlow backend (tf.GradientTape); the Keras backend is "
             f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
         )
+    if layer is None:
+        try:
+            layer = f"block{block_numbers(model)[-1]}_sepconv2_act"
+        except ValueError:
+            raise ValueError(
+                "`layer` must name a convolutional layer when the model contains no Xception (the "
+                "default is the Xception's last feature map); received layer=None."
+            ) from None
     if find_layer(model, layer) is None:
         raise ValueError(
             f"`layer` must name a layer of the model or of a model nested in it; received layer={layer!r}."
@@ -54,6 +72,8 @@ def grad_cam(model, image, class_index=None, layer=DEFAULT_LAYER):
         image = image[None]
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"`image` must be one image, (H, W, C) or (1, H, W, C); received shape {image.shape}.")
+    if class_index is not None and (isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer))):
+        raise ValueError(f"`class_index` must be None or an integer class index; received class_index={class_index!r}.")
     last = _last_dense(model)
     dense_top = last is not None
     # The activations, and the classifier's input (its logit = input @ kernel + bias), even

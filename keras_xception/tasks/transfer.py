@@ -34,6 +34,7 @@ import numpy as np
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception, spec_of
 from keras_xception.model.preprocessing import preprocessing_layer
+from keras_xception.tasks.extraction import predict_batches
 from keras_xception.xception import Xception
 
 __all__ = [
@@ -177,19 +178,20 @@ def compute_features(model, data, verbose=1):
 
     Images and labels are read in one pass, so shuffled datasets stay aligned.
     """
-    feats, labels = [], []
-    progbar = keras.utils.Progbar(_num_batches(data), unit_name="batch", verbose=verbose)
-    for step, batch in enumerate(data, 1):
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ValueError("Data must yield batches of (images, labels).")
-        x, y = batch
-        feats.append(np.asarray(model.predict_on_batch(x)))
-        labels.append(np.asarray(y))
-        progbar.update(step)
-    if not feats:
+    labels = []
+
+    def images():  # (images, 1 batch) per batch, keeping the labels
+        for batch in data:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ValueError("Data must yield batches of (images, labels).")
+            labels.append(np.asarray(batch[1]))
+            yield batch[0], 1
+
+    feats = predict_batches(model.predict_on_batch, images(), total=_num_batches(data), unit_name="batch",
+                            verbose=verbose)
+    if feats is None:
         raise ValueError("The dataset is empty: no batches to compute features from.")
-    progbar.update(step, finalize=True)
-    return np.concatenate(feats).astype("float32"), np.concatenate(labels)
+    return feats, np.concatenate(labels)
 
 
 def _compile(model, learning_rate, head, optimizer=None):
