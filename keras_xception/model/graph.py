@@ -158,19 +158,20 @@ def check_input_shape(input_shape, input_tensor=None, include_top=True, default_
 def build_model(
     spec: XceptionSpec | None = None,
     *,
-    include_top=True,
     input_tensor=None,
     input_shape=None,
+    default_size=None,
+    include_preprocessing=False,
+    include_top=True,
     pooling=None,
     classes=1000,
     classifier_activation="softmax",
     name="xception",
-    include_preprocessing=False,
-    default_size=None,
 ):
     """A ``keras.Model`` of ``spec`` (default: the official network) with random weights.
 
-    The arguments are those of :func:`keras_xception.Xception` (see there);
+    The arguments are those of :func:`keras_xception.Xception` (see there),
+    in the order the graph is built: input, preprocessing, top or pooling;
     ``default_size`` is the ``(height, width)`` used with the top when no
     shape is given. ``ValueError`` for an invalid one.
     """
