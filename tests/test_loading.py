@@ -1,13 +1,23 @@
 """Weight files written by the reference implementations load into our model and give their outputs."""
 
+import ast
+import os
+import re
+import warnings
+
 import h5py
 import keras
 import numpy as np
 import pytest
 
 import keras_xception as kx
+from keras_xception.pretrained import formats
 from keras_xception.pretrained.formats import WeightsFileError
-from conftest import SMALL, rel_diff
+from keras_xception.pretrained.loading import load_pretrained
+from conftest import SMALL, randomize, rel_diff
+
+#: A small variant, for tests that need no official layout.
+TINY = dict(width_multiplier=0.25, middle_flow_blocks=1)
 
 
 def ours(**kw):
@@ -50,20 +60,37 @@ def test_legacy_h5_with_top_into_notop_model(tf_keras_reference, images):
     assert rel_diff(model.predict(x, verbose=0), feat.predict(x, verbose=0)) < 1e-4
 
 
-def test_notop_file_into_top_model_names_the_layer(tmp_path):
-    notop = ours(weights=None, include_top=False)
+def test_strict_load_weights_needs_the_classifier(tmp_path):
+    """formats.load_weights is strict: a model with a top needs the file's top (load_pretrained is not)."""
+    notop = ours(weights=None, include_top=False, **TINY)
     p = str(tmp_path / "notop.weights.h5")
     notop.save_weights(p)
-    with pytest.raises(WeightsFileError, match="predictions"):
-        ours(weights=p)
+    model = ours(weights=None, **TINY)
+    before = model.get_weights()
+    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".* classifier 'predictions' \(shapes \[\(512, 1000\), \(1000,\)\]\) but the file has none"):
+        formats.load_weights(model, p)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
-def test_wrong_shapes_name_layer_and_shapes(tmp_path):
+def test_wrong_shapes_name_file_layer_and_shapes(tmp_path):
     other = ours(weights=None, include_top=False, input_shape=(SMALL, SMALL, 4))
     p = str(tmp_path / "four.weights.h5")
     other.save_weights(p)
-    with pytest.raises(WeightsFileError, match=r"block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"):
+    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"):
         ours(weights=p, include_top=False)
+
+
+def test_failed_load_pretrained_assigns_nothing(tmp_path):
+    """A file that fits the first layers but not the last: the error names file, layer, shapes; nothing changes."""
+    small = dict(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), width_multiplier=0.25)
+    p = str(tmp_path / "two_middle_blocks.weights.h5")
+    kx.Xception(middle_flow_blocks=2, **small).save_weights(p)
+    model = kx.Xception(middle_flow_blocks=1, **small)
+    before = model.get_weights()
+    shapes = r"expects shapes \[\(3, 3, 184, 1\), \(1, 1, 184, 256\)\], but the file's .* has \[\(3, 3, 184, 1\), \(1, 1, 184, 184\)\]"
+    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".*'block6_sepconv2' .*" + shapes):
+        load_pretrained(model, p)  # layer #30: the 29 before it fit
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_other_architecture_is_refused(tmp_path):
@@ -78,8 +105,11 @@ def test_other_architecture_is_refused(tmp_path):
 def test_corrupt_file_gives_clear_error(tmp_path, suffix):
     p = tmp_path / f"garbage{suffix}"
     p.write_bytes(b"this is not a weights file" * 100)
-    with pytest.raises(WeightsFileError, match="truncated or corrupt"):
-        ours(weights=str(p))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsFileError, match="truncated or corrupt"):
+            ours(weights=str(p))
+    assert not [c for c in caught if "classifier" in str(c.message)]  # no fresh-head notice for a failed load
 
 
 def test_truncated_file_gives_clear_error(keras_reference, tmp_path):
@@ -93,15 +123,13 @@ def test_truncated_file_gives_clear_error(keras_reference, tmp_path):
 
 def test_failed_load_assigns_nothing(tmp_path):
     """Shapes are checked before any weight is assigned: a bad file leaves the model as it was."""
-    from keras_xception.pretrained.formats import load_weights
-
-    model = ours(weights=None)
+    model = ours(weights=None, **TINY)
     before = [w.copy() for w in model.get_weights()]
-    other = ours(weights=None, classes=10)
+    other = ours(weights=None, classes=10, **TINY)
     p = str(tmp_path / "ten.weights.h5")
     other.save_weights(p)
-    with pytest.raises(WeightsFileError, match="predictions"):
-        load_weights(model, p)
+    with pytest.raises(WeightsFileError, match=r"'predictions'.*\(512, 1000\).*\(512, 10\)"):
+        formats.load_weights(model, p)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
@@ -175,3 +203,123 @@ def test_convert_round_trip_loads_in_keras_applications(tf_keras_reference, tmp_
     k.load_weights(out)
     x = kx.preprocess_input(images)
     assert rel_diff(k.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
+
+
+# ---------------------------------------------------------------------------- a file is like a registered set
+
+
+def pooled(model, x):
+    """The backbone's globally averaged features (the input of the classifier)."""
+    if "avg_pool" in [layer.name for layer in model.layers]:
+        return keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(x, verbose=0)
+    return model.predict(x, verbose=0).mean(axis=(1, 2))
+
+
+def assert_fresh_head(model, classes, width=2048):
+    kernel, bias = model.get_layer("predictions").get_weights()
+    assert kernel.shape == (width, classes) and model.output_shape == (None, classes)
+    assert not np.any(bias)  # Keras's initialisation: nothing was loaded into it
+
+
+def test_keras_file_without_top_into_a_model_with_top(tmp_path, images):
+    """Bug 8: Xception(weights=<.keras no-top backbone>, classes=10) was a layer-count error."""
+    backbone = randomize(kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3)), seed=12)
+    path = str(tmp_path / "backbone.keras")
+    backbone.save(path)
+    with pytest.warns(UserWarning, match=r"has no classifier; .*new, randomly initialised 10-class 'predictions'"):
+        model = ours(weights=path, classes=10)
+    x = kx.preprocess_input(images)
+    assert rel_diff(pooled(model, x), pooled(backbone, x)) < 1e-4
+    assert_fresh_head(model, 10)
+
+
+@pytest.mark.parametrize("kind", ["weights.h5", "keras", "legacy h5"])
+def test_file_with_another_class_count_gives_a_fresh_head(request, images, kind):
+    if kind == "legacy h5":
+        import tf_keras as ref_keras
+
+        ref, path = request.getfixturevalue("tf_keras_reference")
+    else:
+        ref_keras = keras
+        ref, weights_path, keras_path = request.getfixturevalue("keras_reference")
+        path = weights_path if kind == "weights.h5" else keras_path
+    with pytest.warns(UserWarning, match=r"has a 1000-class top; .*new, randomly initialised 10-class"):
+        model = ours(weights=path, classes=10)
+    x = kx.preprocess_input(images)
+    ref_pooled = ref_keras.Model(ref.inputs, ref.get_layer("avg_pool").output).predict(x, verbose=0)
+    assert rel_diff(pooled(model, x), ref_pooled) < 1e-4
+    assert_fresh_head(model, 10)
+
+
+def test_weights_h5_without_top_into_a_model_with_top(notop_reference, images):
+    ref, path = notop_reference
+    with pytest.warns(UserWarning, match="has no classifier"):
+        model = ours(weights=path, classes=10)
+    x = kx.preprocess_input(images)
+    assert rel_diff(pooled(model, x), pooled(ref, x)) < 1e-4
+    assert_fresh_head(model, 10)
+
+
+def test_width_variant_file_with_top(tmp_path, images):
+    """A variant's own file with its top: the top loads when the class count agrees, else a fresh one."""
+    ref = randomize(ours(weights=None, classes=7, **TINY), seed=13)
+    path = str(tmp_path / "tiny7.weights.h5")
+    ref.save_weights(path)
+    x = kx.preprocess_input(images)
+    same = ours(weights=path, classes=7, **TINY)
+    assert np.array_equal(same.predict(x, verbose=0), ref.predict(x, verbose=0))
+    with pytest.warns(UserWarning, match="has a 7-class top"):
+        other = ours(weights=path, classes=3, **TINY)
+    assert rel_diff(pooled(other, x), pooled(ref, x)) < 1e-5
+    assert_fresh_head(other, 3, width=512)
+
+
+def test_top_classes_of_every_format_and_width(tmp_path):
+    """The classifier's class count is read from the last Dense kernel: any width, any format."""
+    small = dict(weights=None, input_shape=(SMALL, SMALL, 3), **TINY)
+    files = {}
+    for name, model in [("top", kx.Xception(classes=7, **small)), ("notop", kx.Xception(include_top=False, **small))]:
+        for suffix, save in [(".weights.h5", model.save_weights), (".keras", model.save), (".h5", None)]:
+            p = str(tmp_path / f"{name}{suffix}")
+            save(p) if save else formats.save_legacy_h5(model, p)
+            files[name + suffix] = p
+    # A fine-tuned model around a no-top backbone: its Dense head is not the Xception's top.
+    backbone = kx.Xception(include_top=False, pooling="avg", **small)
+    inputs = keras.Input((SMALL, SMALL, 3))
+    files["nested.weights.h5"] = str(tmp_path / "nested.weights.h5")
+    keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs))).save_weights(files["nested.weights.h5"])
+    files["garbage.h5"] = str(tmp_path / "garbage.h5")
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5" * 100)
+    got = {name: formats.top_classes(p) for name, p in files.items()}
+    assert got == {
+        "top.weights.h5": 7, "top.keras": 7, "top.h5": 7,
+        "notop.weights.h5": None, "notop.keras": None, "notop.h5": None,
+        "nested.weights.h5": None, "garbage.h5": None,
+    }
+
+
+def test_pretrained_imports_only_lower_layers():
+    """The load step goes down the layers only: keras_xception.pretrained imports model/ and itself, nothing above."""
+    allowed = ("keras_xception.model", "keras_xception.pretrained")
+    package = os.path.join(os.path.dirname(kx.__file__), "pretrained")
+    bad = []
+    for name in sorted(os.listdir(package)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(package, name)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):  # module level and inside functions alike
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    bad.append(f"{name}: relative import")
+                    continue
+                if node.module == "keras_xception":
+                    modules = [f"keras_xception.{a.name}" for a in node.names]
+                else:
+                    modules = [node.module]
+            else:
+                continue
+            bad += [f"{name}: {m}" for m in modules if m.split(".")[0] == "keras_xception" and not m.startswith(allowed)]
+    assert bad == []

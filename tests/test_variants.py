@@ -296,3 +296,16 @@ def test_channels_first_variant_matches_channels_last(x):
         keras.config.set_image_data_format("channels_last")
     assert out_first.shape == (1, 2048, 9, 9)
     assert rel_diff(np.transpose(out_first, (0, 2, 3, 1)), last.predict(x, verbose=0)) < 1e-4
+
+
+@pytest.mark.parametrize("kw", [dict(residual=False), dict(output_stride=16)])
+def test_variant_with_top_from_a_notop_file_gets_a_fresh_head(official, kw):
+    """Like the official model: a no-top file gives the variant its backbone and a fresh classifier."""
+    ref, path = official
+    with pytest.warns(UserWarning, match=r"has no classifier; .*10-class 'predictions'"):
+        model = build(weights=path, include_top=True, classes=10, **kw)
+    backbone = [layer for layer in model.layers if layer.weights and layer.name != "predictions"]
+    for layer in backbone:
+        assert all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), ref.get_layer(layer.name).get_weights()))
+    kernel, bias = model.get_layer("predictions").get_weights()
+    assert kernel.shape == (2048, 10) and not np.any(bias)  # Keras's initialisation, nothing loaded

@@ -12,16 +12,32 @@ from keras_xception.pretrained.download import (
     get_file,
     verify_file,
 )
-from keras_xception.pretrained.formats import WeightsFileError
+from keras_xception.pretrained.formats import (
+    WeightsFileError,
+    adapt_first_conv,
+    match_layers,
+    read_weights,
+    top_classes,
+)
 from keras_xception.pretrained.loading import convert_weights, load_pretrained, xception_from_file
-from keras_xception.pretrained.registry import WeightRecord, get_record, is_registered, list_records, register
+from keras_xception.pretrained.registry import (
+    WeightRecord,
+    get_record,
+    is_registered,
+    list_records,
+    register,
+    unregister,
+)
 
 __all__ = [
+    # registry
     "WeightRecord",
     "register",
+    "unregister",
     "get_record",
     "list_records",
     "is_registered",
+    # download
     "get_file",
     "cache_dir",
     "cached_path",
@@ -29,7 +45,13 @@ __all__ = [
     "file_digest",
     "MIRROR_ENV",
     "WeightsDownloadError",
+    # formats
     "WeightsFileError",
+    "read_weights",
+    "top_classes",
+    "match_layers",
+    "adapt_first_conv",
+    # loading
     "load_pretrained",
     "xception_from_file",
     "convert_weights",

@@ -115,6 +115,13 @@ def _download(url: str, target: str, record: WeightRecord, progress: bool, timeo
             os.remove(tmp)
 
 
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def get_file(
     record: WeightRecord | str,
     *,
@@ -147,9 +154,9 @@ def get_file(
             f"Cannot create the weights cache {os.path.dirname(target)!r} ({e}); set KERAS_HOME "
             "to a writable directory."
         ) from None
-    lock_path = target + ".lock"
-    try:
-        with filelock.FileLock(lock_path):
+    lock = filelock.FileLock(target + ".lock")
+    with lock:
+        try:
             if os.path.exists(target) and not force_download:
                 if verify_file(target, record):
                     return target
@@ -166,13 +173,13 @@ def get_file(
                 except (OSError, ValueError, http.client.HTTPException, WeightsDownloadError) as e:
                     failures.append(f"  {url}: {getattr(e, 'reason', None) or e}")
             stale = os.path.exists(target)
-    finally:
-        # filelock leaves its (empty) lock file on POSIX; the cache should hold weight files
-        # only. Removing it is safe: the file is replaced atomically and only once verified.
-        try:
-            os.remove(lock_path)
-        except OSError:
-            pass
+        finally:
+            # filelock leaves its (empty) lock file on POSIX; the cache should hold weight files
+            # only. It is removed while still held, so a process waiting for it then locks an
+            # unlinked file, which filelock (4.x) detects and retries on a new one. Where that is
+            # not detected two downloads may overlap, which is still safe: each goes to its own
+            # temporary file and is moved into place atomically once verified.
+            _remove_quietly(lock.lock_file)
     raise WeightsDownloadError(
         f"Could not download the weights {record.name!r} (file {record.file_name}, "
         f"{record.hash_algorithm} {record.file_hash}).\n"

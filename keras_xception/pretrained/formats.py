@@ -1,4 +1,4 @@
-"""Xception weight files of every format: reading, checked assignment, writing.
+"""Xception weight files of every format: reading, checking, writing.
 
 Supported files:
 
@@ -10,28 +10,36 @@ Supported files:
 * Keras 3 ``.keras`` model files (loaded with ``safe_mode=True``) that contain
   an Xception, inline or as a nested model: the backbone's weights are taken.
 
-Unlike ``model.load_weights`` the loader checks every layer before it assigns
-anything, and names the first layer that does not fit with both shapes.
+Every reader gives the same thing (:func:`read_weights`): the file's backbone,
+layer by layer from ``block1_conv1`` to the last block, and its classifier if
+it has one (:func:`top_classes` says how many classes). :func:`match_layers`
+pairs those with a model's layers and checks every shape before anything is
+assigned, naming the first layer that does not fit with both shapes.
+:func:`load_weights` is the strict whole-model load built on them; the
+policy (fresh classifiers, input-channel adaptation, variants, registered
+names) is :func:`keras_xception.pretrained.loading.load_pretrained`'s.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import warnings
 import zipfile
 
 import numpy as np
 
-from keras_xception.model.introspect import backbone_weighted_layers, weighted_layers
+from keras_xception.model.introspect import backbone_weighted_layers, find_xception
 
 __all__ = [
-    "load_weights",
     "WeightsFileError",
+    "read_weights",
+    "top_classes",
+    "match_layers",
+    "load_weights",
+    "adapt_input_kernel",
+    "adapt_first_conv",
     "layer_key",
     "save_legacy_h5",
-    "top_classes",
-    "adapt_input_kernel",
 ]
 
 
@@ -58,23 +66,45 @@ def layer_key(model):
 
 
 # ----------------------------------------------------------------------------
-# Readers: each returns an ordered list of (source layer name, [arrays]).
+# Readers. An entry is one weighted layer of a file: (its name, or its .weights.h5 key; [arrays]).
 
 
 def _decode(s):
     return s.decode("utf8") if isinstance(s, bytes) else str(s)
 
 
-def _read_legacy_h5(f):
+def _is_classifier(entry) -> bool:
+    """Whether an entry has the weights of a Dense layer (2-D kernel and bias)."""
+    arrays = entry[1]
+    return len(arrays) == 2 and arrays[0].ndim == 2 and arrays[1].ndim == 1
+
+
+def _split_top(entries):
+    """``(backbone, top)``: a trailing Dense entry is the classifier."""
+    if entries and _is_classifier(entries[-1]):
+        return entries[:-1], entries[-1]
+    return entries, None
+
+
+def _legacy_group(f):
     group = f["model_weights"] if "model_weights" in f else f
     if "layer_names" not in group.attrs:
         raise WeightsFileError("it has no 'layer_names' attribute (not a Keras 2 weights file)")
+    return group
+
+
+def _read_legacy_h5(f, last_only=False):
+    """The weighted layers of a Keras 2 HDF5 file, in order (only the last one with ``last_only``)."""
+    group = _legacy_group(f)
+    names = [_decode(n) for n in group.attrs["layer_names"]]
     out = []
-    for lname in (_decode(n) for n in group.attrs["layer_names"]):
+    for lname in reversed(names) if last_only else names:
         g = group[lname]
-        names = [_decode(n) for n in g.attrs.get("weight_names", [])]
-        if names:
-            out.append((lname, [np.asarray(g[n]) for n in names]))
+        weight_names = [_decode(n) for n in g.attrs.get("weight_names", [])]
+        if weight_names:
+            out.append((lname, [np.asarray(g[n]) for n in weight_names]))
+            if last_only:
+                break
     return out
 
 
@@ -85,8 +115,14 @@ def _vars(group):
     return [np.asarray(v[str(i)]) for i in range(len(v))]
 
 
-def _find_keras3_layers_group(f, expected_keys):
-    """The ``layers`` group holding the backbone: the top one, or a nested model's."""
+#: Key prefixes of the layers that make up an Xception in a ``.weights.h5`` file.
+_XCEPTION_KEYS = ("conv2d", "separable_conv2d", "depthwise_conv2d", "batch_normalization")
+#: The Xception's only Dense layer is its classifier, so Keras 3 keys it "dense".
+_TOP_KEY = "dense"
+
+
+def _xception_group(f):
+    """The ``layers`` group holding the Xception: the top one, or a nested model's (most convolutions wins)."""
     import h5py
 
     candidates = []
@@ -94,32 +130,39 @@ def _find_keras3_layers_group(f, expected_keys):
     def visit(group, depth):
         if "layers" in group and depth < 4:
             layers = group["layers"]
-            hits = sum(k in layers for k in expected_keys)
-            candidates.append((hits, layers))
+            candidates.append((sum(key.startswith(_XCEPTION_KEYS) for key in layers), layers))
             for key in layers:
                 if isinstance(layers[key], h5py.Group) and "layers" in layers[key]:
                     visit(layers[key], depth + 1)
 
     visit(f, 0)
-    if not candidates:
-        raise WeightsFileError("it has no 'layers' group (not a Keras 3 .weights.h5 file)")
-    return max(candidates, key=lambda c: c[0])[1]
+    hits, layers = max(candidates, key=lambda c: c[0], default=(0, None))
+    if not hits:
+        raise WeightsFileError("it has no 'layers' group with convolutions (not a Keras 3 .weights.h5 file of an Xception)")
+    return layers
+
+
+def _keras3_top(layers):
+    top = (_TOP_KEY, _vars(layers[_TOP_KEY])) if _TOP_KEY in layers else None
+    return top if top is not None and _is_classifier(top) else None
 
 
 def _read_keras3_h5(f, model):
-    keys = layer_key(model)
-    targets = weighted_layers(model)
-    layers = _find_keras3_layers_group(f, [keys[t.name] for t in targets])
-    out = []
-    for t in targets:
-        key = keys[t.name]
+    """The backbone of ``model`` looked up by key, and the file's classifier."""
+    keys = layer_key(find_xception(model))
+    layers = _xception_group(f)
+    entries = []
+    for layer in backbone_weighted_layers(model):
+        if layer.name == "predictions":
+            continue
+        key = keys[layer.name]
         if key not in layers:
             raise WeightsFileError(
-                f"it has no weights for layer {t.name!r} (looked for key {key!r}; "
+                f"it has no weights for layer {layer.name!r} (looked for key {key!r}; "
                 f"the file has {len(layers)} layer entries)"
             )
-        out.append((key, _vars(layers[key])))
-    return out
+        entries.append((key, _vars(layers[key])))
+    return entries, _keras3_top(layers)
 
 
 def _read_keras_file(path):
@@ -133,37 +176,80 @@ def _read_keras_file(path):
         layers = backbone_weighted_layers(loaded)
     except ValueError:
         raise WeightsFileError("it holds no Xception (no model with layers 'block1_conv1' and 'block2_sepconv1')") from None
-    return [(l.name, [np.asarray(w) for w in l.get_weights()]) for l in layers]
+    entries = [(layer.name, [np.asarray(w) for w in layer.get_weights()]) for layer in layers]
+    if layers[-1].name == "predictions":  # the Xception's own top, not a fine-tuned head elsewhere
+        return entries[:-1], entries[-1]
+    return entries, None
 
 
-def _read(path, model):
+def _open_h5(path):
     import h5py
 
-    if path.endswith(".keras"):
-        if not zipfile.is_zipfile(path):
-            raise WeightsFileError("it is not a zip archive, as .keras files are (truncated or corrupt?)")
-        return _read_keras_file(path)
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as e:
         raise WeightsFileError(f"it is not a readable HDF5 file (truncated or corrupt?): {e}") from e
+
+
+def _is_keras3_h5(path, f):
+    return path.endswith(".weights.h5") or ("layers" in f and "layer_names" not in f.attrs)
+
+
+def read_weights(path, model):
+    """The Xception weights in the file at ``path``: ``(backbone, top)``.
+
+    ``backbone`` lists the file's weighted layers from ``block1_conv1`` to the
+    last block as ``(name, [arrays])``, in layer order (a ``.weights.h5`` file,
+    which stores no names, is read under the keys of ``model``'s backbone
+    layers). ``top`` is the file's classifier, or None: the Xception's
+    ``predictions`` layer in a ``.keras`` file, its Dense layer in a
+    ``.weights.h5`` file, a trailing Dense layer in a legacy ``.h5`` file.
+    Nothing is checked against ``model`` here (see :func:`match_layers`).
+
+    Raises:
+        WeightsFileError: naming the file and what is wrong with it.
+    """
+    path = os.fspath(path)
     try:
-        with f:
-            if path.endswith(".weights.h5") or ("layers" in f and "layer_names" not in f.attrs):
-                return _read_keras3_h5(f, model)
-            return _read_legacy_h5(f)
-    except (OSError, KeyError, RuntimeError) as e:
-        raise WeightsFileError(f"reading it failed (truncated or corrupt?): {e}") from e
+        if path.endswith(".keras"):
+            if not zipfile.is_zipfile(path):
+                raise WeightsFileError("it is not a zip archive, as .keras files are (truncated or corrupt?)")
+            return _read_keras_file(path)
+        with _open_h5(path) as f:
+            try:
+                if _is_keras3_h5(path, f):
+                    return _read_keras3_h5(f, model)
+                return _split_top(_read_legacy_h5(f))
+            except (OSError, KeyError, RuntimeError) as e:
+                raise WeightsFileError(f"reading it failed (truncated or corrupt?): {e}") from e
+    except WeightsFileError as e:
+        raise WeightsFileError(f"Cannot load weights from {path!r}: {e}") from None
+
+
+def top_classes(path):
+    """The class count of the file's classifier (see :func:`read_weights`), or None.
+
+    None for a file without a classifier, and for one that cannot be read
+    (loading it says why). The count is the last axis of the classifier's
+    kernel, so this works for every variant (``width_multiplier`` included).
+    """
+    path = os.fspath(path)
+    try:
+        if path.endswith(".keras"):
+            top = _read_keras_file(path)[1] if zipfile.is_zipfile(path) else None
+        else:
+            with _open_h5(path) as f:
+                if _is_keras3_h5(path, f):
+                    top = _keras3_top(_xception_group(f))
+                else:
+                    top = _split_top(_read_legacy_h5(f, last_only=True))[1]
+    except (WeightsFileError, OSError, KeyError, RuntimeError):
+        return None
+    return None if top is None else int(top[1][0].shape[-1])
 
 
 # ----------------------------------------------------------------------------
-
-
-def _skip_top(source, targets):
-    """Drop a trailing classifier in the file when the model has none (top -> no-top)."""
-    if len(source) == len(targets) + 1 and len(source[-1][1]) == 2 and source[-1][1][0].ndim == 2:
-        return source[:-1]
-    return source
+# Checking, then assigning
 
 
 def adapt_input_kernel(kernel, channels):
@@ -181,47 +267,36 @@ def adapt_input_kernel(kernel, channels):
     return tiled * (kernel.shape[2] / channels)
 
 
-def _adapt_first_conv(source, layer):
-    name, arrays = source[0]
+def adapt_first_conv(entries, layer):
+    """``entries`` with the first one's RGB kernel adapted to ``layer``'s input channels.
+
+    Returns ``entries`` itself when there is nothing to adapt (the kernel is
+    not an RGB kernel of ``layer``'s size, or the channel counts already agree).
+    """
+    if not entries or not layer.weights:
+        return entries
+    name, arrays = entries[0]
     have = arrays[0].shape if arrays else ()
-    want = tuple(layer.weights[0].shape) if layer.weights else ()
-    rgb_kernel = len(have) == 4 and have[2] == 3
-    if rgb_kernel and len(want) == 4 and want[2] != 3 and (have[0], have[1], have[3]) == (want[0], want[1], want[3]):
-        warnings.warn(
-            f"Adapting the pretrained 3-channel kernel of {layer.name!r} to {want[2]} input "
-            "channels (summed for 1 channel, repeated and rescaled by 3/channels for more).",
-            stacklevel=4,
-        )
-        source = [(name, [adapt_input_kernel(arrays[0], want[2])] + arrays[1:])] + source[1:]
-    return source
+    want = tuple(layer.weights[0].shape)
+    rgb = len(have) == 4 and have[2] == 3
+    if rgb and len(want) == 4 and want[2] != 3 and (have[0], have[1], have[3]) == (want[0], want[1], want[3]):
+        return [(name, [adapt_input_kernel(arrays[0], want[2])] + arrays[1:])] + list(entries[1:])
+    return entries
 
 
-def load_weights(
-    model, path, *, targets=None, allow_top_mismatch=False, adapt_input_channels=False
-):
-    """Load the weight file at ``path`` into ``model`` (or into the layers ``targets``).
+def match_layers(path, layers, entries):
+    """Pair each of ``layers`` with the file entry at the same position; nothing is assigned.
 
-    Every layer's shapes are checked before any weight is assigned. With
-    ``allow_top_mismatch=True`` a file with a classifier may be loaded into a
-    model without one (the classifier is ignored). With
-    ``adapt_input_channels=True`` an RGB first convolution is adapted to the
-    model's input channel count (:func:`adapt_input_kernel`).
+    Returns:
+        ``[(layer, arrays), ...]``, every shape checked: assign with
+        ``layer.set_weights(arrays)``.
 
     Raises:
         WeightsFileError: naming the file, the first layer that does not fit
-            and the shapes involved.
+            and both shapes, or the first layer without a counterpart.
     """
-    path = os.fspath(path)
-    targets = weighted_layers(model) if targets is None else list(targets)
-    try:
-        source = _read(path, model)
-    except WeightsFileError as e:
-        raise WeightsFileError(f"Cannot load weights from {path!r}: {e}") from None
-    if allow_top_mismatch:
-        source = _skip_top(source, targets)
-    if adapt_input_channels and source and targets:
-        source = _adapt_first_conv(source, targets[0])
-    for i, (layer, (src_name, arrays)) in enumerate(zip(targets, source)):
+    layers, entries = list(layers), list(entries)
+    for i, (layer, (src_name, arrays)) in enumerate(zip(layers, entries)):
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in arrays]
         if expected != got:
@@ -229,18 +304,47 @@ def load_weights(
                 f"Cannot load weights from {path!r}: weighted layer #{i} {layer.name!r} "
                 f"({type(layer).__name__}) expects shapes {expected}, but the file's "
                 f"layer {src_name!r} has {got}. The file is for a different architecture, "
-                "input channel count or number of classes, or a model with/without the top."
+                "input channel count or number of classes."
             )
-    if len(source) != len(targets):
-        first = targets[len(source)].name if len(source) < len(targets) else source[len(targets)][0]
-        where = "model" if len(source) < len(targets) else "file"
+    if len(entries) != len(layers):
+        more = "model" if len(entries) < len(layers) else "file"
+        first = layers[len(entries)].name if more == "model" else entries[len(layers)][0]
         raise WeightsFileError(
-            f"Cannot load weights from {path!r}: the model has {len(targets)} weighted layers "
-            f"but the file has {len(source)}; the first unmatched layer (in the {where}) is "
-            f"{first!r}. Is it a file with the top (include_top=True) loaded into a model "
-            "without it, or the other way round?"
+            f"Cannot load weights from {path!r}: the model has {len(layers)} weighted layers "
+            f"to load but the file has {len(entries)}; the first unmatched layer (in the {more}) "
+            f"is {first!r}. The file is for a different architecture (another "
+            "middle_flow_blocks, residual or intermediate_activation)."
         )
-    for layer, (_, arrays) in zip(targets, source):
+    return [(layer, arrays) for layer, (_, arrays) in zip(layers, entries)]
+
+
+def load_weights(model, path):
+    """Load the Xception weight file at ``path`` into the Xception ``model``, strictly.
+
+    The file's backbone goes into ``model``'s backbone, and its classifier into
+    ``model``'s ``predictions`` layer, which must then exist in the file with
+    the same shape (a file's classifier is ignored by a model without one).
+    Every shape is checked before any weight is assigned. The forgiving load
+    step (fresh classifiers, input-channel adaptation, variants, registered
+    names) is :func:`keras_xception.pretrained.loading.load_pretrained`.
+
+    Raises:
+        WeightsFileError: naming the file, the first layer that does not fit
+            and the shapes involved.
+    """
+    path = os.fspath(path)
+    layers = backbone_weighted_layers(model)
+    head = layers[-1] if layers[-1].name == "predictions" else None
+    entries, top = read_weights(path, model)
+    if head is not None:
+        if top is None:
+            raise WeightsFileError(
+                f"Cannot load weights from {path!r}: the model has a classifier {head.name!r} "
+                f"(shapes {[tuple(w.shape) for w in head.weights]}) but the file has none."
+            )
+        entries = entries + [top]
+    plan = match_layers(path, layers, entries)
+    for layer, arrays in plan:
         layer.set_weights(arrays)
     return model
 
@@ -275,35 +379,3 @@ def save_legacy_h5(model, path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def top_classes(path):
-    """The class count of the file's ``predictions`` layer, or None if it has no top."""
-    import keras
-
-    if path.endswith(".keras"):
-        return None if not zipfile.is_zipfile(path) else _keras_top(keras, path)
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            found = []
-
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and obj.shape[0] == 2048:
-                    found.append(obj.shape[1])
-
-            f.visititems(visit)
-            return found[-1] if found else None
-    except OSError:
-        return None
-
-
-def _keras_top(keras, path):
-    try:
-        layers = backbone_weighted_layers(keras.saving.load_model(path, compile=False, safe_mode=True))
-    except (ValueError, OSError):  # no Xception inside, or not a readable model: the load step says why
-        return None
-    if layers and layers[-1].name == "predictions":
-        return int(layers[-1].weights[0].shape[-1])
-    return None

@@ -7,14 +7,20 @@ loads ``weights``:
 
 1. a registered name is resolved by the registry and downloaded (the smaller
    no-top file when the top is not needed); a path is used as it is;
-2. a file without a classifier, or with another class count, loaded into a
-   model with a top gives the pretrained backbone and a fresh
-   ``predictions`` layer (a warning says so), exactly like ``"imagenet"``
-   with ``classes=10``;
-3. an RGB first convolution is adapted to another input channel count;
+2. a registered set and a file follow the same rule: weights without a
+   classifier, or with another class count, loaded into a model with a top
+   give the pretrained backbone and a fresh ``predictions`` layer (a warning
+   says so), as ``"imagenet"`` with ``classes=10`` does; a classifier the
+   model has no place for is ignored;
+3. an RGB first convolution is adapted to another input channel count (with
+   a warning);
 4. the official model's weights reach a variant by name (below).
 
-Weight files (:func:`keras_xception.pretrained.formats.load_weights`) match
+Every shape is checked before anything is assigned: a load that fails leaves
+the model as it was, and its :class:`~keras_xception.pretrained.formats.WeightsFileError`
+names the file, the layer and both shapes.
+
+Weight files (:func:`keras_xception.pretrained.formats.read_weights`) match
 layers by order and shape, which only works for a model with the official
 layer list. For a variant the official model is built
 (:func:`~keras_xception.model.graph.build_model`), loaded the normal way, and
@@ -116,11 +122,20 @@ def _head(model):
     return layers[-1] if layers[-1].name == "predictions" else None
 
 
+def _classes(arrays) -> int:
+    """The class count of a classifier's weights ``[kernel, bias]``."""
+    return int(arrays[0].shape[-1])
+
+
 def load_pretrained(model, weights, *, stacklevel=2) -> list[str]:
     """Load ``weights`` (a registered name or record, or a file path) into the Xception ``model``.
 
-    See the module documentation for what is handled. Every layer's shapes are
-    checked before anything is assigned.
+    See the module documentation for what is handled. A registered set and a
+    file follow the same rules: a model with a classifier whose shape the
+    weights' classifier does not have (or that the weights lack) gets the
+    pretrained backbone and a fresh ``predictions`` layer, with a warning.
+    Every layer's shapes are checked before anything is assigned, so a
+    failure leaves ``model`` as it was.
 
     Returns:
         The names of the official layers whose weights the model does not use
@@ -128,7 +143,8 @@ def load_pretrained(model, weights, *, stacklevel=2) -> list[str]:
 
     Raises:
         ValueError: unknown weights, or a registered set that cannot fit the variant.
-        WeightsFileError: (a ValueError) a file that does not fit, naming the layer and shapes.
+        WeightsFileError: (a ValueError) a file that does not fit, naming the
+            file, the layer and both shapes.
         WeightsDownloadError: a registered file that cannot be downloaded.
     """
     record, path = resolve_weights(weights)
@@ -137,51 +153,69 @@ def load_pretrained(model, weights, *, stacklevel=2) -> list[str]:
     spec = spec_of(model)
     check_pretrained(spec, record)
     head = _head(model)
-    classes = int(head.weights[0].shape[-1]) if head is not None else None
+    source = record.name if record is not None else path
+    skipped_top = None  # the class count of a registered top left undownloaded
     if record is not None:
-        file_classes = record.classes if record.include_top else None
-        if record.include_top and record.notop and (head is None or file_classes != classes):
-            record = get_record(record.notop)  # the smaller download
-            file_classes = None
+        if record.include_top and record.notop and (head is None or _classes(head.weights) != record.classes):
+            skipped_top, record = record.classes, get_record(record.notop)  # the smaller download
         path = download.get_file(record)
-        source = record.name
-    else:
-        file_classes = formats.top_classes(path)
-        source = path
-    new_head = head is not None and file_classes != classes
-    if new_head:
+    backbone = [layer for layer in backbone_weighted_layers(model) if layer is not head]
+    plan, top, adapted, unused = _backbone_plan(model, spec, path, backbone, direct=record is None)
+    weights_classes = _classes(top[1]) if top is not None else skipped_top
+    fresh_head = head is not None and weights_classes != _classes(head.weights)
+    if head is not None and not fresh_head:
+        plan += formats.match_layers(path, [head], [top])
+    for layer, arrays in plan:  # everything checked: now assign
+        layer.set_weights(arrays)
+    if adapted:
         warnings.warn(
-            f"weights={source!r} "
-            + (f"has a {file_classes}-class top" if file_classes else "has no classifier")
-            + f"; building the pretrained backbone with a new, randomly initialised {classes}-class "
-            "'predictions' layer. Train it before use (see keras_xception.transfer).",
+            f"Adapting the pretrained 3-channel kernel of {backbone[0].name!r} to "
+            f"{_channels(model)} input channels (summed for 1 channel, repeated and rescaled "
+            "by 3/channels for more).",
             stacklevel=stacklevel + 1,
         )
-    targets = backbone_weighted_layers(model)
-    if new_head:
-        targets = targets[:-1]  # the fresh 'predictions' layer keeps its initialisation
-    channels = _channels(model)
-    load = dict(allow_top_mismatch=head is None or new_head, adapt_input_channels=channels != 3)
-    if spec.is_official:
-        formats.load_weights(model, path, targets=targets, **load)
-        return []
+    if fresh_head:
+        warnings.warn(
+            f"weights={source!r} "
+            + (f"has a {weights_classes}-class top" if weights_classes is not None else "has no classifier")
+            + f"; building the pretrained backbone with a new, randomly initialised "
+            f"{_classes(head.weights)}-class 'predictions' layer. Train it before use "
+            "(see keras_xception.transfer).",
+            stacklevel=stacklevel + 1,
+        )
+    return unused
+
+
+def _read_and_match(model, path, layers):
+    """``(plan, top, adapted)``: the file's backbone checked against ``layers`` of ``model``."""
+    entries, top = formats.read_weights(path, model)
+    adapted = formats.adapt_first_conv(entries, layers[0]) if _channels(model) != 3 else entries
+    return formats.match_layers(path, layers, adapted), top, adapted is not entries
+
+
+def _backbone_plan(model, spec, path, backbone, *, direct):
+    """``(plan, top, adapted, unused)`` for the backbone layers of ``model``; nothing is assigned.
+
+    The official model, and with ``direct`` any variant, reads the file
+    directly (a variant's own file fits that way). Otherwise, or if that
+    fails, a variant with the official shapes gets the file through the
+    official model (:func:`transfer_weights`).
+    """
     direct_error = None
-    if record is None:  # a file saved from this very variant loads directly
+    if spec.is_official or direct:
         try:
-            formats.load_weights(model, path, targets=targets, **load)
-            return []
+            return (*_read_and_match(model, path, backbone), [])
         except WeightsFileError as e:
+            if spec.is_official:
+                raise
+            if not spec.takes_official_weights:
+                raise WeightsFileError(f"{e} ({_refusal(spec)})") from None
             direct_error = e
-    if not spec.takes_official_weights:
-        raise WeightsFileError(f"{direct_error} ({_refusal(spec)})") from None
     official = build_model(
-        include_top=not (head is None or new_head),
-        input_shape=tuple(find_xception(model).input_shape[1:]),
-        classes=classes or 1000,
-        classifier_activation=None,
+        include_top=False, input_shape=tuple(find_xception(model).input_shape[1:]), name="xception_official"
     )
     try:
-        formats.load_weights(official, path, targets=weighted_layers(official), **load)
+        official_plan, top, adapted = _read_and_match(official, path, backbone_weighted_layers(official))
     except WeightsFileError as e:
         if direct_error is None:
             raise
@@ -189,7 +223,13 @@ def load_pretrained(model, weights, *, stacklevel=2) -> list[str]:
             f"The file fits neither this variant ({direct_error}) nor the official "
             f"Xception, whose weights would be copied into it ({e})."
         ) from None
-    return transfer_weights(official, model, targets=targets)
+    for layer, arrays in official_plan:  # a throwaway model
+        layer.set_weights(arrays)
+    try:
+        plan, unused = _transfer_plan(official, backbone)
+    except WeightsFileError as e:
+        raise WeightsFileError(f"Cannot load weights from {path!r} into this variant: {e}") from None
+    return plan, top, adapted, unused
 
 
 def _channels(model) -> int:
@@ -232,9 +272,17 @@ def transfer_weights(source: keras.Model, target: keras.Model, targets=None) -> 
         keras_xception.WeightsFileError: (a ``ValueError``) naming the
             first layer of ``target`` with no counterpart or other shapes.
     """
+    plan, unused = _transfer_plan(source, weighted_layers(target) if targets is None else targets)
+    for layer, arrays in plan:
+        layer.set_weights(arrays)
+    return unused
+
+
+def _transfer_plan(source, targets):
+    """``(plan, unused)`` of :func:`transfer_weights`: every shape checked, nothing assigned."""
     src_layers = {layer.name: layer for layer in weighted_layers(source)}
     used, plan = set(), []
-    for layer in weighted_layers(target) if targets is None else targets:
+    for layer in targets:
         src = src_layers.get(layer.name)
         arrays = src.get_weights() if src is not None else None
         if src is None:
@@ -258,9 +306,7 @@ def transfer_weights(source: keras.Model, target: keras.Model, targets=None) -> 
             )
         used.add(src.name)
         plan.append((layer, arrays))
-    for layer, arrays in plan:
-        layer.set_weights(arrays)
-    return [name for name in src_layers if name not in used]
+    return plan, [name for name in src_layers if name not in used]
 
 
 FORMATS = ("weights.h5", "legacy-h5")
@@ -271,7 +317,8 @@ def xception_from_file(src):
 
     The source may be a legacy ``.h5`` (official/tf_keras), a Keras 3
     ``.weights.h5`` or a ``.keras`` model containing an Xception (nested or
-    not). Whether it has the top, and its class count, are detected.
+    not), of the official layout. Whether it has the top, and its class
+    count, are detected (:func:`~keras_xception.pretrained.formats.top_classes`).
 
     Returns:
         ``(model, include_top)``.
@@ -283,16 +330,9 @@ def xception_from_file(src):
     if not os.path.isfile(src):
         raise ValueError(f"No weights file at src={src!r}.")
     classes = formats.top_classes(src)
-    if classes is not None:
-        try:
-            model = build_model(include_top=True, classes=classes)
-            load_pretrained(model, src)
-            return model, True
-        except WeightsFileError:
-            pass
-    model = build_model(include_top=False)
+    model = build_model(include_top=classes is not None, classes=classes or 1000)
     load_pretrained(model, src)
-    return model, False
+    return model, classes is not None
 
 
 def convert_weights(src, dst, *, format="weights.h5"):

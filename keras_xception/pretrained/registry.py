@@ -20,6 +20,7 @@ from importlib import resources
 __all__ = [
     "WeightRecord",
     "register",
+    "unregister",
     "get_record",
     "list_records",
     "is_registered",
@@ -111,7 +112,14 @@ def register(
         file_name: Cache file name; defaults to the URL's last component.
         overwrite: Replace an existing record of the same name.
         **fields: Any other :class:`WeightRecord` field (``classes``,
-            ``input_size``, ``crop_fraction``, ``top1``, ...).
+            ``input_size``, ``crop_fraction``, ``top1``, ...). ``notop``
+            names a registered set without the top, downloaded instead of
+            this one when the top would not be used.
+
+    Raises:
+        ValueError: naming the argument, for a bad name, URL, hash,
+            ``include_top`` or ``notop``, or a name already registered
+            (without ``overwrite=True``).
     """
     if not isinstance(name, str) or not name or os.sep in name:
         raise ValueError(f"`name` must be a non-empty string without '/'; received {name!r}.")
@@ -125,6 +133,18 @@ def register(
         raise ValueError(f"`url` must be a URL string or a list of them; received {url!r}.")
     if not isinstance(include_top, bool):
         raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
+    notop = fields.get("notop")
+    if notop is not None and (not is_registered(notop) or _REGISTRY[notop].include_top):
+        raise ValueError(
+            "`notop` must name a registered weight set without the top (include_top=False); "
+            f"received notop={notop!r}. Register that set first."
+        )
+    users = _notop_users(name)
+    if users and include_top:
+        raise ValueError(
+            f"{name!r} is the no-top file (`notop`) of {users}, so it must have "
+            "include_top=False; received include_top=True."
+        )
     rec = _record_from_dict(
         dict(
             name=name,
@@ -137,6 +157,35 @@ def register(
     )
     _REGISTRY[name] = rec
     return rec
+
+
+def unregister(name: str) -> WeightRecord:
+    """Remove the weight set registered as ``name`` and return its record.
+
+    For sets added with :func:`register` (a test's or a session's own); the
+    built-in ones can be removed too, until the process ends.
+
+    Raises:
+        ValueError: if no set is registered as ``name`` (listing those that
+            are), or if another set names it as its ``notop`` file (remove
+            that one first).
+    """
+    if not is_registered(name):
+        raise ValueError(
+            f"`name` must be a registered weight set {sorted(_REGISTRY)}; received name={name!r}."
+        )
+    users = _notop_users(name)
+    if users:
+        raise ValueError(
+            f"Cannot unregister {name!r}: it is the no-top file (`notop`) of {users}; "
+            "unregister those first."
+        )
+    return _REGISTRY.pop(name)
+
+
+def _notop_users(name: str) -> list[str]:
+    """The registered sets whose ``notop`` file is ``name``."""
+    return sorted(r.name for r in _REGISTRY.values() if r.notop == name)
 
 
 def is_registered(name) -> bool:
