@@ -174,14 +174,19 @@ def _peak_memory(name, size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed samples per configuration and batch size (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed samples per configuration and batch size (default 5)"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--image-size", type=int, default=299)
     parser.add_argument("--runtimes", nargs="+", default=None, help="Predictor runtimes (default: every installed one)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--single-call", action="store_true",
-                        help="also time each runtime with the whole batch in one call on all threads "
-                             "(batch_size=1024, workers=1), to show what the default chunking brings")
+    parser.add_argument(
+        "--single-call",
+        action="store_true",
+        help="also time each runtime with the whole batch in one call on all threads "
+        "(batch_size=1024, workers=1), to show what the default chunking brings",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -194,8 +199,11 @@ def main(argv=None):
 
     runtimes = args.runtimes or available_runtimes()
     size = args.image_size
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     print("building the models and exporting the runtimes ...", flush=True)
     configs = {}
     reference = _reference(size)
@@ -237,15 +245,23 @@ def main(argv=None):
     memory = {} if args.no_memory else {n: _peak_memory(n, size) for n in configs if "(" not in n}
 
     print()
-    print(f"sgemm GFLOP/s (2048x2048 float32, best of {2 * args.repeats}, interleaved): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items())
-          + f"  ->  fp32 limit {limit:.1f} img/s at {gflop:.1f} GFLOP/image")
+    print(
+        f"sgemm GFLOP/s (2048x2048 float32, best of {2 * args.repeats}, interleaved): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items())
+        + f"  ->  fp32 limit {limit:.1f} img/s at {gflop:.1f} GFLOP/image"
+    )
     header = f"{'configuration':<26}" + "".join(
-        f"{'batch ' + str(b) + ' median':>22}{'best':>18}" for b in args.batch_sizes)
+        f"{'batch ' + str(b) + ' median':>22}{'best':>18}" for b in args.batch_sizes
+    )
     header += f"{'peak RSS MiB':>14}{'max rel diff':>14}"
     print(header)
-    results = {"image_size": size, "repeats": args.repeats, "sgemm_gflops": sgemm,
-               "fp32_limit_img_s": limit, "configs": {}}
+    results = {
+        "image_size": size,
+        "repeats": args.repeats,
+        "sgemm_gflops": sgemm,
+        "fp32_limit_img_s": limit,
+        "configs": {},
+    }
     for name in configs:
         row = f"{name:<26}"
         entry = {"parity_rel_diff": parity[name], "peak_rss_mib": memory.get(name), "batches": {}}
@@ -256,21 +272,33 @@ def main(argv=None):
             best_base = float(np.max(samples[("keras.applications", b)]))
             row += f"{med:>8.2f} img/s {med / base:>4.2f}x".rjust(22)
             row += f"{best:>7.2f} {best / best_base:>4.2f}x".rjust(18)
-            entry["batches"][b] = {"img_s": med, "ratio": med / base, "of_limit": med / limit,
-                                   "best_img_s": best, "best_ratio": best / best_base,
-                                   "best_of_limit": best / limit, "samples": samples[(name, b)]}
+            entry["batches"][b] = {
+                "img_s": med,
+                "ratio": med / base,
+                "of_limit": med / limit,
+                "best_img_s": best,
+                "best_ratio": best / best_base,
+                "best_of_limit": best / limit,
+                "samples": samples[(name, b)],
+            }
         mem = memory.get(name)
         row += f"{mem:>14.0f}" if mem else f"{'-':>14}"
         row += f"{parity[name]:>14.1e}"
         print(row)
         results["configs"][name] = entry
-    print(f"(median and best of {args.repeats} interleaved samples, img/s and ratio vs keras.applications "
-          f"predict_on_batch; fp32 limit {limit:.1f} img/s; peak RSS of a fresh process running batch 8)")
+    print(
+        f"(median and best of {args.repeats} interleaved samples, img/s and ratio vs keras.applications "
+        f"predict_on_batch; fp32 limit {limit:.1f} img/s; peak RSS of a fresh process running batch 8)"
+    )
     for name in configs:
-        print(f"  {name:<24} of the fp32 limit at batch "
-              + ", ".join(f"{b}: {results['configs'][name]['batches'][b]['of_limit']:.0%} median / "
-                          f"{results['configs'][name]['batches'][b]['best_of_limit']:.0%} best"
-                          for b in args.batch_sizes))
+        print(
+            f"  {name:<24} of the fp32 limit at batch "
+            + ", ".join(
+                f"{b}: {results['configs'][name]['batches'][b]['of_limit']:.0%} median / "
+                f"{results['configs'][name]['batches'][b]['best_of_limit']:.0%} best"
+                for b in args.batch_sizes
+            )
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -114,8 +114,10 @@ def main(argv=None):
             for name, fn in pipelines.items():
                 runs[name].append(rate(fn()))
         results = {
-            k: dict(images_per_s=round(statistics.median(r[0] for r in v), 1),
-                    cpu_ms_per_image=round(statistics.median(r[1] for r in v), 2))
+            k: dict(
+                images_per_s=round(statistics.median(r[0] for r in v), 1),
+                cpu_ms_per_image=round(statistics.median(r[1] for r in v), 2),
+            )
             for k, v in runs.items()
         }
 
@@ -127,25 +129,35 @@ def main(argv=None):
         for _ in range(args.repeats):
             s, c = time.perf_counter(), time.process_time()
             predict(x).numpy()
-            timings.append((args.batch_size / (time.perf_counter() - s),
-                            1000 * (time.process_time() - c) / args.batch_size))
+            timings.append(
+                (args.batch_size / (time.perf_counter() - s), 1000 * (time.process_time() - c) / args.batch_size)
+            )
         model_key = "model: Xception 299 on in-memory batches"
-        results[model_key] = dict(images_per_s=round(statistics.median(r[0] for r in timings), 2),
-                                  cpu_ms_per_image=round(statistics.median(r[1] for r in timings), 1))
+        results[model_key] = dict(
+            images_per_s=round(statistics.median(r[0] for r in timings), 2),
+            cpu_ms_per_image=round(statistics.median(r[1] for r in timings), 1),
+        )
         report = evaluation.evaluate(
-            model, records, transform=t, batch_size=args.batch_size,
-            limit=args.eval_images, verbose=0,
+            model,
+            records,
+            transform=t,
+            batch_size=args.batch_size,
+            limit=args.eval_images,
+            verbose=0,
         )
         results[f"evaluate(): end to end, {report['count']} images"] = dict(
-            images_per_s=report["images_per_second"], cpu_ms_per_image=None)
+            images_per_s=report["images_per_second"], cpu_ms_per_image=None
+        )
     ours_r = results["ours (decode_records)"]
     ratio = dict(
         by_rate=round(ours_r["images_per_s"] / results[model_key]["images_per_s"], 1),
         by_cpu_time=round(results[model_key]["cpu_ms_per_image"] / ours_r["cpu_ms_per_image"], 1),
     )
     width = max(len(k) for k in results)
-    print(f"{args.num_images} JPEGs of 500x375 -> 299x299, batch {args.batch_size}, {os.cpu_count()} CPUs, "
-          f"TF {tf.__version__}, Keras {keras.__version__}; median of {args.repeats}")
+    print(
+        f"{args.num_images} JPEGs of 500x375 -> 299x299, batch {args.batch_size}, {os.cpu_count()} CPUs, "
+        f"TF {tf.__version__}, Keras {keras.__version__}; median of {args.repeats}"
+    )
     print(f"  {'':<{width}}  {'images/s':>10}  {'CPU ms/image':>12}")
     for k, v in results.items():
         cpu = "" if v["cpu_ms_per_image"] is None else v["cpu_ms_per_image"]

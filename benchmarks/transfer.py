@@ -43,13 +43,13 @@ def calibrate_batchnorm(backbone, images):
     """Set every BatchNorm's moving statistics to those of ``images`` (one pass, momentum 0)."""
     import keras
 
-    bns = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    saved = [(l.momentum, l.trainable) for l in bns]
-    for l in bns:
-        l.momentum, l.trainable = 0.0, True
+    bns = [lyr for lyr in backbone.layers if isinstance(lyr, keras.layers.BatchNormalization)]
+    saved = [(lyr.momentum, lyr.trainable) for lyr in bns]
+    for lyr in bns:
+        lyr.momentum, lyr.trainable = 0.0, True
     backbone(images, training=True)
-    for l, (momentum, trainable) in zip(bns, saved):
-        l.momentum, l.trainable = momentum, trainable
+    for lyr, (momentum, trainable) in zip(bns, saved):
+        lyr.momentum, lyr.trainable = momentum, trainable
 
 
 def main(argv=None):
@@ -61,11 +61,14 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2, help="runs of each approach, interleaved")
     p.add_argument(
-        "--colour-noise", type=float, default=0.8,
+        "--colour-noise",
+        type=float,
+        default=0.8,
         help="blend up to this fraction of a random colour into each image (0: trivially separable)",
     )
     p.add_argument(
-        "--cache-images", action="store_true",
+        "--cache-images",
+        action="store_true",
         help="decode the images once into memory (default: every epoch reads and decodes the files, "
         "as examples/transfer_learning.py does)",
     )
@@ -80,7 +83,10 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     tmp = tempfile.mkdtemp(prefix="xception_transfer_bench_")
     folders.write_synthetic_tree(
-        tmp, args.classes, args.per_class, sizes=(args.image_size, args.image_size + 32),
+        tmp,
+        args.classes,
+        args.per_class,
+        sizes=(args.image_size, args.image_size + 32),
         colour_noise=args.colour_noise,
     )
     tp, tl, vp, vl, classes = folders.class_folder_split(tmp, 0.2, seed=0)
@@ -106,8 +112,13 @@ def main(argv=None):
             model = transfer.build_classifier(backbone=backbone, head=head, input_shape=size + (3,))
             t0 = time.perf_counter()
             hist = transfer.train_head(
-                model, train, val, epochs=args.epochs, cached=method == "cached",
-                batch_size=args.batch_size, verbose=0,
+                model,
+                train,
+                val,
+                epochs=args.epochs,
+                cached=method == "cached",
+                batch_size=args.batch_size,
+                verbose=0,
             )
             seconds = time.perf_counter() - t0
             entry = {"seconds": round(seconds, 2), "val_accuracy": float(hist.history["val_accuracy"][-1])}
@@ -124,7 +135,9 @@ def main(argv=None):
         "runs": results,
         "median_seconds": {"plain": plain, "cached": cached},
         "speedup": round(plain / cached, 2),  # ratio of the medians
-        "speedup_of_fastest_runs": round(min(r["seconds"] for r in results["plain"]) / min(r["seconds"] for r in results["cached"]), 2),
+        "speedup_of_fastest_runs": round(
+            min(r["seconds"] for r in results["plain"]) / min(r["seconds"] for r in results["cached"]), 2
+        ),
         "speedup_per_pair": [round(r, 2) for r in pairs],  # each plain run / the cached run right after it
         "val_accuracy": {
             "plain": [r["val_accuracy"] for r in results["plain"]],

@@ -35,7 +35,9 @@ FINE_TUNE_LR = 1e-5
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="class-per-folder image tree (default: tfds tf_flowers)")
-    p.add_argument("--weights", default="imagenet", help="registered name, or a weights file (.h5, .weights.h5, .keras)")
+    p.add_argument(
+        "--weights", default="imagenet", help="registered name, or a weights file (.h5, .weights.h5, .keras)"
+    )
     p.add_argument("--image-size", type=int, default=299, help="square input side, >= 71 (default 299)")
     p.add_argument("--epochs", type=int, default=5, help="head-training epochs (default 5)")
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="fine-tuning epochs; 0 skips it (default 0)")
@@ -80,7 +82,10 @@ def load_tfds_flowers():
 
     try:
         ds, info = tfds.load(
-            "tf_flowers", split="train", as_supervised=True, with_info=True,
+            "tf_flowers",
+            split="train",
+            as_supervised=True,
+            with_info=True,
             decoders={"image": tfds.decode.SkipDecoding()},
         )
     except Exception as e:  # no network, no disk, missing optional deps: all end here
@@ -164,27 +169,42 @@ def main(argv=None):
         len(classes), weights=args.weights, input_shape=(args.image_size, args.image_size, 3)
     )
     report = {
-        "classes": list(classes), "num_train": n_train, "num_val": n_val, "image_size": args.image_size,
-        "weights": args.weights, "batch_size": args.batch_size, "val_split": args.val_split,
+        "classes": list(classes),
+        "num_train": n_train,
+        "num_val": n_val,
+        "image_size": args.image_size,
+        "weights": args.weights,
+        "batch_size": args.batch_size,
+        "val_split": args.val_split,
     }
     t0 = time.perf_counter()
     head = transfer.train_head(model, train, val, epochs=args.epochs, batch_size=args.batch_size)
     report["head"] = {
-        "epochs": args.epochs, "seconds": round(time.perf_counter() - t0, 2),
-        "val_accuracy": float(head.history["val_accuracy"][-1]), "history": head.history,
+        "epochs": args.epochs,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "val_accuracy": float(head.history["val_accuracy"][-1]),
+        "history": head.history,
     }
     tune_history = {}
     if args.fine_tune_epochs:
         t0 = time.perf_counter()
         tune = transfer.fine_tune(
-            model, train, val, epochs=args.fine_tune_epochs, blocks=FINE_TUNE_BLOCKS,
-            learning_rate=FINE_TUNE_LR, initial_epoch=args.epochs,
+            model,
+            train,
+            val,
+            epochs=args.fine_tune_epochs,
+            blocks=FINE_TUNE_BLOCKS,
+            learning_rate=FINE_TUNE_LR,
+            initial_epoch=args.epochs,
         )
         tune_history = tune.history
         report["fine_tune"] = {
-            "epochs": args.fine_tune_epochs, "blocks": FINE_TUNE_BLOCKS, "learning_rate": FINE_TUNE_LR,
+            "epochs": args.fine_tune_epochs,
+            "blocks": FINE_TUNE_BLOCKS,
+            "learning_rate": FINE_TUNE_LR,
             "seconds": round(time.perf_counter() - t0, 2),
-            "val_accuracy": float(tune.history["val_accuracy"][-1]), "history": tune.history,
+            "val_accuracy": float(tune.history["val_accuracy"][-1]),
+            "history": tune.history,
         }
     report["val_accuracy"] = report.get("fine_tune", report["head"])["val_accuracy"]
     model.save(args.out)

@@ -102,12 +102,11 @@ def Xception(
     )
     record, path = resolve_weights(weights)
     check_pretrained(spec, record)
-    if record is not None and include_top is True:
-        if classifier_activation not in (None, "softmax"):
-            raise ValueError(
-                f"With pretrained weights {record.name!r} `classifier_activation` must be None "
-                f"or 'softmax'; received {classifier_activation!r}."
-            )
+    if record is not None and include_top is True and classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            f"With pretrained weights {record.name!r} `classifier_activation` must be None "
+            f"or 'softmax'; received {classifier_activation!r}."
+        )
     model = build_model(
         spec,
         include_top=include_top,

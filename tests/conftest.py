@@ -51,9 +51,7 @@ def keras_reference(tmp_path_factory):
     import keras
 
     d = tmp_path_factory.mktemp("keras_ref")
-    model = keras.applications.Xception(
-        weights=None, input_shape=(SMALL, SMALL, 3), classifier_activation=None
-    )
+    model = keras.applications.Xception(weights=None, input_shape=(SMALL, SMALL, 3), classifier_activation=None)
     randomize(model, seed=2)
     path = str(d / "ref.weights.h5")
     model.save_weights(path)

@@ -42,7 +42,7 @@ def favour(model, classes, seed=0, strength=1.0):
     kernel, bias = dense.get_weights()
     kernel = rng.normal(0, 8.0 / np.sqrt(kernel.shape[0]), kernel.shape).astype("float32")
     bias = np.full(bias.shape, -20.0, "float32")
-    classes = sorted(set(int(c) for c in classes))
+    classes = sorted({int(c) for c in classes})
     bias[classes] = rng.uniform(0, strength, len(classes))
     dense.set_weights([kernel, bias])
     return model
@@ -69,8 +69,13 @@ def main(mode, val_dir, weights, out, batch=4):
         return Xception(weights=weights, input_shape=(71, 71, 3))
 
     report = evaluation.evaluate(
-        build, data.folder_records(val_dir), transform=data.resolve_transform(weights, target_size=(71, 71)),
-        batch_size=int(batch), strategy=strategy, per_class=True, verbose=0,
+        build,
+        data.folder_records(val_dir),
+        transform=data.resolve_transform(weights, target_size=(71, 71)),
+        batch_size=int(batch),
+        strategy=strategy,
+        per_class=True,
+        verbose=0,
     )
     with open(out, "w") as f:
         json.dump(report, f)

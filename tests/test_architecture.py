@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
+from conftest import SMALL, rel_diff
 
 import keras_xception as kx
 from keras_xception.model import spec as architecture
-from conftest import SMALL, rel_diff
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +25,24 @@ def test_parameter_counts_match_paper_and_keras(model):
 
 def test_weighted_layers_same_classes_shapes_order_as_keras(model):
     ref = keras.applications.Xception(weights=None)
-    sig = lambda m: [
-        (type(l).__name__, [tuple(w.shape) for w in l.weights]) for l in m.layers if l.weights
-    ]
+    sig = lambda m: [(type(lyr).__name__, [tuple(w.shape) for w in lyr.weights]) for lyr in m.layers if lyr.weights]
     assert sig(model) == sig(ref)
     # The .weights.h5 format keys layers by class and position among all layers.
-    assert [type(l).__name__ for l in model.layers] == [type(l).__name__ for l in ref.layers]
+    assert [type(lyr).__name__ for lyr in model.layers] == [type(lyr).__name__ for lyr in ref.layers]
 
 
 def test_keras_explicit_names_kept_and_residual_layers_named(model):
     ref = keras.applications.Xception(weights=None)
-    ours = {l.name for l in model.layers}
-    keras_named = {l.name for l in ref.layers if l.name.startswith("block") or l.name in ("avg_pool", "predictions")}
+    ours = {lyr.name for lyr in model.layers}
+    keras_named = {
+        lyr.name for lyr in ref.layers if lyr.name.startswith("block") or lyr.name in ("avg_pool", "predictions")
+    }
     assert keras_named <= ours
     for b in (2, 3, 4, 13):
         assert {f"block{b}_residual_conv", f"block{b}_residual_bn", f"block{b}_add"} <= ours
     for b in range(5, 13):
         assert f"block{b}_add" in ours
-    assert not [l.name for l in model.layers if l.name.startswith(("conv2d", "batch_normalization", "add"))]
+    assert not [lyr.name for lyr in model.layers if lyr.name.startswith(("conv2d", "batch_normalization", "add"))]
 
 
 def test_middle_flow_is_eight_blocks_of_three_728_separable_convs():
@@ -59,7 +59,9 @@ def test_minimum_input_and_feature_map_shape():
     assert m.get_layer("block14_sepconv2_act").output.shape[1:] == (3, 3, 2048)
 
 
-@pytest.mark.parametrize("pooling,shape", [(None, (None, None, None, 2048)), ("avg", (None, 2048)), ("max", (None, 2048))])
+@pytest.mark.parametrize(
+    "pooling,shape", [(None, (None, None, None, 2048)), ("avg", (None, 2048)), ("max", (None, 2048))]
+)
 def test_pooling(pooling, shape):
     m = kx.Xception(weights=None, include_top=False, pooling=pooling)
     assert m.output_shape == shape

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import rel_diff
 
 import keras_xception as kx
-from conftest import rel_diff
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,10 @@ def test_jax_backend_gives_tensorflow_outputs(keras_reference, images, tmp_path)
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "x.npy"), weights_path, str(tmp_path / "y.npy")],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = ref.predict(kx.preprocess_input(images), verbose=0)

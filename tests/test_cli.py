@@ -25,7 +25,11 @@ def _env(**extra):
 def _run(args, user=None, **env):
     return subprocess.run(
         [sys.executable, "-m", "keras_xception", *args],
-        capture_output=True, text=True, env=_env(**env), user=user, timeout=300,
+        capture_output=True,
+        text=True,
+        env=_env(**env),
+        user=user,
+        timeout=300,
     )
 
 
@@ -103,8 +107,15 @@ def test_predict_with_a_backbone_file_says_what_to_use_instead(tmp_path, capsys)
     assert "holds no classifier" in err and "keras-xception extract" in err and "build_classifier" in err
 
 
-@pytest.mark.parametrize("command", [["predict"], ["extract", "d", "--out", "f.npz"], ["evaluate", "--val-dir", "d"],
-                                     ["export", "--format", "onnx", "--out", "m.onnx"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict"],
+        ["extract", "d", "--out", "f.npz"],
+        ["evaluate", "--val-dir", "d"],
+        ["export", "--format", "onnx", "--out", "m.onnx"],
+    ],
+)
 @pytest.mark.parametrize("spelling", ["none", "None", "NONE"])
 def test_weights_none_means_random_weights_everywhere(command, spelling):
     args = cli.build_parser().parse_args(command + ["--weights", spelling])
@@ -210,14 +221,25 @@ def _run_unprivileged(args, home):
     env = _env(KERAS_HOME=home, MPLCONFIGDIR=home)
     preexec = _drop_file_permission_override if os.geteuid() == 0 else None
     try:
-        probe = subprocess.run([sys.executable, "-c", "open(%r)" % os.path.join(home, "..", "tree", "class_0", "img_000.jpg")],
-                               capture_output=True, env=env, preexec_fn=preexec, timeout=60)
+        probe = subprocess.run(
+            [sys.executable, "-c", "open({!r})".format(os.path.join(home, "..", "tree", "class_0", "img_000.jpg"))],
+            capture_output=True,
+            env=env,
+            preexec_fn=preexec,
+            timeout=60,
+        )
     except (OSError, subprocess.SubprocessError) as e:
         pytest.skip(f"cannot run a process that file permissions bind here: {e}")
     if b"PermissionError" not in probe.stderr:
         pytest.skip("file permissions do not bind processes here")
-    return subprocess.run([sys.executable, "-m", "keras_xception", *args], capture_output=True, text=True,
-                          env=env, preexec_fn=preexec, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "keras_xception", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=preexec,
+        timeout=300,
+    )
 
 
 def test_extract_reports_unreadable_files_and_folders(locked_tree):
@@ -244,8 +266,10 @@ def test_predict_reports_an_unreadable_image(locked_tree):
 
 def test_unreadable_folders_are_clear_errors(locked_tree):
     _, _, locked_dir, home = locked_tree
-    for args in (["extract", locked_dir, "--out", os.path.join(home, "g.npz"), "--weights", "none"],
-                 ["evaluate", "--val-dir", locked_dir, "--weights", "none"]):
+    for args in (
+        ["extract", locked_dir, "--out", os.path.join(home, "g.npz"), "--weights", "none"],
+        ["evaluate", "--val-dir", locked_dir, "--weights", "none"],
+    ):
         run = _run_unprivileged(args, home)
         assert run.returncode == 2, run.stderr
         assert f"Cannot read the folder '{locked_dir}': Permission denied" in run.stderr

@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import SMALL, load_example
 
 from keras_xception import Xception, folders  # noqa: E402
@@ -34,8 +33,24 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
 
     tl = _load("transfer_learning")
     out, report_path = str(tmp_path / "m.keras"), str(tmp_path / "r.json")
-    argv = ["--data-dir", tree, "--weights", notop, "--image-size", str(SMALL), "--epochs", "1",
-            "--fine-tune-epochs", "1", "--batch-size", "4", "--out", out, "--report", report_path]
+    argv = [
+        "--data-dir",
+        tree,
+        "--weights",
+        notop,
+        "--image-size",
+        str(SMALL),
+        "--epochs",
+        "1",
+        "--fine-tune-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        out,
+        "--report",
+        report_path,
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         returned = tl.main(argv)
@@ -55,7 +70,9 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
     # The saved classifier's backbone is usable as weights for feature extraction.
     from keras_xception.tasks.transfer import find_backbone
 
-    feats = Xception(include_top=False, weights=out, input_shape=(SMALL, SMALL, 3)).predict(image / 127.5 - 1, verbose=0)
+    feats = Xception(include_top=False, weights=out, input_shape=(SMALL, SMALL, 3)).predict(
+        image / 127.5 - 1, verbose=0
+    )
     ref = find_backbone(model).predict(image / 127.5 - 1, verbose=0)
     np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
 
@@ -69,8 +86,20 @@ def test_transfer_learning_example_tf_flowers_path(tree, notop, tmp_path, monkey
     labels = [int("class_1" in p) for p in paths]
     fake = tf.data.Dataset.from_tensor_slices(([tf.io.read_file(p).numpy() for p in paths], labels))
     monkeypatch.setattr(tl, "load_tfds_flowers", lambda: (fake, ["a", "b"]))
-    argv = ["--weights", notop, "--image-size", str(SMALL), "--epochs", "1", "--batch-size", "4",
-            "--val-split", "0.25", "--out", str(tmp_path / "f.keras")]
+    argv = [
+        "--weights",
+        notop,
+        "--image-size",
+        str(SMALL),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--val-split",
+        "0.25",
+        "--out",
+        str(tmp_path / "f.keras"),
+    ]
     report = tl.main(argv)
     assert report["classes"] == ["a", "b"] and (report["num_train"], report["num_val"]) == (9, 3)
     assert "fine_tune" not in report and os.path.isfile(tmp_path / "f.keras")
@@ -127,10 +156,16 @@ def test_feature_extraction_example(tree, notop, capsys):
 
 def test_examples_run_as_scripts_and_report_bad_arguments(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
-    for script, args in (("transfer_learning.py", ["--val-split", "0"]), ("feature_extraction.py", [str(tmp_path / "none")])):
+    for script, args in (
+        ("transfer_learning.py", ["--val-split", "0"]),
+        ("feature_extraction.py", [str(tmp_path / "none")]),
+    ):
         proc = subprocess.run(
             [sys.executable, os.path.join(ROOT, "examples", script), *args],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         assert proc.returncode == 2, proc.stderr
         assert "error:" in proc.stderr and "Traceback" not in proc.stderr

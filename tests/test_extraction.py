@@ -1,9 +1,7 @@
 """Feature extraction (Python API and `keras-xception extract`); Grad-CAM is in test_gradcam.py."""
 
-
 import numpy as np
 import pytest
-
 from conftest import SMALL, rel_diff
 
 from keras_xception import cli, folders, load_image, preprocess_input  # noqa: E402

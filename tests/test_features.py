@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from conftest import SMALL
 
 import keras_xception as kx
-from conftest import SMALL
 
 SIZE = 96  # 96 -> stem 45 -> 23 -> 12 -> 6 -> 3
 
@@ -55,7 +55,15 @@ def test_features_are_the_models_own_activations(model, images):
 @pytest.mark.parametrize(
     "output_stride,expected",
     [
-        (16, {2: ("block1_conv2_act", 64), 4: ("block2_add", 128), 8: ("block3_add", 256), 16: ("block14_sepconv2_act", 2048)}),
+        (
+            16,
+            {
+                2: ("block1_conv2_act", 64),
+                4: ("block2_add", 128),
+                8: ("block3_add", 256),
+                16: ("block14_sepconv2_act", 2048),
+            },
+        ),
         (8, {2: ("block1_conv2_act", 64), 4: ("block2_add", 128), 8: ("block14_sepconv2_act", 2048)}),
     ],
 )
@@ -73,7 +81,13 @@ def test_atrous_models_keep_later_maps_at_their_stride(output_stride, expected):
 def test_variants_layer_names():
     m = kx.Xception(weights=None, include_top=False, residual=False, middle_flow_blocks=2, width_multiplier=0.5)
     layers = kx.feature_layers(m)
-    assert layers == {2: "block1_conv2_act", 4: "block2_pool", 8: "block3_pool", 16: "block6_sepconv3_bn", 32: "block8_sepconv2_act"}
+    assert layers == {
+        2: "block1_conv2_act",
+        4: "block2_pool",
+        8: "block3_pool",
+        16: "block6_sepconv3_bn",
+        32: "block8_sepconv2_act",
+    }
     fx = kx.feature_extractor(m, strides=(4, 16, 32))
     assert [o.shape[-1] for o in fx.outputs] == [64, 368, 1024]
 
@@ -97,7 +111,10 @@ def test_nested_xception():
     assert fx.outputs[0].shape[1:] == (5, 5, 728)
 
 
-@pytest.mark.parametrize("strides,match", [((3,), "strides"), ((4, 4), "repeat"), ((), "non-empty"), ("x", "strides"), ((True,), "strides"), (64, "strides")])
+@pytest.mark.parametrize(
+    "strides,match",
+    [((3,), "strides"), ((4, 4), "repeat"), ((), "non-empty"), ("x", "strides"), ((True,), "strides"), (64, "strides")],
+)
 def test_bad_strides(model, strides, match):
     with pytest.raises(ValueError, match=match):
         kx.feature_extractor(model, strides=strides)

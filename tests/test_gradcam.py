@@ -9,7 +9,6 @@ x K), the logit of class ``c`` is ``mean_ij A(i, j) @ W[:, c] + b[c]``, so
 
 import numpy as np
 import pytest
-
 from conftest import SMALL, randomize
 
 keras = pytest.importorskip("keras")
@@ -56,7 +55,7 @@ def test_grad_cam_equals_cam_for_a_global_average_pooled_linear_top(classifier, 
     for cls in (c, (c + 1) % 10):
         got, returned = grad_cam(classifier, x[0], class_index=cls, layer="block7_sepconv2_act")
         assert returned == cls
-        assert got.shape == acts.shape[:2] and got.dtype == np.float32 and 0 <= got.min() and got.max() <= 1
+        assert got.shape == acts.shape[:2] and got.dtype == np.float32 and got.min() >= 0 and got.max() <= 1
         np.testing.assert_allclose(got, _cam(acts, kernel[:, cls]), atol=1e-4)
 
 
@@ -116,7 +115,7 @@ def test_grad_cam_inside_the_nested_backbone_equals_the_flat_model(nested, image
     """Any layer of the nested backbone: the same heatmap as a flat model made of the same layers."""
     model, backbone = nested
     raw = images[1:]
-    rescaling = next(l for l in model.layers if isinstance(l, keras.layers.Rescaling))
+    rescaling = next(lyr for lyr in model.layers if isinstance(lyr, keras.layers.Rescaling))
     inputs = keras.Input(SHAPE)
     inline = kx.Xception(include_top=False, input_tensor=rescaling(inputs), **dict(SMALL_MODEL, input_shape=None))
     for layer in backbone.layers:
@@ -127,7 +126,7 @@ def test_grad_cam_inside_the_nested_backbone_equals_the_flat_model(nested, image
     predictions = keras.layers.Dense(3, activation="softmax", name="predictions")
     flat = keras.Model(inputs, predictions(pooled))
     predictions.set_weights(dense.get_weights())
-    assert not any(isinstance(l, keras.Model) for l in flat.layers)
+    assert not any(isinstance(lyr, keras.Model) for lyr in flat.layers)
     np.testing.assert_allclose(flat.predict(raw, verbose=0), model.predict(raw, verbose=0), rtol=1e-5, atol=1e-6)
     for layer in ("block6_sepconv1_act", "block5_add", "block7_sepconv2_act"):
         peaks = []

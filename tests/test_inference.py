@@ -177,7 +177,7 @@ def test_export_openvino_round_trip(tmp_path, model, x, expected):
 
 def test_export_parity_check_can_fail(tmp_path, model, monkeypatch):
     real = exporting.load_runner
-    monkeypatch.setattr(exporting, "load_runner", lambda p, f: (lambda z: real(p, f)(z) * 1.01))
+    monkeypatch.setattr(exporting, "load_runner", lambda p, f: lambda z: real(p, f)(z) * 1.01)
     with pytest.raises(exporting.ParityError, match="disagrees"):
         exporting.export(model, tmp_path / "sm", format="savedmodel")
     assert not (tmp_path / "sm").exists()  # the failed artifact is removed
@@ -189,7 +189,7 @@ def test_export_bad_arguments(tmp_path, model, monkeypatch):
     with pytest.raises(ValueError, match=r"must end with '\.onnx'"):
         exporting.export(model, tmp_path / "m.xml", format="onnx")
     monkeypatch.setattr(runtimes, "is_installed", lambda m: m != "tf2onnx")
-    with pytest.raises(RuntimeNotInstalledError, match=r'keras-xception\[onnx\]'):
+    with pytest.raises(RuntimeNotInstalledError, match=r"keras-xception\[onnx\]"):
         exporting.export(model, tmp_path / "m.onnx", format="onnx")
 
 
@@ -200,8 +200,18 @@ def test_cli_export_savedmodel(tmp_path, capsys):
     import tensorflow as tf
 
     out = str(tmp_path / "features")
-    argv = ["export", "--format", "savedmodel", "--out", out, "--weights", "none",
-            "--image-size", str(SMALL), "--no-top"]
+    argv = [
+        "export",
+        "--format",
+        "savedmodel",
+        "--out",
+        out,
+        "--weights",
+        "none",
+        "--image-size",
+        str(SMALL),
+        "--no-top",
+    ]
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.strip() == out
     loaded = tf.saved_model.load(out)
@@ -212,8 +222,22 @@ def test_cli_export_savedmodel(tmp_path, capsys):
 def test_cli_export_errors(tmp_path, capsys):
     assert cli.main(["export", "--format", "onnx", "--out", str(tmp_path / "m.txt"), "--weights", "none"]) == 2
     assert "must end with '.onnx'" in capsys.readouterr().err
-    assert cli.main(["export", "--format", "savedmodel", "--out", str(tmp_path / "m"),
-                     "--weights", "none", "--image-size", "50"]) == 2
+    assert (
+        cli.main(
+            [
+                "export",
+                "--format",
+                "savedmodel",
+                "--out",
+                str(tmp_path / "m"),
+                "--weights",
+                "none",
+                "--image-size",
+                "50",
+            ]
+        )
+        == 2
+    )
     assert "--image-size" in capsys.readouterr().err
     assert cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "m")]) == 2
 

@@ -9,12 +9,12 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from conftest import SMALL, randomize, rel_diff
 
 import keras_xception as kx
 from keras_xception.pretrained import formats
 from keras_xception.pretrained.formats import WeightsFileError
 from keras_xception.pretrained.loading import load_pretrained
-from conftest import SMALL, randomize, rel_diff
 
 #: A small variant, for tests that need no official layout.
 TINY = dict(width_multiplier=0.25, middle_flow_blocks=1)
@@ -67,7 +67,11 @@ def test_strict_load_weights_needs_the_classifier(tmp_path):
     notop.save_weights(p)
     model = ours(weights=None, **TINY)
     before = model.get_weights()
-    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".* classifier 'predictions' \(shapes \[\(512, 1000\), \(1000,\)\]\) but the file has none"):
+    with pytest.raises(
+        WeightsFileError,
+        match=re.escape(repr(p))
+        + r".* classifier 'predictions' \(shapes \[\(512, 1000\), \(1000,\)\]\) but the file has none",
+    ):
         formats.load_weights(model, p)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
@@ -76,7 +80,9 @@ def test_wrong_shapes_name_file_layer_and_shapes(tmp_path):
     other = ours(weights=None, include_top=False, input_shape=(SMALL, SMALL, 4))
     p = str(tmp_path / "four.weights.h5")
     other.save_weights(p)
-    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"):
+    with pytest.raises(
+        WeightsFileError, match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"
+    ):
         ours(weights=p, include_top=False)
 
 
@@ -148,7 +154,9 @@ def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     if builder == "keras_xception":
         backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
     else:
-        backbone = keras.applications.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
+        backbone = keras.applications.Xception(
+            weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg"
+        )
     randomize(backbone, seed=7)
     inputs = keras.Input((SMALL, SMALL, 3))
     feats = backbone(inputs, training=False)
@@ -292,9 +300,14 @@ def test_top_classes_of_every_format_and_width(tmp_path):
     (tmp_path / "garbage.h5").write_bytes(b"not hdf5" * 100)
     got = {name: formats.top_classes(p) for name, p in files.items()}
     assert got == {
-        "top.weights.h5": 7, "top.keras": 7, "top.h5": 7,
-        "notop.weights.h5": None, "notop.keras": None, "notop.h5": None,
-        "nested.weights.h5": None, "garbage.h5": None,
+        "top.weights.h5": 7,
+        "top.keras": 7,
+        "top.h5": 7,
+        "notop.weights.h5": None,
+        "notop.keras": None,
+        "notop.h5": None,
+        "nested.weights.h5": None,
+        "garbage.h5": None,
     }
 
 
@@ -321,5 +334,7 @@ def test_pretrained_imports_only_lower_layers():
                     modules = [node.module]
             else:
                 continue
-            bad += [f"{name}: {m}" for m in modules if m.split(".")[0] == "keras_xception" and not m.startswith(allowed)]
+            bad += [
+                f"{name}: {m}" for m in modules if m.split(".")[0] == "keras_xception" and not m.startswith(allowed)
+            ]
     assert bad == []

@@ -8,7 +8,6 @@ running the inner model itself.
 
 import numpy as np
 import pytest
-
 from conftest import SMALL, randomize
 
 keras = pytest.importorskip("keras")
@@ -42,8 +41,9 @@ def test_find_xception_itself_and_nested_two_levels_deep():
 
 def test_find_xception_built_inline_with_input_tensor():
     inputs = keras.Input(SHAPE)
-    inline = kx.Xception(include_top=False, weights=None, input_tensor=keras.layers.Rescaling(1 / 255)(inputs),
-                         **SMALL_MODEL)
+    inline = kx.Xception(
+        include_top=False, weights=None, input_tensor=keras.layers.Rescaling(1 / 255)(inputs), **SMALL_MODEL
+    )
     pooled = keras.layers.GlobalAveragePooling2D()(inline.output)
     model = keras.Model(inputs, keras.layers.Dense(3)(pooled), name="flat")
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
@@ -97,8 +97,12 @@ def test_spec_of_gives_back_the_spec_a_variant_was_built_from(options, blocks):
     assert spec == built_from
     assert len(spec.blocks) == blocks
     assert spec.options == {
-        "middle_flow_blocks": 1, "residual": True, "intermediate_activation": None, "width_multiplier": 0.25,
-        "output_stride": 32, **options,
+        "middle_flow_blocks": 1,
+        "residual": True,
+        "intermediate_activation": None,
+        "width_multiplier": 0.25,
+        "output_stride": 32,
+        **options,
     }
 
 

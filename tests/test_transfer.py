@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import SMALL, randomize, rel_diff
 
 keras = pytest.importorskip("keras")
@@ -24,7 +23,9 @@ def tree(image_tree):
 @pytest.fixture(scope="module")
 def data(tree):
     tp, tl, vp, vl, classes = folders.class_folder_split(tree, 0.2, seed=0)
-    train = folders.image_dataset(tp, kx.resolve_transform(target_size=SHAPE[:2]), labels=tl, batch_size=32)  # one full batch
+    train = folders.image_dataset(
+        tp, kx.resolve_transform(target_size=SHAPE[:2]), labels=tl, batch_size=32
+    )  # one full batch
     val = folders.image_dataset(vp, kx.resolve_transform(target_size=SHAPE[:2]), labels=vl, batch_size=32)
     return train, val, classes
 
@@ -44,7 +45,7 @@ def test_class_folder_split_is_per_class_seeded_and_disjoint(tree):
     assert classes == ["class_0", "class_1"]
     assert len(tp) == 10 and len(vp) == 2 and sorted(vl.tolist()) == [0, 1]
     assert not set(tp) & set(vp) and len(set(tp) | set(vp)) == 12
-    assert all(os.path.basename(os.path.dirname(p)) == classes[l] for p, l in zip(tp + vp, np.r_[tl, vl]))
+    assert all(os.path.basename(os.path.dirname(p)) == classes[lyr] for p, lyr in zip(tp + vp, np.r_[tl, vl]))
     assert a[2] == b[2] and a[0] == b[0]
     assert (a[2], a[0]) != (c[2], c[0])
 
@@ -88,7 +89,9 @@ def test_classifier_is_backbone_plus_head_with_frozen_inference_batchnorm(images
     assert not backbone.trainable and len(backbone.trainable_weights) == 0
     assert {id(w) for w in model.trainable_weights} == {id(w) for w in head.trainable_weights}
     raw = images  # [0, 255]
-    separately = head.predict(np.asarray(backbone.predict(preprocess_input(raw), verbose=0)).mean(axis=(1, 2)), verbose=0)
+    separately = head.predict(
+        np.asarray(backbone.predict(preprocess_input(raw), verbose=0)).mean(axis=(1, 2)), verbose=0
+    )
     together = model.predict(raw, verbose=0)
     assert rel_diff(together, separately) < 1e-5
     # BatchNorm stays in inference mode even when the model is called in training mode.
@@ -195,9 +198,13 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
     model = transfer.build_classifier(2, backbone=transfer.build_backbone(None, SHAPE), input_shape=SHAPE)
     names = transfer.unfreeze_top_blocks(model, 2)
     assert sorted(names) == [
-        "block13_residual_conv", "block13_sepconv1", "block13_sepconv2", "block14_sepconv1", "block14_sepconv2"
+        "block13_residual_conv",
+        "block13_sepconv1",
+        "block13_sepconv2",
+        "block14_sepconv1",
+        "block14_sepconv2",
     ]
-    trainable = {l.name for l in transfer.find_backbone(model).layers if l.trainable and l.weights}
+    trainable = {lyr.name for lyr in transfer.find_backbone(model).layers if lyr.trainable and lyr.weights}
     assert trainable == set(names)
     for bad in (0, 14, "2", True):
         with pytest.raises(ValueError, match="blocks"):
@@ -214,15 +221,20 @@ def test_unfreeze_top_blocks_of_a_variant_backbone(middle):
     model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE)
     head_weights = {id(w) for w in model.get_layer("head").trainable_weights}
     exit1, exit2 = f"block{5 + middle}", f"block{6 + middle}"  # entry 2-4, middle 5..4+m, exit flow
-    expected = {f"{exit1}_residual_conv", f"{exit1}_sepconv1", f"{exit1}_sepconv2", f"{exit2}_sepconv1",
-                f"{exit2}_sepconv2"}
+    expected = {
+        f"{exit1}_residual_conv",
+        f"{exit1}_sepconv1",
+        f"{exit1}_sepconv2",
+        f"{exit2}_sepconv1",
+        f"{exit2}_sepconv2",
+    }
 
     names = transfer.unfreeze_top_blocks(model, 2)
 
     assert sorted(names) == sorted(expected)
-    trainable = {l.name for l in backbone.layers if l.trainable and l.weights}
+    trainable = {lyr.name for lyr in backbone.layers if lyr.trainable and lyr.weights}
     assert trainable == expected
-    assert not any(l.trainable for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert not any(lyr.trainable for lyr in backbone.layers if isinstance(lyr, keras.layers.BatchNormalization))
     # What fit will train: the head and exactly those layers' kernels.
     kernels = {id(w) for name in expected for w in backbone.get_layer(name).weights}
     assert {id(w) for w in model.trainable_weights} == head_weights | kernels
@@ -234,11 +246,12 @@ def test_fine_tune_changes_only_the_top_blocks(data):
     train, val, classes = data
     backbone = _backbone(seed=3)
     model = transfer.build_classifier(len(classes), backbone=backbone, input_shape=SHAPE, dropout=0.0)
-    snapshot = {l.name: [w.copy() for w in l.get_weights()] for l in backbone.layers if l.weights}
+    snapshot = {lyr.name: [w.copy() for w in lyr.get_weights()] for lyr in backbone.layers if lyr.weights}
     hist = transfer.fine_tune(model, train, val, epochs=1, blocks=1, learning_rate=1e-3, verbose=0)
     assert "val_accuracy" in hist.history
     changed = {
-        name for name, ws in snapshot.items()
+        name
+        for name, ws in snapshot.items()
         if not all(np.array_equal(a, b) for a, b in zip(ws, backbone.get_layer(name).get_weights()))
     }
     assert changed == {"block14_sepconv1", "block14_sepconv2"}  # BN statistics and gammas untouched

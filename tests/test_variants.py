@@ -3,13 +3,13 @@
 import keras
 import numpy as np
 import pytest
+from conftest import SMALL, randomize, rel_diff
 
 import keras_xception as kx
-from keras_xception.model import spec as architecture
 from keras_xception.model import layers
+from keras_xception.model import spec as architecture
 from keras_xception.pretrained import loading as variants
 from keras_xception.pretrained.formats import WeightsFileError
-from conftest import SMALL, randomize, rel_diff
 
 
 def build(**kw):
@@ -60,7 +60,11 @@ def test_defaults_are_the_official_spec():
         (dict(output_stride=16), SMALL, (5, 5, 2048)),
         (dict(output_stride=8), SMALL, (9, 9, 2048)),
         (dict(output_stride=16), 96, (6, 6, 2048)),
-        (dict(output_stride=8, residual=False, intermediate_activation="elu", width_multiplier=0.25), 80, (10, 10, 512)),
+        (
+            dict(output_stride=8, residual=False, intermediate_activation="elu", width_multiplier=0.25),
+            80,
+            (10, 10, 512),
+        ),
     ],
 )
 def test_every_variant_builds_and_runs(kw, size, out):
@@ -72,28 +76,31 @@ def test_every_variant_builds_and_runs(kw, size, out):
 
 def test_residual_false_has_no_shortcuts():
     model = build(residual=False)
-    names = [l.name for l in model.layers]
+    names = [lyr.name for lyr in model.layers]
     assert not [n for n in names if "residual" in n or n.endswith("_add")]
-    assert not [l for l in model.layers if isinstance(l, keras.layers.Add)]
+    assert not [lyr for lyr in model.layers if isinstance(lyr, keras.layers.Add)]
     # 4 projections (conv + BN) fewer than the official model
     assert len(model.layers) == len(build().layers) - 4 * 3 - 8
 
 
 def test_intermediate_activation_splits_every_separable_conv():
     model = build(intermediate_activation="elu")
-    assert not [l for l in model.layers if isinstance(l, keras.layers.SeparableConv2D)]
+    assert not [lyr for lyr in model.layers if isinstance(lyr, keras.layers.SeparableConv2D)]
     dw = model.get_layer("block5_sepconv2_depthwise")
     act = model.get_layer("block5_sepconv2_depthwise_act")
     pw = model.get_layer("block5_sepconv2_pointwise")
     assert isinstance(dw, keras.layers.DepthwiseConv2D) and dw.kernel.shape == (3, 3, 728, 1)
     assert act.get_config()["activation"] == "elu"
     assert isinstance(pw, keras.layers.Conv2D) and pw.kernel.shape == (1, 1, 728, 728)
-    n_split = len([l for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)])
+    n_split = len([lyr for lyr in model.layers if isinstance(lyr, keras.layers.DepthwiseConv2D)])
     assert n_split == 2 * 3 + 3 * 8 + 2 * 2  # entry, middle, exit separable convolutions
 
 
 def test_output_stride_strides_and_dilations():
-    for os_, stride1, dil2, dil4 in [(16, ["block13"], ["block14"], []), (8, ["block4", "block13"], [f"block{i}" for i in range(5, 14)], ["block14"])]:
+    for os_, stride1, dil2, dil4 in [
+        (16, ["block13"], ["block14"], []),
+        (8, ["block4", "block13"], [f"block{i}" for i in range(5, 14)], ["block14"]),
+    ]:
         model = build(output_stride=os_)
         for b in ("block2", "block3", "block4", "block13"):
             s = 1 if b in stride1 else 2
@@ -107,7 +114,14 @@ def test_output_stride_strides_and_dilations():
 
 def test_width_multiplier_rounding():
     assert [architecture.scale_channels(c, 1.0) for c in (32, 64, 128, 256, 728, 1024, 1536, 2048)] == [
-        32, 64, 128, 256, 728, 1024, 1536, 2048
+        32,
+        64,
+        128,
+        256,
+        728,
+        1024,
+        1536,
+        2048,
     ]
     assert [architecture.scale_channels(c, 0.5) for c in (32, 728)] == [16, 368]  # 364 -> 368
     assert architecture.scale_channels(32, 0.1) == 8  # never below 8
@@ -132,7 +146,7 @@ def test_linear_split_equals_official_exactly_with_official_weights(official, x)
 def test_intermediate_none_is_the_official_model(official, x):
     ref, path = official
     model = build(weights=path, intermediate_activation=None)
-    assert [l.name for l in model.layers] == [l.name for l in ref.layers]
+    assert [lyr.name for lyr in model.layers] == [lyr.name for lyr in ref.layers]
     assert np.array_equal(model.predict(x, verbose=0), ref.predict(x, verbose=0))
 
 
@@ -148,11 +162,21 @@ def test_relu_split_holds_the_official_weights_and_changes_the_computation(offic
             for a, b in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
                 assert np.array_equal(a, b)
     # Same up to the first separable convolution, different after it (the ReLU acts).
-    assert np.array_equal(sub(model, "block1_conv2_act").predict(x, verbose=0), sub(ref, "block1_conv2_act").predict(x, verbose=0))
-    assert rel_diff(sub(model, "block2_sepconv1_bn").predict(x, verbose=0), sub(ref, "block2_sepconv1_bn").predict(x, verbose=0)) > 1e-3
+    assert np.array_equal(
+        sub(model, "block1_conv2_act").predict(x, verbose=0), sub(ref, "block1_conv2_act").predict(x, verbose=0)
+    )
+    assert (
+        rel_diff(
+            sub(model, "block2_sepconv1_bn").predict(x, verbose=0), sub(ref, "block2_sepconv1_bn").predict(x, verbose=0)
+        )
+        > 1e-3
+    )
 
 
-@pytest.mark.parametrize("output_stride,unchanged,changed", [(16, "block13_sepconv2_bn", "block13_pool"), (8, "block4_sepconv2_bn", "block4_pool")])
+@pytest.mark.parametrize(
+    "output_stride,unchanged,changed",
+    [(16, "block13_sepconv2_bn", "block13_pool"), (8, "block4_sepconv2_bn", "block4_pool")],
+)
 def test_output_stride_matches_official_up_to_the_first_changed_block(official, x, output_stride, unchanged, changed):
     ref, path = official
     model = build(weights=path, output_stride=output_stride)
@@ -195,7 +219,9 @@ def test_dilated_pool_channels_first_matches_channels_last():
     v = rng.normal(size=(1, 9, 9, 4)).astype("float32")
     last = layers.DilatedMaxPooling2D(3, 2, data_format="channels_last")(v)
     first = layers.DilatedMaxPooling2D(3, 2, data_format="channels_first")(np.transpose(v, (0, 3, 1, 2)))
-    assert np.array_equal(np.transpose(keras.ops.convert_to_numpy(first), (0, 2, 3, 1)), keras.ops.convert_to_numpy(last))
+    assert np.array_equal(
+        np.transpose(keras.ops.convert_to_numpy(first), (0, 2, 3, 1)), keras.ops.convert_to_numpy(last)
+    )
     # by hand at one position: max over rows/cols {2, 4, 6} around (4, 4), and the padded corner
     assert keras.ops.convert_to_numpy(last)[0, 4, 4, 0] == v[0, 2:7:2, 2:7:2, 0].max()
     assert keras.ops.convert_to_numpy(last)[0, 0, 0, 1] == v[0, 0:3:2, 0:3:2, 1].max()
@@ -215,10 +241,14 @@ def test_combined_variant_with_top_from_keras_file(keras_reference, images):
     """A file with the classifier (written by keras.applications) into an atrous, split variant."""
     ref, path, _ = keras_reference
     x = kx.preprocess_input(images)
-    model = kx.Xception(weights=path, input_shape=(SMALL, SMALL, 3), classifier_activation=None, intermediate_activation="linear")
+    model = kx.Xception(
+        weights=path, input_shape=(SMALL, SMALL, 3), classifier_activation=None, intermediate_activation="linear"
+    )
     assert rel_diff(model.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
     atrous = kx.Xception(weights=path, input_shape=(SMALL, SMALL, 3), classifier_activation=None, output_stride=16)
-    assert np.array_equal(atrous.get_layer("predictions").get_weights()[0], ref.get_layer("predictions").get_weights()[0])
+    assert np.array_equal(
+        atrous.get_layer("predictions").get_weights()[0], ref.get_layer("predictions").get_weights()[0]
+    )
 
 
 def test_legacy_h5_into_variant(tf_keras_reference, images):
@@ -231,7 +261,9 @@ def test_legacy_h5_into_variant(tf_keras_reference, images):
     assert rel_diff(sub(model, "block13_sepconv2_bn").predict(x, verbose=0), feat.predict(x, verbose=0)) < 1e-4
 
 
-@pytest.mark.parametrize("kw", [dict(intermediate_activation="relu", residual=False), dict(width_multiplier=0.5, middle_flow_blocks=1)])
+@pytest.mark.parametrize(
+    "kw", [dict(intermediate_activation="relu", residual=False), dict(width_multiplier=0.5, middle_flow_blocks=1)]
+)
 def test_variant_file_round_trips(tmp_path, x, kw):
     model = randomize(build(**kw), seed=4)
     path = str(tmp_path / "variant.weights.h5")

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SMALL, rel_diff
+from weights_server import FileServer
 
 import keras_xception as kx
 from keras_xception import pretrained as w
-from weights_server import FileServer
-from conftest import SMALL, rel_diff
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -243,7 +243,12 @@ def test_concurrent_downloads_from_two_processes(server, registered, keras_home)
         "print(w.get_file(r, progress=False))"
     )
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     paths = {o[0].strip().splitlines()[-1] for o in outs}
@@ -277,7 +282,9 @@ def test_unregister(registered):
     assert w.unregister("t_un_top").name == "t_un_top"
     assert w.unregister("t_un") == rec
     assert not w.is_registered("t_un") and rec not in w.list_records()
-    with pytest.raises(ValueError, match=r"`name` must be a registered weight set \[.*'imagenet'.*\]; received name='t_un'"):
+    with pytest.raises(
+        ValueError, match=r"`name` must be a registered weight set \[.*'imagenet'.*\]; received name='t_un'"
+    ):
         w.unregister("t_un")
 
 
@@ -289,8 +296,12 @@ def serve_reference(server, registered, keras_reference):
         data = open(keras_reference[1], "rb").read()
         server.files["/ref.weights.h5"] = data
         return registered(
-            name, url=server.url + "/ref.weights.h5", file_hash=hashlib.sha256(data).hexdigest(),
-            include_top=True, input_size=(SMALL, SMALL), file_name=f"{name}.weights.h5",
+            name,
+            url=server.url + "/ref.weights.h5",
+            file_hash=hashlib.sha256(data).hexdigest(),
+            include_top=True,
+            input_size=(SMALL, SMALL),
+            file_name=f"{name}.weights.h5",
         )
 
     return serve
@@ -361,11 +372,17 @@ def pooled(model, x):
     return model.predict(x, verbose=0).mean(axis=(1, 2))
 
 
-def test_imagenet_notop_into_a_model_with_top_gives_a_fresh_head(server, serve_notop, replaced, notop_reference, images):
+def test_imagenet_notop_into_a_model_with_top_gives_a_fresh_head(
+    server, serve_notop, replaced, notop_reference, images
+):
     """The registered no-top set follows the same rule as a no-top file: a fresh classifier, not an error."""
     replaced(
-        "imagenet_notop", url=server.url + "/notop.h5", file_hash=serve_notop, include_top=False,
-        file_name="t_imagenet_notop.h5", input_size=(SMALL, SMALL),
+        "imagenet_notop",
+        url=server.url + "/notop.h5",
+        file_hash=serve_notop,
+        include_top=False,
+        file_name="t_imagenet_notop.h5",
+        input_size=(SMALL, SMALL),
     )
     with pytest.warns(UserWarning, match=r"weights='imagenet_notop' has no classifier.*1000-class 'predictions'"):
         model = kx.Xception(weights="imagenet_notop", include_top=True, input_shape=(SMALL, SMALL, 3))
@@ -376,10 +393,18 @@ def test_imagenet_notop_into_a_model_with_top_gives_a_fresh_head(server, serve_n
     assert head.kernel.shape == (2048, 1000) and not np.any(head.get_weights()[1])  # Keras's initialisation
 
 
-def test_registered_set_with_another_class_count_downloads_only_its_notop_file(server, serve_notop, registered, notop_reference, images):
-    registered("t_backbone", url=server.url + "/notop.h5", file_hash=serve_notop, include_top=False, file_name="t_backbone.h5")
+def test_registered_set_with_another_class_count_downloads_only_its_notop_file(
+    server, serve_notop, registered, notop_reference, images
+):
     registered(
-        "t_top", url=server.url + "/top.h5", file_hash="0" * 64, include_top=True, notop="t_backbone",
+        "t_backbone", url=server.url + "/notop.h5", file_hash=serve_notop, include_top=False, file_name="t_backbone.h5"
+    )
+    registered(
+        "t_top",
+        url=server.url + "/top.h5",
+        file_hash="0" * 64,
+        include_top=True,
+        notop="t_backbone",
         input_size=(SMALL, SMALL),
     )
     with pytest.warns(UserWarning, match=r"weights='t_top' has a 1000-class top.*10-class"):
@@ -388,4 +413,3 @@ def test_registered_set_with_another_class_count_downloads_only_its_notop_file(s
     x = kx.preprocess_input(images)
     assert rel_diff(pooled(model, x), pooled(notop_reference[0], x)) < 1e-4
     assert model.output_shape == (None, 10)
-

@@ -102,8 +102,13 @@ def predict(args, stdout) -> int:
     model = _imagenet_classifier(args.weights)
     transform = resolve_transform(args.weights, model=model)
     result = extract_features(
-        paths, model=model, transform=transform, batch_size=args.batch_size, runtime=args.runtime,
-        verbose=args.verbose, strict=args.strict,
+        paths,
+        model=model,
+        transform=transform,
+        batch_size=args.batch_size,
+        runtime=args.runtime,
+        verbose=args.verbose,
+        strict=args.strict,
     )
     skipped = skipped + list(result.skipped)
     tops = decode_predictions(result.features, top=args.top) if len(result.paths) else []
@@ -296,7 +301,9 @@ def summary(args, stdout) -> int:
     from keras_xception.model import analysis
     from keras_xception.xception import Xception
 
-    defaults = dict(residual=True, intermediate_activation=None, middle_flow_blocks=8, width_multiplier=1.0, output_stride=32)
+    defaults = dict(
+        residual=True, intermediate_activation=None, middle_flow_blocks=8, width_multiplier=1.0, output_stride=32
+    )
     if args.ablations:
         variants = [dict(kw) for kw in analysis.ABLATIONS]
     else:
@@ -323,7 +330,9 @@ def summary(args, stdout) -> int:
             print(f"  {'layer':<36} {'class':<20} {'output':>18} {'params':>10} {'MMACs':>10}", file=stdout)
             for c in analysis.layer_costs(m):
                 shape = "x".join(str(d) for d in c.output_shape[1:])
-                print(f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}", file=stdout)
+                print(
+                    f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}", file=stdout
+                )
     print(analysis.format_summary(rows), file=stdout)
     return 0
 

@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz file")
     _add_weights(p)
     p.add_argument("--layer", default=None, help="take this layer's output (globally average pooled)")
-    p.add_argument("--image-size", type=_image_size, default=None, help="square input side (default: the weights', 299)")
+    p.add_argument(
+        "--image-size", type=_image_size, default=None, help="square input side (default: the weights', 299)"
+    )
     _add_files(p)
     p.set_defaults(func=commands.extract)
 
@@ -114,19 +116,33 @@ def build_parser() -> argparse.ArgumentParser:
         "https://image-net.org/download-images (for --tfds-manual-dir, or extracted for --val-dir).",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--tfds-data-dir", metavar="D", help="tfds data dir (prepared imagenet2012, or where to prepare it)")
+    src.add_argument(
+        "--tfds-data-dir", metavar="D", help="tfds data dir (prepared imagenet2012, or where to prepare it)"
+    )
     src.add_argument("--val-dir", metavar="D", help="folder of ILSVRC2012_val_*.JPEG or of n0xxxxxxx/ class folders")
-    src.add_argument("--tfrecords", metavar="GLOB", help="classic ImageNet TFRecord shards (image/encoded, image/class/label)")
-    p.add_argument("--tfds-manual-dir", metavar="M", help="folder holding ILSVRC2012_img_val.tar (prepares --tfds-data-dir)")
-    p.add_argument("--label-offset", type=int, default=1, help="subtracted from TFRecord labels (default 1: 1-based labels)")
+    src.add_argument(
+        "--tfrecords", metavar="GLOB", help="classic ImageNet TFRecord shards (image/encoded, image/class/label)"
+    )
+    p.add_argument(
+        "--tfds-manual-dir", metavar="M", help="folder holding ILSVRC2012_img_val.tar (prepares --tfds-data-dir)"
+    )
+    p.add_argument(
+        "--label-offset", type=int, default=1, help="subtracted from TFRecord labels (default 1: 1-based labels)"
+    )
     _add_weights(p)
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N images")
     p.add_argument("--image-size", type=_image_size, help="input size (default: the weight set's, 299)")
     p.add_argument("--crop-pct", type=_fraction, help="central crop fraction (default: the weight set's, 0.875)")
-    p.add_argument("--resize-mode", choices=("central", "shorter-side"), help="crop protocol (default: the weight set's)")
+    p.add_argument(
+        "--resize-mode", choices=("central", "shorter-side"), help="crop protocol (default: the weight set's)"
+    )
     p.add_argument("--interpolation", choices=("bilinear", "bicubic"), help="resize method (default: the weight set's)")
-    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
-                   help="tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)")
+    p.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi-worker"),
+        default="default",
+        help="tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)",
+    )
     p.add_argument("--per-class", action="store_true", help="add per-class accuracy to the report")
     p.add_argument("--report", metavar="OUT.json", help="write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -156,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_image_size, default=299, help="input height and width (default 299)")
     p.add_argument("--no-top", action="store_true", help="without the classifier")
     p.add_argument("--no-residual", dest="residual", action="store_false", help="no residual connections")
-    p.add_argument("--intermediate-activation", choices=["relu", "elu", "linear"], default=None,
-                   help="activation between depthwise and pointwise convolutions")
+    p.add_argument(
+        "--intermediate-activation",
+        choices=["relu", "elu", "linear"],
+        default=None,
+        help="activation between depthwise and pointwise convolutions",
+    )
     p.add_argument("--middle-flow-blocks", type=int, default=8, help="middle-flow blocks (default 8)")
     p.add_argument("--width-multiplier", type=float, default=1.0, help="channel width multiplier (default 1)")
     p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=32, help="output stride (default 32)")
@@ -170,15 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
     p.add_argument("--out", required=True, help="output: a directory (savedmodel), .onnx or .xml file")
     _add_weights(p)
-    p.add_argument("--image-size", type=_image_size, default=None,
-                   help="input height and width (default 299 with the top, any size without)")
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None,
+        help="input height and width (default 299 with the top, any size without)",
+    )
     top = p.add_mutually_exclusive_group()
-    top.add_argument("--include-top", dest="include_top", action="store_true", default=True,
-                     help="keep the 1000-class classifier (default)")
-    top.add_argument("--no-top", dest="include_top", action="store_false",
-                     help="export the feature extractor (see --pooling)")
-    p.add_argument("--pooling", choices=("avg", "max", "none"), default="avg",
-                   help="global pooling with --no-top (default avg; none: the 4D feature map)")
+    top.add_argument(
+        "--include-top",
+        dest="include_top",
+        action="store_true",
+        default=True,
+        help="keep the 1000-class classifier (default)",
+    )
+    top.add_argument(
+        "--no-top", dest="include_top", action="store_false", help="export the feature extractor (see --pooling)"
+    )
+    p.add_argument(
+        "--pooling",
+        choices=("avg", "max", "none"),
+        default="avg",
+        help="global pooling with --no-top (default avg; none: the 4D feature map)",
+    )
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers as they are")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
     p.set_defaults(func=commands.export)

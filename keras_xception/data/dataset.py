@@ -76,7 +76,9 @@ class Records:
             raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
         size = limit if self.size is None else min(limit, self.size)
         return dataclasses.replace(
-            self, dataset=self.dataset.take(limit), size=size,
+            self,
+            dataset=self.dataset.take(limit),
+            size=size,
             description=f"{self.description} (first {limit})",
         )
 
@@ -90,7 +92,6 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
     example that could not be read or decoded; its image is all zeros and it
     must not be counted. Use :func:`explain` for the reason.
     """
-    import tensorflow as tf
 
     if not isinstance(records, Records):
         raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
@@ -170,7 +171,14 @@ def explain(records: Records, indices, transform: Transform) -> list:
 
 
 def image_dataset(
-    records, transform: Transform | None = None, *, labels=None, batch_size=32, shuffle=False, seed=None, on_error="skip"
+    records,
+    transform: Transform | None = None,
+    *,
+    labels=None,
+    batch_size=32,
+    shuffle=False,
+    seed=None,
+    on_error="skip",
 ):
     """A batched ``tf.data.Dataset`` of ``(images, labels)``: float32 images in [0, 255], int labels.
 
@@ -197,7 +205,8 @@ def image_dataset(
         raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
     if shuffle:
         records = dataclasses.replace(
-            records, dataset=records.dataset.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
+            records,
+            dataset=records.dataset.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True),
         )
     examples = records.dataset.map(lambda name, label, payload: (name, label, payload, payload))
     ds = _decode_each(examples, transform, records.payload_is_path)  # (name, image, label, ok, payload)

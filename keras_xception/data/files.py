@@ -131,8 +131,7 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
                 problems.append((path, e.strerror or str(e)))
         if not files:
             raise ValueError(
-                f"Class folder {os.path.join(data_dir, name)!r} has no image files "
-                f"({', '.join(IMAGE_EXTENSIONS)})."
+                f"Class folder {os.path.join(data_dir, name)!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})."
             )
         order = rng.permutation(len(files))
         n_val = int(round(val_split * len(files)))

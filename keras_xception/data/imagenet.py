@@ -35,10 +35,10 @@ import os
 import re
 import warnings
 
-from keras_xception.model.imagenet import class_index
 from keras_xception.data.dataset import Records
 from keras_xception.data.files import report_unreadable
 from keras_xception.data.transform import IMAGE_EXTENSIONS
+from keras_xception.model.imagenet import class_index
 
 __all__ = [
     "Records",
@@ -68,14 +68,14 @@ def _tfds_file(name):
     return os.path.join(spec.submodule_search_locations[0], "datasets", "imagenet2012", name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_wnids() -> tuple:
     """The 1000 ImageNet-1k WordNet ids in model-output order (from the shipped class index)."""
 
     return tuple(wnid for wnid, _ in class_index())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def validation_ground_truth() -> tuple:
     """Class index of each validation image: element ``k`` is ILSVRC2012_val_{k+1:08d}."""
     index = {w: i for i, w in enumerate(imagenet_wnids())}
@@ -122,8 +122,7 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
         tar = os.path.join(os.path.abspath(os.fspath(manual_dir)), VAL_TAR)
         if not os.path.isfile(tar):
             raise ValueError(
-                f"No {VAL_TAR} in manual_dir={os.fspath(manual_dir)!r}. {DOWNLOAD_HINT} and "
-                "put it in that folder."
+                f"No {VAL_TAR} in manual_dir={os.fspath(manual_dir)!r}. {DOWNLOAD_HINT} and put it in that folder."
             )
         staging = os.path.join(data_dir, "keras_xception_manual")
         os.makedirs(staging, exist_ok=True)
@@ -139,8 +138,7 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
         size = splits[split].num_examples
     except (KeyError, ValueError) as e:
         raise ValueError(
-            f"The prepared imagenet2012 in {data_dir!r} has no split {split!r} "
-            f"(available: {sorted(splits)}): {e}"
+            f"The prepared imagenet2012 in {data_dir!r} has no split {split!r} (available: {sorted(splits)}): {e}"
         ) from None
     ds = builder.as_dataset(
         split=split,
@@ -199,8 +197,7 @@ def folder_records(directory, *, strict=False) -> Records:
         if unknown:
             raise ValueError(
                 f"{directory!r} looks like a class-per-folder tree, but these sub-folders are not "
-                f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}"
-                + (" ..." if len(unknown) > 5 else "")
+                f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}" + (" ..." if len(unknown) > 5 else "")
             )
         for d in subdirs:
             try:
@@ -230,9 +227,7 @@ def folder_records(directory, *, strict=False) -> Records:
             f"sub-folders named by WordNet id (n01440764/*.JPEG). {DOWNLOAD_HINT} and extract "
             "it into that folder."
         )
-    ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(names), tf.constant(labels, tf.int64), tf.constant(names))
-    )
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(names), tf.constant(labels, tf.int64), tf.constant(names)))
     for path, reason in problems:
         warnings.warn(f"Skipping unreadable folder {path!r}: {reason}", stacklevel=2)
     return Records(ds, True, len(names), f"{directory} ({layout})", problems=tuple(problems))

@@ -19,7 +19,6 @@ from keras_xception.deploy.runtimes import FORMATS, require
 __all__ = ["export", "write", "load_runner", "FORMATS", "ParityError"]
 
 
-
 class ParityError(RuntimeError):
     """The exported artifact's outputs differ from the Keras model's."""
 
@@ -64,8 +63,16 @@ def _check_input(model):
     return tuple(96 if d is None else d for d in shape)
 
 
-def export(model, path, format: str = "savedmodel", *, fold_bn: bool = True,
-           check: bool = True, rtol: float = 1e-4, seed: int = 0) -> str:
+def export(
+    model,
+    path,
+    format: str = "savedmodel",
+    *,
+    fold_bn: bool = True,
+    check: bool = True,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> str:
     """Write ``model`` to ``path`` in ``format`` and check the result.
 
     Args:

@@ -41,7 +41,6 @@ __all__ = ["Predictor", "predict_function", "DEFAULT_BATCH_SIZE"]
 DEFAULT_BATCH_SIZE = {"tensorflow": 32, "onnxruntime": 1, "openvino": 1}
 
 
-
 def _cpu_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -130,11 +129,14 @@ class _OpenVINOBackend:
         self._queue = None
 
     def _compile(self, hint, threads, streams=None):
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint,
-                  "INFERENCE_NUM_THREADS": threads,
-                  # Pinned threads stall whenever another process holds their
-                  # core (measured: ~10% slower median on a shared 2-core CPU).
-                  "ENABLE_CPU_PINNING": False}
+        config = {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": hint,
+            "INFERENCE_NUM_THREADS": threads,
+            # Pinned threads stall whenever another process holds their
+            # core (measured: ~10% slower median on a shared 2-core CPU).
+            "ENABLE_CPU_PINNING": False,
+        }
         if streams:
             config["NUM_STREAMS"] = streams
         return self._core.compile_model(self._model, "CPU", config)
@@ -220,8 +222,16 @@ class Predictor:
         threads, workers: As given (defaults resolved).
     """
 
-    def __init__(self, model, runtime: str = "auto", *, batch_size: int | None = None,
-                 threads: int | None = None, workers: int | None = None, fold_bn: bool = True):
+    def __init__(
+        self,
+        model,
+        runtime: str = "auto",
+        *,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        workers: int | None = None,
+        fold_bn: bool = True,
+    ):
         import keras
 
         self.runtime = resolve_runtime(runtime)
@@ -262,9 +272,7 @@ class Predictor:
             )
         for got, want in zip(x.shape[1:], self.input_shape):
             if want is not None and got != want:
-                raise ValueError(
-                    f"`x` must have shape (batch,) + {self.input_shape}; received {x.shape}."
-                )
+                raise ValueError(f"`x` must have shape (batch,) + {self.input_shape}; received {x.shape}.")
         if not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"`x` must be numeric; received dtype {x.dtype}.")
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -287,8 +295,10 @@ class Predictor:
     __call__ = predict
 
     def __repr__(self):
-        return (f"Predictor(runtime={self.runtime!r}, batch_size={self.batch_size}, "
-                f"threads={self.threads}, workers={self.workers})")
+        return (
+            f"Predictor(runtime={self.runtime!r}, batch_size={self.batch_size}, "
+            f"threads={self.threads}, workers={self.workers})"
+        )
 
 
 def predict_function(model, runtime: str = "auto", **kwargs):

@@ -27,6 +27,7 @@ REQUIREMENTS = {
     "openvino": (("openvino",), "openvino"),
 }
 
+
 class RuntimeNotInstalledError(ImportError, ValueError):
     """A requested runtime's package is missing; the message names the extra to install.
 
@@ -89,9 +90,7 @@ def resolve_runtime(runtime: str = "auto") -> str:
     if runtime == "auto":
         return available_runtimes()[0]
     if runtime not in REQUIREMENTS:
-        raise ValueError(
-            f"`runtime` must be 'auto' or one of {sorted(REQUIREMENTS)}; received runtime={runtime!r}."
-        )
+        raise ValueError(f"`runtime` must be 'auto' or one of {sorted(REQUIREMENTS)}; received runtime={runtime!r}.")
     require(runtime)
     return runtime
 

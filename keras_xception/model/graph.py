@@ -34,9 +34,7 @@ POOLINGS = (None, "avg", "max")
 
 
 def _conv_bn_relu(x, filters, strides, name, channel_axis):
-    x = keras.layers.Conv2D(
-        filters, 3, strides=strides, use_bias=False, name=name
-    )(x)
+    x = keras.layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=name)(x)
     x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_act")(x)
 
@@ -66,9 +64,7 @@ def _block(x, block: BlockSpec, channel_axis: int, intermediate_activation=None)
             use_bias=False,
             name=f"{name}_residual_conv",
         )(x)
-        shortcut = keras.layers.BatchNormalization(
-            axis=channel_axis, name=f"{name}_residual_bn"
-        )(shortcut)
+        shortcut = keras.layers.BatchNormalization(axis=channel_axis, name=f"{name}_residual_bn")(shortcut)
     for i, filters in enumerate(block.filters, start=1):
         conv = f"{name}_sepconv{i}"
         pre = block.activation == "pre"
@@ -80,13 +76,9 @@ def _block(x, block: BlockSpec, channel_axis: int, intermediate_activation=None)
             x = keras.layers.Activation("relu", name=f"{conv}_act")(x)
     if block.downsample and block.stride == 1 and block.dilation_rate > 1:
         data_format = "channels_first" if channel_axis == 1 else "channels_last"
-        x = DilatedMaxPooling2D(
-            3, block.dilation_rate, data_format=data_format, name=f"{name}_pool"
-        )(x)
+        x = DilatedMaxPooling2D(3, block.dilation_rate, data_format=data_format, name=f"{name}_pool")(x)
     elif block.downsample:
-        x = keras.layers.MaxPooling2D(
-            3, strides=block.stride, padding="same", name=f"{name}_pool"
-        )(x)
+        x = keras.layers.MaxPooling2D(3, strides=block.stride, padding="same", name=f"{name}_pool")(x)
     if block.residual is not None:
         x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
     return x

@@ -123,9 +123,11 @@ def spec_of(model) -> XceptionSpec:
         xception_spec(**options)
     except ValueError as e:
         raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
-    got = dict(_weighted_shapes(
-        [layer for layer in xception.layers if _BLOCK.match(layer.name) and "residual" not in layer.name]
-    ))
+    got = dict(
+        _weighted_shapes(
+            [layer for layer in xception.layers if _BLOCK.match(layer.name) and "residual" not in layer.name]
+        )
+    )
     exact = options["width_multiplier"]
     for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
         spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import keras
+import numpy as np
 
 __all__ = ["preprocess_input", "preprocessing_layer"]
 
@@ -33,15 +32,12 @@ def preprocess_input(x, data_format=None):
         ValueError: for an unknown ``data_format`` or non-numeric input.
     """
     if data_format not in _DATA_FORMATS:
-        raise ValueError(
-            f"`data_format` must be one of {_DATA_FORMATS}; received data_format={data_format!r}."
-        )
+        raise ValueError(f"`data_format` must be one of {_DATA_FORMATS}; received data_format={data_format!r}.")
     if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)):
         arr = np.asarray(x)
         if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise ValueError(
-                "`preprocess_input` expects real-valued images in [0, 255]; received an array "
-                f"of dtype {arr.dtype}."
+                f"`preprocess_input` expects real-valued images in [0, 255]; received an array of dtype {arr.dtype}."
             )
         if not np.issubdtype(arr.dtype, np.floating):
             arr = arr.astype(keras.config.floatx())

@@ -201,8 +201,7 @@ def xception_spec(
     """
     if isinstance(middle_flow_blocks, bool) or not isinstance(middle_flow_blocks, int) or middle_flow_blocks < 0:
         raise ValueError(
-            "`middle_flow_blocks` must be a non-negative integer; "
-            f"received middle_flow_blocks={middle_flow_blocks!r}."
+            f"`middle_flow_blocks` must be a non-negative integer; received middle_flow_blocks={middle_flow_blocks!r}."
         )
     if not isinstance(residual, bool):
         raise ValueError(f"`residual` must be True or False; received residual={residual!r}.")
@@ -229,10 +228,7 @@ def xception_spec(
         BlockSpec("block3", c(256, 256), proj, True),
         BlockSpec("block4", c(728, 728), proj, True),
     ]
-    middle = [
-        BlockSpec(f"block{5 + i}", c(728, 728, 728), ident)
-        for i in range(middle_flow_blocks)
-    ]
+    middle = [BlockSpec(f"block{5 + i}", c(728, 728, 728), ident) for i in range(middle_flow_blocks)]
     n = 5 + middle_flow_blocks
     exit_ = [
         BlockSpec(f"block{n}", c(728, 1024), proj, True),

@@ -9,6 +9,7 @@ nothing behind (no partial file, no lock file).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -116,10 +117,8 @@ def _download(url: str, target: str, record: WeightRecord, progress: bool, timeo
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 def get_file(

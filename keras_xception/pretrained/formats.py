@@ -87,7 +87,7 @@ def _split_top(entries):
 
 
 def _legacy_group(f):
-    group = f["model_weights"] if "model_weights" in f else f
+    group = f.get("model_weights", f)
     if "layer_names" not in group.attrs:
         raise WeightsFileError("it has no 'layer_names' attribute (not a Keras 2 weights file)")
     return group
@@ -138,7 +138,9 @@ def _xception_group(f):
     visit(f, 0)
     hits, layers = max(candidates, key=lambda c: c[0], default=(0, None))
     if not hits:
-        raise WeightsFileError("it has no 'layers' group with convolutions (not a Keras 3 .weights.h5 file of an Xception)")
+        raise WeightsFileError(
+            "it has no 'layers' group with convolutions (not a Keras 3 .weights.h5 file of an Xception)"
+        )
     return layers
 
 
@@ -175,7 +177,9 @@ def _read_keras_file(path):
     try:
         layers = backbone_weighted_layers(loaded)
     except ValueError:
-        raise WeightsFileError("it holds no Xception (no model with layers 'block1_conv1' and 'block2_sepconv1')") from None
+        raise WeightsFileError(
+            "it holds no Xception (no model with layers 'block1_conv1' and 'block2_sepconv1')"
+        ) from None
     entries = [(layer.name, [np.asarray(w) for w in layer.get_weights()]) for layer in layers]
     if layers[-1].name == "predictions":  # the Xception's own top, not a fine-tuned head elsewhere
         return entries[:-1], entries[-1]

@@ -351,5 +351,3 @@ def convert_weights(src, dst, *, format="weights.h5"):
     else:
         formats.save_legacy_h5(model, os.fspath(dst))
     return model, include_top
-
-

@@ -26,7 +26,7 @@ __all__ = [
     "is_registered",
 ]
 
-_REGISTRY: dict[str, "WeightRecord"] = {}
+_REGISTRY: dict[str, WeightRecord] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +124,7 @@ def register(
     if not isinstance(name, str) or not name or os.sep in name:
         raise ValueError(f"`name` must be a non-empty string without '/'; received {name!r}.")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"A weight set named {name!r} is already registered; pass overwrite=True "
-            "to replace it."
-        )
+        raise ValueError(f"A weight set named {name!r} is already registered; pass overwrite=True to replace it.")
     urls = [url] if isinstance(url, str) else list(url)
     if not urls or not all(isinstance(u, str) and u for u in urls):
         raise ValueError(f"`url` must be a URL string or a list of them; received {url!r}.")
@@ -171,14 +168,11 @@ def unregister(name: str) -> WeightRecord:
             that one first).
     """
     if not is_registered(name):
-        raise ValueError(
-            f"`name` must be a registered weight set {sorted(_REGISTRY)}; received name={name!r}."
-        )
+        raise ValueError(f"`name` must be a registered weight set {sorted(_REGISTRY)}; received name={name!r}.")
     users = _notop_users(name)
     if users:
         raise ValueError(
-            f"Cannot unregister {name!r}: it is the no-top file (`notop`) of {users}; "
-            "unregister those first."
+            f"Cannot unregister {name!r}: it is the no-top file (`notop`) of {users}; unregister those first."
         )
     return _REGISTRY.pop(name)
 

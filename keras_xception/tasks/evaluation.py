@@ -150,7 +150,8 @@ def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes)
     label = tf.where(ok, label, tf.zeros_like(label))
     tf.debugging.assert_non_negative(label, message="class label < 0: wrong label_offset?")
     tf.debugging.assert_less(
-        label, tf.constant(num_classes, label.dtype),
+        label,
+        tf.constant(num_classes, label.dtype),
         message=f"class label >= {num_classes} (the model's classes): wrong label_offset?",
     )
     w = tf.cast(ok, tf.float32)
@@ -203,8 +204,9 @@ def _run_step(step, batch, records, num_classes):
 # ---------------------------------------------------------------- report
 
 
-def _report(totals, class_totals, skipped, *, elapsed, records, model, num_classes, transform, batch_size,
-            strategy, per_class):
+def _report(
+    totals, class_totals, skipped, *, elapsed, records, model, num_classes, transform, batch_size, strategy, per_class
+):
     """The report dict of :func:`evaluate` from the summed ``totals`` / ``class_totals`` and ``skipped``."""
     count, c1, c5 = (int(totals[i]) for i in (_COUNT, _TOP1, _TOP5))
     report = dict(
@@ -331,7 +333,9 @@ def evaluate(
         class_totals += per_class_sums
         if bad and strict:
             index, name, reason = explain(records, bad, transform)[0]
-            raise ValueError(f"Cannot decode {name} (example {index}): {reason}. Without --strict/strict=True it would be skipped.")
+            raise ValueError(
+                f"Cannot decode {name} (example {index}): {reason}. Without --strict/strict=True it would be skipped."
+            )
         skipped_idx += bad
         if progbar is not None:
             progbar.add(int(sums[_SEEN]), [("top1", totals[_TOP1] / max(totals[_COUNT], 1))])
@@ -347,6 +351,15 @@ def evaluate(
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
     skipped += [dict(index=None, name=path, reason=reason) for path, reason in records.problems]
     return _report(
-        totals, class_totals, skipped, elapsed=elapsed, records=records, model=model, num_classes=num_classes,
-        transform=transform, batch_size=batch_size, strategy=strategy, per_class=per_class,
+        totals,
+        class_totals,
+        skipped,
+        elapsed=elapsed,
+        records=records,
+        model=model,
+        num_classes=num_classes,
+        transform=transform,
+        batch_size=batch_size,
+        strategy=strategy,
+        per_class=per_class,
     )

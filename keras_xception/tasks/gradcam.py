@@ -87,9 +87,7 @@ def grad_cam(model, image, class_index=None, layer=None):
         if class_index is None:
             class_index = int(tf.argmax(scores[0]))
         if not 0 <= int(class_index) < scores.shape[-1]:
-            raise ValueError(
-                f"`class_index` must be in [0, {scores.shape[-1]}); received class_index={class_index!r}."
-            )
+            raise ValueError(f"`class_index` must be in [0, {scores.shape[-1]}); received class_index={class_index!r}.")
         score = scores[0, int(class_index)]
     grads = tape.gradient(score, activations)
     if grads is None:

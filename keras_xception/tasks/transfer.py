@@ -127,15 +127,15 @@ def build_classifier(
             f"{type(backbone).__name__} with output {getattr(backbone, 'output', None)}."
         )
     backbone.trainable = False
-    channels = backbone.output.shape[-1] if keras.config.image_data_format() == "channels_last" else backbone.output.shape[1]
+    channels = (
+        backbone.output.shape[-1] if keras.config.image_data_format() == "channels_last" else backbone.output.shape[1]
+    )
     if head is None:
         if num_classes is None:
             raise ValueError("Pass `num_classes` (a new head) or `head` (an existing one).")
         head = build_head(num_classes, feature_dim=channels, dropout=dropout)
     elif head.input.shape[-1] != channels:
-        raise ValueError(
-            f"`head` takes {head.input.shape[-1]}-d features but the backbone gives {channels}."
-        )
+        raise ValueError(f"`head` takes {head.input.shape[-1]}-d features but the backbone gives {channels}.")
     inputs = keras.Input(input_shape or backbone.input.shape[1:], name="image")
     x = preprocessing_layer()(inputs) if include_preprocessing else inputs
     x = backbone(x, training=False)
@@ -187,8 +187,9 @@ def compute_features(model, data, verbose=1):
             labels.append(np.asarray(batch[1]))
             yield batch[0], 1
 
-    feats = predict_batches(model.predict_on_batch, images(), total=_num_batches(data), unit_name="batch",
-                            verbose=verbose)
+    feats = predict_batches(
+        model.predict_on_batch, images(), total=_num_batches(data), unit_name="batch", verbose=verbose
+    )
     if feats is None:
         raise ValueError("The dataset is empty: no batches to compute features from.")
     return feats, np.concatenate(labels)
@@ -232,8 +233,12 @@ def train_head(
     if not cached:
         _compile(classifier, learning_rate, head)
         return classifier.fit(
-            train_data, validation_data=validation_data, epochs=epochs, verbose=verbose,
-            callbacks=callbacks, shuffle=False,  # datasets shuffle themselves
+            train_data,
+            validation_data=validation_data,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            shuffle=False,  # datasets shuffle themselves
         )
     batch_size = _check_int(batch_size, "batch_size", 1)
     extractor = pooled_features(classifier)
@@ -250,8 +255,14 @@ def train_head(
     trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
     _compile(trainer, learning_rate, head)
     history = trainer.fit(
-        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
-        verbose=verbose, callbacks=callbacks,
+        x,
+        y,
+        validation_data=val,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=verbose,
+        callbacks=callbacks,
     )
     # The classifier's trainable weights are exactly the head's: it takes over the optimizer
     # (and its state), so training can go on and the saved optimizer matches on reload.
@@ -305,6 +316,11 @@ def fine_tune(
     unfreeze_top_blocks(classifier, blocks)
     _compile(classifier, learning_rate, _find_head(classifier))
     return classifier.fit(
-        train_data, validation_data=validation_data, epochs=initial_epoch + epochs,
-        initial_epoch=initial_epoch, verbose=verbose, callbacks=callbacks, shuffle=False,
+        train_data,
+        validation_data=validation_data,
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        verbose=verbose,
+        callbacks=callbacks,
+        shuffle=False,
     )

@@ -31,7 +31,9 @@ def main(lemma_file):
             wnid, text = line.rstrip("\n").split("\t", 1)
             lemmas[wnid] = text.split(",")[0].strip().replace(" ", "_")
     index = {str(i): [w, lemmas[w]] for i, w in enumerate(wnids)}
-    out = os.path.join(os.path.dirname(__file__), "..", "..", "keras_xception", "resources", "imagenet_class_index.json")
+    out = os.path.join(
+        os.path.dirname(__file__), "..", "..", "keras_xception", "resources", "imagenet_class_index.json"
+    )
     with open(out, "w") as f:
         json.dump(index, f, indent=0)
         f.write("\n")
