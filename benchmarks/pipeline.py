@@ -138,12 +138,7 @@ def main(argv=None):
             cpu_ms_per_image=round(statistics.median(r[1] for r in timings), 1),
         )
         report = evaluation.evaluate(
-            model,
-            records,
-            transform=t,
-            batch_size=args.batch_size,
-            limit=args.eval_images,
-            verbose=0,
+            model, records, transform=t, batch_size=args.batch_size, limit=args.eval_images, verbose=0
         )
         results[f"evaluate(): end to end, {report['count']} images"] = dict(
             images_per_s=report["images_per_second"], cpu_ms_per_image=None

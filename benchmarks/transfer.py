@@ -83,11 +83,7 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     tmp = tempfile.mkdtemp(prefix="xception_transfer_bench_")
     folders.write_synthetic_tree(
-        tmp,
-        args.classes,
-        args.per_class,
-        sizes=(args.image_size, args.image_size + 32),
-        colour_noise=args.colour_noise,
+        tmp, args.classes, args.per_class, sizes=(args.image_size, args.image_size + 32), colour_noise=args.colour_noise
     )
     tp, tl, vp, vl, classes = folders.class_folder_split(tmp, 0.2, seed=0)
     size = (args.image_size,) * 2
@@ -112,13 +108,7 @@ def main(argv=None):
             model = transfer.build_classifier(backbone=backbone, head=head, input_shape=size + (3,))
             t0 = time.perf_counter()
             hist = transfer.train_head(
-                model,
-                train,
-                val,
-                epochs=args.epochs,
-                cached=method == "cached",
-                batch_size=args.batch_size,
-                verbose=0,
+                model, train, val, epochs=args.epochs, cached=method == "cached", batch_size=args.batch_size, verbose=0
             )
             seconds = time.perf_counter() - t0
             entry = {"seconds": round(seconds, 2), "val_accuracy": float(hist.history["val_accuracy"][-1])}

@@ -53,11 +53,7 @@ def main(argv=None):
     from keras_xception.tasks.extraction import extract_features, save_features
 
     result = extract_features(
-        args.dir,
-        weights=args.weights,
-        layer=args.layer,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
+        args.dir, weights=args.weights, layer=args.layer, image_size=args.image_size, batch_size=args.batch_size
     )
     if args.out:
         save_features(args.out, result)

@@ -76,10 +76,7 @@ class Records:
             raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
         size = limit if self.size is None else min(limit, self.size)
         return dataclasses.replace(
-            self,
-            dataset=self.dataset.take(limit),
-            size=size,
-            description=f"{self.description} (first {limit})",
+            self, dataset=self.dataset.take(limit), size=size, description=f"{self.description} (first {limit})"
         )
 
 

@@ -149,8 +149,7 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
         read_config=tfds.ReadConfig(interleave_cycle_length=1),
     )
     ds = ds.map(
-        lambda ex: (ex["file_name"], tf.cast(ex["label"], tf.int64), ex["image"]),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        lambda ex: (ex["file_name"], tf.cast(ex["label"], tf.int64), ex["image"]), num_parallel_calls=tf.data.AUTOTUNE
     )
     return Records(ds, False, size, f"tfds imagenet2012[{split}] in {data_dir}")
 

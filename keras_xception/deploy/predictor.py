@@ -178,11 +178,7 @@ class _ThreadPool:
         return list(self._pool.map(fn, items))
 
 
-_BACKENDS = {
-    "tensorflow": _TensorFlowBackend,
-    "onnxruntime": _OnnxRuntimeBackend,
-    "openvino": _OpenVINOBackend,
-}
+_BACKENDS = {"tensorflow": _TensorFlowBackend, "onnxruntime": _OnnxRuntimeBackend, "openvino": _OpenVINOBackend}
 
 
 class Predictor:

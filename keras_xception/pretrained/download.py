@@ -20,15 +20,7 @@ import warnings
 
 from keras_xception.pretrained.registry import WeightRecord, get_record
 
-__all__ = [
-    "WeightsDownloadError",
-    "cache_dir",
-    "cached_path",
-    "get_file",
-    "verify_file",
-    "file_digest",
-    "MIRROR_ENV",
-]
+__all__ = ["WeightsDownloadError", "cache_dir", "cached_path", "get_file", "verify_file", "file_digest", "MIRROR_ENV"]
 
 MIRROR_ENV = "KERAS_XCEPTION_WEIGHTS_MIRROR"
 
@@ -122,11 +114,7 @@ def _remove_quietly(path: str) -> None:
 
 
 def get_file(
-    record: WeightRecord | str,
-    *,
-    force_download: bool = False,
-    progress: bool = True,
-    timeout: float = 60.0,
+    record: WeightRecord | str, *, force_download: bool = False, progress: bool = True, timeout: float = 60.0
 ) -> str:
     """Local path of a record's verified file, downloading it on first use.
 

@@ -35,6 +35,7 @@ __all__ = [
     "read_weights",
     "top_classes",
     "match_layers",
+    "shape_mismatch",
     "load_weights",
     "adapt_input_kernel",
     "adapt_first_conv",
@@ -288,6 +289,13 @@ def adapt_first_conv(entries, layer):
     return entries
 
 
+def shape_mismatch(layer, arrays):
+    """``(expected, got)`` weight shapes when ``arrays`` do not fit ``layer``, else None."""
+    expected = [tuple(w.shape) for w in layer.weights]
+    got = [tuple(a.shape) for a in arrays]
+    return None if expected == got else (expected, got)
+
+
 def match_layers(path, layers, entries):
     """Pair each of ``layers`` with the file entry at the same position; nothing is assigned.
 
@@ -301,9 +309,9 @@ def match_layers(path, layers, entries):
     """
     layers, entries = list(layers), list(entries)
     for i, (layer, (src_name, arrays)) in enumerate(zip(layers, entries)):
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(a.shape) for a in arrays]
-        if expected != got:
+        mismatch = shape_mismatch(layer, arrays)
+        if mismatch:
+            expected, got = mismatch
             raise WeightsFileError(
                 f"Cannot load weights from {path!r}: weighted layer #{i} {layer.name!r} "
                 f"({type(layer).__name__}) expects shapes {expected}, but the file's "

@@ -297,9 +297,9 @@ def _transfer_plan(source, targets):
                 f"the source model {source.name!r} has no layer of that name (nor a "
                 "separable convolution to split or merge)."
             )
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(a.shape) for a in arrays]
-        if expected != got:
+        mismatch = formats.shape_mismatch(layer, arrays)
+        if mismatch:
+            expected, got = mismatch
             raise WeightsFileError(
                 f"Cannot copy weights into layer {layer.name!r} ({type(layer).__name__}): it "
                 f"expects shapes {expected}, the source layer {src.name!r} has {got}."

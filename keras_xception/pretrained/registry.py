@@ -17,14 +17,7 @@ import json
 import os
 from importlib import resources
 
-__all__ = [
-    "WeightRecord",
-    "register",
-    "unregister",
-    "get_record",
-    "list_records",
-    "is_registered",
-]
+__all__ = ["WeightRecord", "register", "unregister", "get_record", "list_records", "is_registered"]
 
 _REGISTRY: dict[str, WeightRecord] = {}
 

@@ -313,8 +313,7 @@ def evaluate(
     records = records.take(limit)
     chief = is_chief(strategy)
     step = _distributed_step(
-        strategy,
-        functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes),
+        strategy, functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
     )
 
     progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
