@@ -1,7 +1,11 @@
-"""Pretrained weights: the registry of weight sets, verified downloads, weight-file formats,
-and the one load step that puts weights into a built model.
+"""Pretrained weights: the registry of weight sets (:mod:`.registry`), verified downloads
+(:mod:`.download`), weight-file formats (:mod:`.formats`) and the one load step that puts
+weights into a built model (:mod:`.loading`).
 
-Also importable as ``keras_xception.weights`` (its name before 0.2)."""
+This package exports the registry and download API, which needs neither Keras nor
+TensorFlow (so ``keras-xception weights list`` starts at once); it is also reachable as
+``keras_xception.weights``, its name before 0.2. Loading: :func:`keras_xception.load_pretrained`.
+"""
 
 from keras_xception.pretrained.download import (
     MIRROR_ENV,
@@ -12,14 +16,6 @@ from keras_xception.pretrained.download import (
     get_file,
     verify_file,
 )
-from keras_xception.pretrained.formats import (
-    WeightsFileError,
-    adapt_first_conv,
-    match_layers,
-    read_weights,
-    top_classes,
-)
-from keras_xception.pretrained.loading import convert_weights, load_pretrained, xception_from_file
 from keras_xception.pretrained.registry import (
     WeightRecord,
     get_record,
@@ -30,14 +26,12 @@ from keras_xception.pretrained.registry import (
 )
 
 __all__ = [
-    # registry
     "WeightRecord",
     "register",
     "unregister",
     "get_record",
     "list_records",
     "is_registered",
-    # download
     "get_file",
     "cache_dir",
     "cached_path",
@@ -45,14 +39,4 @@ __all__ = [
     "file_digest",
     "MIRROR_ENV",
     "WeightsDownloadError",
-    # formats
-    "WeightsFileError",
-    "read_weights",
-    "top_classes",
-    "match_layers",
-    "adapt_first_conv",
-    # loading
-    "load_pretrained",
-    "xception_from_file",
-    "convert_weights",
 ]
