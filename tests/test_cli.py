@@ -9,6 +9,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from conftest import official_macs_by_hand
 
 from keras_xception import cli
 
@@ -173,6 +174,35 @@ def test_classify_example_runs(tmp_path, capsys):
     load_example("classify").main(["--weights", w, "--top", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == cli.sample_image() and len(lines) == 3
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@pytest.mark.slow
+def test_cli_summary_json(capsys):
+    import json
+
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--size", "299", "--output-stride", "16", "--no-top", "--layers", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["name"] == "output_stride=16" and row["input_shape"] == [None, 299, 299, 3]
+    assert row["macs"] == official_macs_by_hand(output_stride=16, top=False)
+    assert row["params"] == 20_861_480
+    assert sum(layer["macs"] for layer in row["layers"]) == row["macs"]
+
+
+def test_cli_summary_table_and_errors(capsys):
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--size", "80", "--no-residual", "--intermediate-activation", "elu"]) == 0
+    out = capsys.readouterr().out
+    assert "residual=False, intermediate_activation=elu" in out and "80x80x3" in out
+    assert cli.main(["summary", "--size", "50"]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert cli.main(["summary", "--size", "80", "--width-multiplier", "-1"]) == 2
+    assert "width_multiplier" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- unreadable inputs

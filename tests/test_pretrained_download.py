@@ -1,67 +1,21 @@
-"""Registry, verified download and cache, against a loopback HTTP server with generated files."""
+"""keras_xception.pretrained.download: verified download and cache, against a loopback HTTP server with generated files."""
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from conftest import SMALL, rel_diff
-from weights_server import FileServer
 
-import keras_xception as kx
 from keras_xception import pretrained as w
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def server():
-    s = FileServer()
-    yield s
-    s.stop()
-
-
 @pytest.fixture(autouse=True)
-def keras_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    monkeypatch.delenv(w.MIRROR_ENV, raising=False)
-    yield tmp_path / "keras_home"
-
-
-@pytest.fixture
-def registered():
-    """register() for one test: the sets it registers are unregistered afterwards (last first)."""
-    names = []
-
-    def reg(name, **kw):
-        if name not in names:
-            names.append(name)
-        return w.register(name, overwrite=True, **kw)
-
-    yield reg
-    for n in reversed(names):
-        if w.is_registered(n):  # a test may have unregistered it itself
-            w.unregister(n)
-
-
-@pytest.fixture
-def replaced():
-    """Replace a registered (built-in) record for one test; the original comes back afterwards."""
-    originals = []
-
-    def replace(name, **kw):
-        originals.append(w.get_record(name))
-        return w.register(name, overwrite=True, **kw)
-
-    yield replace
-    for rec in reversed(originals):
-        fields = rec.to_dict()
-        del fields["name"]
-        w.register(rec.name, url=fields.pop("urls"), overwrite=True, **fields)
-        assert w.get_record(rec.name) == rec
+def empty_cache(keras_home):
+    """Every test here: an empty $KERAS_HOME (so an empty weights cache) and no mirror (conftest.keras_home)."""
+    return keras_home
 
 
 PAYLOAD = os.urandom(200_000)
@@ -72,25 +26,6 @@ def cache_files(keras_home):
     """Everything in the weights cache folder ($KERAS_HOME/models)."""
     d = keras_home / "models"
     return sorted(os.listdir(d)) if d.is_dir() else []
-
-
-def test_official_records():
-    top, notop = w.get_record("imagenet"), w.get_record("imagenet_notop")
-    assert top.urls == (
-        "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
-        "xception_weights_tf_dim_ordering_tf_kernels.h5",
-    )
-    assert top.file_hash == "0a58e3b7378bc2990ea3b43d5981f1f6" and top.hash_algorithm == "md5"
-    assert notop.file_hash == "b0042744bf5b25fce3cb969f33bebb97"
-    assert notop.file_name == "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    assert top.include_top and not notop.include_top and top.notop == "imagenet_notop"
-    assert (top.top1, top.top5, top.crop_fraction, top.input_size) == (0.79, 0.945, 0.875, (299, 299))
-
-
-def test_repository_registry_is_the_packaged_one():
-    with open(os.path.join(REPO, "weights", "registry.json")) as f:
-        records = json.load(f)["records"]
-    assert {r["name"] for r in records} <= {r.name for r in w.list_records()}
 
 
 def test_cache_is_keras_own_models_dir(keras_home):
@@ -256,160 +191,3 @@ def test_concurrent_downloads_from_two_processes(server, registered, keras_home)
     assert open(paths.pop(), "rb").read() == PAYLOAD
     assert server.requests.count("/big.bin") == 1  # the second process waited and reused the file
     assert cache_files(keras_home) == ["big.bin"]
-
-
-def test_register_validates():
-    with pytest.raises(ValueError, match="file_hash"):
-        w.register("t_x", url="http://127.0.0.1/x", file_hash="abc", include_top=False)
-    with pytest.raises(ValueError, match="already registered"):
-        w.register("imagenet", url="http://127.0.0.1/x", file_hash="0" * 64, include_top=True)
-    with pytest.raises(ValueError, match="Unknown weight set"):
-        w.get_record("nope")
-    with pytest.raises(ValueError, match=r"`notop` must name a registered weight set without the top.*'nope'"):
-        w.register("t_x", url="http://127.0.0.1/x", file_hash="0" * 64, include_top=True, notop="nope")
-    with pytest.raises(ValueError, match="`notop`.*'imagenet'"):  # has the top itself
-        w.register("t_x", url="http://127.0.0.1/x", file_hash="0" * 64, include_top=True, notop="imagenet")
-    assert not w.is_registered("t_x")
-
-
-def test_unregister(registered):
-    rec = registered("t_un", url="http://127.0.0.1/x.h5", file_hash="0" * 64, include_top=False)
-    registered("t_un_top", url="http://127.0.0.1/y.h5", file_hash="1" * 64, include_top=True, notop="t_un")
-    with pytest.raises(ValueError, match=r"Cannot unregister 't_un'.*no-top file.*\['t_un_top'\]"):
-        w.unregister("t_un")  # t_un_top would be left pointing at nothing
-    with pytest.raises(ValueError, match=r"'t_un' is the no-top file.*include_top=False"):
-        w.register("t_un", url="http://127.0.0.1/x.h5", file_hash="0" * 64, include_top=True, overwrite=True)
-    assert w.unregister("t_un_top").name == "t_un_top"
-    assert w.unregister("t_un") == rec
-    assert not w.is_registered("t_un") and rec not in w.list_records()
-    with pytest.raises(
-        ValueError, match=r"`name` must be a registered weight set \[.*'imagenet'.*\]; received name='t_un'"
-    ):
-        w.unregister("t_un")
-
-
-@pytest.fixture
-def serve_reference(server, registered, keras_reference):
-    """Serve keras.applications' reference weights file and register it under ``name``."""
-
-    def serve(name):
-        data = open(keras_reference[1], "rb").read()
-        server.files["/ref.weights.h5"] = data
-        return registered(
-            name,
-            url=server.url + "/ref.weights.h5",
-            file_hash=hashlib.sha256(data).hexdigest(),
-            include_top=True,
-            input_size=(SMALL, SMALL),
-            file_name=f"{name}.weights.h5",
-        )
-
-    return serve
-
-
-def test_registered_name_end_to_end_with_reference_outputs(serve_reference, keras_reference, images):
-    """register() a file written by keras.applications; Xception(weights=name) downloads and loads it."""
-    ref = keras_reference[0]
-    serve_reference("t_ref")
-    model = kx.Xception(weights="t_ref", classifier_activation=None)
-    x = kx.preprocess_input(images)
-    ref_logits = ref.predict(x, verbose=0)
-    np.testing.assert_array_less(rel_diff(model.predict(x, verbose=0), ref_logits), 1e-4)
-    with pytest.raises(ValueError, match=r"\(71, 71\)"):
-        kx.Xception(weights="t_ref", input_shape=(96, 96, 3))
-
-
-def test_classes_other_than_the_weights_give_a_fresh_head(serve_reference, keras_reference, images):
-    ref = keras_reference[0]
-    serve_reference("t_head")
-    with pytest.warns(UserWarning, match="new, randomly initialised 5-class"):
-        model = kx.Xception(weights="t_head", classes=5)
-    assert model.output_shape == (None, 5)
-    np.testing.assert_array_equal(
-        model.get_layer("block14_sepconv2_bn").get_weights()[2], ref.get_layer("block14_sepconv2_bn").get_weights()[2]
-    )
-    x = kx.preprocess_input(images)
-    import keras
-
-    feats = keras.Model(model.input, model.get_layer("avg_pool").output).predict(x, verbose=0)
-    ref_feats = keras.Model(ref.input, ref.get_layer("avg_pool").output).predict(x, verbose=0)
-    assert rel_diff(feats, ref_feats) < 1e-4
-
-
-def test_input_channel_adaptation(keras_reference, images):
-    import keras
-
-    ref, path, _ = keras_reference
-    feat = lambda m: keras.Model(m.input, m.get_layer("block14_sepconv2_act").output)
-    rgb = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 3)))
-    with pytest.warns(UserWarning, match="Adapting"):
-        grey = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 1)))
-    with pytest.warns(UserWarning, match="Adapting"):
-        six = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 6)))
-    g = kx.preprocess_input(images[..., :1])
-    # Summed kernel on a grey image == RGB kernel on the grey image replicated in R, G, B.
-    assert rel_diff(grey.predict(g, verbose=0), rgb.predict(np.repeat(g, 3, -1), verbose=0)) < 1e-4
-    # Repeated, rescaled kernel on [RGB, RGB] == RGB kernel on RGB.
-    x = kx.preprocess_input(images)
-    assert rel_diff(six.predict(np.concatenate([x, x], -1), verbose=0), rgb.predict(x, verbose=0)) < 1e-4
-
-
-@pytest.fixture
-def serve_notop(server, notop_reference):
-    """Serve the no-top reference file (official layout) at /notop.h5; returns its sha256."""
-    data = open(notop_reference[1], "rb").read()
-    server.files["/notop.h5"] = data
-    return hashlib.sha256(data).hexdigest()
-
-
-def pooled(model, x):
-    """The backbone's globally averaged features."""
-    import keras
-
-    if "avg_pool" in [layer.name for layer in model.layers]:
-        model = keras.Model(model.inputs, model.get_layer("avg_pool").output)
-        return model.predict(x, verbose=0)
-    return model.predict(x, verbose=0).mean(axis=(1, 2))
-
-
-def test_imagenet_notop_into_a_model_with_top_gives_a_fresh_head(
-    server, serve_notop, replaced, notop_reference, images
-):
-    """The registered no-top set follows the same rule as a no-top file: a fresh classifier, not an error."""
-    replaced(
-        "imagenet_notop",
-        url=server.url + "/notop.h5",
-        file_hash=serve_notop,
-        include_top=False,
-        file_name="t_imagenet_notop.h5",
-        input_size=(SMALL, SMALL),
-    )
-    with pytest.warns(UserWarning, match=r"weights='imagenet_notop' has no classifier.*1000-class 'predictions'"):
-        model = kx.Xception(weights="imagenet_notop", include_top=True, input_shape=(SMALL, SMALL, 3))
-    assert server.requests == ["/notop.h5"]
-    x = kx.preprocess_input(images)
-    assert rel_diff(pooled(model, x), pooled(notop_reference[0], x)) < 1e-4
-    head = model.get_layer("predictions")
-    assert head.kernel.shape == (2048, 1000) and not np.any(head.get_weights()[1])  # Keras's initialisation
-
-
-def test_registered_set_with_another_class_count_downloads_only_its_notop_file(
-    server, serve_notop, registered, notop_reference, images
-):
-    registered(
-        "t_backbone", url=server.url + "/notop.h5", file_hash=serve_notop, include_top=False, file_name="t_backbone.h5"
-    )
-    registered(
-        "t_top",
-        url=server.url + "/top.h5",
-        file_hash="0" * 64,
-        include_top=True,
-        notop="t_backbone",
-        input_size=(SMALL, SMALL),
-    )
-    with pytest.warns(UserWarning, match=r"weights='t_top' has a 1000-class top.*10-class"):
-        model = kx.Xception(weights="t_top", classes=10)
-    assert server.requests == ["/notop.h5"]  # the file with the 1000-class top is never fetched
-    x = kx.preprocess_input(images)
-    assert rel_diff(pooled(model, x), pooled(notop_reference[0], x)) < 1e-4
-    assert model.output_shape == (None, 10)

@@ -1,21 +1,30 @@
-"""Architecture variants: they build, run, take official weights where the shapes allow, and refuse clearly."""
+"""keras_xception.pretrained.loading: the one load step.
+
+Official weights into architecture variants where the shapes allow (and refusals where they do
+not); a file without the classifier, or with another class count, gives the backbone and a fresh
+classifier, like a registered set; registered sets downloaded from a loopback server; conversion
+between formats; a failed load changes nothing."""
+
+import ast
+import hashlib
+import os
+import re
 
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL, randomize, rel_diff
+from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, small_xception
+from conftest import notop71 as build
 
 import keras_xception as kx
-from keras_xception.model import layers
-from keras_xception.model import spec as architecture
 from keras_xception.pretrained import loading as variants
 from keras_xception.pretrained.formats import WeightsFileError
+from keras_xception.pretrained.loading import load_pretrained
 
 
-def build(**kw):
-    kw.setdefault("include_top", False)
+def ours(**kw):
     kw.setdefault("input_shape", (SMALL, SMALL, 3))
-    kw.setdefault("weights", None)
+    kw.setdefault("classifier_activation", None)
     return kx.Xception(**kw)
 
 
@@ -37,101 +46,7 @@ def x(images):
     return kx.preprocess_input(images[:1])
 
 
-def test_defaults_are_the_official_spec():
-    spec = architecture.xception_spec()
-    assert spec.is_official and spec.takes_official_weights
-    assert spec == architecture.xception_spec(
-        8, residual=True, intermediate_activation=None, width_multiplier=1.0, output_stride=32
-    )
-    assert spec.output_stride == 32
-    assert all(b.dilation_rate == 1 and b.stride == 2 for b in spec.blocks)
-
-
-@pytest.mark.parametrize(
-    "kw,size,out",
-    [
-        (dict(residual=False), SMALL, (3, 3, 2048)),
-        (dict(intermediate_activation="relu"), SMALL, (3, 3, 2048)),
-        (dict(intermediate_activation="elu"), 96, (3, 3, 2048)),
-        (dict(middle_flow_blocks=0), SMALL, (3, 3, 2048)),
-        (dict(middle_flow_blocks=2), 80, (3, 3, 2048)),
-        (dict(width_multiplier=0.5), SMALL, (3, 3, 1024)),
-        (dict(width_multiplier=0.75, middle_flow_blocks=1), SMALL, (3, 3, 1536)),
-        (dict(output_stride=16), SMALL, (5, 5, 2048)),
-        (dict(output_stride=8), SMALL, (9, 9, 2048)),
-        (dict(output_stride=16), 96, (6, 6, 2048)),
-        (
-            dict(output_stride=8, residual=False, intermediate_activation="elu", width_multiplier=0.25),
-            80,
-            (10, 10, 512),
-        ),
-    ],
-)
-def test_every_variant_builds_and_runs(kw, size, out):
-    model = build(input_shape=(size, size, 3), **kw)
-    assert model.output_shape[1:] == out
-    y = model.predict(np.zeros((1, size, size, 3), "float32"), verbose=0)
-    assert y.shape == (1,) + out and np.isfinite(y).all()
-
-
-def test_residual_false_has_no_shortcuts():
-    model = build(residual=False)
-    names = [lyr.name for lyr in model.layers]
-    assert not [n for n in names if "residual" in n or n.endswith("_add")]
-    assert not [lyr for lyr in model.layers if isinstance(lyr, keras.layers.Add)]
-    # 4 projections (conv + BN) fewer than the official model
-    assert len(model.layers) == len(build().layers) - 4 * 3 - 8
-
-
-def test_intermediate_activation_splits_every_separable_conv():
-    model = build(intermediate_activation="elu")
-    assert not [lyr for lyr in model.layers if isinstance(lyr, keras.layers.SeparableConv2D)]
-    dw = model.get_layer("block5_sepconv2_depthwise")
-    act = model.get_layer("block5_sepconv2_depthwise_act")
-    pw = model.get_layer("block5_sepconv2_pointwise")
-    assert isinstance(dw, keras.layers.DepthwiseConv2D) and dw.kernel.shape == (3, 3, 728, 1)
-    assert act.get_config()["activation"] == "elu"
-    assert isinstance(pw, keras.layers.Conv2D) and pw.kernel.shape == (1, 1, 728, 728)
-    n_split = len([lyr for lyr in model.layers if isinstance(lyr, keras.layers.DepthwiseConv2D)])
-    assert n_split == 2 * 3 + 3 * 8 + 2 * 2  # entry, middle, exit separable convolutions
-
-
-def test_output_stride_strides_and_dilations():
-    for os_, stride1, dil2, dil4 in [
-        (16, ["block13"], ["block14"], []),
-        (8, ["block4", "block13"], [f"block{i}" for i in range(5, 14)], ["block14"]),
-    ]:
-        model = build(output_stride=os_)
-        for b in ("block2", "block3", "block4", "block13"):
-            s = 1 if b in stride1 else 2
-            assert model.get_layer(f"{b}_pool").strides in ((s, s), s)
-            assert model.get_layer(f"{b}_residual_conv").strides in ((s, s), s)
-        for b in dil2 + dil4:
-            d = 4 if b in dil4 else 2
-            assert model.get_layer(f"{b}_sepconv1").dilation_rate in ((d, d), d)
-        assert model.get_layer("block4_sepconv1").dilation_rate in ((1, 1), 1)
-
-
-def test_width_multiplier_rounding():
-    assert [architecture.scale_channels(c, 1.0) for c in (32, 64, 128, 256, 728, 1024, 1536, 2048)] == [
-        32,
-        64,
-        128,
-        256,
-        728,
-        1024,
-        1536,
-        2048,
-    ]
-    assert [architecture.scale_channels(c, 0.5) for c in (32, 728)] == [16, 368]  # 364 -> 368
-    assert architecture.scale_channels(32, 0.1) == 8  # never below 8
-    assert all(architecture.scale_channels(c, m) % 8 == 0 for c in (32, 728, 2048) for m in (0.3, 0.6, 1.3))
-    model = build(width_multiplier=0.5)
-    assert model.get_layer("block1_conv1").kernel.shape == (3, 3, 3, 16)
-    assert model.get_layer("block5_sepconv1").pointwise_kernel.shape == (1, 1, 368, 368)
-
-
-# ---------------------------------------------------------------------------- pretrained weights
+# ---------------------------------------------------------------------------- official weights into variants
 
 
 def test_linear_split_equals_official_exactly_with_official_weights(official, x):
@@ -205,28 +120,6 @@ def test_atrous_model_is_the_official_model_sampled_densely(official, x, output_
     assert rel_diff(rebuilt.predict(x, verbose=0)[:, ::k, ::k], coarse) > 1e-3
 
 
-def test_atrous_model_saves_and_loads_as_keras_file(tmp_path, x):
-    model = randomize(build(output_stride=8), seed=5)
-    assert isinstance(model.get_layer("block13_pool"), layers.DilatedMaxPooling2D)
-    path = str(tmp_path / "os8.keras")
-    model.save(path)
-    again = keras.saving.load_model(path)
-    assert np.array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
-
-
-def test_dilated_pool_channels_first_matches_channels_last():
-    rng = np.random.default_rng(0)
-    v = rng.normal(size=(1, 9, 9, 4)).astype("float32")
-    last = layers.DilatedMaxPooling2D(3, 2, data_format="channels_last")(v)
-    first = layers.DilatedMaxPooling2D(3, 2, data_format="channels_first")(np.transpose(v, (0, 3, 1, 2)))
-    assert np.array_equal(
-        np.transpose(keras.ops.convert_to_numpy(first), (0, 2, 3, 1)), keras.ops.convert_to_numpy(last)
-    )
-    # by hand at one position: max over rows/cols {2, 4, 6} around (4, 4), and the padded corner
-    assert keras.ops.convert_to_numpy(last)[0, 4, 4, 0] == v[0, 2:7:2, 2:7:2, 0].max()
-    assert keras.ops.convert_to_numpy(last)[0, 0, 0, 1] == v[0, 0:3:2, 0:3:2, 1].max()
-
-
 def test_residual_false_takes_the_shared_layers_and_drops_the_projections(official):
     ref, path = official
     model = build(weights=path, residual=False)
@@ -296,40 +189,6 @@ def test_official_file_refused_for_other_shapes(official):
         build(weights=path, middle_flow_blocks=4)
 
 
-@pytest.mark.parametrize(
-    "kw,match",
-    [
-        (dict(residual="no"), "residual"),
-        (dict(intermediate_activation="gelu"), r"intermediate_activation.*'relu', 'elu'"),
-        (dict(output_stride=4), r"output_stride.*\(32, 16, 8\)"),
-        (dict(output_stride=True), "output_stride"),
-        (dict(width_multiplier=0), "width_multiplier"),
-        (dict(width_multiplier=-1.0), "width_multiplier"),
-        (dict(width_multiplier="wide"), "width_multiplier"),
-        (dict(middle_flow_blocks=-1), "middle_flow_blocks"),
-        (dict(middle_flow_blocks=2.5), "middle_flow_blocks"),
-    ],
-)
-def test_bad_variant_arguments(kw, match):
-    with pytest.raises(ValueError, match=match):
-        build(**kw)
-
-
-def test_channels_first_variant_matches_channels_last(x):
-    kw = dict(output_stride=8, intermediate_activation="elu", residual=False)
-    last = randomize(build(**kw), seed=6)
-    keras.config.set_image_data_format("channels_first")
-    try:
-        first = build(input_shape=(3, SMALL, SMALL), **kw)
-        assert first.get_layer("block13_pool").data_format == "channels_first"
-        first.set_weights(last.get_weights())
-        out_first = first.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0)
-    finally:
-        keras.config.set_image_data_format("channels_last")
-    assert out_first.shape == (1, 2048, 9, 9)
-    assert rel_diff(np.transpose(out_first, (0, 2, 3, 1)), last.predict(x, verbose=0)) < 1e-4
-
-
 @pytest.mark.parametrize("kw", [dict(residual=False), dict(output_stride=16)])
 def test_variant_with_top_from_a_notop_file_gets_a_fresh_head(official, kw):
     """Like the official model: a no-top file gives the variant its backbone and a fresh classifier."""
@@ -341,3 +200,241 @@ def test_variant_with_top_from_a_notop_file_gets_a_fresh_head(official, kw):
         assert all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), ref.get_layer(layer.name).get_weights()))
     kernel, bias = model.get_layer("predictions").get_weights()
     assert kernel.shape == (2048, 10) and not np.any(bias)  # Keras's initialisation, nothing loaded
+
+
+# ---------------------------------------------------------------------------- a failed load changes nothing
+
+
+def test_failed_load_pretrained_assigns_nothing(tmp_path):
+    """A file that fits the first layers but not the last: the error names file, layer, shapes; nothing changes."""
+    p = str(tmp_path / "two_middle_blocks.weights.h5")
+    small_xception(include_top=False, middle_flow_blocks=2).save_weights(p)
+    model = small_xception(include_top=False, middle_flow_blocks=1)
+    before = model.get_weights()
+    shapes = r"expects shapes \[\(3, 3, 184, 1\), \(1, 1, 184, 256\)\], but the file's .* has \[\(3, 3, 184, 1\), \(1, 1, 184, 184\)\]"
+    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".*'block6_sepconv2' .*" + shapes):
+        load_pretrained(model, p)  # layer #30: the 29 before it fit
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+# ---------------------------------------------------------------------------- a file is like a registered set
+
+
+def pooled(model, x):
+    """The backbone's globally averaged features (the input of the classifier)."""
+    if "avg_pool" in [layer.name for layer in model.layers]:
+        return keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(x, verbose=0)
+    return model.predict(x, verbose=0).mean(axis=(1, 2))
+
+
+def assert_fresh_head(model, classes, width=2048):
+    kernel, bias = model.get_layer("predictions").get_weights()
+    assert kernel.shape == (width, classes) and model.output_shape == (None, classes)
+    assert not np.any(bias)  # Keras's initialisation: nothing was loaded into it
+
+
+def test_keras_file_without_top_into_a_model_with_top(tmp_path, images):
+    """Bug 8: Xception(weights=<.keras no-top backbone>, classes=10) was a layer-count error."""
+    backbone = randomize(kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3)), seed=12)
+    path = str(tmp_path / "backbone.keras")
+    backbone.save(path)
+    with pytest.warns(UserWarning, match=r"has no classifier; .*new, randomly initialised 10-class 'predictions'"):
+        model = ours(weights=path, classes=10)
+    x = kx.preprocess_input(images)
+    assert rel_diff(pooled(model, x), pooled(backbone, x)) < 1e-4
+    assert_fresh_head(model, 10)
+
+
+@pytest.mark.parametrize("kind", ["weights.h5", "keras", "legacy h5"])
+def test_file_with_another_class_count_gives_a_fresh_head(request, images, kind):
+    if kind == "legacy h5":
+        import tf_keras as ref_keras
+
+        ref, path = request.getfixturevalue("tf_keras_reference")
+    else:
+        ref_keras = keras
+        ref, weights_path, keras_path = request.getfixturevalue("keras_reference")
+        path = weights_path if kind == "weights.h5" else keras_path
+    with pytest.warns(UserWarning, match=r"has a 1000-class top; .*new, randomly initialised 10-class"):
+        model = ours(weights=path, classes=10)
+    x = kx.preprocess_input(images)
+    ref_pooled = ref_keras.Model(ref.inputs, ref.get_layer("avg_pool").output).predict(x, verbose=0)
+    assert rel_diff(pooled(model, x), ref_pooled) < 1e-4
+    assert_fresh_head(model, 10)
+
+
+def test_weights_h5_without_top_into_a_model_with_top(notop_reference, images):
+    ref, path = notop_reference
+    with pytest.warns(UserWarning, match="has no classifier"):
+        model = ours(weights=path, classes=10)
+    x = kx.preprocess_input(images)
+    assert rel_diff(pooled(model, x), pooled(ref, x)) < 1e-4
+    assert_fresh_head(model, 10)
+
+
+def test_width_variant_file_with_top(tmp_path, images):
+    """A variant's own file with its top: the top loads when the class count agrees, else a fresh one."""
+    ref = randomize(ours(weights=None, classes=7, **SMALL_OPTIONS), seed=13)
+    path = str(tmp_path / "tiny7.weights.h5")
+    ref.save_weights(path)
+    x = kx.preprocess_input(images)
+    same = ours(weights=path, classes=7, **SMALL_OPTIONS)
+    assert np.array_equal(same.predict(x, verbose=0), ref.predict(x, verbose=0))
+    with pytest.warns(UserWarning, match="has a 7-class top"):
+        other = ours(weights=path, classes=3, **SMALL_OPTIONS)
+    assert rel_diff(pooled(other, x), pooled(ref, x)) < 1e-5
+    assert_fresh_head(other, 3, width=512)
+
+
+# ---------------------------------------------------------------------------- registered sets, from a loopback server
+
+
+@pytest.fixture
+def serve_reference(server, registered, keras_reference):
+    """Serve keras.applications' reference weights file and register it under ``name``."""
+
+    def serve(name):
+        data = open(keras_reference[1], "rb").read()
+        server.files["/ref.weights.h5"] = data
+        return registered(
+            name,
+            url=server.url + "/ref.weights.h5",
+            file_hash=hashlib.sha256(data).hexdigest(),
+            include_top=True,
+            input_size=(SMALL, SMALL),
+            file_name=f"{name}.weights.h5",
+        )
+
+    return serve
+
+
+@pytest.mark.usefixtures("keras_home")
+def test_registered_name_end_to_end_with_reference_outputs(serve_reference, keras_reference, images):
+    """register() a file written by keras.applications; Xception(weights=name) downloads and loads it."""
+    ref = keras_reference[0]
+    serve_reference("t_ref")
+    model = kx.Xception(weights="t_ref", classifier_activation=None)
+    x = kx.preprocess_input(images)
+    ref_logits = ref.predict(x, verbose=0)
+    np.testing.assert_array_less(rel_diff(model.predict(x, verbose=0), ref_logits), 1e-4)
+    with pytest.raises(ValueError, match=r"\(71, 71\)"):
+        kx.Xception(weights="t_ref", input_shape=(96, 96, 3))
+
+
+@pytest.mark.usefixtures("keras_home")
+def test_classes_other_than_the_weights_give_a_fresh_head(serve_reference, keras_reference, images):
+    ref = keras_reference[0]
+    serve_reference("t_head")
+    with pytest.warns(UserWarning, match="new, randomly initialised 5-class"):
+        model = kx.Xception(weights="t_head", classes=5)
+    assert model.output_shape == (None, 5)
+    np.testing.assert_array_equal(
+        model.get_layer("block14_sepconv2_bn").get_weights()[2], ref.get_layer("block14_sepconv2_bn").get_weights()[2]
+    )
+    x = kx.preprocess_input(images)
+    import keras
+
+    feats = keras.Model(model.input, model.get_layer("avg_pool").output).predict(x, verbose=0)
+    ref_feats = keras.Model(ref.input, ref.get_layer("avg_pool").output).predict(x, verbose=0)
+    assert rel_diff(feats, ref_feats) < 1e-4
+
+
+@pytest.fixture
+def serve_notop(server, notop_reference):
+    """Serve the no-top reference file (official layout) at /notop.h5; returns its sha256."""
+    data = open(notop_reference[1], "rb").read()
+    server.files["/notop.h5"] = data
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.usefixtures("keras_home")
+def test_imagenet_notop_into_a_model_with_top_gives_a_fresh_head(
+    server, serve_notop, replaced, notop_reference, images
+):
+    """The registered no-top set follows the same rule as a no-top file: a fresh classifier, not an error."""
+    replaced(
+        "imagenet_notop",
+        url=server.url + "/notop.h5",
+        file_hash=serve_notop,
+        include_top=False,
+        file_name="t_imagenet_notop.h5",
+        input_size=(SMALL, SMALL),
+    )
+    with pytest.warns(UserWarning, match=r"weights='imagenet_notop' has no classifier.*1000-class 'predictions'"):
+        model = kx.Xception(weights="imagenet_notop", include_top=True, input_shape=(SMALL, SMALL, 3))
+    assert server.requests == ["/notop.h5"]
+    x = kx.preprocess_input(images)
+    assert rel_diff(pooled(model, x), pooled(notop_reference[0], x)) < 1e-4
+    head = model.get_layer("predictions")
+    assert head.kernel.shape == (2048, 1000) and not np.any(head.get_weights()[1])  # Keras's initialisation
+
+
+@pytest.mark.usefixtures("keras_home")
+def test_registered_set_with_another_class_count_downloads_only_its_notop_file(
+    server, serve_notop, registered, notop_reference, images
+):
+    registered(
+        "t_backbone", url=server.url + "/notop.h5", file_hash=serve_notop, include_top=False, file_name="t_backbone.h5"
+    )
+    registered(
+        "t_top",
+        url=server.url + "/top.h5",
+        file_hash="0" * 64,
+        include_top=True,
+        notop="t_backbone",
+        input_size=(SMALL, SMALL),
+    )
+    with pytest.warns(UserWarning, match=r"weights='t_top' has a 1000-class top.*10-class"):
+        model = kx.Xception(weights="t_top", classes=10)
+    assert server.requests == ["/notop.h5"]  # the file with the 1000-class top is never fetched
+    x = kx.preprocess_input(images)
+    assert rel_diff(pooled(model, x), pooled(notop_reference[0], x)) < 1e-4
+    assert model.output_shape == (None, 10)
+
+
+# ---------------------------------------------------------------------------- conversion and layering
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,suffix", [("weights.h5", ".weights.h5"), ("legacy-h5", ".h5")])
+def test_convert_round_trip_loads_in_keras_applications(tf_keras_reference, tmp_path, images, fmt, suffix):
+    """convert_weights writes files that keras.applications.Xception itself loads."""
+    from keras_xception.pretrained.loading import convert_weights
+
+    ref, path = tf_keras_reference
+    out = str(tmp_path / f"converted{suffix}")
+    _, top = convert_weights(path, out, format=fmt)
+    assert top
+    k = keras.applications.Xception(weights=None, input_shape=(SMALL, SMALL, 3), classifier_activation=None)
+    k.load_weights(out)
+    x = kx.preprocess_input(images)
+    assert rel_diff(k.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
+
+
+def test_pretrained_imports_only_lower_layers():
+    """The load step goes down the layers only: keras_xception.pretrained imports model/ and itself, nothing above."""
+    allowed = ("keras_xception.model", "keras_xception.pretrained")
+    package = os.path.join(os.path.dirname(kx.__file__), "pretrained")
+    bad = []
+    for name in sorted(os.listdir(package)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(package, name)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):  # module level and inside functions alike
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    bad.append(f"{name}: relative import")
+                    continue
+                if node.module == "keras_xception":
+                    modules = [f"keras_xception.{a.name}" for a in node.names]
+                else:
+                    modules = [node.module]
+            else:
+                continue
+            bad += [
+                f"{name}: {m}" for m in modules if m.split(".")[0] == "keras_xception" and not m.startswith(allowed)
+            ]
+    assert bad == []
