@@ -1,6 +1,17 @@
-"""Shared fixtures: small reference models with random weights and the files they write."""
+"""Shared test harness: the small model, reference models with random weights and the files they
+write, generated image trees and ImageNet validation files, and the loopback weights server.
 
+Plumbing tests (does an argument, a file format, a pipeline work?) use :func:`small_xception`;
+tests that prove something about the full network (parameter counts, parity with
+keras.applications, the official weight layout, the 1000-class ImageNet classifier) build
+the full-width model, at 71x71 unless they need more. Tests that build the full model at
+299x299 or start processes are marked ``slow``.
+"""
+
+import io
 import os
+import tarfile
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -8,6 +19,29 @@ import numpy as np
 import pytest
 
 SMALL = 71  # the smallest input Xception accepts: keeps the suite fast
+
+#: The small variant for plumbing tests: a quarter of the channels (512 at the end), one middle-flow
+#: block (the exit flow is block6 and block7; the last feature map is block7_sepconv2_act).
+SMALL_OPTIONS = dict(width_multiplier=0.25, middle_flow_blocks=1)
+
+
+def small_xception(**kwargs):
+    """``keras_xception.Xception(weights=None, input_shape=(71, 71, 3), **SMALL_OPTIONS, **kwargs)``.
+
+    ``kwargs`` may override any of those (``input_shape=None`` for any input size,
+    ``middle_flow_blocks=4``, ...). Wrap in :func:`randomize` where BatchNormalization
+    statistics matter.
+    """
+    from keras_xception import Xception
+
+    return Xception(**{"weights": None, "input_shape": (SMALL, SMALL, 3), **SMALL_OPTIONS, **kwargs})
+
+
+def notop71(**kwargs):
+    """The full-width Xception without its top at 71x71 with random weights (``kwargs`` override)."""
+    from keras_xception import Xception
+
+    return Xception(**{"include_top": False, "input_shape": (SMALL, SMALL, 3), "weights": None, **kwargs})
 
 
 def randomize(model, seed=0):
@@ -104,3 +138,249 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def feature_tree(tmp_path_factory):
+    """2 classes x 3 images, one more image two folders down, and a README: 7 images to extract."""
+    from keras_xception import folders
+
+    root = tmp_path_factory.mktemp("ftree")
+    folders.write_synthetic_tree(root, classes=2, per_class=3, sizes=(71, 96))
+    nested = root / "class_1" / "deeper"
+    nested.mkdir()
+    folders.write_synthetic_tree(nested, classes=1, per_class=1, seed=5)  # class_0/img_000.png, recursive
+    (root / "README.txt").write_text("not an image and not an image extension: ignored")
+    return str(root)
+
+
+# ---------------------------------------------------------------------------- weights: server, cache, registry
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server (tests/weights_server.py), stopped afterwards."""
+    from weights_server import FileServer
+
+    s = FileServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    """An empty $KERAS_HOME (so an empty weights cache) and no mirror, for one test."""
+    from keras_xception import pretrained as w
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv(w.MIRROR_ENV, raising=False)
+    yield tmp_path / "keras_home"
+
+
+@pytest.fixture
+def registered():
+    """register() for one test: the sets it registers are unregistered afterwards (last first)."""
+    from keras_xception import pretrained as w
+
+    names = []
+
+    def reg(name, **kw):
+        if name not in names:
+            names.append(name)
+        return w.register(name, overwrite=True, **kw)
+
+    yield reg
+    for n in reversed(names):
+        if w.is_registered(n):  # a test may have unregistered it itself
+            w.unregister(n)
+
+
+@pytest.fixture
+def replaced():
+    """Replace a registered (built-in) record for one test; the original comes back afterwards."""
+    from keras_xception import pretrained as w
+
+    originals = []
+
+    def replace(name, **kw):
+        originals.append(w.get_record(name))
+        return w.register(name, overwrite=True, **kw)
+
+    yield replace
+    for rec in reversed(originals):
+        fields = rec.to_dict()
+        del fields["name"]
+        w.register(rec.name, url=fields.pop("urls"), overwrite=True, **fields)
+        assert w.get_record(rec.name) == rec
+
+
+# ---------------------------------------------------------------------------- ImageNet validation files
+# A dozen small JPEGs named like the first validation images (so the official ground truth labels
+# them), the same images in a tar that goes through the real tfds ``imagenet2012`` builder, and as
+# classic TFRecords; and a folder with bad files.
+
+N = 12  # good images
+
+
+def val_name(k):
+    return f"ILSVRC2012_val_{k:08d}.JPEG"
+
+
+def photo(rng, h, w):
+    """A smooth random RGB image (compresses like a photo, unlike pure noise)."""
+    from PIL import Image
+
+    small = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.BILINEAR)
+
+
+def jpeg_bytes(img, **kw):
+    b = io.BytesIO()
+    img.save(b, "JPEG", **kw)
+    return b.getvalue()
+
+
+def write_tfrecords(path, examples, num_shards=2):
+    """Classic-layout TFRecords from ``[(file_name, encoded_bytes, stored_label)]``."""
+    import tensorflow as tf
+
+    def feature(v):
+        if isinstance(v, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+
+    paths = [f"{path}-{s:05d}-of-{num_shards:05d}" for s in range(num_shards)]
+    per = -(-len(examples) // num_shards)
+    for s, p in enumerate(paths):
+        with tf.io.TFRecordWriter(p) as w:
+            for name, contents, label in examples[s * per : (s + 1) * per]:
+                ex = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "image/encoded": feature(contents),
+                            "image/class/label": feature(int(label)),
+                            "image/filename": feature(name.encode()),
+                            "image/format": feature(b"JPEG"),
+                        }
+                    )
+                )
+                w.write(ex.SerializeToString())
+    return f"{path}-*"
+
+
+@pytest.fixture(scope="session")
+def val(tmp_path_factory):
+    """The first N validation images as a folder, a manual-dir tar, and 1-based TFRecords."""
+    from keras_xception.data import imagenet as data
+
+    root = tmp_path_factory.mktemp("imagenet")
+    d = root / "val"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(1, N + 1):
+        h, w = (int(v) for v in rng.integers(60, 130, 2))
+        path = d / val_name(k)
+        path.write_bytes(jpeg_bytes(photo(rng, h, w), quality=90))
+        files.append(str(path))
+    manual = root / "manual"
+    manual.mkdir()
+    with tarfile.open(manual / data.VAL_TAR, "w") as tar:
+        for f in files:
+            tar.add(f, arcname=os.path.basename(f))
+    # A train tar that is not a tar: preparing must not look at it (validation only).
+    (manual / "ILSVRC2012_img_train.tar").write_bytes(b"not a tar")
+    labels = list(data.validation_ground_truth()[:N])
+    examples = [(os.path.basename(f), open(f, "rb").read(), lab + 1) for f, lab in zip(files, labels)]
+    tfrec = write_tfrecords(str(root / "validation"), examples)
+    return types.SimpleNamespace(
+        root=root, dir=str(d), manual=str(manual), files=files, labels=labels, tfrecords=tfrec, examples=examples
+    )
+
+
+@pytest.fixture(scope="session")
+def bad_dir(val, tmp_path_factory):
+    """The N good images plus: CMYK JPEG, PNG named .JPEG, grayscale JPEG, truncated JPEG, garbage."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("bad") / "val"
+    shutil.copytree(val.dir, d)
+    rng = np.random.default_rng(5)
+    img = photo(rng, 90, 110)
+    good = jpeg_bytes(img)
+    (d / val_name(N + 1)).write_bytes(jpeg_bytes(img.convert("CMYK")))
+    img.save(d / val_name(N + 2), "PNG")
+    (d / val_name(N + 3)).write_bytes(jpeg_bytes(img.convert("L")))
+    (d / val_name(N + 4)).write_bytes(good[: len(good) // 2])
+    (d / val_name(N + 5)).write_bytes(b"this is not an image\n" * 20)
+    return types.SimpleNamespace(dir=str(d), img=img, decodable=N + 3, skipped=[val_name(N + 4), val_name(N + 5)])
+
+
+@pytest.fixture(scope="session")
+def tfds_records(val):
+    """The validation tar prepared by the real tfds ``imagenet2012`` builder."""
+    from keras_xception.data import imagenet as data
+
+    return data.tfds_records(val.root / "tfds", val.manual)
+
+
+@pytest.fixture(scope="module")
+def tiny(val):
+    """The tiny 1000-class convnet of eval_worker.py, favouring the classes of ``val``.
+
+    Module scope, as when it lived in one test file: building it seeds Keras's random
+    generators, so each test file that uses it starts from the same state.
+    """
+    from eval_worker import tiny_model
+
+    return tiny_model(favoured=val.labels)
+
+
+def numpy_hits(model, directory, transform):
+    """Top-1/top-5 hit counts computed directly with NumPy over the model's outputs."""
+    from keras_xception.data import imagenet as data
+    from keras_xception.data.dataset import image_dataset
+
+    assert transform.preprocessing == "tf"
+    pairs = list(image_dataset(data.folder_records(directory), transform, batch_size=64).as_numpy_iterator())
+    x = np.concatenate([p[0] for p in pairs])
+    y = np.concatenate([p[1] for p in pairs])
+    scores = model.predict(x / 127.5 - 1.0, verbose=0)
+    order = np.argsort(-scores, axis=1)
+    top1 = int(np.sum(order[:, 0] == y))
+    top5 = int(np.sum(np.any(order[:, :5] == y[:, None], axis=1)))
+    return len(y), top1, top5
+
+
+def counts(report):
+    return report["count"], report["top1_correct"], report["top5_correct"]
+
+
+# ---------------------------------------------------------------------------- costs written out by hand
+
+
+def sep(hw, cin, cout, k=3):
+    """MACs of a k x k depthwise separable convolution on an hw x hw output."""
+    return hw * hw * (k * k * cin + cin * cout)
+
+
+def official_macs_by_hand(size=299, output_stride=32, top=True):
+    """Xception MACs per image: convolutions and the classifier, each written out (the paper's Fig. 5)."""
+    stem1 = (size - 3) // 2 + 1  # 149: valid 3x3/2
+    stem2 = stem1 - 2  # 147: valid 3x3
+    r = [stem2]
+    for _ in range(4):  # 'same' 3x3/2 max poolings (stride 1 where atrous)
+        r.append(-(-r[-1] // 2))
+    s4, s8, s16, s32 = r[1:]
+    if output_stride <= 16:
+        s32 = s16
+    if output_stride == 8:
+        s16 = s32 = s8
+    macs = stem1**2 * 9 * 3 * 32 + stem2**2 * 9 * 32 * 64
+    macs += sep(stem2, 64, 128) + sep(stem2, 128, 128) + s4**2 * 64 * 128  # block 2 + projection
+    macs += sep(s4, 128, 256) + sep(s4, 256, 256) + s8**2 * 128 * 256  # block 3
+    macs += sep(s8, 256, 728) + sep(s8, 728, 728) + s16**2 * 256 * 728  # block 4
+    macs += 8 * 3 * sep(s16, 728, 728)  # middle flow
+    macs += sep(s16, 728, 728) + sep(s16, 728, 1024) + s32**2 * 728 * 1024  # block 13
+    macs += sep(s32, 1024, 1536) + sep(s32, 1536, 2048)  # block 14
+    return macs + (2048 * 1000 if top else 0)

@@ -1,5 +1,6 @@
-"""The command line: manners (no TensorFlow for --help, no start-up noise, exit codes, messages)
-and the bad-input policy shared by predict, extract and evaluate."""
+"""keras_xception.cli: manners (no TensorFlow for --help, no start-up noise, exit codes, messages), the
+bad-input policy shared by predict, extract and evaluate, and each command (predict, extract, evaluate,
+weights, summary, export) against the Python API it runs."""
 
 import json
 import os
@@ -9,8 +10,12 @@ import tempfile
 
 import numpy as np
 import pytest
+from conftest import SMALL, N, counts, numpy_hits, official_macs_by_hand, rel_diff, small_xception, val_name
+from eval_worker import favour
 
-from keras_xception import cli
+import keras_xception as kx
+from keras_xception import Xception, cli
+from keras_xception.tasks.extraction import extract_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +42,7 @@ def test_sample_image_is_shipped_by_an_installed_package():
     assert os.path.isfile(cli.sample_image())
 
 
+@pytest.mark.slow
 def test_help_and_usage_errors_do_not_import_tensorflow():
     code = (
         "import sys; from keras_xception.cli import main; "
@@ -49,6 +55,7 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
     assert "usage: keras-xception extract" in out.stderr and "error:" in out.stderr
 
 
+@pytest.mark.slow
 def test_no_tensorflow_start_up_noise_and_no_colour_codes(tmp_path):
     out = _run(["summary", "--size", "71", "--no-top", "--middle-flow-blocks", "1", "--width-multiplier", "0.25"])
     assert out.returncode == 0, out.stderr
@@ -70,6 +77,7 @@ def photos(tmp_path_factory):
     return good, str(d / "broken.jpg"), str(d / "missing.jpg")
 
 
+@pytest.mark.slow
 def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, capsys):
     good, broken, missing = photos
     assert cli.main(["predict", good, broken, missing, "--weights", "none", "--top", "2", "--json"]) == 1
@@ -84,6 +92,7 @@ def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, cap
     assert ".py:" not in err  # warnings without the caller's source line
 
 
+@pytest.mark.slow
 def test_predict_strict_stops_at_the_first_bad_image(photos, capsys):
     good, broken, _ = photos
     assert cli.main(["predict", good, broken, "--weights", "none", "--strict"]) == 2
@@ -98,10 +107,9 @@ def test_predict_bad_weights_is_a_clear_error(capsys):
 
 
 def test_predict_with_a_backbone_file_says_what_to_use_instead(tmp_path, capsys):
-    import keras_xception as kx
 
     path = str(tmp_path / "notop.weights.h5")
-    kx.Xception(weights=None, include_top=False, input_shape=(71, 71, 3)).save_weights(path)
+    small_xception(include_top=False).save_weights(path)
     assert cli.main(["predict", "--weights", path]) == 2
     err = capsys.readouterr().err
     assert "holds no classifier" in err and "keras-xception extract" in err and "build_classifier" in err
@@ -150,6 +158,7 @@ def test_weights_verify_missing_and_download_error(tmp_path, monkeypatch, capsys
     assert os.listdir(tmp_path / "models") == []  # no partial file, no lock file
 
 
+@pytest.mark.slow
 def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     _, path = tf_keras_reference
@@ -163,16 +172,241 @@ def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, m
     assert cli.main(["weights", "verify", "--file", out, "imagenet"]) == 1  # asked for: checked
 
 
-def test_classify_example_runs(tmp_path, capsys):
+# --------------------------------------------------------------------------- predict --runtime, --cam (299x299)
+
+
+@pytest.mark.slow
+def test_cli_predict_runtime_matches_keras(tmp_path, capsys):
+    m = Xception(weights=None)
+    w = str(tmp_path / "w.weights.h5")
+    m.save_weights(w)
+    results = {}
+    for runtime in ("keras", "tensorflow"):
+        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime]) == 0
+        results[runtime] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert [p["wnid"] for p in results["keras"]] == [p["wnid"] for p in results["tensorflow"]]
+    np.testing.assert_allclose(
+        [p["score"] for p in results["tensorflow"]], [p["score"] for p in results["keras"]], rtol=1e-4
+    )
+    assert cli.main(["predict", "--runtime", "tensorrt"]) == 2
+
+
+@pytest.mark.slow
+def test_predict_cam_writes_a_png_and_keeps_the_predictions(tmp_path, capsys):
+    m = kx.Xception(weights=None)
+    w = str(tmp_path / "w.weights.h5")
+    m.save_weights(w)
+    out = str(tmp_path / "cam.png")
+    assert cli.main(["predict", "--weights", w, "--top", "2", "--json", "--cam", out]) == 0
+    import json
+
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed[0]["predictions"]) == 2
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[2] in (3, 4)
+    assert cli.main(["predict", "--weights", w, "--cam", str(tmp_path / "no" / "cam.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- extract
+
+
+@pytest.fixture(scope="module")
+def tree(feature_tree):
+    return feature_tree
+
+
+@pytest.fixture(scope="module")
+def notop(notop_reference):
+    return notop_reference
+
+
+def test_extract_cli_writes_the_npz_of_the_python_api(tree, notop, tmp_path, capsys):
+    out = str(tmp_path / "f.npz")
+    argv = ["extract", tree, "--out", out, "--weights", notop[1], "--image-size", str(SMALL), "--batch-size", "3"]
+    assert cli.main(argv) == 0
+    data = np.load(out)  # no pickle needed
+    assert set(data.files) == {"features", "paths", "skipped"}
+    api = extract_features(tree, weights=notop[1], image_size=SMALL, verbose=0)
+    assert data["features"].dtype == np.float32 and data["features"].shape == (7, 2048)
+    assert data["paths"].tolist() == api.paths and data["skipped"].size == 0
+    assert rel_diff(data["features"], api.features) < 1e-6
+    assert "7 images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image-size", "40"], "--image-size"),
+        (["--batch-size", "0"], "batch-size"),
+        (["--layer", "nope"], "layer"),
+        (["--weights", "no_such_weights"], "weights"),
+    ],
+)
+def test_extract_cli_bad_arguments(tree, notop, tmp_path, capsys, extra, message):
+    argv = ["extract", tree, "--out", str(tmp_path / "f.npz"), "--weights", notop[1]] + extra
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_extract_cli_bad_paths(tmp_path, capsys):
+    assert cli.main(["extract", str(tmp_path / "missing"), "--out", str(tmp_path / "f.npz")]) == 2
+    assert "DIR" in capsys.readouterr().err
+    assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "f.npz"), "--weights", "imagenet"]) == 2
+    assert "No image files" in capsys.readouterr().err
+    assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "no" / "f.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- evaluate (conftest: val, bad_dir)
+
+
+def test_missing_data_messages(tmp_path, capsys):
+    for args in (
+        ["--val-dir", str(tmp_path / "nope")],
+        ["--tfds-data-dir", str(tmp_path)],
+        ["--tfds-data-dir", str(tmp_path), "--tfds-manual-dir", str(tmp_path)],
+        ["--tfrecords", str(tmp_path / "validation-*")],
+    ):
+        assert cli.main(["evaluate", *args, "--weights", "none"]) == 2
+        err = capsys.readouterr().err
+        assert "ILSVRC2012_img_val.tar" in err and "image-net.org" in err, err
+    assert cli.main(["evaluate", "--val-dir", str(tmp_path), "--tfds-manual-dir", str(tmp_path)]) == 2
+    assert "--tfds-manual-dir needs --tfds-data-dir" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "cat.jpg").write_bytes(b"")
+    assert cli.main(["evaluate", "--val-dir", str(tmp_path / "other"), "--weights", "none"]) == 2
+    assert "No images" in capsys.readouterr().err
+
+
+def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
     import keras_xception as kx
 
-    w = str(tmp_path / "w.weights.h5")
-    kx.Xception(weights=None).save_weights(w)
-    from conftest import load_example
+    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=2)
+    weights = str(tmp_path / "x71.weights.h5")
+    model.save_weights(weights)
+    out = tmp_path / "report.json"
+    argv = [
+        "evaluate",
+        "--val-dir",
+        bad_dir.dir,
+        "--weights",
+        weights,
+        "--image-size",
+        "71",
+        "--batch-size",
+        "4",
+        "--limit",
+        str(N + 4),
+        "--crop-pct",
+        "0.9",
+        "--resize-mode",
+        "shorter-side",
+        "--interpolation",
+        "bicubic",
+        "--report",
+        str(out),
+    ]
+    assert cli.main(argv) == 1  # done in part: one image skipped
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "top-1" in captured.out
+    assert f"keras-xception evaluate: warning: Skipped {os.path.join(bad_dir.dir, val_name(N + 4))}" in err
+    assert "keras-xception evaluate: 1 of 16 images could not be read" in err
+    report = json.loads(out.read_text())
+    assert {"top1", "top5", "count", "skipped", "transform", "images_per_second", "elapsed_seconds"} <= set(report)
+    assert report["transform"] == dict(
+        target_size=[71, 71], crop_fraction=0.9, resize_mode="shorter-side", interpolation="bicubic", preprocessing="tf"
+    )
+    assert report["count"] == N + 3 and [os.path.basename(s["name"]) for s in report["skipped"]] == [val_name(N + 4)]
+    t = kx.resolve_transform(
+        weights, target_size=(71, 71), crop_fraction=0.9, resize_mode="shorter-side", interpolation="bicubic"
+    )
+    assert counts(report) == numpy_hits(model, bad_dir.dir, t)
+    assert cli.main(argv + ["--strict"]) == 2
+    assert val_name(N + 4) in capsys.readouterr().err
 
-    load_example("classify").main(["--weights", w, "--top", "2"])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == cli.sample_image() and len(lines) == 3
+
+# --------------------------------------------------------------------------- summary
+
+
+@pytest.mark.slow
+def test_cli_summary_json(capsys):
+    import json
+
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--size", "299", "--output-stride", "16", "--no-top", "--layers", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["name"] == "output_stride=16" and row["input_shape"] == [None, 299, 299, 3]
+    assert row["macs"] == official_macs_by_hand(output_stride=16, top=False)
+    assert row["params"] == 20_861_480
+    assert sum(layer["macs"] for layer in row["layers"]) == row["macs"]
+
+
+def test_cli_summary_table_and_errors(capsys):
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--size", "80", "--no-residual", "--intermediate-activation", "elu"]) == 0
+    out = capsys.readouterr().out
+    assert "residual=False, intermediate_activation=elu" in out and "80x80x3" in out
+    assert cli.main(["summary", "--size", "50"]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert cli.main(["summary", "--size", "80", "--width-multiplier", "-1"]) == 2
+    assert "width_multiplier" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_cli_export_savedmodel(tmp_path, capsys):
+    import tensorflow as tf
+
+    out = str(tmp_path / "features")
+    argv = [
+        "export",
+        "--format",
+        "savedmodel",
+        "--out",
+        out,
+        "--weights",
+        "none",
+        "--image-size",
+        str(SMALL),
+        "--no-top",
+    ]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.strip() == out
+    loaded = tf.saved_model.load(out)
+    y = loaded.serve(tf.zeros((1, SMALL, SMALL, 3)))
+    assert tuple(y.shape) == (1, 2048)  # --pooling avg by default
+
+
+@pytest.mark.slow
+def test_cli_export_errors(tmp_path, capsys):
+    assert cli.main(["export", "--format", "onnx", "--out", str(tmp_path / "m.txt"), "--weights", "none"]) == 2
+    assert "must end with '.onnx'" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "export",
+                "--format",
+                "savedmodel",
+                "--out",
+                str(tmp_path / "m"),
+                "--weights",
+                "none",
+                "--image-size",
+                "50",
+            ]
+        )
+        == 2
+    )
+    assert "--image-size" in capsys.readouterr().err
+    assert cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "m")]) == 2
 
 
 # --------------------------------------------------------------------------- unreadable inputs
@@ -242,6 +476,7 @@ def _run_unprivileged(args, home):
     )
 
 
+@pytest.mark.slow
 def test_extract_reports_unreadable_files_and_folders(locked_tree):
     tree, locked_file, locked_dir, home = locked_tree
     out = os.path.join(home, "f.npz")
@@ -255,6 +490,7 @@ def test_extract_reports_unreadable_files_and_folders(locked_tree):
     assert saved["features"].shape[0] == 3 and sorted(saved["skipped"].tolist()) == sorted([locked_file, locked_dir])
 
 
+@pytest.mark.slow
 def test_predict_reports_an_unreadable_image(locked_tree):
     tree, locked_file, _, home = locked_tree
     good = os.path.join(tree, "class_1", "img_000.jpg")
@@ -264,6 +500,7 @@ def test_predict_reports_an_unreadable_image(locked_tree):
     assert good in run.stdout and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_folders_are_clear_errors(locked_tree):
     _, _, locked_dir, home = locked_tree
     for args in (

@@ -1,4 +1,5 @@
-"""The examples run end to end on a tiny generated image tree (71 px, 1 epoch)."""
+"""The examples run end to end: transfer learning and feature extraction on a tiny generated image tree
+(71 px, 1 epoch), classify.py on the sample photo."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, load_example
 
-from keras_xception import Xception, folders  # noqa: E402
+from keras_xception import Xception, cli, folders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,6 +155,7 @@ def test_feature_extraction_example(tree, notop, capsys):
     assert "Nearest to" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_examples_run_as_scripts_and_report_bad_arguments(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
     for script, args in (
@@ -169,3 +171,14 @@ def test_examples_run_as_scripts_and_report_bad_arguments(tmp_path):
         )
         assert proc.returncode == 2, proc.stderr
         assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_classify_example_runs(tmp_path, capsys):
+    import keras_xception as kx
+
+    w = str(tmp_path / "w.weights.h5")
+    kx.Xception(weights=None).save_weights(w)
+    load_example("classify").main(["--weights", w, "--top", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == cli.sample_image() and len(lines) == 3

@@ -8,7 +8,7 @@ running the inner model itself.
 
 import numpy as np
 import pytest
-from conftest import SMALL, randomize
+from conftest import SMALL, SMALL_OPTIONS, randomize, small_xception
 
 keras = pytest.importorskip("keras")
 
@@ -18,11 +18,10 @@ from keras_xception.model.introspect import find_xception, spec_of, tap  # noqa:
 from keras_xception.model.spec import xception_spec  # noqa: E402
 
 SHAPE = (SMALL, SMALL, 3)
-SMALL_MODEL = {"width_multiplier": 0.25, "middle_flow_blocks": 1}
 
 
 def _small(**kwargs):
-    return kx.Xception(include_top=False, weights=None, input_shape=SHAPE, **{**SMALL_MODEL, **kwargs})
+    return small_xception(include_top=False, **kwargs)
 
 
 # ---------------------------------------------------------------- find_xception
@@ -41,9 +40,7 @@ def test_find_xception_itself_and_nested_two_levels_deep():
 
 def test_find_xception_built_inline_with_input_tensor():
     inputs = keras.Input(SHAPE)
-    inline = kx.Xception(
-        include_top=False, weights=None, input_tensor=keras.layers.Rescaling(1 / 255)(inputs), **SMALL_MODEL
-    )
+    inline = small_xception(include_top=False, input_tensor=keras.layers.Rescaling(1 / 255)(inputs), input_shape=None)
     pooled = keras.layers.GlobalAveragePooling2D()(inline.output)
     model = keras.Model(inputs, keras.layers.Dense(3)(pooled), name="flat")
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
@@ -92,7 +89,7 @@ def test_find_xception_error_names_what_is_missing():
     ],
 )
 def test_spec_of_gives_back_the_spec_a_variant_was_built_from(options, blocks):
-    built_from = xception_spec(**{**SMALL_MODEL, **options})
+    built_from = xception_spec(**{**SMALL_OPTIONS, **options})
     spec = spec_of(_small(**options))
     assert spec == built_from
     assert len(spec.blocks) == blocks

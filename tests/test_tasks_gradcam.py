@@ -1,4 +1,5 @@
-"""Grad-CAM: on Xception itself, on a transfer-learning classifier (nested backbone and head), `predict --cam`.
+"""keras_xception.tasks.gradcam: on Xception itself and on a transfer-learning classifier (nested backbone
+and head); `keras-xception predict --cam` is in test_cli.py.
 
 The expected heatmaps are computed independently of :func:`grad_cam`: with
 global average pooling and a Dense layer on top of a feature map ``A`` (h x w
@@ -9,17 +10,18 @@ x K), the logit of class ``c`` is ``mean_ij A(i, j) @ W[:, c] + b[c]``, so
 
 import numpy as np
 import pytest
-from conftest import SMALL, randomize
+from conftest import SMALL, randomize, small_xception
 
 keras = pytest.importorskip("keras")
 
-import keras_xception as kx  # noqa: E402
-from keras_xception import cli, preprocess_input, transfer  # noqa: E402
+from keras_xception import preprocess_input, transfer  # noqa: E402
 from keras_xception.tasks.gradcam import grad_cam  # noqa: E402
 
-SHAPE = (SMALL, SMALL, 3)
-MIDDLE = 1  # middle-flow blocks of the small models: blocks 2..7, last feature map block7_sepconv2_act
-SMALL_MODEL = dict(weights=None, input_shape=SHAPE, width_multiplier=0.25, middle_flow_blocks=MIDDLE)
+SHAPE = (
+    SMALL,
+    SMALL,
+    3,
+)  # the small models (conftest.small_xception): blocks 2..7, last feature map block7_sepconv2_act
 
 
 def _cam(acts, channel_weights):
@@ -40,7 +42,7 @@ def _softmax(z):
 def classifier():
     """A small Xception with its top (10 classes, softmax) and random BN statistics and biases."""
     keras.utils.set_random_seed(6)
-    return randomize(kx.Xception(classes=10, **SMALL_MODEL), seed=6)
+    return randomize(small_xception(classes=10), seed=6)
 
 
 def test_grad_cam_equals_cam_for_a_global_average_pooled_linear_top(classifier, images):
@@ -80,7 +82,7 @@ def test_grad_cam_bad_arguments(classifier, images):
 def nested():
     """build_classifier: Rescaling -> nested small backbone -> avg_pool -> nested head (3 classes, softmax)."""
     keras.utils.set_random_seed(7)
-    backbone = randomize(kx.Xception(include_top=False, **SMALL_MODEL), seed=7)
+    backbone = randomize(small_xception(include_top=False), seed=7)
     model = transfer.build_classifier(3, backbone=backbone, input_shape=SHAPE, dropout=0.0)
     dense = model.get_layer("head").get_layer("predictions")
     rng = np.random.default_rng(8)
@@ -117,7 +119,7 @@ def test_grad_cam_inside_the_nested_backbone_equals_the_flat_model(nested, image
     raw = images[1:]
     rescaling = next(lyr for lyr in model.layers if isinstance(lyr, keras.layers.Rescaling))
     inputs = keras.Input(SHAPE)
-    inline = kx.Xception(include_top=False, input_tensor=rescaling(inputs), **dict(SMALL_MODEL, input_shape=None))
+    inline = small_xception(include_top=False, input_tensor=rescaling(inputs), input_shape=None)
     for layer in backbone.layers:
         if layer.weights:
             inline.get_layer(layer.name).set_weights(layer.get_weights())
@@ -136,25 +138,3 @@ def test_grad_cam_inside_the_nested_backbone_equals_the_flat_model(nested, image
             np.testing.assert_allclose(got, want, atol=1e-4)
             peaks.append(want.max())
         assert max(peaks) == 1  # not all zero: the comparisons mean something
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def test_predict_cam_writes_a_png_and_keeps_the_predictions(tmp_path, capsys):
-    m = kx.Xception(weights=None)
-    w = str(tmp_path / "w.weights.h5")
-    m.save_weights(w)
-    out = str(tmp_path / "cam.png")
-    assert cli.main(["predict", "--weights", w, "--top", "2", "--json", "--cam", out]) == 0
-    import json
-
-    printed = json.loads(capsys.readouterr().out)
-    assert len(printed[0]["predictions"]) == 2
-    with open(out, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    import matplotlib.image
-
-    assert matplotlib.image.imread(out).shape[2] in (3, 4)
-    assert cli.main(["predict", "--weights", w, "--cam", str(tmp_path / "no" / "cam.png")]) == 2
-    assert "does not exist" in capsys.readouterr().err

@@ -2,36 +2,10 @@
 
 import keras
 import pytest
+from conftest import official_macs_by_hand, sep
 
 import keras_xception as kx
 from keras_xception.model import analysis
-
-
-def sep(hw, cin, cout, k=3):
-    """MACs of a k x k depthwise separable convolution on an hw x hw output."""
-    return hw * hw * (k * k * cin + cin * cout)
-
-
-def official_macs_by_hand(size=299, output_stride=32, top=True):
-    """Xception MACs per image: convolutions and the classifier, each written out."""
-    stem1 = (size - 3) // 2 + 1  # 149: valid 3x3/2
-    stem2 = stem1 - 2  # 147: valid 3x3
-    r = [stem2]
-    for _ in range(4):  # 'same' 3x3/2 max poolings (stride 1 where atrous)
-        r.append(-(-r[-1] // 2))
-    s4, s8, s16, s32 = r[1:]
-    if output_stride <= 16:
-        s32 = s16
-    if output_stride == 8:
-        s16 = s32 = s8
-    macs = stem1**2 * 9 * 3 * 32 + stem2**2 * 9 * 32 * 64
-    macs += sep(stem2, 64, 128) + sep(stem2, 128, 128) + s4**2 * 64 * 128  # block 2 + projection
-    macs += sep(s4, 128, 256) + sep(s4, 256, 256) + s8**2 * 128 * 256  # block 3
-    macs += sep(s8, 256, 728) + sep(s8, 728, 728) + s16**2 * 256 * 728  # block 4
-    macs += 8 * 3 * sep(s16, 728, 728)  # middle flow
-    macs += sep(s16, 728, 728) + sep(s16, 728, 1024) + s32**2 * 728 * 1024  # block 13
-    macs += sep(s32, 1024, 1536) + sep(s32, 1536, 2048)  # block 14
-    return macs + (2048 * 1000 if top else 0)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +13,7 @@ def official():
     return kx.Xception(weights=None)  # 299x299, with the classifier
 
 
+@pytest.mark.slow
 def test_one_layer_by_hand(official):
     costs = {c.name: c for c in analysis.layer_costs(official)}
     # block4_sepconv2: 728 -> 728 at 37x37 (299 / 8, rounded up): 3x3 depthwise + 1x1 pointwise
@@ -49,6 +24,7 @@ def test_one_layer_by_hand(official):
     assert costs["block4_sepconv2_bn"].macs == costs["block4_pool"].macs == costs["block4_add"].macs == 0
 
 
+@pytest.mark.slow
 def test_official_total_is_the_quoted_8_36_gmacs(official):
     macs = kx.count_macs(official)
     assert macs == official_macs_by_hand()
@@ -59,12 +35,14 @@ def test_official_total_is_the_quoted_8_36_gmacs(official):
     assert sum(c.params for c in analysis.layer_costs(official)) == s["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_atrous_counts_by_hand(output_stride):
     m = kx.Xception(weights=None, include_top=False, input_shape=(299, 299, 3), output_stride=output_stride)
     assert kx.count_macs(m) == official_macs_by_hand(output_stride=output_stride, top=False)
 
 
+@pytest.mark.slow
 def test_variant_counts_relate_to_the_official(official):
     base = kx.count_macs(official)
     split = kx.Xception(weights=None, intermediate_activation="relu")
@@ -78,6 +56,7 @@ def test_variant_counts_relate_to_the_official(official):
     assert 0.2 * base < kx.count_macs(half) < 0.3 * base  # channels^2 -> about a quarter
 
 
+@pytest.mark.slow
 def test_nested_and_preprocessing_models_count_the_same(official):
     pre = kx.Xception(weights=None, include_preprocessing=True)
     assert kx.count_macs(pre) == kx.count_macs(official)
@@ -92,31 +71,7 @@ def test_unknown_input_size_is_a_clear_error():
         kx.count_macs(m)
 
 
+@pytest.mark.slow
 def test_format_summary(official):
     text = analysis.format_summary([analysis.summary(official)])
     assert "xception" in text and "299x299x3" in text and "8.357" in text and "22.910" in text
-
-
-def test_cli_summary_json(capsys):
-    import json
-
-    from keras_xception import cli
-
-    assert cli.main(["summary", "--size", "299", "--output-stride", "16", "--no-top", "--layers", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
-    assert row["name"] == "output_stride=16" and row["input_shape"] == [None, 299, 299, 3]
-    assert row["macs"] == official_macs_by_hand(output_stride=16, top=False)
-    assert row["params"] == 20_861_480
-    assert sum(layer["macs"] for layer in row["layers"]) == row["macs"]
-
-
-def test_cli_summary_table_and_errors(capsys):
-    from keras_xception import cli
-
-    assert cli.main(["summary", "--size", "80", "--no-residual", "--intermediate-activation", "elu"]) == 0
-    out = capsys.readouterr().out
-    assert "residual=False, intermediate_activation=elu" in out and "80x80x3" in out
-    assert cli.main(["summary", "--size", "50"]) == 2
-    assert "--size" in capsys.readouterr().err
-    assert cli.main(["summary", "--size", "80", "--width-multiplier", "-1"]) == 2
-    assert "width_multiplier" in capsys.readouterr().err

@@ -1,10 +1,12 @@
+"""keras_xception.xception: the builder. Its arguments and their errors, the parameter counts of the paper,
+and the same layers (classes, shapes, order, names) as keras.applications.Xception."""
+
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL, rel_diff
+from conftest import SMALL, rel_diff, small_xception
 
 import keras_xception as kx
-from keras_xception.model import spec as architecture
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +18,7 @@ def trainable(m):
     return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
 
 
+@pytest.mark.slow
 def test_parameter_counts_match_paper_and_keras(model):
     assert model.count_params() == 22_910_480
     assert trainable(model) == 22_855_952  # Chollet 2017, Table 3
@@ -23,6 +26,7 @@ def test_parameter_counts_match_paper_and_keras(model):
     assert notop.count_params() == 20_861_480
 
 
+@pytest.mark.slow
 def test_weighted_layers_same_classes_shapes_order_as_keras(model):
     ref = keras.applications.Xception(weights=None)
     sig = lambda m: [(type(lyr).__name__, [tuple(w.shape) for w in lyr.weights]) for lyr in m.layers if lyr.weights]
@@ -31,6 +35,7 @@ def test_weighted_layers_same_classes_shapes_order_as_keras(model):
     assert [type(lyr).__name__ for lyr in model.layers] == [type(lyr).__name__ for lyr in ref.layers]
 
 
+@pytest.mark.slow
 def test_keras_explicit_names_kept_and_residual_layers_named(model):
     ref = keras.applications.Xception(weights=None)
     ours = {lyr.name for lyr in model.layers}
@@ -43,14 +48,6 @@ def test_keras_explicit_names_kept_and_residual_layers_named(model):
     for b in range(5, 13):
         assert f"block{b}_add" in ours
     assert not [lyr.name for lyr in model.layers if lyr.name.startswith(("conv2d", "batch_normalization", "add"))]
-
-
-def test_middle_flow_is_eight_blocks_of_three_728_separable_convs():
-    spec = architecture.xception_spec()
-    middle = [b for b in spec.blocks if b.residual == "identity"]
-    assert len(middle) == 8
-    assert all(b.filters == (728, 728, 728) for b in middle)
-    assert spec.output_channels == 2048
 
 
 def test_minimum_input_and_feature_map_shape():
@@ -105,8 +102,8 @@ def test_channels_first_matches_channels_last(images):
 
 
 def test_include_preprocessing_takes_raw_pixels(images):
-    raw = kx.Xception(weights=None, include_top=False, pooling="avg", include_preprocessing=True)
-    plain = kx.Xception(weights=None, include_top=False, pooling="avg")
+    raw = small_xception(include_top=False, pooling="avg", include_preprocessing=True)
+    plain = small_xception(include_top=False, pooling="avg")
     plain.set_weights(raw.get_weights())
     a = raw.predict(images, verbose=0)
     b = plain.predict(kx.preprocess_input(images), verbose=0)
@@ -114,7 +111,7 @@ def test_include_preprocessing_takes_raw_pixels(images):
 
 
 def test_classes_and_activation_without_weights():
-    m = kx.Xception(weights=None, classes=7, classifier_activation=None, input_shape=(SMALL, SMALL, 3))
+    m = small_xception(classes=7, classifier_activation=None)
     assert m.output_shape == (None, 7)
     assert m.get_layer("predictions").activation.__name__ == "linear"
 
@@ -140,7 +137,7 @@ def test_bad_arguments_raise_clear_value_errors(kwargs, match):
 
 def test_pooling_with_top_warns():
     with pytest.warns(UserWarning, match="pooling"):
-        kx.Xception(weights=None, include_top=True, pooling="avg", input_shape=(SMALL, SMALL, 3))
+        small_xception(include_top=True, pooling="avg")
 
 
 def test_xception_module_mirrors_keras_applications():

@@ -1,22 +1,17 @@
-"""Feature extraction (Python API and `keras-xception extract`); Grad-CAM is in test_gradcam.py."""
+"""keras_xception.tasks.extraction: feature vectors of image files and folders, equal to running the model
+by hand; on a Predictor runtime; unreadable files skipped. (`keras-xception extract` is in test_cli.py.)"""
 
 import numpy as np
 import pytest
 from conftest import SMALL, rel_diff
 
-from keras_xception import cli, folders, load_image, preprocess_input  # noqa: E402
-from keras_xception.tasks.extraction import extract_features, pooled_feature_model  # noqa: E402
+from keras_xception import folders, load_image, preprocess_input
+from keras_xception.tasks.extraction import extract_features, pooled_feature_model
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ftree")
-    folders.write_synthetic_tree(root, classes=2, per_class=3, sizes=(71, 96))
-    nested = root / "class_1" / "deeper"
-    nested.mkdir()
-    folders.write_synthetic_tree(nested, classes=1, per_class=1, seed=5)  # class_0/img_000.png, recursive
-    (root / "README.txt").write_text("not an image and not an image extension: ignored")
-    return str(root)
+def tree(feature_tree):
+    return feature_tree
 
 
 @pytest.fixture(scope="module")
@@ -69,40 +64,3 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, notop):
     assert [p for p, _ in result.skipped] == [str(tmp_path / "class_0" / "broken.jpg")]
     assert result.paths == [p for p in good if not p.endswith("broken.jpg")]
     assert result.features.shape[0] == 2
-
-
-def test_extract_cli_writes_the_npz_of_the_python_api(tree, notop, tmp_path, capsys):
-    out = str(tmp_path / "f.npz")
-    argv = ["extract", tree, "--out", out, "--weights", notop[1], "--image-size", str(SMALL), "--batch-size", "3"]
-    assert cli.main(argv) == 0
-    data = np.load(out)  # no pickle needed
-    assert set(data.files) == {"features", "paths", "skipped"}
-    api = extract_features(tree, weights=notop[1], image_size=SMALL, verbose=0)
-    assert data["features"].dtype == np.float32 and data["features"].shape == (7, 2048)
-    assert data["paths"].tolist() == api.paths and data["skipped"].size == 0
-    assert rel_diff(data["features"], api.features) < 1e-6
-    assert "7 images" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--image-size", "40"], "--image-size"),
-        (["--batch-size", "0"], "batch-size"),
-        (["--layer", "nope"], "layer"),
-        (["--weights", "no_such_weights"], "weights"),
-    ],
-)
-def test_extract_cli_bad_arguments(tree, notop, tmp_path, capsys, extra, message):
-    argv = ["extract", tree, "--out", str(tmp_path / "f.npz"), "--weights", notop[1]] + extra
-    assert cli.main(argv) == 2
-    assert message in capsys.readouterr().err
-
-
-def test_extract_cli_bad_paths(tmp_path, capsys):
-    assert cli.main(["extract", str(tmp_path / "missing"), "--out", str(tmp_path / "f.npz")]) == 2
-    assert "DIR" in capsys.readouterr().err
-    assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "f.npz"), "--weights", "imagenet"]) == 2
-    assert "No image files" in capsys.readouterr().err
-    assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "no" / "f.npz")]) == 2
-    assert "does not exist" in capsys.readouterr().err

@@ -1,12 +1,12 @@
-"""BatchNormalization folding, the Predictor runtimes, export round trips, and their errors."""
+"""keras_xception.deploy: BatchNormalization folding, the Predictor runtimes, export round trips with the
+parity check, and their errors. (`keras-xception export` and `predict --runtime` are in test_cli.py.)"""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL, randomize, rel_diff
+from conftest import SMALL, randomize, rel_diff, small_xception
 
 from keras_xception import Xception, cli
 from keras_xception.deploy import export as exporting
@@ -61,7 +61,7 @@ def test_fold_batchnorm_removes_every_batchnorm_and_keeps_outputs(model, x, expe
 
 
 def test_fold_batchnorm_without_top_and_variable_size(images):
-    m = randomize(Xception(weights=None, include_top=False, pooling=None), seed=3)
+    m = randomize(small_xception(include_top=False, pooling=None, input_shape=None), seed=3)
     folded = fold_batchnorm(m, name="folded")
     assert folded.name == "folded"
     assert rel_diff(folded.predict(images, verbose=0), m.predict(images, verbose=0)) < 1e-5
@@ -108,7 +108,7 @@ def test_predictor_auto_picks_the_first_installed_runtime():
 
 
 def test_predictor_variable_size_model(images):
-    m = randomize(Xception(weights=None, include_top=False, pooling="avg"), seed=4)
+    m = randomize(small_xception(include_top=False, pooling="avg", input_shape=None), seed=4)
     p = Predictor(m, runtime="tensorflow")
     assert rel_diff(p.predict(images), m.predict(images, verbose=0)) < 1e-4
 
@@ -193,68 +193,7 @@ def test_export_bad_arguments(tmp_path, model, monkeypatch):
         exporting.export(model, tmp_path / "m.onnx", format="onnx")
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def test_cli_export_savedmodel(tmp_path, capsys):
-    import tensorflow as tf
-
-    out = str(tmp_path / "features")
-    argv = [
-        "export",
-        "--format",
-        "savedmodel",
-        "--out",
-        out,
-        "--weights",
-        "none",
-        "--image-size",
-        str(SMALL),
-        "--no-top",
-    ]
-    assert cli.main(argv) == 0
-    assert capsys.readouterr().out.strip() == out
-    loaded = tf.saved_model.load(out)
-    y = loaded.serve(tf.zeros((1, SMALL, SMALL, 3)))
-    assert tuple(y.shape) == (1, 2048)  # --pooling avg by default
-
-
-def test_cli_export_errors(tmp_path, capsys):
-    assert cli.main(["export", "--format", "onnx", "--out", str(tmp_path / "m.txt"), "--weights", "none"]) == 2
-    assert "must end with '.onnx'" in capsys.readouterr().err
-    assert (
-        cli.main(
-            [
-                "export",
-                "--format",
-                "savedmodel",
-                "--out",
-                str(tmp_path / "m"),
-                "--weights",
-                "none",
-                "--image-size",
-                "50",
-            ]
-        )
-        == 2
-    )
-    assert "--image-size" in capsys.readouterr().err
-    assert cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "m")]) == 2
-
-
-def test_cli_predict_runtime_matches_keras(tmp_path, capsys):
-    m = Xception(weights=None)
-    w = str(tmp_path / "w.weights.h5")
-    m.save_weights(w)
-    results = {}
-    for runtime in ("keras", "tensorflow"):
-        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime]) == 0
-        results[runtime] = json.loads(capsys.readouterr().out)[0]["predictions"]
-    assert [p["wnid"] for p in results["keras"]] == [p["wnid"] for p in results["tensorflow"]]
-    np.testing.assert_allclose(
-        [p["score"] for p in results["tensorflow"]], [p["score"] for p in results["keras"]], rtol=1e-4
-    )
-    assert cli.main(["predict", "--runtime", "tensorrt"]) == 2
+# ----------------------------------------------------------------------------- predict_function, --runtime
 
 
 def test_add_runtime_argument_and_predict_function(model, x, expected):

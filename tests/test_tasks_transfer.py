@@ -1,16 +1,16 @@
-"""Transfer-learning helpers and the image-folder utilities, on a tiny generated image tree."""
+"""keras_xception.tasks.transfer: classifier = frozen backbone + head, training the head (cached and plain),
+fine-tuning the top blocks, on a tiny generated image tree (the folder utilities are in test_data_files.py)."""
 
-import os
 import warnings
 
 import numpy as np
 import pytest
-from conftest import SMALL, randomize, rel_diff
+from conftest import SMALL, randomize, rel_diff, small_xception
 
 keras = pytest.importorskip("keras")
 
 import keras_xception as kx  # noqa: E402
-from keras_xception import folders, load_image, preprocess_input, transfer  # noqa: E402
+from keras_xception import folders, preprocess_input, transfer  # noqa: E402
 
 SHAPE = (SMALL, SMALL, 3)
 
@@ -32,51 +32,6 @@ def data(tree):
 
 def _backbone(seed=0):
     return randomize(transfer.build_backbone(None, SHAPE), seed=seed)
-
-
-# ---------------------------------------------------------------- folders
-
-
-def test_class_folder_split_is_per_class_seeded_and_disjoint(tree):
-    a = folders.class_folder_split(tree, 0.2, seed=3)
-    b = folders.class_folder_split(tree, 0.2, seed=3)
-    c = folders.class_folder_split(tree, 0.2, seed=4)
-    tp, tl, vp, vl, classes = a
-    assert classes == ["class_0", "class_1"]
-    assert len(tp) == 10 and len(vp) == 2 and sorted(vl.tolist()) == [0, 1]
-    assert not set(tp) & set(vp) and len(set(tp) | set(vp)) == 12
-    assert all(os.path.basename(os.path.dirname(p)) == classes[lyr] for p, lyr in zip(tp + vp, np.r_[tl, vl]))
-    assert a[2] == b[2] and a[0] == b[0]
-    assert (a[2], a[0]) != (c[2], c[0])
-
-
-def test_class_folder_split_bad_input(tmp_path, tree):
-    with pytest.raises(ValueError, match="val_split"):
-        folders.class_folder_split(tree, 1.0)
-    with pytest.raises(ValueError, match="data_dir"):
-        folders.class_folder_split(str(tmp_path / "missing"))
-    (tmp_path / "only").mkdir()
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        folders.class_folder_split(str(tmp_path))
-
-
-def test_class_folder_split_skips_non_images_with_a_warning(tmp_path):
-    folders.write_synthetic_tree(tmp_path, classes=2, per_class=3)
-    bad = tmp_path / "class_1" / "notes.jpg"
-    bad.write_text("not an image")
-    with pytest.warns(UserWarning, match="notes.jpg"):
-        tp, _, vp, _, _ = folders.class_folder_split(str(tmp_path), 0.2)
-    assert str(bad) not in tp + vp and len(tp + vp) == 6
-
-
-def test_image_dataset_decodes_like_load_image(tree):
-    paths = folders.list_images(tree)[:3]
-    ds = folders.image_dataset(paths, kx.resolve_transform(target_size=(80, 90)), labels=[0, 1, 2], batch_size=2)
-    images = np.concatenate([x.numpy() for x, _ in ds])
-    labels = np.concatenate([y.numpy() for _, y in ds])
-    np.testing.assert_array_equal(labels, [0, 1, 2])
-    for p, image in zip(paths, images):
-        np.testing.assert_array_equal(image, load_image(p, target_size=(80, 90)))
 
 
 # ---------------------------------------------------------------- model structure
@@ -214,9 +169,7 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
 @pytest.mark.parametrize("middle", [1, 4, 10])
 def test_unfreeze_top_blocks_of_a_variant_backbone(middle):
     """The top blocks are the backbone's own (block{5+m}, block{6+m} for m middle blocks), not block13/14."""
-    backbone = kx.Xception(
-        include_top=False, weights=None, middle_flow_blocks=middle, width_multiplier=0.25, input_shape=SHAPE
-    )
+    backbone = small_xception(include_top=False, middle_flow_blocks=middle)
     backbone.trainable = False
     model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE)
     head_weights = {id(w) for w in model.get_layer("head").trainable_weights}

@@ -1,7 +1,7 @@
-"""Weight files written by the reference implementations load into our model and give their outputs."""
+"""keras_xception.pretrained.formats: weight files of every format (legacy .h5, .weights.h5, .keras, nested
+models), written by the reference implementations, load into our model and give their outputs; bad files
+are clear errors that change nothing."""
 
-import ast
-import os
 import re
 import warnings
 
@@ -9,15 +9,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL, randomize, rel_diff
+from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, small_xception
 
 import keras_xception as kx
 from keras_xception.pretrained import formats
 from keras_xception.pretrained.formats import WeightsFileError
-from keras_xception.pretrained.loading import load_pretrained
-
-#: A small variant, for tests that need no official layout.
-TINY = dict(width_multiplier=0.25, middle_flow_blocks=1)
 
 
 def ours(**kw):
@@ -62,10 +58,10 @@ def test_legacy_h5_with_top_into_notop_model(tf_keras_reference, images):
 
 def test_strict_load_weights_needs_the_classifier(tmp_path):
     """formats.load_weights is strict: a model with a top needs the file's top (load_pretrained is not)."""
-    notop = ours(weights=None, include_top=False, **TINY)
+    notop = ours(weights=None, include_top=False, **SMALL_OPTIONS)
     p = str(tmp_path / "notop.weights.h5")
     notop.save_weights(p)
-    model = ours(weights=None, **TINY)
+    model = ours(weights=None, **SMALL_OPTIONS)
     before = model.get_weights()
     with pytest.raises(
         WeightsFileError,
@@ -84,19 +80,6 @@ def test_wrong_shapes_name_file_layer_and_shapes(tmp_path):
         WeightsFileError, match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"
     ):
         ours(weights=p, include_top=False)
-
-
-def test_failed_load_pretrained_assigns_nothing(tmp_path):
-    """A file that fits the first layers but not the last: the error names file, layer, shapes; nothing changes."""
-    small = dict(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), width_multiplier=0.25)
-    p = str(tmp_path / "two_middle_blocks.weights.h5")
-    kx.Xception(middle_flow_blocks=2, **small).save_weights(p)
-    model = kx.Xception(middle_flow_blocks=1, **small)
-    before = model.get_weights()
-    shapes = r"expects shapes \[\(3, 3, 184, 1\), \(1, 1, 184, 256\)\], but the file's .* has \[\(3, 3, 184, 1\), \(1, 1, 184, 184\)\]"
-    with pytest.raises(WeightsFileError, match=re.escape(repr(p)) + r".*'block6_sepconv2' .*" + shapes):
-        load_pretrained(model, p)  # layer #30: the 29 before it fit
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_other_architecture_is_refused(tmp_path):
@@ -129,9 +112,9 @@ def test_truncated_file_gives_clear_error(keras_reference, tmp_path):
 
 def test_failed_load_assigns_nothing(tmp_path):
     """Shapes are checked before any weight is assigned: a bad file leaves the model as it was."""
-    model = ours(weights=None, **TINY)
+    model = ours(weights=None, **SMALL_OPTIONS)
     before = [w.copy() for w in model.get_weights()]
-    other = ours(weights=None, classes=10, **TINY)
+    other = ours(weights=None, classes=10, **SMALL_OPTIONS)
     p = str(tmp_path / "ten.weights.h5")
     other.save_weights(p)
     with pytest.raises(WeightsFileError, match=r"'predictions'.*\(512, 1000\).*\(512, 10\)"):
@@ -149,8 +132,6 @@ def test_keras_model_file_from_keras_applications(keras_reference, images):
 @pytest.mark.parametrize("builder", ["keras_xception", "keras.applications"])
 def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     """The usual result of fine-tuning: Model(inputs, head(xception(inputs))) saved as .keras."""
-    from conftest import randomize
-
     if builder == "keras_xception":
         backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
     else:
@@ -178,8 +159,6 @@ def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
 
 def test_nested_weights_h5(tmp_path, images):
     backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
-    from conftest import randomize
-
     randomize(backbone, seed=8)
     inputs = keras.Input((SMALL, SMALL, 3))
     outer = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
@@ -198,101 +177,16 @@ def test_keras_file_without_xception(tmp_path):
         ours(weights=p)
 
 
-@pytest.mark.parametrize("fmt,suffix", [("weights.h5", ".weights.h5"), ("legacy-h5", ".h5")])
-def test_convert_round_trip_loads_in_keras_applications(tf_keras_reference, tmp_path, images, fmt, suffix):
-    """convert_weights writes files that keras.applications.Xception itself loads."""
-    from keras_xception.pretrained.loading import convert_weights
-
-    ref, path = tf_keras_reference
-    out = str(tmp_path / f"converted{suffix}")
-    _, top = convert_weights(path, out, format=fmt)
-    assert top
-    k = keras.applications.Xception(weights=None, input_shape=(SMALL, SMALL, 3), classifier_activation=None)
-    k.load_weights(out)
-    x = kx.preprocess_input(images)
-    assert rel_diff(k.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
-
-
-# ---------------------------------------------------------------------------- a file is like a registered set
-
-
-def pooled(model, x):
-    """The backbone's globally averaged features (the input of the classifier)."""
-    if "avg_pool" in [layer.name for layer in model.layers]:
-        return keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(x, verbose=0)
-    return model.predict(x, verbose=0).mean(axis=(1, 2))
-
-
-def assert_fresh_head(model, classes, width=2048):
-    kernel, bias = model.get_layer("predictions").get_weights()
-    assert kernel.shape == (width, classes) and model.output_shape == (None, classes)
-    assert not np.any(bias)  # Keras's initialisation: nothing was loaded into it
-
-
-def test_keras_file_without_top_into_a_model_with_top(tmp_path, images):
-    """Bug 8: Xception(weights=<.keras no-top backbone>, classes=10) was a layer-count error."""
-    backbone = randomize(kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3)), seed=12)
-    path = str(tmp_path / "backbone.keras")
-    backbone.save(path)
-    with pytest.warns(UserWarning, match=r"has no classifier; .*new, randomly initialised 10-class 'predictions'"):
-        model = ours(weights=path, classes=10)
-    x = kx.preprocess_input(images)
-    assert rel_diff(pooled(model, x), pooled(backbone, x)) < 1e-4
-    assert_fresh_head(model, 10)
-
-
-@pytest.mark.parametrize("kind", ["weights.h5", "keras", "legacy h5"])
-def test_file_with_another_class_count_gives_a_fresh_head(request, images, kind):
-    if kind == "legacy h5":
-        import tf_keras as ref_keras
-
-        ref, path = request.getfixturevalue("tf_keras_reference")
-    else:
-        ref_keras = keras
-        ref, weights_path, keras_path = request.getfixturevalue("keras_reference")
-        path = weights_path if kind == "weights.h5" else keras_path
-    with pytest.warns(UserWarning, match=r"has a 1000-class top; .*new, randomly initialised 10-class"):
-        model = ours(weights=path, classes=10)
-    x = kx.preprocess_input(images)
-    ref_pooled = ref_keras.Model(ref.inputs, ref.get_layer("avg_pool").output).predict(x, verbose=0)
-    assert rel_diff(pooled(model, x), ref_pooled) < 1e-4
-    assert_fresh_head(model, 10)
-
-
-def test_weights_h5_without_top_into_a_model_with_top(notop_reference, images):
-    ref, path = notop_reference
-    with pytest.warns(UserWarning, match="has no classifier"):
-        model = ours(weights=path, classes=10)
-    x = kx.preprocess_input(images)
-    assert rel_diff(pooled(model, x), pooled(ref, x)) < 1e-4
-    assert_fresh_head(model, 10)
-
-
-def test_width_variant_file_with_top(tmp_path, images):
-    """A variant's own file with its top: the top loads when the class count agrees, else a fresh one."""
-    ref = randomize(ours(weights=None, classes=7, **TINY), seed=13)
-    path = str(tmp_path / "tiny7.weights.h5")
-    ref.save_weights(path)
-    x = kx.preprocess_input(images)
-    same = ours(weights=path, classes=7, **TINY)
-    assert np.array_equal(same.predict(x, verbose=0), ref.predict(x, verbose=0))
-    with pytest.warns(UserWarning, match="has a 7-class top"):
-        other = ours(weights=path, classes=3, **TINY)
-    assert rel_diff(pooled(other, x), pooled(ref, x)) < 1e-5
-    assert_fresh_head(other, 3, width=512)
-
-
 def test_top_classes_of_every_format_and_width(tmp_path):
     """The classifier's class count is read from the last Dense kernel: any width, any format."""
-    small = dict(weights=None, input_shape=(SMALL, SMALL, 3), **TINY)
     files = {}
-    for name, model in [("top", kx.Xception(classes=7, **small)), ("notop", kx.Xception(include_top=False, **small))]:
+    for name, model in [("top", small_xception(classes=7)), ("notop", small_xception(include_top=False))]:
         for suffix, save in [(".weights.h5", model.save_weights), (".keras", model.save), (".h5", None)]:
             p = str(tmp_path / f"{name}{suffix}")
             save(p) if save else formats.save_legacy_h5(model, p)
             files[name + suffix] = p
     # A fine-tuned model around a no-top backbone: its Dense head is not the Xception's top.
-    backbone = kx.Xception(include_top=False, pooling="avg", **small)
+    backbone = small_xception(include_top=False, pooling="avg")
     inputs = keras.Input((SMALL, SMALL, 3))
     files["nested.weights.h5"] = str(tmp_path / "nested.weights.h5")
     keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs))).save_weights(files["nested.weights.h5"])
@@ -311,30 +205,19 @@ def test_top_classes_of_every_format_and_width(tmp_path):
     }
 
 
-def test_pretrained_imports_only_lower_layers():
-    """The load step goes down the layers only: keras_xception.pretrained imports model/ and itself, nothing above."""
-    allowed = ("keras_xception.model", "keras_xception.pretrained")
-    package = os.path.join(os.path.dirname(kx.__file__), "pretrained")
-    bad = []
-    for name in sorted(os.listdir(package)):
-        if not name.endswith(".py"):
-            continue
-        with open(os.path.join(package, name)) as f:
-            tree = ast.parse(f.read())
-        for node in ast.walk(tree):  # module level and inside functions alike
-            if isinstance(node, ast.Import):
-                modules = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    bad.append(f"{name}: relative import")
-                    continue
-                if node.module == "keras_xception":
-                    modules = [f"keras_xception.{a.name}" for a in node.names]
-                else:
-                    modules = [node.module]
-            else:
-                continue
-            bad += [
-                f"{name}: {m}" for m in modules if m.split(".")[0] == "keras_xception" and not m.startswith(allowed)
-            ]
-    assert bad == []
+def test_input_channel_adaptation(keras_reference, images):
+    import keras
+
+    ref, path, _ = keras_reference
+    feat = lambda m: keras.Model(m.input, m.get_layer("block14_sepconv2_act").output)
+    rgb = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 3)))
+    with pytest.warns(UserWarning, match="Adapting"):
+        grey = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 1)))
+    with pytest.warns(UserWarning, match="Adapting"):
+        six = feat(kx.Xception(weights=path, include_top=False, input_shape=(SMALL, SMALL, 6)))
+    g = kx.preprocess_input(images[..., :1])
+    # Summed kernel on a grey image == RGB kernel on the grey image replicated in R, G, B.
+    assert rel_diff(grey.predict(g, verbose=0), rgb.predict(np.repeat(g, 3, -1), verbose=0)) < 1e-4
+    # Repeated, rescaled kernel on [RGB, RGB] == RGB kernel on RGB.
+    x = kx.preprocess_input(images)
+    assert rel_diff(six.predict(np.concatenate([x, x], -1), verbose=0), rgb.predict(x, verbose=0)) < 1e-4

@@ -1,0 +1,182 @@
+"""keras_xception.tasks.evaluation: ImageNet top-1/top-5 against counts computed with NumPy, on a Predictor
+runtime, argument errors, and tf.distribute (two logical CPU devices; two worker processes).
+
+The data are conftest's generated validation files (``val``, ``bad_dir``; the sources themselves are
+tested in test_data_imagenet.py). Models are tiny or Xception at 71x71 with random weights whose
+classifier is biased towards the classes present, so that top-1/top-5 hits are neither all nor
+nothing.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import N, counts, numpy_hits
+from eval_worker import SIZE, favour
+
+import keras_xception as kx
+from keras_xception import evaluation
+from keras_xception.data import imagenet as data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "eval_worker.py")
+
+
+def test_xception_on_tfds_equals_numpy(val, tfds_records):
+    import keras_xception as kx
+
+    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
+    t = kx.resolve_transform("imagenet", target_size=(71, 71))
+    report = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    expected = numpy_hits(model, val.dir, t)
+    assert counts(report) == expected
+    assert report["top5_correct"] > 0 and report["top1"] == report["top1_correct"] / N
+    assert report["skipped"] == []
+    assert report["transform"] == dict(
+        target_size=[71, 71], crop_fraction=0.875, resize_mode="central", interpolation="bilinear", preprocessing="tf"
+    )
+
+
+def test_predictor_runtime_gives_the_keras_counts(val, tfds_records):
+    """evaluate(runtime=...) runs a Predictor in the step and counts exactly what Keras counts."""
+    import keras_xception as kx
+
+    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
+    t = kx.resolve_transform("imagenet", target_size=(71, 71))
+    keras_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    tf_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0, runtime="tensorflow")
+    assert counts(tf_run) == counts(keras_run) and tf_run["count"] == N
+
+
+def test_limit_and_argument_errors(val, tiny):
+    t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
+    records = data.folder_records(val.dir)
+    report = evaluation.evaluate(tiny, records, transform=t, batch_size=4, limit=5, verbose=0)
+    assert report["count"] == 5
+    # Without a transform: the imagenet one at the model's input size.
+    default = evaluation.evaluate(tiny, records, batch_size=4, limit=2, verbose=0)
+    assert default["transform"]["target_size"] == [SIZE, SIZE] and default["count"] == 2
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluation.evaluate(tiny, records, transform=t, batch_size=0)
+    with pytest.raises(ValueError, match="limit"):
+        evaluation.evaluate(tiny, records, transform=t, limit=-1)
+    with pytest.raises(ValueError, match="records"):
+        evaluation.evaluate(tiny, val.dir, transform=t)
+    with pytest.raises(ValueError, match="resize_mode"):
+        kx.resolve_transform("imagenet", resize_mode="area")
+    with pytest.raises(ValueError, match="strategy"):
+        evaluation.make_strategy("tpu")
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def _child_env():
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def single_process(val, bad_dir, tmp_path_factory):
+    """The reference: Xception 71x71 on the bad-files folder (17 files, 15 decodable) in this process."""
+    import keras_xception as kx
+
+    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=3)
+    weights = str(tmp_path_factory.mktemp("dist") / "x71.weights.h5")
+    model.save_weights(weights)
+    t = kx.resolve_transform(weights, target_size=(71, 71))
+    with pytest.warns(UserWarning):
+        report = evaluation.evaluate(
+            model, data.folder_records(bad_dir.dir), transform=t, batch_size=4, per_class=True, verbose=0
+        )
+    assert 0 < report["top1_correct"] < report["count"] == bad_dir.decodable
+    return weights, report
+
+
+def _same_totals(report, reference):
+    assert counts(report) == counts(reference)
+    assert report["per_class"] == reference["per_class"]
+    assert [s["name"] for s in report["skipped"]] == [s["name"] for s in reference["skipped"]]
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpu_devices(bad_dir, single_process, tmp_path):
+    weights, reference = single_process
+    out = tmp_path / "mirrored.json"
+    proc = subprocess.run(
+        [sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4"],
+        env=_child_env(),
+        timeout=240,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["num_replicas"] == 2 and report["strategy"] == "MirroredStrategy"
+    _same_totals(report, reference)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_via_cli(bad_dir, single_process, tmp_path):
+    """Two `keras-xception evaluate --strategy multi-worker` processes on loopback; only the chief reports."""
+    weights, reference = single_process
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs, outs = [], []
+    for i in range(2):
+        env = _child_env()
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+        outs.append(tmp_path / f"worker{i}.json")
+        argv = [
+            sys.executable,
+            "-m",
+            "keras_xception",
+            "evaluate",
+            "--val-dir",
+            bad_dir.dir,
+            "--weights",
+            weights,
+            "--image-size",
+            "71",
+            "--batch-size",
+            "4",
+            "--strategy",
+            "multi-worker",
+            "--per-class",
+            "--quiet",
+            "--report",
+            str(outs[i]),
+        ]
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        logs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 1, log[-3000:]  # done in part: the two bad files are skipped
+    assert "2 of 17 images could not be read" in logs[0]
+    assert "top-1" in logs[0] and "top-1" not in logs[1]
+    assert not outs[1].exists()
+    report = json.loads(outs[0].read_text())
+    assert report["num_replicas"] == 2 and report["strategy"] == "MultiWorkerMirroredStrategy"
+    _same_totals(report, reference)
