@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_xception.model.graph import build_model
+from keras_xception.model.graph import build_model, check_input_shape
 from keras_xception.model.imagenet import decode_predictions
 from keras_xception.model.preprocessing import preprocess_input
 from keras_xception.model.spec import xception_spec
@@ -107,6 +107,15 @@ def Xception(
             f"With pretrained weights {record.name!r} `classifier_activation` must be None "
             f"or 'softmax'; received {classifier_activation!r}."
         )
+    if record is not None and include_top is True:  # checked before the graph is built
+        shape = check_input_shape(input_shape, input_tensor, include_top, tuple(record.input_size))
+        spatial = shape[1:] if keras.config.image_data_format() == "channels_first" else shape[:2]
+        if tuple(spatial) != tuple(record.input_size):
+            raise ValueError(
+                f"With include_top=True and weights={record.name!r} the input must be "
+                f"{tuple(record.input_size)}; received input_shape={shape}. Use "
+                "include_top=False (with pooling='avg') for other sizes."
+            )
     model = build_model(
         spec,
         include_top=include_top,
@@ -119,15 +128,6 @@ def Xception(
         include_preprocessing=include_preprocessing,
         default_size=None if record is None else tuple(record.input_size),
     )
-    if record is not None and include_top:
-        shape = model.input_shape
-        spatial = tuple(shape[2:] if keras.config.image_data_format() == "channels_first" else shape[1:3])
-        if spatial != tuple(record.input_size):
-            raise ValueError(
-                f"With include_top=True and weights={record.name!r} the input must be "
-                f"{tuple(record.input_size)}; received input_shape={tuple(shape[1:])}. Use "
-                "include_top=False (with pooling='avg') for other sizes."
-            )
     if record is not None or path is not None:
         load_pretrained(model, record or path, stacklevel=2)
     return model

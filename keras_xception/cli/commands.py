@@ -255,6 +255,7 @@ def weights_download(args, stdout) -> int:
 
 def weights_verify(args, stdout) -> int:
     """Registered sets' cached files (hash), and given files (they load into an Xception)."""
+    from keras_xception.model.spec import MIN_INPUT_SIZE
     from keras_xception.pretrained import download, loading, registry
 
     failed = []
@@ -275,7 +276,7 @@ def weights_verify(args, stdout) -> int:
     for path in args.file:
         if not os.path.isfile(path):
             raise ValueError(f"--file: no such file: {path!r}.")
-        _, top = loading.xception_from_file(path)
+        _, top = loading.xception_from_file(path, size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE))
         print(
             f"{path}: loads into Xception(include_top={top}); sha256 {download.file_digest(path, 'sha256')}  "
             f"md5 {download.file_digest(path, 'md5')}",
@@ -340,8 +341,10 @@ def summary(args, stdout) -> int:
 def export(args, stdout) -> int:
     from keras_xception.deploy.export import ParityError
     from keras_xception.deploy.export import export as write_artifact
+    from keras_xception.deploy.runtimes import check_export_path
     from keras_xception.xception import Xception
 
+    check_export_path(args.out, args.format)  # before the model is built
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
     pooling = None if args.include_top or args.pooling == "none" else args.pooling
     model = Xception(include_top=args.include_top, weights=args.weights, input_shape=shape, pooling=pooling)

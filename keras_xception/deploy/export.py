@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from keras_xception.deploy.folding import fold_batchnorm
-from keras_xception.deploy.runtimes import FORMATS, require
+from keras_xception.deploy.runtimes import FORMATS, check_export_path, require
 
 __all__ = ["export", "write", "load_runner", "FORMATS", "ParityError"]
 
@@ -98,12 +98,8 @@ def export(
         ParityError: the exported artifact disagrees with the Keras model
             (the artifact is removed).
     """
-    if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {sorted(FORMATS)}; received format={format!r}.")
-    keras_format, suffix, runtime = FORMATS[format]
-    path = os.fspath(path)
-    if suffix and not path.endswith(suffix):
-        raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
+    path = check_export_path(path, format)
+    keras_format, _, runtime = FORMATS[format]
     require(runtime, what=f"format={format!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 __all__ = [
     "RUNTIMES",
     "CLI_RUNTIMES",
     "FORMATS",
+    "check_export_path",
     "REQUIREMENTS",
     "RuntimeNotInstalledError",
     "is_installed",
@@ -105,3 +107,14 @@ FORMATS = {
     "onnx": ("onnx", ".onnx", "onnxruntime"),
     "openvino": ("openvino", ".xml", "openvino"),
 }
+
+
+def check_export_path(path, format: str) -> str:
+    """``path`` as a string, or ``ValueError`` for an unknown ``format`` or a path that does not fit it."""
+    if format not in FORMATS:
+        raise ValueError(f"`format` must be one of {sorted(FORMATS)}; received format={format!r}.")
+    path = os.fspath(path)
+    suffix = FORMATS[format][1]
+    if suffix and not path.endswith(suffix):
+        raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
+    return path

@@ -63,6 +63,7 @@ import keras
 
 from keras_xception.model.graph import build_model
 from keras_xception.model.introspect import backbone_weighted_layers, find_xception, spec_of, weighted_layers
+from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained import download, formats
 from keras_xception.pretrained.formats import WeightsFileError
 from keras_xception.pretrained.registry import WeightRecord, get_record, is_registered, list_records
@@ -312,13 +313,15 @@ def _transfer_plan(source, targets):
 FORMATS = ("weights.h5", "legacy-h5")
 
 
-def xception_from_file(src):
+def xception_from_file(src, *, size=None):
     """Build the Xception that an Xception weight file fits and load the file into it.
 
     The source may be a legacy ``.h5`` (official/tf_keras), a Keras 3
     ``.weights.h5`` or a ``.keras`` model containing an Xception (nested or
     not), of the official layout. Whether it has the top, and its class
     count, are detected (:func:`~keras_xception.pretrained.formats.top_classes`).
+    ``size``: the model's ``(height, width)`` (default 299x299); the weights
+    do not depend on it, so checks and conversions build the smallest graph.
 
     Returns:
         ``(model, include_top)``.
@@ -330,7 +333,7 @@ def xception_from_file(src):
     if not os.path.isfile(src):
         raise ValueError(f"No weights file at src={src!r}.")
     classes = formats.top_classes(src)
-    model = build_model(include_top=classes is not None, classes=classes or 1000)
+    model = build_model(include_top=classes is not None, classes=classes or 1000, default_size=size)
     load_pretrained(model, src)
     return model, classes is not None
 
@@ -345,7 +348,7 @@ def convert_weights(src, dst, *, format="weights.h5"):
         raise ValueError(f"`format` must be one of {FORMATS}; received format={format!r}.")
     if format == "weights.h5" and not str(dst).endswith(".weights.h5"):
         raise ValueError(f"A Keras 3 weights file must end in '.weights.h5'; received dst={dst!r}.")
-    model, include_top = xception_from_file(src)
+    model, include_top = xception_from_file(src, size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE))
     if format == "weights.h5":
         model.save_weights(os.fspath(dst))
     else:
