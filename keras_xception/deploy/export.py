@@ -2,7 +2,7 @@
 
 :func:`export` writes a TensorFlow SavedModel, an ONNX file or an OpenVINO IR
 (Keras's own ``model.export``), by default from a BatchNormalization-folded
-copy of the model (:func:`keras_xception.folding.fold_batchnorm`), then loads
+copy of the model (:func:`keras_xception.deploy.folding.fold_batchnorm`), then loads
 the artifact back with its runtime (``tf.saved_model.load``, ONNX Runtime,
 OpenVINO) and compares its outputs with the Keras model's on a random input.
 """

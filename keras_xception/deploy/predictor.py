@@ -2,7 +2,7 @@
 
 ``Predictor(model, runtime=...)`` takes a single-input, single-output Keras
 model (such as :func:`keras_xception.Xception`), folds its BatchNormalization
-layers into the convolutions (:func:`keras_xception.folding.fold_batchnorm`),
+layers into the convolutions (:func:`keras_xception.deploy.folding.fold_batchnorm`),
 and hands the result to one of these runtimes:
 
 * ``"tensorflow"``: a ``tf.function`` with a fixed input signature (any batch

@@ -270,7 +270,7 @@ def evaluate(
             instead of skipping it.
         per_class: Add per-class count/top-1/top-5 to the report.
         runtime: ``"keras"`` (the model inside the strategy's ``tf.function``)
-            or a :class:`keras_xception.inference.Predictor` runtime
+            or a :class:`keras_xception.deploy.predictor.Predictor` runtime
             (``"auto"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``),
             called from the input pipeline's step; only with the default
             strategy (one replica).

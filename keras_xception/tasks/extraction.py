@@ -95,7 +95,7 @@ def extract_features(
 
     Args:
         source: A directory (image files found by
-            :func:`keras_xception.folders.list_images`) or a list of paths.
+            :func:`keras_xception.data.files.list_images`) or a list of paths.
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
         image_size: Square side (or ``(height, width)``); default: the
