@@ -102,7 +102,7 @@ def tfds_datasets(args, transform):
     import numpy as np
     import tensorflow as tf
 
-    from keras_xception.data.transform import decode_and_transform
+    from keras_xception.data import Records, image_dataset
 
     ds, classes = load_tfds_flowers()
     items = list(ds.as_numpy_iterator())  # encoded bytes: small enough to hold (about 220 MB)
@@ -110,14 +110,12 @@ def tfds_datasets(args, transform):
     order = rng.permutation(len(items))
     n_val = int(round(args.val_split * len(items)))
 
-    def make(indices, shuffle):
-        data = tf.data.Dataset.from_tensor_slices(
-            ([items[i][0] for i in indices], np.array([items[i][1] for i in indices], "int32"))
-        )
-        if shuffle:
-            data = data.shuffle(len(indices), seed=SEED)
-        data = data.map(lambda x, y: (decode_and_transform(x, transform), y), num_parallel_calls=tf.data.AUTOTUNE)
-        return data.batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
+    def make(indices, shuffle):  # encoded images as Records: the package's pipeline and bad-file policy
+        names = [f"tf_flowers[{i}]" for i in indices]
+        labels = np.array([items[i][1] for i in indices], "int64")
+        examples = tf.data.Dataset.from_tensor_slices((names, labels, [items[i][0] for i in indices]))
+        records = Records(examples, payload_is_path=False, size=len(indices), description="tf_flowers")
+        return image_dataset(records, transform, batch_size=args.batch_size, shuffle=shuffle, seed=SEED)
 
     return make(order[n_val:], True), make(order[:n_val], False), classes, len(items) - n_val, n_val
 
