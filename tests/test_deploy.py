@@ -1,6 +1,7 @@
 """keras_xception.deploy: BatchNormalization folding, the Predictor runtimes, export round trips with the
 parity check, and their errors. (`keras-xception export` and `predict --runtime` are in test_cli.py.)"""
 
+import json
 import os
 
 import keras
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, randomize, rel_diff, small_xception
 
+import keras_xception as kx
 from keras_xception import Xception, cli
 from keras_xception.deploy import export as exporting
 from keras_xception.deploy import predictor as inference
@@ -156,12 +158,24 @@ def test_export_savedmodel_round_trip(tmp_path, model, x, expected):
     path = exporting.export(model, tmp_path / "sm", format="savedmodel")
     loaded = tf.saved_model.load(path)
     assert rel_diff(loaded.serve(tf.constant(x)).numpy(), expected) < 1e-4
+    # The input transform travels with the artifact: the model's size, the ImageNet crop and scaling.
+    with open(tmp_path / "sm" / "keras_xception_transform.json") as f:
+        assert json.load(f) == dict(
+            target_size=[SIZE, SIZE],
+            crop_fraction=0.875,
+            resize_mode="central",
+            interpolation="bilinear",
+            preprocessing="tf",
+        )
 
 
 def test_export_onnx_round_trip(tmp_path, model, x, expected):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
-    path = exporting.export(model, str(tmp_path / "m.onnx"), format="onnx")
+    transform = kx.resolve_transform(model=model, crop_fraction=1.0, interpolation="bicubic")
+    path = exporting.export(model, str(tmp_path / "m.onnx"), format="onnx", transform=transform)
+    with open(exporting.transform_path(path, "onnx")) as f:
+        assert json.load(f) == transform.to_dict() and f.name == str(tmp_path / "m.transform.json")
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert rel_diff(out, expected) < 1e-4
@@ -181,6 +195,9 @@ def test_export_parity_check_can_fail(tmp_path, model, monkeypatch):
     with pytest.raises(exporting.ParityError, match="disagrees"):
         exporting.export(model, tmp_path / "sm", format="savedmodel")
     assert not (tmp_path / "sm").exists()  # the failed artifact is removed
+    with pytest.raises(exporting.ParityError):
+        exporting.export(model, tmp_path / "m.onnx", format="onnx")
+    assert os.listdir(tmp_path) == []  # the .onnx and its transform file
 
 
 def test_export_bad_arguments(tmp_path, model, monkeypatch):

@@ -339,6 +339,7 @@ def summary(args, stdout) -> int:
 
 
 def export(args, stdout) -> int:
+    from keras_xception.data.transform import resolve_transform
     from keras_xception.deploy.export import ParityError
     from keras_xception.deploy.export import export as write_artifact
     from keras_xception.deploy.runtimes import check_export_path
@@ -355,7 +356,14 @@ def export(args, stdout) -> int:
         flush=True,
     )
     try:
-        write_artifact(model, args.out, format=args.format, fold_bn=not args.no_fold_bn, check=not args.no_check)
+        write_artifact(
+            model,
+            args.out,
+            format=args.format,
+            transform=resolve_transform(args.weights, model=model),
+            fold_bn=not args.no_fold_bn,
+            check=not args.no_check,
+        )
     except ParityError as e:
         raise PartialFailure(f"parity check failed: {e}") from None
     print(args.out, file=stdout)

@@ -9,14 +9,16 @@ OpenVINO) and compares its outputs with the Keras model's on a random input.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
+from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.folding import fold_batchnorm
 from keras_xception.deploy.runtimes import FORMATS, check_export_path, require
 
-__all__ = ["export", "write", "load_runner", "FORMATS", "ParityError"]
+__all__ = ["export", "write", "load_runner", "transform_path", "FORMATS", "ParityError"]
 
 
 class ParityError(RuntimeError):
@@ -68,6 +70,7 @@ def export(
     path,
     format: str = "savedmodel",
     *,
+    transform=None,
     fold_bn: bool = True,
     check: bool = True,
     rtol: float = 1e-4,
@@ -81,6 +84,10 @@ def export(
             for ``"onnx"``, a ``.xml`` file (plus ``.bin`` beside it) for
             ``"openvino"``.
         format: ``"savedmodel"``, ``"onnx"`` or ``"openvino"``.
+        transform: The :class:`~keras_xception.data.transform.Transform` the
+            artifact's inputs need (default: ``resolve_transform(model=model)``),
+            written beside it as JSON (:func:`transform_path`), so that whatever
+            serves the artifact reads images exactly as Keras does.
         fold_bn: Export a copy with BatchNormalization folded into the
             convolutions (same outputs, faster to serve).
         check: Load the artifact back and compare its outputs with
@@ -93,12 +100,15 @@ def export(
         ``path`` as a string.
 
     Raises:
-        ValueError: unknown format or a path that does not fit it.
+        ValueError: unknown format, a path that does not fit it, or a bad transform.
         RuntimeNotInstalledError: the format's packages are missing (names the extra).
         ParityError: the exported artifact disagrees with the Keras model
             (the artifact is removed).
     """
     path = check_export_path(path, format)
+    transform = resolve_transform(model=model) if transform is None else transform
+    if not isinstance(transform, Transform):
+        raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
     keras_format, _, runtime = FORMATS[format]
     require(runtime, what=f"format={format!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -112,6 +122,9 @@ def export(
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     write(exported, path, keras_format)
+    with open(transform_path(path, format), "w") as f:
+        json.dump(transform.to_dict(), f, indent=2)
+        f.write("\n")
     if check:
         try:
             _check_parity(model, path, format, rtol, seed)
@@ -135,11 +148,24 @@ def _check_parity(model, path, format, rtol, seed):
         )
 
 
+def transform_path(path, format: str) -> str:
+    """Where :func:`export` writes the artifact's input transform (JSON of ``Transform.to_dict()``).
+
+    Inside the SavedModel directory (``keras_xception_transform.json``), else
+    beside the file: ``model.onnx`` -> ``model.transform.json``.
+    """
+    path = os.fspath(path)
+    if format == "savedmodel":
+        return os.path.join(path, "keras_xception_transform.json")
+    return os.path.splitext(path)[0] + ".transform.json"
+
+
 def _remove_artifact(path, format):
     import shutil
 
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
-    for p in [path] + ([os.path.splitext(path)[0] + ".bin"] if format == "openvino" else []):
+    extra = [os.path.splitext(path)[0] + ".bin"] if format == "openvino" else []
+    for p in [path, transform_path(path, format), *extra]:
         if os.path.isfile(p):
             os.remove(p)
