@@ -384,3 +384,9 @@ def official_macs_by_hand(size=299, output_stride=32, top=True):
     macs += sep(s16, 728, 728) + sep(s16, 728, 1024) + s32**2 * 728 * 1024  # block 13
     macs += sep(s32, 1024, 1536) + sep(s32, 1536, 2048)  # block 14
     return macs + (2048 * 1000 if top else 0)
+
+
+@pytest.fixture(scope="session")
+def notop(notop_reference):
+    """The no-top reference as ``(model, weights path)`` (the name the task tests use)."""
+    return notop_reference

@@ -215,23 +215,24 @@ def test_predict_cam_writes_a_png_and_keeps_the_predictions(tmp_path, capsys):
 # --------------------------------------------------------------------------- extract
 
 
-@pytest.fixture(scope="module")
-def tree(feature_tree):
-    return feature_tree
-
-
-@pytest.fixture(scope="module")
-def notop(notop_reference):
-    return notop_reference
-
-
-def test_extract_cli_writes_the_npz_of_the_python_api(tree, notop, tmp_path, capsys):
+def test_extract_cli_writes_the_npz_of_the_python_api(feature_tree, notop, tmp_path, capsys):
     out = str(tmp_path / "f.npz")
-    argv = ["extract", tree, "--out", out, "--weights", notop[1], "--image-size", str(SMALL), "--batch-size", "3"]
+    argv = [
+        "extract",
+        feature_tree,
+        "--out",
+        out,
+        "--weights",
+        notop[1],
+        "--image-size",
+        str(SMALL),
+        "--batch-size",
+        "3",
+    ]
     assert cli.main(argv) == 0
     data = np.load(out)  # no pickle needed
     assert set(data.files) == {"features", "paths", "skipped"}
-    api = extract_features(tree, weights=notop[1], image_size=SMALL, verbose=0)
+    api = extract_features(feature_tree, weights=notop[1], image_size=SMALL, verbose=0)
     assert data["features"].dtype == np.float32 and data["features"].shape == (7, 2048)
     assert data["paths"].tolist() == api.paths and data["skipped"].size == 0
     assert rel_diff(data["features"], api.features) < 1e-6
@@ -247,8 +248,8 @@ def test_extract_cli_writes_the_npz_of_the_python_api(tree, notop, tmp_path, cap
         (["--weights", "no_such_weights"], "weights"),
     ],
 )
-def test_extract_cli_bad_arguments(tree, notop, tmp_path, capsys, extra, message):
-    argv = ["extract", tree, "--out", str(tmp_path / "f.npz"), "--weights", notop[1]] + extra
+def test_extract_cli_bad_arguments(feature_tree, notop, tmp_path, capsys, extra, message):
+    argv = ["extract", feature_tree, "--out", str(tmp_path / "f.npz"), "--weights", notop[1]] + extra
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
 

@@ -9,44 +9,36 @@ from keras_xception import folders, load_image, preprocess_input
 from keras_xception.tasks.extraction import extract_features, pooled_feature_model
 
 
-@pytest.fixture(scope="module")
-def tree(feature_tree):
-    return feature_tree
-
-
-@pytest.fixture(scope="module")
-def notop(notop_reference):
-    return notop_reference
-
-
 def _reference(model, paths, size=SMALL):
     """Features the slow, obvious way: load_image + preprocess_input, model, average pool."""
     x = preprocess_input(np.stack([load_image(p, target_size=(size, size)) for p in paths]))
     return np.asarray(model.predict(x, verbose=0)).mean(axis=(1, 2))
 
 
-def test_extract_features_equal_the_python_api(tree, notop):
+def test_extract_features_equal_the_python_api(feature_tree, notop):
     model, path = notop
-    result = extract_features(tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
+    result = extract_features(feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
     assert len(result.paths) == 7 and any("deeper" in p for p in result.paths)
-    assert result.paths == folders.list_images(tree) and result.skipped == []
+    assert result.paths == folders.list_images(feature_tree) and result.skipped == []
     assert result.features.shape == (7, 2048) and result.features.dtype == np.float32
     assert rel_diff(result.features, _reference(model, result.paths)) < 1e-5
 
 
-def test_extract_features_on_a_predictor_runtime(tree, notop):
+def test_extract_features_on_a_predictor_runtime(feature_tree, notop):
     model, path = notop
-    keras_run = extract_features(tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
-    tf_run = extract_features(tree, weights=path, image_size=SMALL, batch_size=4, verbose=0, runtime="tensorflow")
+    keras_run = extract_features(feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
+    tf_run = extract_features(
+        feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0, runtime="tensorflow"
+    )
     assert tf_run.paths == keras_run.paths
     assert rel_diff(tf_run.features, keras_run.features) < 1e-4
 
 
-def test_named_layer_is_average_pooled(tree, notop):
+def test_named_layer_is_average_pooled(feature_tree, notop):
     import keras
 
     model, path = notop
-    paths = folders.list_images(tree)[:2]
+    paths = folders.list_images(feature_tree)[:2]
     result = extract_features(paths, weights=path, layer="block13_add", image_size=SMALL, verbose=0)
     assert result.features.shape == (2, 1024)
     inner = keras.Model(model.inputs, model.get_layer("block13_add").output)
