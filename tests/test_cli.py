@@ -291,27 +291,9 @@ def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
     weights = str(tmp_path / "x71.weights.h5")
     model.save_weights(weights)
     out = tmp_path / "report.json"
-    argv = [
-        "evaluate",
-        "--val-dir",
-        bad_dir.dir,
-        "--weights",
-        weights,
-        "--image-size",
-        "71",
-        "--batch-size",
-        "4",
-        "--limit",
-        str(N + 4),
-        "--crop-pct",
-        "0.9",
-        "--resize-mode",
-        "shorter-side",
-        "--interpolation",
-        "bicubic",
-        "--report",
-        str(out),
-    ]
+    options = f"--image-size 71 --batch-size 4 --limit {N + 4} --crop-pct 0.9 --resize-mode shorter-side"
+    argv = ["evaluate", "--val-dir", bad_dir.dir, "--weights", weights, *options.split()]
+    argv += ["--interpolation", "bicubic", "--report", str(out)]
     assert cli.main(argv) == 1  # done in part: one image skipped
     captured = capsys.readouterr()
     err = captured.err

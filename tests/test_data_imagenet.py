@@ -51,14 +51,10 @@ def test_tfds_builder_prepares_validation_only(val, tfds_records):
 
 def test_sources_agree(val, bad_dir, tfds_records, tiny, tmp_path):
     t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
-    run = lambda records: evaluation.evaluate(
-        tiny,
-        records,
-        transform=t,
-        batch_size=5,  # noqa: E731
-        per_class=True,
-        verbose=0,
-    )
+
+    def run(records):
+        return evaluation.evaluate(tiny, records, transform=t, batch_size=5, per_class=True, verbose=0)
+
     folder = run(data.folder_records(val.dir))
     assert counts(folder) == numpy_hits(tiny, val.dir, t)
     assert 0 < folder["top1_correct"] < N and folder["top5_correct"] > folder["top1_correct"]
@@ -75,14 +71,10 @@ def test_sources_agree(val, bad_dir, tfds_records, tiny, tmp_path):
 
 def test_tfrecord_label_offset(val, tiny, tmp_path):
     t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
-    run = lambda records: evaluation.evaluate(
-        tiny,
-        records,
-        transform=t,
-        batch_size=4,  # noqa: E731
-        per_class=True,
-        verbose=0,
-    )
+
+    def run(records):
+        return evaluation.evaluate(tiny, records, transform=t, batch_size=4, per_class=True, verbose=0)
+
     folder = run(data.folder_records(val.dir))
     one_based = run(data.tfrecord_records(val.tfrecords, label_offset=1))
     assert one_based["per_class"] == folder["per_class"]

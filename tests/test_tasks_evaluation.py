@@ -145,26 +145,9 @@ def test_multi_worker_two_processes_via_cli(bad_dir, single_process, tmp_path):
         env = _child_env()
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
         outs.append(tmp_path / f"worker{i}.json")
-        argv = [
-            sys.executable,
-            "-m",
-            "keras_xception",
-            "evaluate",
-            "--val-dir",
-            bad_dir.dir,
-            "--weights",
-            weights,
-            "--image-size",
-            "71",
-            "--batch-size",
-            "4",
-            "--strategy",
-            "multi-worker",
-            "--per-class",
-            "--quiet",
-            "--report",
-            str(outs[i]),
-        ]
+        options = ["--image-size", "71", "--batch-size", "4", "--strategy", "multi-worker", "--per-class", "--quiet"]
+        argv = [sys.executable, "-m", "keras_xception", "evaluate", "--val-dir", bad_dir.dir, "--weights", weights]
+        argv += [*options, "--report", str(outs[i])]
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     try:
         logs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]

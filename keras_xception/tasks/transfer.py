@@ -153,8 +153,9 @@ def find_backbone(model):
 
 
 def _find_head(model):
+    backbone = find_backbone(model)
     for layer in model.layers[::-1]:
-        if isinstance(layer, keras.Model) and layer is not find_backbone(model):
+        if isinstance(layer, keras.Model) and layer is not backbone:
             return layer
     raise ValueError(f"Model {model.name!r} has no nested head model; build it with build_classifier.")
 
