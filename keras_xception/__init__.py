@@ -24,8 +24,10 @@ Tasks (:mod:`keras_xception.tasks`)
     ``extraction`` (:func:`extract_features`), ``evaluation``
     (:func:`evaluate`), ``gradcam`` (:func:`grad_cam`).
 Deployment (:mod:`keras_xception.deploy`)
-    :class:`Predictor` (fast CPU inference), :func:`export`,
-    :func:`fold_batchnorm`.
+    :class:`Predictor` (fast CPU inference in fp32, bf16 or int8, from a
+    Keras model or an exported file), :func:`export`, :func:`quantize`
+    (reduced precision measured against fp32, written only if it agrees),
+    :func:`agreement`, :func:`fold_batchnorm`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ _NAMES = {
     "grad_cam": "keras_xception.tasks.gradcam",
     "Predictor": "keras_xception.deploy.predictor",
     "export": "keras_xception.deploy.export",
+    "quantize": "keras_xception.deploy.quantization",
+    "agreement": "keras_xception.deploy.quantization",
     "fold_batchnorm": "keras_xception.deploy.folding",
 }
 # module names kept from the flat layout of 0.1 (and taught by the README) -> their module now

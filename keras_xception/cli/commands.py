@@ -65,6 +65,33 @@ def _image_paths(inputs, strict):
     return paths, problems
 
 
+def runtime_of(args) -> str:
+    """``--runtime``, defaulting to keras for fp32 and to auto for bf16/int8 (keras runs fp32 only)."""
+    if args.runtime is not None:
+        return args.runtime
+    return "keras" if args.precision == "fp32" else "auto"
+
+
+def _inference_options(args) -> dict:
+    """runtime, precision and calibration of predict, extract and evaluate, checked before any model is built."""
+    if args.calibration is not None and args.precision != "int8":
+        raise ValueError(f"--calibration is only used with --precision int8; received --precision {args.precision}.")
+    if args.precision == "int8" and args.calibration is None:
+        raise ValueError(
+            "--precision int8 needs --calibration DIR: a folder of images like the ones to be run (about 300), "
+            "read with the model's transform."
+        )
+    if args.calibration is not None and not os.path.isdir(args.calibration):
+        raise ValueError(f"--calibration must be an existing folder of images; received {args.calibration!r}.")
+    runtime = runtime_of(args)
+    if runtime == "keras" and args.precision != "fp32":
+        raise ValueError(
+            f"--runtime keras runs fp32 only; for --precision {args.precision} use --runtime auto, openvino"
+            + (" or onnxruntime." if args.precision == "int8" else ".")
+        )
+    return dict(runtime=runtime, precision=args.precision, calibration=args.calibration)
+
+
 def _imagenet_classifier(weights):
     """The 1000-class ImageNet Xception for ``predict``; a clear error for weights without that classifier."""
     from keras_xception.pretrained import formats, loading
@@ -106,7 +133,7 @@ def predict(args, stdout) -> int:
         model=model,
         transform=transform,
         batch_size=args.batch_size,
-        runtime=args.runtime,
+        **_inference_options(args),
         verbose=args.verbose,
         strict=args.strict,
     )
@@ -152,7 +179,7 @@ def extract(args, stdout) -> int:
         layer=args.layer,
         image_size=args.image_size,
         batch_size=args.batch_size,
-        runtime=args.runtime,
+        **_inference_options(args),
         verbose=args.verbose,
         strict=args.strict,
     )
@@ -201,10 +228,11 @@ def evaluate(args, stdout) -> int:
         strategy=strategy,
         strict=args.strict,
         per_class=args.per_class,
-        runtime=args.runtime,
+        **_inference_options(args),
         verbose=0 if args.quiet else args.verbose,
     )
     report["weights"] = args.weights
+    report["runtime"], report["precision"] = runtime_of(args), args.precision
     if evaluation.is_chief(strategy):
         top = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         print(
@@ -346,6 +374,10 @@ def export(args, stdout) -> int:
     from keras_xception.xception import Xception
 
     check_export_path(args.out, args.format)  # before the model is built
+    if args.precision == "int8" and (args.calibration is None or not os.path.isdir(args.calibration)):
+        raise ValueError(
+            f"--precision int8 needs --calibration DIR, a folder of images; received {args.calibration!r}."
+        )
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
     pooling = None if args.include_top or args.pooling == "none" else args.pooling
     model = Xception(include_top=args.include_top, weights=args.weights, input_shape=shape, pooling=pooling)
@@ -363,8 +395,74 @@ def export(args, stdout) -> int:
             transform=resolve_transform(args.weights, model=model),
             fold_bn=not args.no_fold_bn,
             check=not args.no_check,
+            precision=args.precision,
+            calibration=args.calibration,
+            calibration_size=args.calibration_size,
         )
     except ParityError as e:
         raise PartialFailure(f"parity check failed: {e}") from None
     print(args.out, file=stdout)
     return 0
+
+
+def quantize(args, stdout) -> int:
+    """int8/bf16 model measured against fp32 on held-out images, written only if it agrees."""
+    from keras_xception.deploy.quantization import quantize as quantize_model
+
+    if args.precision == "int8" and args.calibration is None:
+        raise ValueError("--precision int8 needs --calibration DIR (a folder of about 300 images like the real ones).")
+    if args.precision == "bf16" and args.calibration is not None:
+        raise ValueError("--calibration is only used with --precision int8 (bf16 needs no calibration).")
+    for flag, path in (("--calibration", args.calibration), ("--holdout", args.holdout)):
+        if path is not None and not os.path.isdir(path):
+            raise ValueError(f"{flag} must be an existing folder of images; received {path!r}.")
+    if args.out is not None and os.path.splitext(args.out)[1] not in (".xml", ".onnx"):
+        raise ValueError(f"--out must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {args.out!r}.")
+    _check_out_dir(args.out, "--out")
+    _check_out_dir(args.report, "--report")
+    model = _quantize_source(args)
+    report = quantize_model(
+        model,
+        args.calibration,
+        args.holdout,
+        precision=args.precision,
+        runtime=args.runtime,
+        out=args.out,
+        min_agreement=args.min_agreement,
+        calibration_size=args.calibration_size,
+        holdout_size=args.holdout_size,
+        report=args.report,
+    )
+    figures = [f"{k} {report[k]:.4f}" for k in ("top1_agreement", "top5_overlap") if k in report]
+    figures += [f"cosine {report['cosine_mean']:.4f} (min {report['cosine_min']:.4f})"]
+    figures += [f"max |diff| {report['max_abs_diff']:.3g}", f"mean |diff| {report['mean_abs_diff']:.3g}"]
+    print(
+        f"{report['precision']} on {report['runtime']} vs fp32 over {report['holdout_images']} held-out images: "
+        + ", ".join(figures),
+        file=stdout,
+    )
+    if report["written"]:
+        print(f"written to {report['written']}", file=stdout)
+    if not report["passed"]:
+        raise PartialFailure(
+            f"{report['gate']} {report['value']:.4f} < --min-agreement {report['min_agreement']}"
+            + ("; nothing was written" if args.out else "")
+        )
+    return 0
+
+
+def _quantize_source(args):
+    if args.model is not None:
+        import keras
+
+        if not os.path.isfile(args.model):
+            raise ValueError(f"--model must be a saved Keras model file (.keras); received {args.model!r}.")
+        if args.features or args.image_size:
+            raise ValueError("--features and --image-size go with --weights; --model is used as saved.")
+        return keras.saving.load_model(args.model)
+    from keras_xception.xception import Xception
+
+    shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+    if args.features:
+        return Xception(include_top=False, weights=args.weights, input_shape=shape, pooling="avg")
+    return Xception(weights=args.weights, input_shape=shape)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from keras_xception.cli import commands
-from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, RUNTIMES
+from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION, RUNTIMES
 from keras_xception.model.spec import MIN_INPUT_SIZE, OUTPUT_STRIDES
 
-__all__ = ["build_parser", "add_runtime_argument"]
+__all__ = ["build_parser", "add_runtime_argument", "add_precision_arguments"]
 
 
 def _positive_int(text):
@@ -49,15 +49,39 @@ def _weights(text):
     return None if text.lower() == "none" else text
 
 
-def add_runtime_argument(parser, default: str = "keras") -> None:
-    """``--runtime {auto,keras,openvino,onnxruntime,tensorflow}`` for predict, extract and evaluate."""
+def add_runtime_argument(parser, default: str | None = None) -> None:
+    """``--runtime {auto,keras,openvino,onnxruntime,tensorflow}`` and ``--precision``/``--calibration``
+    for predict, extract and evaluate. ``default=None``: keras in fp32, auto otherwise (see commands.runtime_of)."""
     parser.add_argument(
         "--runtime",
         default=default,
         choices=CLI_RUNTIMES,
         help=f"inference runtime: auto (the fastest installed one), keras (the Keras model, no export "
-        f"step), or one of {', '.join(RUNTIMES)} (default {default})",
+        f"step), or one of {', '.join(RUNTIMES)} (default: keras in fp32, auto in bf16/int8)",
     )
+    add_precision_arguments(parser, PRECISIONS)
+
+
+def add_precision_arguments(parser, choices, calibration_size=False) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=choices,
+        default="fp32",
+        help="fp32 (default); bf16 (OpenVINO) or int8 (OpenVINO with NNCF, or onnxruntime): faster on CPUs "
+        "with AVX512_BF16/AMX or VNNI/AMX, slightly different results (measure them: keras-xception quantize)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="int8: folder of images like the ones to be run (about 300; read with the model's transform)",
+    )
+    if calibration_size:
+        parser.add_argument(
+            "--calibration-size",
+            type=_positive_int,
+            default=RECOMMENDED_CALIBRATION,
+            help=f"int8: the most calibration images used, a random sample of DIR (default {RECOMMENDED_CALIBRATION})",
+        )
 
 
 def _add_weights(p, what="registered name, weights file (.h5, .weights.h5, .keras), or 'none' (random)"):
@@ -214,6 +238,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="global pooling with --no-top (default avg; none: the 4D feature map)",
     )
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers as they are")
-    p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check of the written file")
+    add_precision_arguments(p, ("fp32", "int8"), calibration_size=True)
     p.set_defaults(func=commands.export)
+
+    p = sub.add_parser(
+        "quantize",
+        help="int8 or bf16 model, compared with fp32 on held-out images; written only if it agrees",
+        description="Quantize (int8, calibrated on --calibration) or compile in bf16, run the held-out "
+        "images through both the float32 Keras model and the reduced-precision one, and report top-1 "
+        "agreement, top-5 overlap, max/mean absolute difference of the outputs and the cosine of the "
+        "output vectors. The model is written to --out only if top-1 agreement (classifiers) or the mean "
+        "cosine (feature models) reaches --min-agreement; exit status 1 otherwise.",
+    )
+    model = p.add_mutually_exclusive_group()
+    _add_weights(model)
+    model.add_argument("--model", metavar="M.keras", help="a saved Keras model (e.g. a transfer-learned classifier)")
+    p.add_argument("--features", action="store_true", help="with --weights: the pooled feature extractor, no top")
+    p.add_argument("--image-size", type=_image_size, default=None, help="with --weights: input side (default 299)")
+    p.add_argument("--precision", choices=("int8", "bf16"), default="int8", help="int8 (default) or bf16")
+    p.add_argument("--calibration", metavar="DIR", help="int8: folder of images to calibrate on (about 300)")
+    p.add_argument(
+        "--calibration-size",
+        type=_positive_int,
+        default=RECOMMENDED_CALIBRATION,
+        help=f"the most calibration images used, a random sample (default {RECOMMENDED_CALIBRATION})",
+    )
+    p.add_argument("--holdout", metavar="DIR", required=True, help="folder of other images to compare on")
+    p.add_argument("--holdout-size", type=_positive_int, help="the most held-out images used (default all)")
+    p.add_argument("--out", help="where to write the model: .xml (OpenVINO) or .onnx (ONNX Runtime)")
+    p.add_argument("--runtime", choices=("auto", "openvino", "onnxruntime"), default="auto", help="default auto")
+    p.add_argument(
+        "--min-agreement", type=_fraction, default=0.99, help="the least agreement to write the model (default 0.99)"
+    )
+    p.add_argument("--report", metavar="OUT.json", help="write the report as JSON")
+    p.set_defaults(func=commands.quantize)
     return parser

@@ -1,21 +1,28 @@
-"""Fast CPU inference: :class:`Predictor` runs a Keras model on an exported runtime.
+"""Fast CPU inference: :class:`Predictor` runs a Keras model, or an exported one, on an inference runtime.
 
-``Predictor(model, runtime=...)`` takes a single-input, single-output Keras
-model (such as :func:`keras_xception.Xception`), folds its BatchNormalization
-layers into the convolutions (:func:`keras_xception.deploy.folding.fold_batchnorm`),
+``Predictor(model, runtime=..., precision=...)`` takes a single-input,
+single-output Keras model (such as :func:`keras_xception.Xception`, a feature
+model or a transfer-learned classifier), folds its BatchNormalization layers
+into the convolutions (:func:`keras_xception.deploy.folding.fold_batchnorm`),
 and hands the result to one of these runtimes:
 
 * ``"tensorflow"``: a ``tf.function`` with a fixed input signature (any batch
-  size, one trace), always available.
-* ``"onnxruntime"``: the model exported to ONNX (``model.export(format="onnx")``,
-  tf2onnx) and run by ONNX Runtime. Extra: ``pip install "keras-xception[onnx]"``.
-* ``"openvino"``: the model exported to OpenVINO IR and compiled for the CPU in
-  float32. Extra: ``pip install "keras-xception[openvino]"``.
-* ``"auto"``: the fastest installed one, see :func:`resolve_runtime`.
+  size, one trace), always available; float32 only.
+* ``"onnxruntime"``: the model exported to ONNX (tf2onnx) and run by ONNX
+  Runtime; float32 or int8. Extra: ``pip install "keras-xception[onnx]"``.
+* ``"openvino"``: the model exported to OpenVINO IR and compiled for the CPU;
+  float32, bfloat16 or int8 (NNCF). Extra: ``pip install "keras-xception[openvino]"``.
+* ``"auto"``: the fastest installed one that runs the precision, see
+  :func:`~keras_xception.deploy.runtimes.resolve_runtime`.
 
-``Predictor.predict(x)`` takes a numpy array (any batch size) and returns a
-numpy array with the same values as ``model.predict(x)`` up to float rounding
-(relative max difference well below 1e-4).
+``model`` may also be the path of an exported model (``export``'s SavedModel
+directory, ``.onnx`` or ``.xml``, int8 ones included): the runtime follows
+the file and the transform written beside it becomes ``predictor.transform``.
+
+Precisions (:mod:`keras_xception.deploy.precision`): ``"fp32"`` returns the
+same values as ``model.predict(x)`` up to float rounding (relative max
+difference well below 1e-4); ``"bf16"`` and ``"int8"`` trade a little
+accuracy for speed: measure it with :func:`keras_xception.quantize`.
 """
 
 from __future__ import annotations
@@ -23,22 +30,55 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
+import time
+import warnings
 
 import numpy as np
 
-from keras_xception.deploy.export import write
+from keras_xception.data.transform import resolve_transform
+from keras_xception.deploy.artifacts import format_of, read_transform, write, write_transform
 from keras_xception.deploy.folding import fold_batchnorm
-from keras_xception.deploy.runtimes import resolve_runtime
+from keras_xception.deploy.precision import (
+    RECOMMENDED_CALIBRATION,
+    SUPPORTED,
+    calibration_images,
+    check_precision,
+    hardware_warning,
+    onnx_is_int8,
+    openvino_is_int8,
+    quantize_onnx,
+    quantize_openvino,
+)
+from keras_xception.deploy.runtimes import (
+    FORMATS,
+    RuntimeNotInstalledError,
+    available_runtimes,
+    check_export_path,
+    require,
+    resolve_runtime,
+)
 
 __all__ = ["Predictor", "predict_function", "DEFAULT_BATCH_SIZE"]
 
-#: Images per runtime call by default, from benchmarks/inference.py on a
-#: 2-core AVX-512 CPU at 299x299 (--single-call compares). ONNX Runtime and
-#: OpenVINO: one image per call, the calls of a batch on ``workers``
-#: concurrent single-threaded streams (batch 32: ONNX Runtime 24.0 vs 18.5
-#: img/s in one call, OpenVINO 25.4 vs 23.8). TensorFlow: the whole batch in one
-#: call (batch 32: 23.6 vs 20.4 img/s in streams of one image).
-DEFAULT_BATCH_SIZE = {"tensorflow": 32, "onnxruntime": 1, "openvino": 1}
+#: Images per runtime call by default, per (runtime, precision), from
+#: benchmarks/inference.py on 2-core AVX-512 CPUs at 299x299. A single call
+#: (an input of at most this many images) runs on all threads (latency mode);
+#: more images are split into calls of this size, run on ``workers`` concurrent
+#: single-threaded streams (throughput mode).
+#: * fp32, ONNX Runtime and OpenVINO: one image per call (batch 32: ONNX Runtime
+#:   24.0 vs 18.5 img/s in one call, OpenVINO 25.4 vs 23.8); TensorFlow: the
+#:   whole batch in one call (batch 32: 23.6 vs 20.4 img/s in streams of one).
+#: * OpenVINO bf16 and int8 (a 2-core Xeon with AMX): four images per call
+#:   (batch 32, int8: 104 img/s against 79 in one call and 93 in streams of one
+#:   image; bf16 72 against 66 and 71; batch 8: int8 102 against 97 in one call).
+DEFAULT_BATCH_SIZE = {
+    ("tensorflow", "fp32"): 32,
+    ("onnxruntime", "fp32"): 1,
+    ("onnxruntime", "int8"): 1,
+    ("openvino", "fp32"): 1,
+    ("openvino", "bf16"): 4,
+    ("openvino", "int8"): 4,
+}
 
 
 def _cpu_threads() -> int:
@@ -49,22 +89,38 @@ def _cpu_threads() -> int:
 
 
 class _TensorFlowBackend:
-    """One ``tf.function`` (input signature with a variable batch), called
-    from ``workers`` Python threads at once for multi-chunk inputs."""
+    """One ``tf.function`` (input signature with a variable batch), or a loaded
+    SavedModel's ``serve``, called from ``workers`` Python threads at once for
+    multi-chunk inputs."""
 
-    def __init__(self, model, threads, workers):
+    def __init__(self, source, threads, workers, precision, calibrate):
         import tensorflow as tf
 
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        if isinstance(source, str):
+            self._loaded = tf.saved_model.load(source)
+            self._fn = self._loaded.serve
+            args, kwargs = self._fn.concrete_functions[0].structured_input_signature
+            spec = (list(args) + list(kwargs.values()))[0]
+            self.input_shape = tuple(spec.shape[1:])
+        else:
+            spec = tf.TensorSpec((None,) + tuple(source.input_shape[1:]), tf.float32)
+            self._fn = tf.function(lambda x: source(x, training=False), input_signature=[spec])
+            self.input_shape = tuple(source.input_shape[1:])
+        self.precision = "fp32"
         self._tf = tf
         self._pool = _ThreadPool(workers)
 
     def run_one(self, x):
-        return self._fn(self._tf.constant(x)).numpy()
+        return np.asarray(self._fn(self._tf.constant(x)))
 
     def run_many(self, chunks):
         return self._pool.map(self.run_one, chunks)
+
+    def save(self, path):
+        raise ValueError(
+            "A runtime='tensorflow' Predictor cannot be saved; write the Keras model with "
+            "keras_xception.export(model, path, format='savedmodel')."
+        )
 
 
 class _OnnxRuntimeBackend:
@@ -72,22 +128,31 @@ class _OnnxRuntimeBackend:
     session of ``threads // workers`` threads run from ``workers`` Python
     threads at once (ONNX Runtime releases the GIL)."""
 
-    def __init__(self, model, threads, workers):
+    def __init__(self, source, threads, workers, precision, calibrate):
         import onnxruntime  # noqa: F401  (fail early if missing)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.onnx")
-            write(model, path, "onnx")
-            with open(path, "rb") as f:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
                 self._onnx = f.read()
-        # tf2onnx leaves gigabytes of garbage behind (measured at 299x299:
-        # 5.2 GB resident after the conversion, 2.5 GB after a collection).
-        gc.collect()
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.onnx")
+                write(source, path, "onnx")
+                with open(path, "rb") as f:
+                    self._onnx = f.read()
+            # tf2onnx leaves gigabytes of garbage behind (measured at 299x299:
+            # 5.2 GB resident after the conversion, 2.5 GB after a collection).
+            gc.collect()
+        self.precision = "int8" if onnx_is_int8(self._onnx) else "fp32"
+        if precision == "int8" and self.precision != "int8":
+            self._onnx = quantize_onnx(self._onnx, calibrate(_onnx_input_shape(self._onnx)))
+            self.precision = "int8"
         self._threads, self._workers = threads, workers
         self._latency = self._session(threads)
         self._throughput = None
         self._pool = _ThreadPool(workers)
         self._input = self._latency.get_inputs()[0].name
+        self.input_shape = _onnx_input_shape(self._onnx)
 
     def _session(self, threads):
         import onnxruntime as ort
@@ -108,21 +173,47 @@ class _OnnxRuntimeBackend:
             self._throughput = self._session(max(1, self._threads // self._workers))
         return self._pool.map(lambda c: self.run_one(c, self._throughput), chunks)
 
+    def save(self, path):
+        with open(path, "wb") as f:
+            f.write(self._onnx)
+
+
+def _onnx_input_shape(onnx_bytes):
+    import onnx
+
+    dims = onnx.load_from_string(onnx_bytes).graph.input[0].type.tensor_type.shape.dim[1:]
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
 
 class _OpenVINOBackend:
     """A LATENCY-compiled model for one chunk; a THROUGHPUT-compiled one with
-    ``workers`` streams and an async request queue for several chunks. Both
-    in float32 (OpenVINO would otherwise pick bf16 on CPUs that have it)."""
+    ``workers`` streams and an async request queue for several chunks. The
+    inference precision is set explicitly (OpenVINO would otherwise pick bf16
+    on CPUs that have it): f32 for fp32 and for int8 (the operations NNCF
+    leaves unquantized stay in float32), bf16 for bf16."""
 
-    def __init__(self, model, threads, workers):
+    def __init__(self, source, threads, workers, precision, calibrate):
         import openvino as ov
 
-        # Kept for the backend's lifetime: OpenVINO may map the weights file.
-        self._tmp = tempfile.TemporaryDirectory(prefix="keras-xception-")
-        path = os.path.join(self._tmp.name, "model.xml")
-        write(model, path, "openvino")
         self._core = ov.Core()
-        self._model = self._core.read_model(path)
+        if isinstance(source, str):
+            self._model = self._core.read_model(source)
+        else:
+            with tempfile.TemporaryDirectory(prefix="keras-xception-") as tmp:
+                path = os.path.join(tmp, "model.xml")
+                write(source, path, "openvino")
+                with open(path) as f:  # read into memory: the folder goes now
+                    xml = f.read()
+                weights = ov.Tensor(np.fromfile(os.path.splitext(path)[0] + ".bin", np.uint8))
+            self._model = self._core.read_model(xml, weights)
+        self.input_shape = tuple(
+            None if d.is_dynamic else d.get_length() for d in self._model.inputs[0].partial_shape[1:]
+        )
+        quantized = openvino_is_int8(self._model)
+        if precision == "int8" and not quantized:
+            self._model = quantize_openvino(self._model, calibrate(self.input_shape))
+        self.precision = "int8" if precision == "int8" or quantized else (precision or "fp32")
+        self._hint = "bf16" if self.precision == "bf16" else "f32"
         self._latency = self._compile("LATENCY", threads)
         self._threads, self._workers = threads, workers
         self._request = self._latency.create_infer_request()
@@ -130,7 +221,7 @@ class _OpenVINOBackend:
 
     def _compile(self, hint, threads, streams=None):
         config = {
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": self._hint,
             "PERFORMANCE_HINT": hint,
             "INFERENCE_NUM_THREADS": threads,
             # Pinned threads stall whenever another process holds their
@@ -161,6 +252,11 @@ class _OpenVINOBackend:
         self._queue.wait_all()
         return out
 
+    def save(self, path):
+        import openvino as ov
+
+        ov.save_model(self._model, path, compress_to_fp16=False)
+
 
 class _ThreadPool:
     """``map`` over a lazily started thread pool (in order), or a plain loop for 1 worker."""
@@ -181,24 +277,65 @@ class _ThreadPool:
 _BACKENDS = {"tensorflow": _TensorFlowBackend, "onnxruntime": _OnnxRuntimeBackend, "openvino": _OpenVINOBackend}
 
 
+def _positive_int(value, name):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}.")
+    return value
+
+
+def _runtime_for(runtime, precision):
+    """``runtime`` resolved for ``precision`` ("auto": the first installed runtime that runs it)."""
+    if runtime != "auto":
+        runtime = resolve_runtime(runtime)
+        check_precision(precision, runtime)
+        return runtime
+    able = [r for r in available_runtimes() if precision in SUPPORTED[r]]
+    if not able:
+        raise RuntimeNotInstalledError(
+            f"precision={precision!r} needs OpenVINO (or ONNX Runtime for int8). Install it with: "
+            'pip install "keras-xception[openvino]"'
+        )
+    return able[0]
+
+
 class Predictor:
-    """Fast inference for a single-input, single-output Keras model.
+    """Fast CPU inference for a single-input, single-output Keras model or an exported one.
 
     Example::
 
         model = keras_xception.Xception()
-        predictor = Predictor(model)            # fastest installed runtime
+        predictor = Predictor(model)                       # fastest installed runtime, float32
         probs = predictor.predict(preprocess_input(images))
+        int8 = Predictor(model, precision="int8", calibration="my_photos/")
+        int8.save("xception_int8.xml")                     # build once ...
+        int8 = Predictor("xception_int8.xml")              # ... reuse
 
     Args:
-        model: A functional Keras model with one input and one output. It is
-            copied with BatchNormalization folded in (``fold_bn=True``) and
-            exported; later changes to ``model`` do not reach the predictor.
+        model: A functional Keras model with one input and one output (copied
+            with BatchNormalization folded in and exported; later changes to
+            ``model`` do not reach the predictor), or the path of a model
+            written by :func:`keras_xception.export` or :meth:`save`.
         runtime: ``"auto"`` (default), ``"tensorflow"``, ``"onnxruntime"`` or
-            ``"openvino"``; see :func:`resolve_runtime`.
+            ``"openvino"``. ``"auto"`` picks the fastest installed runtime
+            that runs ``precision``; for a file, the runtime of its format.
+        precision: ``"fp32"`` (default for a Keras model), ``"bf16"``
+            (OpenVINO) or ``"int8"`` (OpenVINO with NNCF, or ONNX Runtime);
+            for a file, default: the file's own (``"int8"`` for a quantized one).
+        calibration: For ``precision="int8"`` (unless the file is already
+            quantized): images to calibrate the quantization on, seen as the
+            model sees them: a directory of image files (read with
+            ``transform``), a list of image paths, a numpy array of model
+            inputs (preprocessed) or a ``tf.data.Dataset`` of them (or of
+            ``(inputs, labels)``). About 300 images are recommended; fewer
+            are warned about.
+        calibration_size: The most calibration images used (a random sample
+            of a larger directory).
+        transform: How image files become this model's inputs (default: the
+            one written beside a file, else ``resolve_transform(model=model)``);
+            used to read a calibration directory, and kept as ``self.transform``.
         batch_size: Images per runtime call; ``predict`` splits larger inputs
             into chunks of this size (the last one may be smaller). Default:
-            :data:`DEFAULT_BATCH_SIZE` of the runtime.
+            :data:`DEFAULT_BATCH_SIZE` of the runtime and precision.
         threads: CPU threads to use (default: the CPUs this process may use).
             TensorFlow uses its process-wide thread pools, which this class
             never changes.
@@ -209,13 +346,19 @@ class Predictor:
         fold_bn: Fold BatchNormalization into the convolutions first (exact;
             the runtimes are faster on the folded graph).
 
+    Warns when the CPU lacks the instructions that make ``precision`` fast
+    (read from ``/proc/cpuinfo``) and when int8 calibration uses fewer than
+    300 images.
+
     A Predictor is not thread-safe: give each thread its own (it already
     uses every CPU for one call).
 
     Attributes:
-        runtime: The runtime in use (``"auto"`` resolved).
-        batch_size: Images per runtime call.
-        threads, workers: As given (defaults resolved).
+        runtime, precision: In use (``"auto"`` and defaults resolved).
+        transform: The input :class:`~keras_xception.data.transform.Transform` (None if unknown).
+        calibration_count: Images the int8 model was calibrated on here (None otherwise).
+        build_seconds: Time to export (and quantize) the model.
+        batch_size, threads, workers: As given (defaults resolved).
     """
 
     def __init__(
@@ -223,6 +366,10 @@ class Predictor:
         model,
         runtime: str = "auto",
         *,
+        precision: str | None = None,
+        calibration=None,
+        calibration_size: int = RECOMMENDED_CALIBRATION,
+        transform=None,
         batch_size: int | None = None,
         threads: int | None = None,
         workers: int | None = None,
@@ -230,34 +377,79 @@ class Predictor:
     ):
         import keras
 
-        self.runtime = resolve_runtime(runtime)
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
+        started = time.perf_counter()
+        if precision is not None:
+            check_precision(precision)
+        _positive_int(calibration_size, "calibration_size")
+        threads = _positive_int(threads, "threads") or _cpu_threads()
+        workers = _positive_int(workers, "workers") or threads
+        _positive_int(batch_size, "batch_size")
+        if calibration is not None and precision not in ("int8", None):
             raise ValueError(
-                "Predictor supports models with one input and one output; received "
-                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+                f"`calibration` is only used with precision='int8'; received precision={precision!r}. "
+                "Leave calibration out, or ask for precision='int8'."
             )
-        if batch_size is None:
-            batch_size = DEFAULT_BATCH_SIZE[self.runtime]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
-        if threads is None:
-            threads = _cpu_threads()
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"`threads` must be a positive integer; received threads={threads!r}.")
-        if workers is None:
-            workers = threads
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"`workers` must be a positive integer; received workers={workers!r}.")
-        self.batch_size = batch_size
+        self.calibration_count = None
+        if isinstance(model, (str, os.PathLike)):
+            path = os.fspath(model)
+            fmt = format_of(path)
+            file_runtime = FORMATS[fmt][2]
+            if runtime not in ("auto", file_runtime):
+                raise ValueError(
+                    f"{path!r} is a {fmt} model, run by runtime={file_runtime!r}; received runtime={runtime!r}. "
+                    "Leave runtime='auto' for an exported file."
+                )
+            require(file_runtime)
+            if precision is not None:
+                check_precision(precision, file_runtime)
+            self.runtime = file_runtime
+            transform = transform or read_transform(path, fmt)
+            source = path
+            input_shape = None
+        elif isinstance(model, keras.Model):
+            if len(model.inputs) != 1 or len(model.outputs) != 1:
+                raise ValueError(
+                    "Predictor supports models with one input and one output; received "
+                    f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+                )
+            self.runtime = _runtime_for(runtime, precision or "fp32")
+            input_shape = tuple(model.input_shape[1:])
+            transform = transform or resolve_transform(model=model)
+            source = fold_batchnorm(model) if fold_bn else model
+        else:
+            raise ValueError(
+                "`model` must be a keras.Model or the path of an exported model (.xml, .onnx or a SavedModel "
+                f"directory); received {type(model).__name__}."
+            )
+        self.transform = transform
+        images = None
+
+        def calibrate(shape):
+            nonlocal images
+            if images is None:
+                images = calibration_images(calibration, input_shape=shape, transform=transform, limit=calibration_size)
+                self.calibration_count = len(images)
+            return images
+
+        wanted = precision or ("fp32" if input_shape is not None else None)
+        if wanted == "int8" and input_shape is not None:
+            calibrate(input_shape)  # bad calibration data fails before the slow export
+        self._backend = _BACKENDS[self.runtime](source, threads, workers, wanted, calibrate)
+        self.input_shape = input_shape or self._backend.input_shape
+        self.precision = self._backend.precision
+        if precision is not None and self.precision != precision:
+            raise ValueError(
+                f"{source!r} holds an {self.precision} model; it cannot run in precision={precision!r}. "
+                "Export the Keras model again in the precision you want."
+            )
+        message = hardware_warning(self.precision)
+        if message:
+            warnings.warn(message, stacklevel=2)
+        self._output_shape = tuple(model.output_shape[1:]) if input_shape is not None else None
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[(self.runtime, self.precision)]
         self.threads = threads
         self.workers = workers
-        self.input_shape = tuple(model.input_shape[1:])
-        self._output_shape = tuple(model.output_shape[1:])
-        if fold_bn:
-            model = fold_batchnorm(model)
-        self._backend = _BACKENDS[self.runtime](model, threads, workers)
+        self.build_seconds = time.perf_counter() - started
 
     def _check(self, x):
         x = np.asarray(x)
@@ -276,13 +468,15 @@ class Predictor:
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """Outputs for the batch ``x`` (numpy, any batch size), as a float32 numpy array.
 
-        The same values as ``model.predict(x)`` up to float rounding. ``x`` is
-        split into chunks of ``batch_size`` images (default: ``self.batch_size``).
+        In fp32 the same values as ``model.predict(x)`` up to float rounding.
+        ``x`` is split into chunks of ``batch_size`` images (default: ``self.batch_size``).
         """
         x = self._check(x)
         batch_size = batch_size or self.batch_size
-        if len(x) == 0 and None not in self._output_shape:
-            return np.zeros((0,) + self._output_shape, np.float32)
+        if len(x) == 0:
+            if self._output_shape is not None and None not in self._output_shape:
+                return np.zeros((0,) + self._output_shape, np.float32)
+            raise ValueError("`x` holds no image.")
         if len(x) <= batch_size:
             return np.asarray(self._backend.run_one(x))
         chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
@@ -290,9 +484,27 @@ class Predictor:
 
     __call__ = predict
 
+    def save(self, path) -> str:
+        """Write the runtime's model (int8 included) to ``path`` with its transform beside it.
+
+        ``.xml`` (plus ``.bin``) for OpenVINO, ``.onnx`` for ONNX Runtime;
+        ``Predictor(path)`` loads it again. A bf16 predictor writes the
+        float32 model (bf16 is chosen when a model is compiled): load it with
+        ``Predictor(path, precision="bf16")``.
+        """
+        fmt = {"openvino": "openvino", "onnxruntime": "onnx"}.get(self.runtime)
+        if fmt is None:
+            self._backend.save(path)  # raises, saying what to do
+        path = check_export_path(path, fmt)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._backend.save(path)
+        if self.transform is not None:
+            write_transform(path, fmt, self.transform)
+        return path
+
     def __repr__(self):
         return (
-            f"Predictor(runtime={self.runtime!r}, batch_size={self.batch_size}, "
+            f"Predictor(runtime={self.runtime!r}, precision={self.precision!r}, batch_size={self.batch_size}, "
             f"threads={self.threads}, workers={self.workers})"
         )
 
@@ -300,10 +512,16 @@ class Predictor:
 def predict_function(model, runtime: str = "auto", **kwargs):
     """A numpy -> numpy function computing ``model``'s outputs on ``runtime``.
 
-    ``runtime="keras"`` gives plain ``model.predict`` (no export step: the
-    quickest start for a handful of images); anything else builds a
-    :class:`Predictor` (``kwargs`` go to it) and returns its ``predict``.
+    ``runtime="keras"`` gives plain ``model.predict_on_batch`` (no export
+    step: the quickest start for a handful of images; float32 only);
+    anything else builds a :class:`Predictor` (``kwargs``, e.g.
+    ``precision`` and ``calibration``, go to it) and returns its ``predict``.
     """
     if runtime == "keras":
+        if kwargs.get("precision") not in (None, "fp32") or kwargs.get("calibration") is not None:
+            raise ValueError(
+                f"runtime='keras' runs in float32 only; received precision={kwargs.get('precision')!r}. "
+                "Use runtime='auto' (or 'openvino', 'onnxruntime') for bf16 or int8."
+            )
         return lambda x: model.predict_on_batch(x)
     return Predictor(model, runtime=runtime, **kwargs).predict

@@ -7,6 +7,9 @@ import os
 
 __all__ = [
     "RUNTIMES",
+    "PRECISIONS",
+    "SUPPORTED",
+    "RECOMMENDED_CALIBRATION",
     "CLI_RUNTIMES",
     "FORMATS",
     "check_export_path",
@@ -26,8 +29,20 @@ RUNTIMES = ("openvino", "onnxruntime", "tensorflow")
 REQUIREMENTS = {
     "tensorflow": (("tensorflow",), None),
     "onnxruntime": (("onnxruntime", "tf2onnx", "onnx"), "onnx"),
+    # nncf: precision="int8" with OpenVINO (post-training quantization).
     "openvino": (("openvino",), "openvino"),
 }
+
+
+#: Inference precisions (see keras_xception.deploy.precision).
+PRECISIONS = ("fp32", "bf16", "int8")
+
+#: runtime -> the precisions it can run.
+SUPPORTED = {"openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8"), "tensorflow": ("fp32",)}
+
+#: Calibration images NNCF recommends for int8 (its ``subset_size`` default);
+#: also the most that are used by default.
+RECOMMENDED_CALIBRATION = 300
 
 
 class RuntimeNotInstalledError(ImportError, ValueError):

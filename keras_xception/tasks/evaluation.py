@@ -85,18 +85,19 @@ def is_chief(strategy) -> bool:
     return resolver is None or not resolver.task_type or (resolver.task_id or 0) == 0
 
 
-def _scores_function(model, runtime, replicas, num_classes):
+def _scores_function(model, runtime, replicas, num_classes, options):
     """``images -> class scores`` inside the evaluation step, on the Keras model or a Predictor."""
     import tensorflow as tf
 
     if runtime == "keras":
+        predict_function(model, runtime, **options)  # checks the options (keras runs float32 only)
         return lambda x: model(x, training=False)
     if replicas != 1:
         raise ValueError(
             f"runtime={runtime!r} runs outside TensorFlow and needs the default strategy (one "
             f"replica); this strategy has {replicas}. Use runtime='keras' with tf.distribute."
         )
-    predict = predict_function(model, runtime)
+    predict = predict_function(model, runtime, **options)
 
     def scores(x):
         out = tf.numpy_function(lambda a: np.asarray(predict(a), np.float32), [x], tf.float32)
@@ -250,6 +251,8 @@ def evaluate(
     strict=False,
     per_class=False,
     runtime="keras",
+    precision="fp32",
+    calibration=None,
     verbose=1,
 ) -> dict:
     """Top-1/top-5 accuracy of a classifier over ImageNet records.
@@ -274,6 +277,10 @@ def evaluate(
             (``"auto"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``),
             called from the input pipeline's step; only with the default
             strategy (one replica).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (a Predictor runtime;
+            not ``"keras"``): measure the top-1 of a reduced-precision model.
+        calibration: int8 calibration images (a directory read with
+            ``transform``, a numpy array of model inputs or a ``tf.data.Dataset``).
         verbose: 1 shows a ``keras.utils.Progbar`` (on the chief only).
 
     Returns:
@@ -305,11 +312,14 @@ def evaluate(
                 raise ValueError(f"`model` must be a keras.Model or a function returning one; received {model!r}.")
             model = model()
     num_classes = int(model.output_shape[-1])
-    scores_of = _scores_function(model, runtime, replicas, num_classes)
     if transform is None:
         transform = resolve_transform(model=model)
     if not isinstance(transform, Transform):
         raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
+    options = dict(precision=precision, calibration=calibration)
+    if runtime != "keras":
+        options["transform"] = transform  # reads a calibration directory as the evaluation does
+    scores_of = _scores_function(model, runtime, replicas, num_classes, options)
     records = records.take(limit)
     chief = is_chief(strategy)
     step = _distributed_step(

@@ -88,6 +88,8 @@ def extract_features(
     model=None,
     transform=None,
     runtime="keras",
+    precision="fp32",
+    calibration=None,
     verbose=1,
     strict=False,
 ):
@@ -110,6 +112,10 @@ def extract_features(
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
             :class:`keras_xception.Predictor` runtime (``"auto"``,
             ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (not with ``runtime="keras"``).
+        calibration: int8 calibration images: a directory (read with
+            ``transform``), a numpy array of model inputs or a ``tf.data.Dataset``
+            (see :class:`keras_xception.Predictor`).
         verbose: 0 silent, 1 a progress bar, 2 one line at the end.
         strict: Raise ``ValueError`` at the first file or folder that cannot
             be read instead of skipping it.
@@ -144,7 +150,7 @@ def extract_features(
             f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
             f"{transform.target_size}; pass the matching image_size."
         )
-    predict = predict_function(model, runtime)
+    predict = predict_function(model, runtime, precision=precision, calibration=calibration, transform=transform)
     records = Records.from_files(paths)
     kept, bad = [], []
 

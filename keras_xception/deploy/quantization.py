@@ -1,0 +1,185 @@
+"""Reduced precision with its accuracy measured: :func:`quantize` and :func:`agreement`.
+
+Post-training int8 usually costs a fraction of a point of top-1, and
+sometimes collapses (a bad calibration set, an unlucky layer), so the
+reduced-precision model is compared with the float32 Keras model on held-out
+images every time, and written only when it agrees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+
+from keras_xception.deploy.precision import RECOMMENDED_CALIBRATION, calibration_images, check_precision, cpu_flags
+from keras_xception.deploy.predictor import Predictor
+
+__all__ = ["agreement", "quantize", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
+
+#: Default threshold of :func:`quantize`: top-1 agreement (classifiers) or mean cosine (features).
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+def outputs_are_classes(model) -> bool:
+    """Whether ``model``'s output is a vector of class scores (a Dense layer, possibly in a nested
+    head) rather than features: decides which agreement figure gates :func:`quantize`."""
+    import keras
+
+    if len(model.output.shape) != 2:
+        return False
+    layer = model.layers[-1]
+    while isinstance(layer, keras.Model):
+        layer = layer.layers[-1]
+    return isinstance(layer, keras.layers.Dense)
+
+
+def agreement(reference, candidate, *, classes: bool = True, k: int = 5) -> dict:
+    """How closely ``candidate`` outputs follow ``reference`` outputs (same images, same order).
+
+    Args:
+        reference: float32 outputs, shape ``(n, ...)``.
+        candidate: The reduced-precision outputs of the same images.
+        classes: The outputs are class scores: also report top-1 agreement
+            and top-``k`` overlap.
+
+    Returns:
+        ``count``; ``max_abs_diff`` and ``mean_abs_diff`` of the outputs
+        (probabilities for a softmax classifier); ``cosine_mean`` and
+        ``cosine_min`` of the per-image output vectors (features); with
+        ``classes``: ``top1_agreement`` (fraction of images whose top class is
+        the same) and ``top{k}_overlap`` (mean fraction of the reference's
+        top ``k`` classes found in the candidate's top ``k``).
+    """
+    ref = np.asarray(reference, np.float64)
+    got = np.asarray(candidate, np.float64)
+    if ref.shape != got.shape or ref.ndim < 2 or len(ref) == 0:
+        raise ValueError(
+            f"Outputs must have the same shape (n, ...) with n >= 1; received {ref.shape} and {got.shape}."
+        )
+    diff = np.abs(ref - got)
+    a, b = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.where(norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-30), 1.0)
+    out = {
+        "count": len(ref),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+    }
+    if classes:
+        k = min(k, a.shape[1])
+        out["top1_agreement"] = float(np.mean(a.argmax(1) == b.argmax(1)))
+        top_a, top_b = np.argsort(-a, axis=1)[:, :k], np.argsort(-b, axis=1)[:, :k]
+        out[f"top{k}_overlap"] = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(top_a, top_b)]))
+    return out
+
+
+def quantize(
+    model,
+    calibration,
+    holdout,
+    *,
+    precision: str = "int8",
+    runtime: str = "auto",
+    out=None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    calibration_size: int = RECOMMENDED_CALIBRATION,
+    holdout_size: int | None = None,
+    transform=None,
+    report=None,
+) -> dict:
+    """Make a reduced-precision model, measure it against float32 on held-out images, write it if it agrees.
+
+    Args:
+        model: A single-input Keras model containing an Xception (classifier,
+            feature model, transfer-learned classifier; any input size).
+        calibration: int8 calibration images (see :class:`Predictor`); ignored
+            (must be None) for bf16.
+        holdout: Images to compare on, in the same forms; keep them apart
+            from the calibration images.
+        precision: ``"int8"`` or ``"bf16"``.
+        runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); for
+            ``out``, default: the runtime of its suffix (``.xml``, ``.onnx``).
+        out: Where to write the model (``Predictor.save``), only if it agrees.
+        min_agreement: The least top-1 agreement (classifier outputs) or mean
+            cosine similarity (feature outputs) for the model to be written.
+        calibration_size, holdout_size: The most images used of each.
+        transform: How image files become model inputs (default: the model's).
+        report: Also write the returned report as JSON to this path.
+
+    Returns:
+        The report: ``precision``, ``runtime``, ``passed``, ``gate``
+        (the figure compared with ``min_agreement``) and its ``value``,
+        ``min_agreement``, ``written`` (the path, or None), the figures of
+        :func:`agreement`, ``calibration_images``, ``holdout_images``,
+        ``quantize_seconds``, ``cpu_flags`` (the relevant ones found) and
+        ``transform``. When the model does not agree nothing is written and
+        a warning says so; the report says what was found either way.
+    """
+    import keras
+
+    check_precision(precision)
+    if precision == "fp32":
+        raise ValueError("`precision` must be 'int8' or 'bf16' (fp32 is the reference it is compared with).")
+    if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) or not 0 <= min_agreement <= 1:
+        raise ValueError(f"`min_agreement` must be a number in [0, 1]; received min_agreement={min_agreement!r}.")
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    if out is not None:
+        suffix_runtime = {".xml": "openvino", ".onnx": "onnxruntime"}.get(os.path.splitext(os.fspath(out))[1])
+        if suffix_runtime is None:
+            raise ValueError(f"`out` must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {out!r}.")
+        if runtime not in ("auto", suffix_runtime):
+            raise ValueError(f"`out` {out!r} is a {suffix_runtime} file but runtime={runtime!r}.")
+        runtime = suffix_runtime
+    predictor = Predictor(
+        model,
+        runtime,
+        precision=precision,
+        calibration=calibration,
+        calibration_size=calibration_size,
+        transform=transform,
+    )
+    images = calibration_images(
+        holdout, input_shape=predictor.input_shape, transform=predictor.transform, limit=holdout_size, what="holdout"
+    )
+    reference = np.concatenate([model.predict_on_batch(images[i : i + 16]) for i in range(0, len(images), 16)])
+    classes = outputs_are_classes(model)
+    found = agreement(reference, predictor.predict(images), classes=classes)
+    gate = "top1_agreement" if classes else "cosine_mean"
+    passed = found[gate] >= min_agreement
+    written = predictor.save(out) if passed and out is not None else None
+    flags = cpu_flags() or frozenset()
+    result = {
+        "precision": predictor.precision,
+        "runtime": predictor.runtime,
+        "passed": bool(passed),
+        "gate": gate,
+        "value": found[gate],
+        "min_agreement": float(min_agreement),
+        "written": written,
+        **found,
+        "calibration_images": predictor.calibration_count,
+        "holdout_images": len(images),
+        "quantize_seconds": round(predictor.build_seconds, 2),
+        "cpu_flags": sorted(f for f in flags if f.startswith(("avx512_vnni", "avx512_bf16", "avx_vnni", "amx"))),
+        "transform": predictor.transform.to_dict() if predictor.transform else None,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if report is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
+        with open(report, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    if not passed:
+        warnings.warn(
+            f"The {precision} model does not agree with float32: {gate} {found[gate]:.4f} < min_agreement "
+            f"{min_agreement} on {len(images)} held-out images" + ("; nothing was written." if out else "."),
+            stacklevel=2,
+        )
+    return result
