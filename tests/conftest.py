@@ -390,3 +390,51 @@ def official_macs_by_hand(size=299, output_stride=32, top=True):
 def notop(notop_reference):
     """The no-top reference as ``(model, weights path)`` (the name the task tests use)."""
     return notop_reference
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """A small Xception (SMALL_OPTIONS, 71 px) trained on scikit-learn's bundled handwritten digits.
+
+    Reduced-precision agreement means nothing on random weights (their outputs
+    are near-uniform), so this is a real classifier: trained for 3 epochs on
+    1,000 digits (8x8 greyscale, scaled to 71x71 RGB), it must reach 90%
+    accuracy on the 397 held-out ones in inference mode, or the fixture fails.
+    Also written as PNG class folders (81 px: the 0.875 central crop of the
+    model's transform leaves the 71 px the model was trained on).
+    """
+    import keras
+    import tensorflow as tf
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    pixels = np.repeat((data.images * (255.0 / 16.0))[..., None], 3, axis=-1).astype(np.float32)
+    x = tf.image.resize(pixels, (SMALL, SMALL)).numpy() / 127.5 - 1.0
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1000], order[1400:]
+    keras.utils.set_random_seed(0)
+    model = small_xception(input_shape=(SMALL, SMALL, 3), classes=10)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9  # moving statistics that settle within 3 short epochs
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[train], data.target[train], epochs=3, batch_size=32, verbose=0)
+    accuracy = model.evaluate(x[test], data.target[test], verbose=0)[1]
+    assert accuracy >= 0.9, f"the digits model reached only {accuracy:.3f}"
+    root = tmp_path_factory.mktemp("digits")
+    big = tf.image.resize(pixels, (81, 81)).numpy().round().clip(0, 255).astype(np.uint8)
+    for split, indices in (("train", train[:60]), ("test", test[:40])):
+        for i in indices:
+            folder = root / split / f"digit_{data.target[i]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(big[i]).save(folder / f"{i}.png")
+    return dict(
+        model=model,
+        x_train=x[train],
+        x_test=x[test],
+        y_test=data.target[test],
+        train_dir=str(root / "train"),
+        test_dir=str(root / "test"),
+        accuracy=accuracy,
+    )

@@ -245,7 +245,10 @@ def quantize_openvino(ov_model, images: np.ndarray):
     _warn_small(len(images))
     logging.getLogger("nncf").setLevel(logging.ERROR)  # its INFO lines and progress bars on stdout
     dataset = nncf.Dataset([images[i : i + 1] for i in range(len(images))])
-    return nncf.quantize(ov_model, dataset, subset_size=len(images))
+    # MIXED: asymmetric activations (inputs and residual sums are signed); on a
+    # digits-trained Xception it agreed with fp32 more closely than the default
+    # (top-1 0.9975 against 0.9924, mean cosine 0.99964 against 0.99944).
+    return nncf.quantize(ov_model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
 
 
 def quantize_onnx(onnx_bytes: bytes, images: np.ndarray) -> bytes:
