@@ -1,9 +1,13 @@
-"""CPU inference throughput: keras.applications.Xception vs keras_xception.Predictor.
+"""CPU inference throughput: keras.applications.Xception vs keras_xception.Predictor, per precision.
 
 Measures images/s at several batch sizes (default 1, 8, 32; 299x299) for
 
 * ``keras.applications.Xception(...).predict_on_batch`` (the baseline), and
-* ``Predictor(model, runtime=R)`` for every installed runtime R,
+* ``Predictor(model, runtime=R, precision=P)`` for every installed runtime R
+  and every precision P it runs (fp32 everywhere, bf16 on OpenVINO, int8 on
+  OpenVINO via NNCF and on ONNX Runtime); int8 is calibrated on
+  ``--calibration`` random images (speed does not depend on the values;
+  agreement is measured on a trained model by benchmarks/quantization.py),
 
 all with the same random weights, in one process, the runs interleaved
 (every repeat times every configuration once, in a shuffled order) so that a
@@ -45,6 +49,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from keras_xception.deploy.runtimes import PRECISIONS  # noqa: E402  (no TensorFlow import)
 
 
 def gflop_per_image(model):
@@ -116,18 +122,32 @@ def _reference(size, seed=0):
     return keras.applications.Xception(weights=None, input_shape=(size, size, 3))
 
 
-def _build(runtime, reference, **predictor_kwargs):
-    """The predict callable of one configuration; the baseline is runtime=None."""
+def _build(runtime, reference, precision="fp32", calibration=20, **predictor_kwargs):
+    """The predict callable of one configuration (and its build seconds); the baseline is runtime=None."""
     if runtime is None:
-        return reference.predict_on_batch
+        return reference.predict_on_batch, 0.0
     size = reference.input_shape[1]
+    import warnings
+
     from keras_xception import Xception
     from keras_xception.deploy.predictor import Predictor
 
     model = Xception(weights=None, input_shape=(size, size, 3))
     model.set_weights(reference.get_weights())
-    predictor = Predictor(model, runtime=runtime, **predictor_kwargs)
-    return predictor.predict
+    if precision == "int8":
+        rng = np.random.default_rng(1)
+        predictor_kwargs["calibration"] = rng.uniform(-1, 1, (calibration, size, size, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small-calibration warning: speed only here
+        predictor = Predictor(model, runtime=runtime, precision=precision, **predictor_kwargs)
+    return predictor.predict, predictor.build_seconds
+
+
+def _configurations(runtimes, precisions):
+    """``name -> (runtime, precision)`` for every installed runtime and every precision it runs."""
+    from keras_xception.deploy.runtimes import SUPPORTED
+
+    return {(rt if p == "fp32" else f"{rt} {p}"): (rt, p) for p in precisions for rt in runtimes if p in SUPPORTED[rt]}
 
 
 def _images_per_sample(batch):
@@ -142,14 +162,14 @@ def _time(fn, x, n_images):
     return calls * len(x) / (time.perf_counter() - t)
 
 
-def _memory_child(runtime, size):
+def _memory_child(name, size, runtimes):
     """Subprocess entry: build one configuration, run batch 8 twice, print peak RSS (MiB).
 
     Peak RSS is VmHWM of /proc/self/status (Linux; reset by exec, unlike
     ru_maxrss, which a child inherits from the parent), else ru_maxrss.
     """
-    runtime = None if runtime == "keras.applications" else runtime
-    fn = _build(runtime, _reference(size))
+    runtime, precision = (None, "fp32") if name == "keras.applications" else _configurations(runtimes, PRECISIONS)[name]
+    fn, _ = _build(runtime, _reference(size), precision)
     x = np.zeros((8, size, size, 3), np.float32)
     fn(x)
     fn(x)
@@ -162,8 +182,9 @@ def _memory_child(runtime, size):
     print(json.dumps({"peak_rss_mib": peak}))
 
 
-def _peak_memory(name, size):
+def _peak_memory(name, size, runtimes):
     cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, "--image-size", str(size)]
+    cmd += ["--runtimes", *runtimes]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in reversed(res.stdout.splitlines()):
         if line.startswith("{"):
@@ -180,18 +201,23 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--image-size", type=int, default=299)
     parser.add_argument("--runtimes", nargs="+", default=None, help="Predictor runtimes (default: every installed one)")
+    parser.add_argument(
+        "--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS, help="default: fp32 bf16 int8"
+    )
+    parser.add_argument("--calibration", type=int, default=20, help="random images to calibrate int8 on (default 20)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument(
         "--single-call",
         action="store_true",
-        help="also time each runtime with the whole batch in one call on all threads "
-        "(batch_size=1024, workers=1), to show what the default chunking brings",
+        help="also time each configuration with the whole batch in one call on all threads "
+        "(batch_size=1024, workers=1) and in single-image calls (batch_size=1), to show what the "
+        "default chunking (DEFAULT_BATCH_SIZE) brings",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        return _memory_child(args.memory_child, args.image_size)
+        return _memory_child(args.memory_child, args.image_size, args.runtimes)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1; received {args.repeats}")
 
@@ -205,16 +231,19 @@ def main(argv=None):
         flush=True,
     )
     print("building the models and exporting the runtimes ...", flush=True)
-    configs = {}
+    configs, build_seconds = {}, {}
     reference = _reference(size)
-    configs["keras.applications"] = _build(None, reference)
+    configs["keras.applications"], _ = _build(None, reference)
     gflop = gflop_per_image(reference)
-    for rt in runtimes:
-        t = time.perf_counter()
-        configs[rt] = _build(resolve_runtime(rt), reference)
-        print(f"  {rt}: ready in {time.perf_counter() - t:.1f} s", flush=True)
+    runtimes = [resolve_runtime(rt) for rt in runtimes]
+    for name, (rt, precision) in _configurations(runtimes, args.precisions).items():
+        configs[name], build_seconds[name] = _build(rt, reference, precision, args.calibration)
+        print(f"  {name}: ready in {build_seconds[name]:.1f} s", flush=True)
         if args.single_call:
-            configs[f"{rt} (1 call)"] = _build(resolve_runtime(rt), reference, batch_size=1024, workers=1)
+            configs[f"{name} (1 call)"], _ = _build(
+                rt, reference, precision, args.calibration, batch_size=1024, workers=1
+            )
+            configs[f"{name} (1/call)"], _ = _build(rt, reference, precision, args.calibration, batch_size=1)
 
     rng = np.random.default_rng(0)
     x1 = rng.uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
@@ -242,7 +271,7 @@ def main(argv=None):
     # the machine's limit: the best rate seen in any repeat (other load only slows it down)
     sgemm = {k: max(sample[k] for sample in sgemm_samples) for k in sgemm_samples[0]}
     limit = max(sgemm.values()) / gflop
-    memory = {} if args.no_memory else {n: _peak_memory(n, size) for n in configs if "(" not in n}
+    memory = {} if args.no_memory else {n: _peak_memory(n, size, runtimes) for n in configs if "(" not in n}
 
     print()
     print(
@@ -253,7 +282,7 @@ def main(argv=None):
     header = f"{'configuration':<26}" + "".join(
         f"{'batch ' + str(b) + ' median':>22}{'best':>18}" for b in args.batch_sizes
     )
-    header += f"{'peak RSS MiB':>14}{'max rel diff':>14}"
+    header += f"{'peak RSS MiB':>14}{'max rel diff':>14}{'build s':>9}"
     print(header)
     results = {
         "image_size": size,
@@ -264,7 +293,12 @@ def main(argv=None):
     }
     for name in configs:
         row = f"{name:<26}"
-        entry = {"parity_rel_diff": parity[name], "peak_rss_mib": memory.get(name), "batches": {}}
+        entry = {
+            "parity_rel_diff": parity[name],
+            "peak_rss_mib": memory.get(name),
+            "build_seconds": build_seconds.get(name),
+            "batches": {},
+        }
         for b in args.batch_sizes:
             med = float(np.median(samples[(name, b)]))
             base = float(np.median(samples[("keras.applications", b)]))
@@ -284,11 +318,14 @@ def main(argv=None):
         mem = memory.get(name)
         row += f"{mem:>14.0f}" if mem else f"{'-':>14}"
         row += f"{parity[name]:>14.1e}"
+        row += f"{build_seconds[name]:>9.1f}" if name in build_seconds else f"{'-':>9}"
         print(row)
         results["configs"][name] = entry
     print(
         f"(median and best of {args.repeats} interleaved samples, img/s and ratio vs keras.applications "
-        f"predict_on_batch; fp32 limit {limit:.1f} img/s; peak RSS of a fresh process running batch 8)"
+        f"predict_on_batch; fp32 limit {limit:.1f} img/s; peak RSS of a fresh process running batch 8; "
+        "max rel diff vs keras.applications on 2 random images (random weights: for bf16/int8 it shows that "
+        "the precision is really reduced, not its accuracy); build s: export (+ quantization) time)"
     )
     for name in configs:
         print(
