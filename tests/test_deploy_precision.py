@@ -248,3 +248,24 @@ def test_cli_quantize_and_precision_flags(digits, tmp_path, capsys):
     assert "--precision int8 needs --calibration DIR" in err and "--runtime keras runs fp32 only" in err
     assert cli.main([*base, "--precision", "int8", "--calibration", digits["train_dir"]]) == 0
     assert np.load(str(tmp_path / "f.npz"))["features"].shape == (40, 2048)
+
+
+def test_evaluate_in_reduced_precision(digits):
+    """evaluate(precision="int8", calibration=DIR): the top-1 of the int8 model next to fp32's."""
+    from keras_xception.data.dataset import Records
+    from keras_xception.tasks.evaluation import evaluate
+
+    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(digits["test_dir"]) for f in fs)
+    labels = [int(os.path.basename(os.path.dirname(f)).split("_")[1]) for f in files]
+    records = Records.from_files(files, labels)
+    model = digits["model"]
+    fp32 = evaluate(model, records, batch_size=8, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = evaluate(
+            model, records, batch_size=8, verbose=0, runtime="auto", precision="int8", calibration=digits["train_dir"]
+        )
+    assert fp32["count"] == int8["count"] == 40 and fp32["top1"] >= 0.7
+    assert abs(int8["top1"] - fp32["top1"]) <= 0.05
+    with pytest.raises(ValueError, match="runtime='keras' runs in float32 only"):
+        evaluate(model, records, batch_size=8, verbose=0, precision="bf16")
