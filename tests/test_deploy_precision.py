@@ -98,8 +98,9 @@ def test_calibration_errors(digits, tmp_path):
         prec.calibration_images(str(tmp_path / "missing"), input_shape=shape, transform=resolve_transform())
     with pytest.raises(ValueError, match="received dict"):
         prec.calibration_images({"x": 1}, input_shape=shape)
-    with pytest.raises(ValueError, match="only used with precision='int8'"):
-        Predictor(model, "openvino", precision="bf16", calibration=digits["x_train"][:2])
+    for precision in ("bf16", None):  # calibration is never silently ignored
+        with pytest.raises(ValueError, match="only used with precision='int8'"):
+            Predictor(model, "openvino", precision=precision, calibration=digits["x_train"][:2])
     with pytest.warns(UserWarning, match=r"calibration used 3 image\(s\); NNCF recommends about 300"):
         Predictor(model, "openvino", precision="int8", calibration=digits["x_train"][:3])
 
@@ -213,6 +214,8 @@ def test_export_int8_and_file_errors(digits, tmp_path):
         Predictor(str(tmp_path / "m.xml"), runtime="onnxruntime")
     with pytest.raises(ValueError, match="does not exist"):
         Predictor(str(tmp_path / "none.xml"))
+    with pytest.warns(UserWarning, match="already quantized to int8; `calibration` was not used"):
+        Predictor(str(tmp_path / "m.xml"), precision="int8", calibration=x)
     bf16 = quiet_predictor(export(model, tmp_path / "f.xml", "openvino"), precision="bf16")  # bf16 at load time
     assert bf16.precision == "bf16"
 
