@@ -100,7 +100,7 @@ def predict(args, stdout) -> int:
     _check_out_dir(args.cam, "--cam")
     paths, skipped = _image_paths(args.images or [sample_image()], args.strict)
     model = _imagenet_classifier(args.weights)
-    transform = resolve_transform(args.weights, model=model)
+    transform = resolve_transform(args.weights, model=model, exif_orientation=True)  # user photos: upright
     result = extract_features(
         paths,
         model=model,
