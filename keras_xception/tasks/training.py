@@ -340,6 +340,22 @@ def _run_over_files(predict, paths, labels, transform, batch_size, verbose, stri
     return out, np.asarray(kept_labels, "int64"), kept
 
 
+def _first_batch(n, batch_size, replicas, what):
+    """A batch size whose first batch splits evenly over the replicas.
+
+    Keras 3.15's ``fit``/``evaluate`` under a multi-replica strategy reduce the
+    first distributed batch with ``MEAN`` to build the model, which fails when
+    the replicas hold different numbers of examples (e.g. 3 validation images
+    on 2 replicas). Later batches may be uneven. Returns ``batch_size`` when
+    ``n`` fills it, else ``n`` rounded down to a multiple of ``replicas``.
+    """
+    if replicas == 1 or n >= batch_size:
+        return batch_size
+    if n < replicas:
+        raise ValueError(f"{n} {what} for {replicas} replicas: each replica needs at least one; add images.")
+    return n - n % replicas
+
+
 def _predictor(model, strategy):
     """numpy batch -> numpy outputs under ``strategy`` (``predict_on_batch`` would run every replica on
     the whole batch under a multi-replica strategy, so ``predict`` splits it there)."""
@@ -690,6 +706,8 @@ def train(
     if empty:
         raise ValueError(f"No readable training image in the class folders {empty} of {data_dir!r}.")
     weights_by_class = _class_weights(y_train, num_classes, class_weight, class_names)
+    train_batch = _first_batch(len(y_train), batch_size, replicas, "training images")
+    val_batch = _first_batch(len(y_val), batch_size, replicas, "validation images")
 
     # ---- head on the cached features
     auto = epochs == "auto"
@@ -712,10 +730,11 @@ def train(
             validation=(x_val, y_val),
             epochs=head_epochs,
             learning_rate=learning_rate,
-            batch_size=batch_size,
+            batch_size=train_batch,
             verbose=0,
             callbacks=callbacks,
             class_weight=weights_by_class,
+            validation_batch_size=val_batch,
         ).history
     head_seconds = time.perf_counter() - t0
     val_losses = head_history["val_loss"]
@@ -750,7 +769,7 @@ def train(
         train_ds = image_dataset(
             Records.from_files(kept_train, y_train, "training images"),
             transform,
-            batch_size=batch_size,
+            batch_size=train_batch,
             shuffle=True,
             seed=seed,
         )
@@ -760,7 +779,7 @@ def train(
             aug_layers = [type(layer).__name__ for layer in aug.layers]
             train_ds = train_ds.map(lambda x, y: (aug(x, training=True), y))
         val_ds = image_dataset(
-            Records.from_files(kept_val, y_val, "validation images"), transform, batch_size=batch_size
+            Records.from_files(kept_val, y_val, "validation images"), transform, batch_size=val_batch
         )
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=max(3, fine_tune_epochs), restore_best_weights=True, verbose=0

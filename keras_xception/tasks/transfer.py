@@ -278,6 +278,7 @@ def fit_head(
     verbose=1,
     callbacks=None,
     class_weight=None,
+    validation_batch_size=None,
 ):
     """Fit the head of ``classifier`` on pooled ``features`` (N x D) and integer ``labels``; a ``History``.
 
@@ -309,6 +310,7 @@ def fit_head(
         verbose=verbose,
         callbacks=callbacks,
         class_weight=class_weight,
+        validation_batch_size=validation_batch_size,
     )
     # The classifier's trainable weights are exactly the head's: it takes over the optimizer
     # (and its state), so training can go on and the saved optimizer matches on reload.
