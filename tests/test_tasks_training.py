@@ -145,9 +145,6 @@ def test_augmentation_runs_only_in_fine_tuning(tree, monkeypatch):
     assert seen == []
     _, report = training.train(tree, backbone=small_backbone(), epochs=2, fine_tune_epochs=1, augment=True, **FAST)
     assert sum(seen) == report["num_train"]  # every training image once, in the one fine-tuning epoch
-    seen.clear()
-    _, report = training.train(tree, backbone=small_backbone(), epochs=2, fine_tune_epochs=1, **FAST)
-    assert seen == [] and report["fine_tune"]["augmentation"] is False
 
 
 def test_default_augmentation_layers_are_active_only_in_training():
@@ -255,7 +252,13 @@ def test_classification_report_figures():
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_agrees_with_the_default(tree, tmp_path):
-    """One process with 2 logical CPU devices trains twice (default, then MirroredStrategy) from the same seed."""
+    """One process with 2 logical CPU devices trains twice (default, then MirroredStrategy) from the same seed.
+
+    Full batches (the 12 training images): the distributed step (each replica's share, the gradients
+    summed across replicas, the frozen BatchNormalization) must give the single-device numbers; the
+    order of the examples inside an epoch, which tf.data may draw differently under a strategy, does
+    not enter.
+    """
     out = tmp_path / "agree.json"
     code = f"""
 import json, sys
@@ -271,10 +274,12 @@ paths = folders.list_images({tree!r})
 results = {{}}
 for name, strategy in (("default", "default"), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
     clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
-        weights=None, image_size=71, batch_size=4, epochs=4, dropout=0.0, strategy=strategy, verbose=0)
+        weights=None, image_size=71, batch_size=12, epochs=4, dropout=0.0, fine_tune_epochs=1,
+        fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
     x = np.stack([load_image(p, clf.transform) for p in paths])
     results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],
-                         val_loss=report["head"]["history"]["val_loss"], strategy=report["settings"]["strategy"])
+                         val_loss=report["head"]["history"]["val_loss"], strategy=report["settings"]["strategy"],
+                         tune_loss=report["fine_tune"]["history"]["val_loss"])
 json.dump(results, open({str(out)!r}, "w"))
 """
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
@@ -284,4 +289,5 @@ json.dump(results, open({str(out)!r}, "w"))
     assert results["default"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
     assert results["mirrored"]["strategy"] == "MirroredStrategy"
     np.testing.assert_allclose(results["mirrored"]["val_loss"], results["default"]["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(results["mirrored"]["tune_loss"], results["default"]["tune_loss"], rtol=1e-4)
     np.testing.assert_allclose(results["mirrored"]["probs"], results["default"]["probs"], rtol=1e-4, atol=1e-6)

@@ -356,6 +356,25 @@ def _first_batch(n, batch_size, replicas, what):
     return n - n % replicas
 
 
+def _tensor_slices(x, y):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def _batches(ds, n, batch_size, replicas, seed):
+    """Shuffled (every epoch, seeded) batches of ``ds`` (``n`` examples) for ``fit``.
+
+    Under several replicas a last batch that is not full is dropped (each
+    epoch drops other examples): Keras 3.15 fails on a replica whose share of
+    a batch is empty.
+    """
+    import tensorflow as tf
+
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=replicas > 1 and n % batch_size != 0).prefetch(tf.data.AUTOTUNE)
+
+
 def _predictor(model, strategy):
     """numpy batch -> numpy outputs under ``strategy`` (``predict_on_batch`` would run every replica on
     the whole batch under a multi-replica strategy, so ``predict`` splits it there)."""
@@ -385,6 +404,36 @@ def augmentation(seed=None, rotation=0.03, zoom=0.1, translation=0.1):
         ],
         name="augmentation",
     )
+
+
+def _validation_callback():
+    import keras
+
+    class Validation(keras.callbacks.Callback):
+        """``val_loss`` and ``val_accuracy`` at the end of every epoch, computed outside the training step.
+
+        On one device whatever the strategy (so the figures do not depend on
+        how the validation set splits over replicas), from the probabilities
+        ``scores()`` returns; the loss is the mean cross-entropy, clipped as
+        Keras clips it (1e-7). It must come before EarlyStopping in the list.
+        """
+
+        def __init__(self, scores, labels):
+            super().__init__()
+            self._scores, self._labels = scores, np.asarray(labels, np.int64)
+
+        def on_epoch_end(self, epoch, logs=None):
+            probs = np.clip(np.asarray(self._scores(), np.float64), 1e-7, 1 - 1e-7)
+            rows = np.arange(len(self._labels))
+            if logs is not None:
+                logs["val_loss"] = float(np.mean(-np.log(probs[rows, self._labels])))
+                logs["val_accuracy"] = float(np.mean(np.argmax(probs, axis=1) == self._labels))
+
+    return Validation
+
+
+def _validation(scores, labels):
+    return _validation_callback()(scores, labels)
 
 
 def _epoch_logger(phase, every, total):
@@ -706,13 +755,15 @@ def train(
     if empty:
         raise ValueError(f"No readable training image in the class folders {empty} of {data_dir!r}.")
     weights_by_class = _class_weights(y_train, num_classes, class_weight, class_names)
+    # Keras 3.15 under a multi-replica strategy: the first batch must split evenly (fit builds the
+    # model from it) and no replica may get an empty batch; see _first_batch and _batches.
     train_batch = _first_batch(len(y_train), batch_size, replicas, "training images")
-    val_batch = _first_batch(len(y_val), batch_size, replicas, "validation images")
 
     # ---- head on the cached features
     auto = epochs == "auto"
     head_epochs = max_epochs if auto else epochs
-    callbacks = []
+    x_val_tensor = np.asarray(x_val, np.float32)
+    callbacks = [_validation(lambda: np.asarray(head(x_val_tensor, training=False)), y_val)]
     if auto:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -725,16 +776,13 @@ def train(
     with strategy.scope():
         head_history = transfer.fit_head(
             model,
-            x_train,
-            y_train,
-            validation=(x_val, y_val),
+            _batches(_tensor_slices(x_train, y_train), len(y_train), train_batch, replicas, seed),
+            None,
             epochs=head_epochs,
             learning_rate=learning_rate,
-            batch_size=train_batch,
             verbose=0,
             callbacks=callbacks,
             class_weight=weights_by_class,
-            validation_batch_size=val_batch,
         ).history
     head_seconds = time.perf_counter() - t0
     val_losses = head_history["val_loss"]
@@ -765,6 +813,8 @@ def train(
     # ---- optional fine-tuning on the images
     fine_report, tune_history, t0 = None, {}, time.perf_counter()
     if fine_tune_epochs:
+        import tensorflow as tf
+
         head_weights = model.get_weights()
         train_ds = image_dataset(
             Records.from_files(kept_train, y_train, "training images"),
@@ -773,14 +823,18 @@ def train(
             shuffle=True,
             seed=seed,
         )
+        if replicas > 1 and len(y_train) % train_batch:
+            train_ds = train_ds.unbatch().batch(train_batch, drop_remainder=True)
         aug_layers = None
         if augment:
             aug = augmentation(seed=seed)
             aug_layers = [type(layer).__name__ for layer in aug.layers]
-            train_ds = train_ds.map(lambda x, y: (aug(x, training=True), y))
+            train_ds = train_ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         val_ds = image_dataset(
-            Records.from_files(kept_val, y_val, "validation images"), transform, batch_size=val_batch
+            Records.from_files(kept_val, y_val, "validation images"), transform, batch_size=batch_size
         )
+        scores = tf.function(lambda x: model(x, training=False))
+        validation = _validation(lambda: np.concatenate([np.asarray(scores(x)) for x, _ in val_ds]), y_val)
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=max(3, fine_tune_epochs), restore_best_weights=True, verbose=0
         )
@@ -797,12 +851,13 @@ def train(
             tune_history = transfer.fine_tune(
                 model,
                 train_ds,
-                val_ds,
+                None,
                 epochs=fine_tune_epochs,
                 blocks=fine_tune_blocks,
                 learning_rate=fine_tune_learning_rate,
                 verbose=verbose,
-                callbacks=[stopper],
+                callbacks=[validation, stopper]
+                + ([_epoch_logger("fine-tuning", 1, fine_tune_epochs)] if verbose else []),
                 class_weight=weights_by_class,
             ).history
         best_tune = int(np.argmin(tune_history["val_loss"]))

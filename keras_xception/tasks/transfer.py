@@ -278,13 +278,14 @@ def fit_head(
     verbose=1,
     callbacks=None,
     class_weight=None,
-    validation_batch_size=None,
 ):
     """Fit the head of ``classifier`` on pooled ``features`` (N x D) and integer ``labels``; a ``History``.
 
     The training step of :func:`train_head`'s fast path, for features computed
     elsewhere (:func:`compute_features`, or a pipeline that also records which
-    files it skipped). ``validation``: ``(features, labels)`` or None;
+    files it skipped). ``features`` may also be a ``tf.data.Dataset`` of
+    ``(features, labels)`` batches (then ``labels`` is None and ``batch_size``
+    is the dataset's). ``validation``: ``(features, labels)`` or None;
     ``class_weight``: as in ``Model.fit``. Mini-batches of ``batch_size``,
     reshuffled every epoch. Afterwards ``classifier`` (which shares the head)
     is the trained model, compiled with the optimizer and its state. Call it
@@ -300,17 +301,17 @@ def fit_head(
     # uncompiled (a compiled sub-model would take the optimizer into the saved file).
     trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
     _compile(trainer, learning_rate, head)
+    dataset = labels is None
     history = trainer.fit(
         features,
         labels,
         validation_data=validation,
         epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
+        batch_size=None if dataset else batch_size,
+        shuffle=not dataset,
         verbose=verbose,
         callbacks=callbacks,
         class_weight=class_weight,
-        validation_batch_size=validation_batch_size,
     )
     # The classifier's trainable weights are exactly the head's: it takes over the optimizer
     # (and its state), so training can go on and the saved optimizer matches on reload.
