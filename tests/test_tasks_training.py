@@ -37,25 +37,49 @@ def tree(tmp_path_factory):
     return str(root)
 
 
+def counting_augmentation(seen, real=True):
+    """``training.augmentation`` plus a layer counting the images it sees when called in training mode."""
+    import tensorflow as tf
+
+    class Counting(keras.layers.Layer):
+        def call(self, x, training=None):
+            if not training:  # (Keras also calls it symbolically, to infer shapes)
+                return x
+            n = tf.py_function(lambda k: seen.append(int(k)) or 0, [tf.shape(x)[0]], tf.int32)
+            return x + tf.cast(tf.reshape(n, []), x.dtype)  # 0: the count is the only effect
+
+    original = training.augmentation
+
+    def augmentation(seed=None):
+        aug = original(seed) if real else keras.Sequential(name="augmentation")
+        aug.add(Counting())
+        return aug
+
+    return augmentation
+
+
 @pytest.fixture(scope="module")
 def trained(tree, tmp_path_factory):
-    """One run with every output: head (auto), one fine-tuning epoch with augmentation, files written."""
+    """One run with every output: head (auto), one fine-tuning epoch with augmentation (counted), files written."""
     out = tmp_path_factory.mktemp("trained")
-    classifier, report = training.train(
-        tree,
-        backbone=small_backbone(),
-        fine_tune_epochs=1,
-        augment=True,
-        patience=3,
-        out=str(out / "model.keras"),
-        report_path=str(out / "report.json"),
-        **FAST,
-    )
-    return classifier, report, out
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "augmentation", counting_augmentation(seen))
+        classifier, report = training.train(
+            tree,
+            backbone=small_backbone(),
+            fine_tune_epochs=1,
+            augment=True,
+            patience=3,
+            out=str(out / "model.keras"),
+            report_path=str(out / "report.json"),
+            **FAST,
+        )
+    return classifier, report, out, seen
 
 
 def test_train_end_to_end_report_and_files(trained):
-    classifier, report, out = trained
+    classifier, report, out, _ = trained
     assert classifier.class_names == ("class_0", "class_1", "class_2")
     assert report["class_names"] == list(classifier.class_names)
     assert (report["num_train"], report["num_val"]) == (12, 3)  # round(0.2 * 5) = 1 per class
@@ -67,7 +91,7 @@ def test_train_end_to_end_report_and_files(trained):
     head = report["head"]
     assert head["cached_features"] is True and head["augmentation"] is False and "without augmentation" in head["note"]
     tune = report["fine_tune"]
-    assert tune["augmentation"] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation"]
+    assert tune["augmentation"] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "Counting"]
     assert tune["epochs"] == 1 and tune["blocks"] == 2 and isinstance(tune["kept"], bool)
     assert set(report["timings"]) >= {"features_seconds", "head_seconds", "fine_tune_seconds", "total_seconds"}
     assert report["settings"]["augment"] is True and report["settings"]["strategy"] == "default"
@@ -83,7 +107,7 @@ def test_train_end_to_end_report_and_files(trained):
 
 
 def test_class_names_and_transform_survive_save_and_safe_mode_reload(trained, tree):
-    classifier, _, out = trained
+    classifier, _, out, _ = trained
     path = str(out / "model.keras")
     with zipfile.ZipFile(path) as zf:
         meta = json.loads(zf.read(training.METADATA_MEMBER))
@@ -123,28 +147,16 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tree):
     probs = classifier.predict(images)
     loss = float(np.mean(-np.log(probs[np.arange(len(vl)), vl])))
     assert loss == pytest.approx(min(losses), rel=1e-4)
-    # A fixed number of epochs runs exactly that many.
-    _, report = training.train(tree, backbone=small_backbone(1), epochs=3, **FAST)
-    assert report["head"]["epochs_run"] == 3 and not report["head"]["stopped_early"]
 
 
-def test_augmentation_runs_only_in_fine_tuning(tree, monkeypatch):
-    import tensorflow as tf
-
-    seen = []
-
-    class Counting(keras.layers.Layer):
-        def call(self, x, training=None):
-            if not training:  # (Keras also calls it symbolically, to infer shapes)
-                return x
-            n = tf.py_function(lambda k: seen.append(int(k)) or 0, [tf.shape(x)[0]], tf.int32)
-            return x + tf.cast(tf.reshape(n, []), x.dtype)  # 0: the count is the only effect
-
-    monkeypatch.setattr(training, "augmentation", lambda seed=None: keras.Sequential([Counting()], name="augmentation"))
-    training.train(tree, backbone=small_backbone(), epochs=2, augment=True, **FAST)  # head only
-    assert seen == []
-    _, report = training.train(tree, backbone=small_backbone(), epochs=2, fine_tune_epochs=1, augment=True, **FAST)
+def test_augmentation_runs_only_in_fine_tuning(trained, tree, monkeypatch):
+    _, report, _, seen = trained
     assert sum(seen) == report["num_train"]  # every training image once, in the one fine-tuning epoch
+    head_only = []
+    monkeypatch.setattr(training, "augmentation", counting_augmentation(head_only, real=False))
+    _, report = training.train(tree, backbone=small_backbone(), epochs=2, augment=True, **FAST)
+    assert head_only == [] and report["fine_tune"] is None
+    assert report["head"]["epochs_run"] == 2 and not report["head"]["stopped_early"]  # a fixed number of epochs
 
 
 def test_default_augmentation_layers_are_active_only_in_training():
@@ -229,7 +241,7 @@ def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(tm
 
 
 def test_evaluate_classifier_on_class_folders(trained, tree):
-    classifier, _, out = trained
+    classifier, _, out, _ = trained
     report = training.evaluate_classifier(str(out / "model.keras"), tree, batch_size=4, verbose=0)
     assert report["count"] == 15 and report["class_names"] == list(classifier.class_names)
     images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)])
@@ -274,7 +286,7 @@ paths = folders.list_images({tree!r})
 results = {{}}
 for name, strategy in (("default", "default"), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
     clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
-        weights=None, image_size=71, batch_size=12, epochs=4, dropout=0.0, fine_tune_epochs=1,
+        weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1,
         fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
     x = np.stack([load_image(p, clf.transform) for p in paths])
     results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],
@@ -290,4 +302,5 @@ json.dump(results, open({str(out)!r}, "w"))
     assert results["mirrored"]["strategy"] == "MirroredStrategy"
     np.testing.assert_allclose(results["mirrored"]["val_loss"], results["default"]["val_loss"], rtol=1e-4)
     np.testing.assert_allclose(results["mirrored"]["tune_loss"], results["default"]["tune_loss"], rtol=1e-4)
+    assert abs(results["default"]["tune_loss"][0] - results["default"]["val_loss"][-1]) > 1e-6  # fine-tuning moved
     np.testing.assert_allclose(results["mirrored"]["probs"], results["default"]["probs"], rtol=1e-4, atol=1e-6)
