@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_xception.cli import commands
-from keras_xception.cli import train as train_commands
+from keras_xception.cli import commands, train
 from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, RUNTIMES
 from keras_xception.model.spec import MIN_INPUT_SIZE, OUTPUT_STRIDES
 
@@ -298,18 +297,18 @@ def _add_train_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=1337, help="seed of the split, the head and the shuffling")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=train_commands.train)
+    p.set_defaults(func=train.train)
 
     uses = {
-        "predict": ("its class names (top-k)", train_commands.predict_model),
-        "extract": ("its backbone's pooled features", train_commands.extract_model),
+        "predict": ("its class names (top-k)", train.predict_model),
+        "extract": ("its backbone's pooled features", train.extract_model),
         "evaluate": (
             "accuracy, per-class figures and the confusion matrix on --val-dir class folders",
-            train_commands.evaluate_model,
+            train.evaluate_model,
         ),
-        "export": ("the classifier, with its transform and class names beside it", train_commands.export_model),
+        "export": ("the classifier, with its transform and class names beside it", train.export_model),
     }
     for name, (what, run) in uses.items():
         p = sub.choices[name]
         p.add_argument("--model", metavar="MODEL.keras", help=f"a classifier trained by `keras-xception train`: {what}")
-        p.set_defaults(func=train_commands.with_model(p.get_default("func"), run))
+        p.set_defaults(func=train.with_model(p.get_default("func"), run))
