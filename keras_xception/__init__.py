@@ -20,6 +20,10 @@ Data (:mod:`keras_xception.data`)
     weight set), :func:`load_image`, ``data.image_dataset`` and the ImageNet
     sources.
 Tasks (:mod:`keras_xception.tasks`)
+    :func:`train` (transfer learning in one call: a class-per-folder image
+    tree in, a :class:`Classifier` and its report out; the classifier's
+    ``.keras`` file carries its class names and transform, read back by
+    :func:`load_classifier`),
     ``transfer`` (:func:`build_classifier`, ``train_head``, ``fine_tune``),
     ``extraction`` (:func:`extract_features`), ``evaluation``
     (:func:`evaluate`), ``gradcam`` (:func:`grad_cam`).
@@ -55,6 +59,9 @@ _NAMES = {
     "resolve_transform": "keras_xception.data.transform",
     "load_image": "keras_xception.data.transform",
     "build_classifier": "keras_xception.tasks.transfer",
+    "train": "keras_xception.tasks.training",
+    "Classifier": "keras_xception.tasks.training",
+    "load_classifier": "keras_xception.tasks.training",
     "extract_features": "keras_xception.tasks.extraction",
     "evaluate": "keras_xception.tasks.evaluation",
     "grad_cam": "keras_xception.tasks.gradcam",
@@ -71,6 +78,7 @@ _MODULES = {
     "analysis": "keras_xception.model.analysis",
     "folders": "keras_xception.data",
     "transfer": "keras_xception.tasks.transfer",
+    "training": "keras_xception.tasks.training",
     "extraction": "keras_xception.tasks.extraction",
     "evaluation": "keras_xception.tasks.evaluation",
     "gradcam": "keras_xception.tasks.gradcam",

@@ -303,7 +303,12 @@ def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert {"top1", "top5", "count", "skipped", "transform", "images_per_second", "elapsed_seconds"} <= set(report)
     assert report["transform"] == dict(
-        target_size=[71, 71], crop_fraction=0.9, resize_mode="shorter-side", interpolation="bicubic", preprocessing="tf"
+        target_size=[71, 71],
+        crop_fraction=0.9,
+        resize_mode="shorter-side",
+        interpolation="bicubic",
+        preprocessing="tf",
+        exif_orientation=False,  # the ImageNet protocol: the stored pixels
     )
     assert report["count"] == N + 3 and [os.path.basename(s["name"]) for s in report["skipped"]] == [val_name(N + 4)]
     t = kx.resolve_transform(

@@ -76,3 +76,133 @@ def test_errors(tmp_path):
     ]:
         with pytest.raises(ValueError, match=match):
             kx.load_image(bad, **kwargs)
+
+
+# ---------------------------------------------------------------- EXIF orientation
+
+
+def _jpeg_with_orientation(image, orientation, byte_order="pillow", value=None):
+    """JPEG bytes (written by Pillow) of the PIL ``image`` with an EXIF Orientation tag.
+
+    ``byte_order``: ``"pillow"`` (Pillow's own EXIF block) or a TIFF block written here in
+    ``"II"`` (little-endian) or ``"MM"`` (big-endian) order, with a tag before the orientation.
+    """
+    import io
+    import struct
+
+    from PIL import Image
+
+    if byte_order == "pillow":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        exif = exif.tobytes()
+    else:  # header, IFD0 with 2 entries (ImageWidth LONG, Orientation SHORT), no next IFD
+        e = "<" if byte_order == "II" else ">"
+        entries = struct.pack(e + "HHII", 0x0100, 4, 1, 640) + struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0)
+        tiff = byte_order.encode() + struct.pack(e + "HI", 42, 8) + struct.pack(e + "H", 2) + entries + b"\0" * 4
+        exif = b"Exif\x00\x00" + tiff
+    b = io.BytesIO()
+    image.save(b, "JPEG", exif=exif, quality=95)
+    return b.getvalue()
+
+
+def _blocky(h=60, w=80, seed=0):
+    from PIL import Image
+
+    small = np.random.default_rng(seed).integers(0, 256, (h // 10, w // 10, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.NEAREST)
+
+
+@pytest.mark.parametrize("byte_order", ["pillow", "II", "MM"])
+def test_exif_orientation_matches_pillows_exif_transpose_for_all_eight(byte_order):
+    """Pillow's ImageOps.exif_transpose table applied to the same decoded pixels is the reference."""
+    from PIL import Image
+
+    from keras_xception.data.transform import decode_and_transform, jpeg_orientation
+
+    T = Image.Transpose
+    pil = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE}
+    pil.update({6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90})
+    for orientation in range(1, 9):
+        data = _jpeg_with_orientation(_blocky(), orientation, byte_order)
+        assert int(jpeg_orientation(tf.constant(data))) == orientation
+        stored = Image.fromarray(tf.io.decode_jpeg(data, channels=3).numpy())
+        ref = np.asarray(stored.transpose(pil[orientation]) if orientation in pil else stored, np.float32)
+        t = kx.resolve_transform(target_size=ref.shape[:2], crop_fraction=1.0, exif_orientation=True)
+        np.testing.assert_array_equal(decode_and_transform(tf.constant(data), t).numpy(), ref, err_msg=str(orientation))
+        # Without exif_orientation the stored pixels, whatever the tag says.
+        t = t.replace(target_size=(60, 80), exif_orientation=False)
+        np.testing.assert_array_equal(
+            decode_and_transform(tf.constant(data), t).numpy(), np.asarray(stored, np.float32)
+        )
+
+
+def test_orientation_is_1_without_a_usable_tag(tmp_path, gradient):
+    from keras_xception.data.transform import jpeg_orientation
+
+    plain = tf.io.encode_jpeg(gradient).numpy()
+    out_of_range = _jpeg_with_orientation(_blocky(), 9, "II")
+    truncated = _jpeg_with_orientation(_blocky(), 6, "MM")[:40]
+    orientation = tf.function(jpeg_orientation)
+    for data in (
+        plain,
+        tf.io.encode_png(gradient).numpy(),
+        b"",
+        b"\xff\xd8\xff",
+        b"not an image",
+        out_of_range,
+        truncated,
+    ):
+        assert int(orientation(tf.constant(data))) == 1, data[:20]
+    assert int(orientation(tf.constant(_jpeg_with_orientation(_blocky(), 6, "II")))) == 6
+
+
+def test_a_sideways_phone_photo_is_upright_for_user_photos_and_stored_for_imagenet_evaluation(tmp_path):
+    """Orientation 6: the camera stored the upright photo rotated 90 degrees counter-clockwise."""
+    from PIL import Image
+
+    from keras_xception import data
+    from keras_xception.tasks.extraction import extract_features
+
+    upright = np.zeros((90, 60, 3), np.uint8)  # portrait: red top half, blue bottom half
+    upright[:45, :, 0] = 255
+    upright[45:, :, 2] = 255
+    stored = Image.fromarray(np.rot90(upright, 1))  # landscape pixels, as the sensor wrote them
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    path = folder / "phone.jpg"
+    path.write_bytes(_jpeg_with_orientation(stored, 6))
+
+    seen = kx.load_image(path, target_size=(90, 60), crop_fraction=1.0)  # default: user photo, upright
+    assert seen[10, 30, 0] > 200 > seen[10, 30, 2] and seen[80, 30, 2] > 200 > seen[80, 30, 0]
+    imagenet = kx.resolve_transform("imagenet")
+    assert imagenet.exif_orientation is False and imagenet.to_dict()["exif_orientation"] is False
+    raw = kx.load_image(path, imagenet, target_size=(60, 90), crop_fraction=1.0)
+    assert raw[30, 10, 0] > 200 and raw[30, 80, 2] > 200  # stored: red left, blue right
+    # The ImageNet evaluation pipeline (folder of class folders, the weights' transform) reads the stored pixels.
+    (tmp_path / "val" / "n01440764").mkdir(parents=True)
+    (tmp_path / "val" / "n01440764" / "phone.JPEG").write_bytes(path.read_bytes())
+    records = data.folder_records(str(tmp_path / "val"))
+    (image,), _ = next(iter(data.image_dataset(records, imagenet.replace(target_size=(60, 90), crop_fraction=1.0))))
+    np.testing.assert_allclose(image.numpy(), raw, atol=1e-3)
+    # extract_features (a user-photo path) reads it upright: the same features as the upright image.
+    model = tf.keras.Sequential([tf.keras.Input((90, 60, 3)), tf.keras.layers.Flatten()])
+    feats = extract_features(
+        [str(path)],
+        model=model,
+        transform=kx.resolve_transform(target_size=(90, 60), crop_fraction=1.0, exif_orientation=True),
+        verbose=0,
+    )
+    np.testing.assert_allclose(feats.features[0].reshape(90, 60, 3), kx.preprocess_input(seen), atol=1e-4)
+
+
+def test_transform_records_round_trip_and_old_records_mean_no_exif():
+    t = kx.resolve_transform("imagenet", exif_orientation=True)
+    assert t.to_dict()["exif_orientation"] is True
+    assert kx.Transform.from_dict(t.to_dict()) == t
+    old = {k: v for k, v in kx.resolve_transform().to_dict().items() if k != "exif_orientation"}
+    assert kx.Transform.from_dict(old).exif_orientation is False
+    with pytest.raises(ValueError, match="exif_orientation"):
+        kx.resolve_transform(exif_orientation="yes")
+    with pytest.raises(ValueError, match="Unknown transform settings"):
+        kx.Transform.from_dict(dict(old, colour="red"))

@@ -166,6 +166,7 @@ def test_export_savedmodel_round_trip(tmp_path, model, x, expected):
             resize_mode="central",
             interpolation="bilinear",
             preprocessing="tf",
+            exif_orientation=False,
         )
 
 

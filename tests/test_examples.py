@@ -30,43 +30,27 @@ def notop(notop_reference):
 
 
 def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
-    import keras
+    """The example is a short use of keras_xception.train: its report, and a classifier that knows its classes."""
+    import keras_xception as kx
 
     tl = _load("transfer_learning")
     out, report_path = str(tmp_path / "m.keras"), str(tmp_path / "r.json")
-    argv = [
-        "--data-dir",
-        tree,
-        "--weights",
-        notop,
-        "--image-size",
-        str(SMALL),
-        "--epochs",
-        "1",
-        "--fine-tune-epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--out",
-        out,
-        "--report",
-        report_path,
-    ]
+    argv = ["--data-dir", tree, "--weights", notop, "--image-size", str(SMALL), "--batch-size", "4"]
+    argv += ["--fine-tune-epochs", "1", "--out", out, "--report", report_path]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         returned = tl.main(argv)
     with open(report_path) as f:
         report = json.load(f)
     assert report == json.loads(json.dumps(returned, default=float))
-    assert 0 <= report["val_accuracy"] <= 1 and report["val_accuracy"] == report["fine_tune"]["val_accuracy"]
-    assert report["head"]["seconds"] > 0 and report["fine_tune"]["seconds"] > 0
-    assert report["classes"] == ["class_0", "class_1"] and (report["num_train"], report["num_val"]) == (10, 2)
-    assert len(report["head"]["history"]["val_accuracy"]) == 1
-    with open(report["curves"], "rb") as f:
+    assert report["class_names"] == ["class_0", "class_1"] and (report["num_train"], report["num_val"]) == (10, 2)
+    assert report["settings"]["epochs"] == "auto" and report["fine_tune"]["epochs"] == 1
+    with open(report["outputs"]["curves"], "rb") as f:
         assert f.read(4) == b"\x89PNG"
-    model = keras.saving.load_model(out)  # safe mode, no custom objects
+    classifier = kx.load_classifier(out)
+    assert classifier.class_names == ("class_0", "class_1")
     image = np.full((1, SMALL, SMALL, 3), 200.0, "float32")
-    probs = model.predict(image, verbose=0)
+    probs = classifier.predict(image)
     assert probs.shape == (1, 2) and abs(float(probs.sum()) - 1) < 1e-5
     # The saved classifier's backbone is usable as weights for feature extraction.
     from keras_xception.tasks.transfer import find_backbone
@@ -74,36 +58,24 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
     feats = Xception(include_top=False, weights=out, input_shape=(SMALL, SMALL, 3)).predict(
         image / 127.5 - 1, verbose=0
     )
-    ref = find_backbone(model).predict(image / 127.5 - 1, verbose=0)
+    ref = find_backbone(classifier.model).predict(image / 127.5 - 1, verbose=0)
     np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_transfer_learning_example_tf_flowers_path(tree, notop, tmp_path, monkeypatch):
-    """Without --data-dir the example reads tf_flowers; here a stand-in of encoded images."""
+def test_transfer_learning_example_tf_flowers_path(tree, tmp_path, monkeypatch):
+    """Without --data-dir the example writes tf_flowers as class folders once; here a stand-in of encoded images."""
     import tensorflow as tf
 
     tl = _load("transfer_learning")
     paths = folders.list_images(tree)
     labels = [int("class_1" in p) for p in paths]
     fake = tf.data.Dataset.from_tensor_slices(([tf.io.read_file(p).numpy() for p in paths], labels))
-    monkeypatch.setattr(tl, "load_tfds_flowers", lambda: (fake, ["a", "b"]))
-    argv = [
-        "--weights",
-        notop,
-        "--image-size",
-        str(SMALL),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--val-split",
-        "0.25",
-        "--out",
-        str(tmp_path / "f.keras"),
-    ]
-    report = tl.main(argv)
-    assert report["classes"] == ["a", "b"] and (report["num_train"], report["num_val"]) == (9, 3)
-    assert "fine_tune" not in report and os.path.isfile(tmp_path / "f.keras")
+    monkeypatch.setattr(tl, "load_tfds_flowers", lambda: (fake, ["daisy", "tulip"]))
+    folder = tl.flowers_tree(str(tmp_path / "flowers"))
+    assert sorted(os.listdir(folder)) == ["daisy", "tulip"]
+    assert len(folders.list_images(folder)) == len(paths)
+    monkeypatch.setattr(tl, "load_tfds_flowers", lambda: pytest.fail("written once: not loaded again"))
+    assert tl.flowers_tree(folder) == folder
 
 
 def test_transfer_learning_example_offline_message(monkeypatch):
@@ -123,9 +95,7 @@ def test_transfer_learning_example_offline_message(monkeypatch):
     "argv, message",
     [
         (["--val-split", "1.5"], "--val-split must be in"),
-        (["--out", "model.h5"], "--out must end in .keras"),
-        (["--image-size", "32"], "--image-size must be >= 71"),
-        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--epochs", "some"], "--epochs must be 'auto' or an integer"),
         (["--data-dir", "/no/such/dir"], "is not a directory"),
     ],
 )
@@ -134,6 +104,15 @@ def test_transfer_learning_example_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         tl.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_transfer_learning_example_bad_data_is_a_clear_error(tmp_path, capsys):
+    tl = _load("transfer_learning")
+    (tmp_path / "only_class").mkdir()
+    with pytest.raises(SystemExit) as e:
+        tl.main(["--data-dir", str(tmp_path), "--image-size", "64", "--out", str(tmp_path / "m.keras")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "transfer_learning.py: error:" in err and "image_size" in err
 
 
 def test_feature_extraction_example(tree, notop, capsys):

@@ -36,7 +36,12 @@ def test_xception_on_tfds_equals_numpy(val, tfds_records):
     assert report["top5_correct"] > 0 and report["top1"] == report["top1_correct"] / N
     assert report["skipped"] == []
     assert report["transform"] == dict(
-        target_size=[71, 71], crop_fraction=0.875, resize_mode="central", interpolation="bilinear", preprocessing="tf"
+        target_size=[71, 71],
+        crop_fraction=0.875,
+        resize_mode="central",
+        interpolation="bilinear",
+        preprocessing="tf",
+        exif_orientation=False,  # the ImageNet protocol: the stored pixels
     )
 
 

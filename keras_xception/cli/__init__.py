@@ -3,7 +3,9 @@
 Commands (``keras-xception COMMAND --help`` for each): ``predict`` (ImageNet
 classes of images), ``extract`` (feature vectors to ``.npz``), ``evaluate``
 (ImageNet top-1/top-5), ``weights list|download|verify|convert``, ``summary``
-(parameters and MACs of a variant), ``export`` (SavedModel/ONNX/OpenVINO).
+(parameters and MACs of a variant), ``export`` (SavedModel/ONNX/OpenVINO),
+``train`` (a classifier on your class folders; ``--model`` then makes predict,
+extract, evaluate and export use it: :mod:`keras_xception.cli.train`).
 
 Manners, the same for every command:
 

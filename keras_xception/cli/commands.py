@@ -72,7 +72,7 @@ def runtime_of(args) -> str:
     return "keras" if args.precision == "fp32" else "auto"
 
 
-def _inference_options(args) -> dict:
+def inference_options(args) -> dict:
     """runtime, precision and calibration of predict, extract and evaluate, checked before any model is built."""
     if args.calibration is not None and args.precision != "int8":
         raise ValueError(f"--calibration is only used with --precision int8; received --precision {args.precision}.")
@@ -90,6 +90,17 @@ def _inference_options(args) -> dict:
             + (" or onnxruntime." if args.precision == "int8" else ".")
         )
     return dict(runtime=runtime, precision=args.precision, calibration=args.calibration)
+
+
+def export_precision(args) -> dict:
+    """``precision``, ``calibration`` and ``calibration_size`` of ``export``, checked before any model is built."""
+    if args.precision == "int8" and (args.calibration is None or not os.path.isdir(args.calibration)):
+        raise ValueError(
+            f"--precision int8 needs --calibration DIR, a folder of images; received {args.calibration!r}."
+        )
+    if args.precision != "int8" and args.calibration is not None:
+        raise ValueError("--calibration is only used with --precision int8.")
+    return dict(precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size)
 
 
 def _imagenet_classifier(weights):
@@ -127,13 +138,13 @@ def predict(args, stdout) -> int:
     _check_out_dir(args.cam, "--cam")
     paths, skipped = _image_paths(args.images or [sample_image()], args.strict)
     model = _imagenet_classifier(args.weights)
-    transform = resolve_transform(args.weights, model=model)
+    transform = resolve_transform(args.weights, model=model, exif_orientation=True)  # user photos: upright
     result = extract_features(
         paths,
         model=model,
         transform=transform,
         batch_size=args.batch_size,
-        **_inference_options(args),
+        **inference_options(args),
         verbose=args.verbose,
         strict=args.strict,
     )
@@ -179,7 +190,7 @@ def extract(args, stdout) -> int:
         layer=args.layer,
         image_size=args.image_size,
         batch_size=args.batch_size,
-        **_inference_options(args),
+        **inference_options(args),
         verbose=args.verbose,
         strict=args.strict,
     )
@@ -228,7 +239,7 @@ def evaluate(args, stdout) -> int:
         strategy=strategy,
         strict=args.strict,
         per_class=args.per_class,
-        **_inference_options(args),
+        **inference_options(args),
         verbose=0 if args.quiet else args.verbose,
     )
     report["weights"] = args.weights
@@ -374,10 +385,7 @@ def export(args, stdout) -> int:
     from keras_xception.xception import Xception
 
     check_export_path(args.out, args.format)  # before the model is built
-    if args.precision == "int8" and (args.calibration is None or not os.path.isdir(args.calibration)):
-        raise ValueError(
-            f"--precision int8 needs --calibration DIR, a folder of images; received {args.calibration!r}."
-        )
+    precision = export_precision(args)
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
     pooling = None if args.include_top or args.pooling == "none" else args.pooling
     model = Xception(include_top=args.include_top, weights=args.weights, input_shape=shape, pooling=pooling)
@@ -395,9 +403,7 @@ def export(args, stdout) -> int:
             transform=resolve_transform(args.weights, model=model),
             fold_bn=not args.no_fold_bn,
             check=not args.no_check,
-            precision=args.precision,
-            calibration=args.calibration,
-            calibration_size=args.calibration_size,
+            **precision,
         )
     except ParityError as e:
         raise PartialFailure(f"parity check failed: {e}") from None

@@ -24,6 +24,18 @@ Two crop protocols (``resize_mode``):
 JPEGs are decoded and cropped in one step (``tf.io.decode_and_crop_jpeg``);
 other formats (PNG, GIF, BMP) are decoded then cropped. Grayscale and CMYK
 images come out as RGB.
+
+EXIF orientation (``exif_orientation``): a phone stores a photo taken in
+portrait as landscape pixels plus an EXIF ``Orientation`` tag (6: "rotate 90
+degrees clockwise to view"). With ``exif_orientation=True`` a JPEG is turned
+upright as a photo viewer shows it (the tag is read from the APP1 segment by
+TensorFlow ops, so it works inside ``tf.data``), and the crop is taken from the
+upright image. That is the setting of the user-photo paths: ``load_image``
+without a transform, ``extract_features``, ``predict``, ``train`` and a trained
+classifier's transform. The ImageNet evaluation protocol ignores EXIF (the
+reference accuracies were measured on the stored pixels), so the transform of a
+weight set (:func:`resolve_transform`) has ``exif_orientation=False``, and a
+record without the field (an older JSON) means False.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "crop_window",
     "decode_and_transform",
+    "jpeg_orientation",
+    "apply_orientation",
     "load_image",
 ]
 
@@ -71,6 +85,9 @@ class Transform:
         resize_mode: ``"central"`` or ``"shorter-side"`` (see the module docs).
         interpolation: ``"bilinear"`` or ``"bicubic"``.
         preprocessing: ``"tf"`` (:func:`preprocess_input`) or ``None`` (raw 0..255).
+        exif_orientation: Turn JPEGs upright by their EXIF orientation tag
+            before cropping (user photos); False: the stored pixels, as the
+            ImageNet evaluation protocol reads them (the default).
     """
 
     target_size: tuple[int, int]
@@ -78,6 +95,7 @@ class Transform:
     resize_mode: str
     interpolation: str
     preprocessing: str | None = "tf"
+    exif_orientation: bool = False
 
     def __post_init__(self):
         size = self.target_size
@@ -105,6 +123,9 @@ class Transform:
             raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}; received {self.interpolation!r}.")
         if self.preprocessing not in PREPROCESSINGS:
             raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {self.preprocessing!r}.")
+        if not isinstance(self.exif_orientation, (bool, np.bool_)):
+            raise ValueError(f"`exif_orientation` must be True or False; received {self.exif_orientation!r}.")
+        object.__setattr__(self, "exif_orientation", bool(self.exif_orientation))
 
     def replace(self, **overrides) -> Transform:
         """A copy with ``overrides`` (None values keep the current setting); checked."""
@@ -123,6 +144,18 @@ class Transform:
     def to_dict(self) -> dict:
         """JSON-ready: ``target_size`` as a list."""
         return dict(dataclasses.asdict(self), target_size=list(self.target_size))
+
+    @classmethod
+    def from_dict(cls, d) -> Transform:
+        """The transform of a :meth:`to_dict` record (checked; a missing ``exif_orientation`` is False)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"A transform record must be a dict (Transform.to_dict()); received {d!r}.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {sorted(names)}.")
+        size = d.get("target_size")
+        return cls(**dict(d, target_size=tuple(size) if isinstance(size, list) else size))
 
 
 def _model_size(model):
@@ -154,8 +187,8 @@ def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEE
     (``include_preprocessing=True``, a transfer-learning classifier: then
     ``preprocessing=None``); then the overrides: ``target_size`` (an int or
     ``(height, width)``), ``crop_fraction``, ``resize_mode``,
-    ``interpolation`` (None keeps the value) and ``preprocessing``
-    (``"tf"`` or ``None``).
+    ``interpolation``, ``exif_orientation`` (None keeps the value) and
+    ``preprocessing`` (``"tf"`` or ``None``).
 
     Raises:
         ValueError: for an invalid value, naming the setting.
@@ -198,11 +231,103 @@ def crop_window(height, width, target_size, crop_fraction, resize_mode):
     return tf.cast(tf.stack([oy, ox, ch, cw]), tf.int32)
 
 
+#: Bytes of a JPEG searched for the EXIF segment (it comes right after SOI or APP0; a segment holds < 64 KiB).
+_EXIF_SEARCH_BYTES = 1 << 17
+_MAX_SEGMENTS = 16  # APPn segments looked at before giving up
+_MAX_IFD_ENTRIES = 256
+
+
+def jpeg_orientation(contents):
+    """The EXIF ``Orientation`` (1..8) of JPEG bytes (scalar string tensor); 1 when absent or malformed.
+
+    Pure TensorFlow ops (works in ``tf.data`` and ``tf.function``): walks the
+    JPEG's marker segments up to the first EXIF APP1 segment, reads the TIFF
+    header (either byte order) and looks up tag 0x0112 in IFD0. Anything
+    unexpected (no EXIF, a truncated segment, a value outside 1..8) gives 1.
+    """
+    import tensorflow as tf
+
+    n = _EXIF_SEARCH_BYTES
+    head = tf.strings.substr(contents, 0, n)
+    padded = tf.strings.join([head, tf.constant(b"\0" * (n + 16))])
+    data = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 0, n + 16), tf.uint8), tf.int32)
+
+    def byte(i):
+        return tf.gather(data, tf.clip_by_value(i, 0, n + 15))
+
+    def u16(i, little):
+        return tf.where(little, byte(i) + 256 * byte(i + 1), 256 * byte(i) + byte(i + 1))
+
+    def u32(i, little):
+        return tf.where(
+            little, u16(i, little) + 65536 * u16(i + 2, little), 65536 * u16(i, little) + u16(i + 2, little)
+        )
+
+    # Segments: FF xx LEN(2, big-endian, includes itself). Find APP1 (FFE1) starting "Exif\0\0".
+    def seg_cond(pos, found, k):
+        return tf.logical_and(tf.logical_and(found < 0, k < _MAX_SEGMENTS), pos + 4 < n)
+
+    def seg_body(pos, found, k):
+        marker_ok = tf.equal(byte(pos), 0xFF)
+        marker = byte(pos + 1)
+        length = u16(pos + 2, tf.constant(False))
+        exif = tf.reduce_all(tf.equal(tf.stack([byte(pos + 4 + j) for j in range(6)]), [69, 120, 105, 102, 0, 0]))
+        is_exif = tf.logical_and(tf.logical_and(marker_ok, tf.equal(marker, 0xE1)), exif)
+        # Stop (found = n, "none") at a bad marker or the start of the image data (SOS, FFDA).
+        stop = tf.logical_or(tf.logical_not(marker_ok), tf.equal(marker, 0xDA))
+        found = tf.where(is_exif, pos, tf.where(stop, n, found))
+        return pos + 2 + tf.maximum(length, 2), found, k + 1
+
+    starts_jpeg = tf.logical_and(tf.equal(byte(0), 0xFF), tf.equal(byte(1), 0xD8))
+    _, app1, _ = tf.while_loop(seg_cond, seg_body, (tf.constant(2), tf.constant(-1), tf.constant(0)))
+    tiff = app1 + 10
+    little = tf.logical_and(tf.equal(byte(tiff), 73), tf.equal(byte(tiff + 1), 73))  # "II"
+    big = tf.logical_and(tf.equal(byte(tiff), 77), tf.equal(byte(tiff + 1), 77))  # "MM"
+    valid = tf.logical_and(tf.logical_and(starts_jpeg, tf.logical_and(app1 >= 0, app1 < n)), tf.logical_or(little, big))
+    ifd = tiff + u32(tiff + 4, little)
+    count = tf.minimum(u16(ifd, little), _MAX_IFD_ENTRIES)
+
+    def tag_cond(i, value):
+        return tf.logical_and(i < count, value < 0)
+
+    def tag_body(i, value):
+        entry = ifd + 2 + 12 * i
+        hit = tf.equal(u16(entry, little), 0x0112)
+        return i + 1, tf.where(hit, u16(entry + 8, little), value)
+
+    _, value = tf.while_loop(tag_cond, tag_body, (tf.constant(0), tf.constant(-1)))
+    ok = tf.logical_and(tf.logical_and(valid, ifd < n), tf.logical_and(value >= 1, value <= 8))
+    return tf.where(ok, value, 1)
+
+
+def apply_orientation(image, orientation):
+    """``image`` (H, W, C) as seen upright for an EXIF ``orientation`` (1..8; others leave it as is)."""
+    import tensorflow as tf
+
+    def t(img):
+        return tf.image.transpose(img)
+
+    branches = [
+        lambda: image,  # 1: upright (and any invalid value)
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.image.rot90(image, 2),  # 3: rotated 180
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        lambda: t(image),  # 5: transposed
+        lambda: tf.image.rot90(image, 3),  # 6: rotate 90 clockwise to view
+        lambda: tf.image.rot90(t(image), 2),  # 7: transversed
+        lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to view
+    ]
+    index = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation - 1, 0)
+    return tf.switch_case(tf.cast(index, tf.int32), branches)
+
+
 def decode_and_transform(contents, transform: Transform):
     """Encoded image bytes (scalar string tensor) -> float32 ``target_size + (3,)`` in [0, 255].
 
     Works eagerly and inside ``tf.data``/``tf.function``. Raises
     ``tf.errors.InvalidArgumentError`` for bytes that are not a decodable image.
+    With ``transform.exif_orientation`` a JPEG carrying an EXIF orientation
+    other than 1 is decoded whole, turned upright, then cropped.
     """
     import tensorflow as tf
 
@@ -210,18 +335,28 @@ def decode_and_transform(contents, transform: Transform):
         raise ValueError(f"`transform` must be a keras_xception Transform; received {type(transform).__name__}.")
     size, fraction, mode = transform.target_size, transform.crop_fraction, transform.resize_mode
 
+    def crop(image):
+        shape = tf.shape(image)
+        oy, ox, ch, cw = tf.unstack(crop_window(shape[0], shape[1], size, fraction, mode))
+        return image[oy : oy + ch, ox : ox + cw, :]
+
     def jpeg():
         shape = tf.io.extract_jpeg_shape(contents)
         window = crop_window(shape[0], shape[1], size, fraction, mode)
         return tf.io.decode_and_crop_jpeg(contents, window, channels=3)
 
-    def other():
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-        shape = tf.shape(image)
-        oy, ox, ch, cw = tf.unstack(crop_window(shape[0], shape[1], size, fraction, mode))
-        return image[oy : oy + ch, ox : ox + cw, :]
+    def jpeg_upright():
+        orientation = jpeg_orientation(contents)
+        return tf.cond(
+            tf.equal(orientation, 1),
+            jpeg,
+            lambda: crop(apply_orientation(tf.io.decode_jpeg(contents, channels=3), orientation)),
+        )
 
-    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+    def other():
+        return crop(tf.io.decode_image(contents, channels=3, expand_animations=False))
+
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg_upright if transform.exif_orientation else jpeg, other)
     image = tf.image.resize(image, size, method=transform.interpolation)
     image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
     image.set_shape(tuple(size) + (3,))
@@ -229,14 +364,16 @@ def decode_and_transform(contents, transform: Transform):
 
 
 def load_image(path, transform: Transform | None = None, **overrides):
-    """Read one image file as the evaluation pipeline does.
+    """Read one image file exactly as a pipeline with the same transform does.
 
     Args:
         path: Path of a JPEG, PNG, GIF or BMP file.
         transform: A :class:`Transform` (default: :func:`resolve_transform`,
-            the ImageNet weights' 299x299, crop 0.875, central, bilinear).
+            the ImageNet weights' 299x299, crop 0.875, central, bilinear, with
+            ``exif_orientation=True``: a photo is read upright, as a viewer shows it).
         **overrides: Transform settings replacing ``transform``'s
-            (``target_size``, ``crop_fraction``, ``resize_mode``, ``interpolation``).
+            (``target_size``, ``crop_fraction``, ``resize_mode``, ``interpolation``,
+            ``exif_orientation``).
 
     Returns:
         A float32 NumPy array of shape ``(height, width, 3)``, RGB, values in
@@ -250,7 +387,7 @@ def load_image(path, transform: Transform | None = None, **overrides):
     """
     import tensorflow as tf
 
-    transform = (transform or resolve_transform()).replace(**overrides)
+    transform = (transform or resolve_transform(exif_orientation=True)).replace(**overrides)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No image file at {path!r}.")

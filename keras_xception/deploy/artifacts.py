@@ -87,7 +87,7 @@ def read_transform(path, format: str) -> Transform | None:
     try:
         with open(json_path) as f:
             fields = json.load(f)
-        return Transform(**fields)
+        return Transform.from_dict(fields)
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"Cannot read the transform of {os.fspath(path)!r} from {json_path!r}: {e}") from None
 

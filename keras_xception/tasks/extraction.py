@@ -108,7 +108,8 @@ def extract_features(
             model, e.g. a classifier: its outputs are returned).
         transform: The :class:`~keras_xception.data.transform.Transform`
             (default: :func:`~keras_xception.data.transform.resolve_transform`
-            of ``weights`` and ``model``, ``image_size`` overriding the size).
+            of ``weights`` and ``model``, ``image_size`` overriding the size,
+            with ``exif_orientation=True``: photos are read upright).
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
             :class:`keras_xception.Predictor` runtime (``"auto"``,
             ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
@@ -142,7 +143,7 @@ def extract_features(
         if not paths:
             raise ValueError("`source` is an empty list of files.")
     if transform is None:
-        transform = resolve_transform(weights, model=model, target_size=image_size)
+        transform = resolve_transform(weights, model=model, target_size=image_size, exif_orientation=True)
     if model is None:
         model = pooled_feature_model(weights, layer, transform.target_size)
     elif tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):

@@ -45,6 +45,7 @@ __all__ = [
     "pooled_features",
     "compute_features",
     "train_head",
+    "fit_head",
     "unfreeze_top_blocks",
     "fine_tune",
 ]
@@ -72,19 +73,21 @@ def _check_int(value, name, low, high=None):
     return int(value)
 
 
-def build_head(num_classes, feature_dim=2048, dropout=0.2, activation="softmax", name="head"):
+def build_head(num_classes, feature_dim=2048, dropout=0.2, activation="softmax", name="head", dtype=None):
     """The new classifier head: a small Keras model, pooled features -> class scores.
 
     ``Input(feature_dim) -> Dropout(dropout) -> Dense(num_classes, activation)``;
-    the Dense layer is called ``predictions``.
+    the Dense layer is called ``predictions``. ``dtype``: the layers' dtype
+    policy (default: the global one); ``"float32"`` keeps the head, and so
+    the class scores, in float32 under a mixed-precision policy.
     """
     num_classes = _check_int(num_classes, "num_classes", 2)
     feature_dim = _check_int(feature_dim, "feature_dim", 1)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"`dropout` must be a number in [0, 1); received dropout={dropout!r}.")
     inputs = keras.Input((feature_dim,), name="features")
-    x = keras.layers.Dropout(dropout, name="dropout")(inputs) if dropout else inputs
-    outputs = keras.layers.Dense(num_classes, activation=activation, name="predictions")(x)
+    x = keras.layers.Dropout(dropout, name="dropout", dtype=dtype)(inputs) if dropout else inputs
+    outputs = keras.layers.Dense(num_classes, activation=activation, name="predictions", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -251,19 +254,64 @@ def train_head(
         if verbose:
             print("Computing backbone features (once) for the validation data")
         val = compute_features(extractor, validation_data, verbose)
+    return fit_head(
+        classifier,
+        x,
+        y,
+        validation=val,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        verbose=verbose,
+        callbacks=callbacks,
+    )
+
+
+def fit_head(
+    classifier,
+    features,
+    labels,
+    validation=None,
+    epochs=5,
+    learning_rate=1e-3,
+    batch_size=32,
+    verbose=1,
+    callbacks=None,
+    class_weight=None,
+):
+    """Fit the head of ``classifier`` on pooled ``features`` (N x D) and integer ``labels``; a ``History``.
+
+    The training step of :func:`train_head`'s fast path, for features computed
+    elsewhere (:func:`compute_features`, or a pipeline that also records which
+    files it skipped). ``features`` may also be a ``tf.data.Dataset`` of
+    ``(features, labels)`` batches (then ``labels`` is None and ``batch_size``
+    is the dataset's). ``validation``: ``(features, labels)`` or None;
+    ``class_weight``: as in ``Model.fit``. Mini-batches of ``batch_size``,
+    reshuffled every epoch. Afterwards ``classifier`` (which shares the head)
+    is the trained model, compiled with the optimizer and its state. Call it
+    in the ``tf.distribute`` strategy scope the classifier was built in.
+    """
+    epochs = _check_int(epochs, "epochs", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
+        raise ValueError(f"`learning_rate` must be a positive number; received {learning_rate!r}.")
+    head = _find_head(classifier)
+    find_backbone(classifier).trainable = False
     # Fit a throw-away wrapper that shares the head's layers, so that the head itself stays
     # uncompiled (a compiled sub-model would take the optimizer into the saved file).
     trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
     _compile(trainer, learning_rate, head)
+    dataset = labels is None
     history = trainer.fit(
-        x,
-        y,
-        validation_data=val,
+        features,
+        labels,
+        validation_data=validation,
         epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
+        batch_size=None if dataset else batch_size,
+        shuffle=not dataset,
         verbose=verbose,
         callbacks=callbacks,
+        class_weight=class_weight,
     )
     # The classifier's trainable weights are exactly the head's: it takes over the optimizer
     # (and its state), so training can go on and the saved optimizer matches on reload.
@@ -303,11 +351,13 @@ def fine_tune(
     verbose=1,
     callbacks=None,
     initial_epoch=0,
+    class_weight=None,
 ):
     """Fine-tune the top ``blocks`` backbone blocks and the head at a low learning rate.
 
     Unfreezes as :func:`unfreeze_top_blocks` (BatchNormalization stays frozen,
-    so in inference mode), recompiles with Adam(``learning_rate``) and fits.
+    so in inference mode), recompiles with Adam(``learning_rate``) and fits
+    (``class_weight`` as in ``Model.fit``).
     Train the head first (:func:`train_head`): a random head's large
     gradients would wreck the pretrained features. Returns a ``History``.
     """
@@ -324,4 +374,5 @@ def fine_tune(
         verbose=verbose,
         callbacks=callbacks,
         shuffle=False,
+        class_weight=class_weight,
     )

@@ -1,0 +1,306 @@
+"""keras_xception.tasks.training: train() end to end on a tiny generated class tree with the small backbone,
+the classifier file (class names and transform inside, safe-mode reload), early stopping, augmentation only in
+fine-tuning, class weights, mixed precision, bad input, and MirroredStrategy on 2 logical CPUs (a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import SMALL, randomize, small_xception
+
+keras = pytest.importorskip("keras")
+
+import keras_xception as kx  # noqa: E402
+from keras_xception import folders  # noqa: E402
+from keras_xception.tasks import training  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_backbone(seed=0):
+    """The small variant without its top, random BN statistics (a builder: train() calls it in its scope)."""
+    return lambda: randomize(small_xception(include_top=False), seed=seed)
+
+
+FAST = dict(weights=None, image_size=SMALL, batch_size=4, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_tree")
+    folders.write_synthetic_tree(root, classes=3, per_class=5, sizes=(71, 90))
+    return str(root)
+
+
+def counting_augmentation(seen, real=True):
+    """``training.augmentation`` plus a layer counting the images it sees when called in training mode."""
+    import tensorflow as tf
+
+    class Counting(keras.layers.Layer):
+        def call(self, x, training=None):
+            if not training:  # (Keras also calls it symbolically, to infer shapes)
+                return x
+            n = tf.py_function(lambda k: seen.append(int(k)) or 0, [tf.shape(x)[0]], tf.int32)
+            return x + tf.cast(tf.reshape(n, []), x.dtype)  # 0: the count is the only effect
+
+    original = training.augmentation
+
+    def augmentation(seed=None):
+        aug = original(seed) if real else keras.Sequential(name="augmentation")
+        aug.add(Counting())
+        return aug
+
+    return augmentation
+
+
+@pytest.fixture(scope="module")
+def trained(tree, tmp_path_factory):
+    """One run with every output: head (auto), one fine-tuning epoch with augmentation (counted), files written."""
+    out = tmp_path_factory.mktemp("trained")
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "augmentation", counting_augmentation(seen))
+        classifier, report = training.train(
+            tree,
+            backbone=small_backbone(),
+            fine_tune_epochs=1,
+            augment=True,
+            patience=3,
+            out=str(out / "model.keras"),
+            report_path=str(out / "report.json"),
+            **FAST,
+        )
+    return classifier, report, out, seen
+
+
+def test_train_end_to_end_report_and_files(trained):
+    classifier, report, out, _ = trained
+    assert classifier.class_names == ("class_0", "class_1", "class_2")
+    assert report["class_names"] == list(classifier.class_names)
+    assert (report["num_train"], report["num_val"]) == (12, 3)  # round(0.2 * 5) = 1 per class
+    assert set(report["per_class"]) == set(classifier.class_names)
+    for r in report["per_class"].values():
+        assert set(r) == {"precision", "recall", "f1", "support"} and r["support"] == 1
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == 3 and report["val_accuracy"] == pytest.approx(np.trace(cm) / 3)
+    head = report["head"]
+    assert head["cached_features"] is True and head["augmentation"] is False and "without augmentation" in head["note"]
+    tune = report["fine_tune"]
+    assert tune["augmentation"] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "Counting"]
+    assert tune["epochs"] == 1 and tune["blocks"] == 2 and isinstance(tune["kept"], bool)
+    assert set(report["timings"]) >= {"features_seconds", "head_seconds", "fine_tune_seconds", "total_seconds"}
+    assert report["settings"]["augment"] is True and report["settings"]["strategy"] == "default"
+    assert report["transform"]["exif_orientation"] is True and report["transform"]["preprocessing"] is None
+    with open(out / "report.json") as f:
+        assert json.load(f) == json.loads(json.dumps(report, default=float))
+    for key in ("curves", "confusion_matrix"):
+        with open(report["outputs"][key], "rb") as f:
+            assert f.read(4) == b"\x89PNG"
+    assert report["outputs"]["model"] == str(out / "model.keras")
+    # The saved model has no random layers: augmentation lives in the fine-tuning pipeline.
+    assert not [layer for layer in classifier.model.layers if "augmentation" in layer.name]
+
+
+def test_class_names_and_transform_survive_save_and_safe_mode_reload(trained, tree):
+    classifier, _, out, _ = trained
+    path = str(out / "model.keras")
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read(training.METADATA_MEMBER))
+    assert meta["class_names"] == ["class_0", "class_1", "class_2"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = keras.saving.load_model(path, safe_mode=True)  # no custom objects
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    loaded = kx.load_classifier(path)
+    assert loaded.class_names == classifier.class_names and loaded.transform == classifier.transform
+    images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)[:3]])
+    expected = classifier.predict(images)
+    np.testing.assert_allclose(plain.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(images), expected, rtol=1e-5, atol=1e-6)
+    assert plain.output.dtype == "float32"
+    ranked = loaded.classify(folders.list_images(tree)[:2], top=2)
+    assert [len(top) for _, top in ranked] == [2, 2] and ranked[0][1][0][0] in classifier.class_names
+    # Re-saved by plain Keras the record is gone: still loads, classes by index, with a warning.
+    plain.save(str(out / "plain.keras"))
+    with pytest.warns(UserWarning, match="no keras-xception record"):
+        fallback = kx.load_classifier(str(out / "plain.keras"))
+    assert fallback.class_names == ("0", "1", "2") and fallback.transform.target_size == (SMALL, SMALL)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tree):
+    classifier, report = training.train(
+        tree, backbone=small_backbone(1), max_epochs=500, patience=2, learning_rate=0.05, **FAST
+    )
+    head = report["head"]
+    losses = head["history"]["val_loss"]
+    assert head["stopped_early"] and len(losses) == head["epochs_run"] < 500
+    assert head["epochs_run"] == head["best_epoch"] + 2  # stopped `patience` epochs after the best
+    assert head["val_loss"] == pytest.approx(min(losses))
+    # The kept weights are the best epoch's: the model's validation loss is that minimum.
+    _, _, vp, vl, _ = folders.class_folder_split(tree, 0.2, seed=1337)
+    images = np.stack([kx.load_image(p, classifier.transform) for p in vp])
+    probs = classifier.predict(images)
+    loss = float(np.mean(-np.log(probs[np.arange(len(vl)), vl])))
+    assert loss == pytest.approx(min(losses), rel=1e-4)
+
+
+def test_augmentation_runs_only_in_fine_tuning(trained, tree, monkeypatch):
+    _, report, _, seen = trained
+    assert sum(seen) == report["num_train"]  # every training image once, in the one fine-tuning epoch
+    head_only = []
+    monkeypatch.setattr(training, "augmentation", counting_augmentation(head_only, real=False))
+    _, report = training.train(tree, backbone=small_backbone(), epochs=2, augment=True, **FAST)
+    assert head_only == [] and report["fine_tune"] is None
+    assert report["head"]["epochs_run"] == 2 and not report["head"]["stopped_early"]  # a fixed number of epochs
+
+
+def test_default_augmentation_layers_are_active_only_in_training():
+    aug = training.augmentation(seed=3)
+    assert [type(layer).__name__ for layer in aug.layers] == [
+        "RandomFlip",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomTranslation",
+    ]
+    x = np.random.default_rng(0).uniform(0, 255, (2, SMALL, SMALL, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(aug(x, training=False)), x)
+    assert np.abs(np.asarray(aug(x, training=True)) - x).max() > 1
+
+
+def test_class_weight_balanced_and_mixed_precision_head(tmp_path):
+    root = tmp_path / "imbalanced"
+    folders.write_synthetic_tree(root, classes=2, per_class=10, sizes=(71, 80))
+    for p in sorted((root / "class_1").iterdir())[:6]:  # class_1 keeps 4 images: 3 train, 1 val
+        p.unlink()
+    classifier, report = training.train(
+        str(root), backbone=small_backbone(), epochs=2, class_weight="balanced", mixed_precision=True, **FAST
+    )
+    assert (report["num_train"], report["num_val"]) == (11, 3)
+    assert report["class_weights"] == pytest.approx({"class_0": 11 / (2 * 8), "class_1": 11 / (2 * 3)})
+    assert report["settings"]["mixed_precision"] in ("mixed_bfloat16", "mixed_float16")
+    model = classifier.model
+    assert model.output.dtype == "float32"
+    assert model.get_layer("head").get_layer("predictions").dtype_policy.name == "float32"
+    backbone = kx.find_xception(model)
+    assert backbone.get_layer("block1_conv1").compute_dtype in ("bfloat16", "float16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_bad_input_gives_clear_errors(tree, tmp_path):
+    one = tmp_path / "one_class"
+    folders.write_synthetic_tree(one, classes=1, per_class=3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        training.train(str(one), backbone=small_backbone(), **FAST)
+    empty = tmp_path / "empty_class"
+    folders.write_synthetic_tree(empty, classes=2, per_class=3)
+    (empty / "class_2").mkdir()
+    with pytest.raises(ValueError, match=r"class_2.*has no image files"):
+        training.train(str(empty), backbone=small_backbone(), **FAST)
+    for kwargs, match in [
+        (dict(image_size=64), "image_size.*>= 71"),
+        (dict(val_split=0.0), "val_split"),
+        (dict(epochs=0), "epochs"),
+        (dict(out="model.h5"), r"\.keras"),
+        (dict(class_weight="auto"), "class_weight"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            training.train(tree, backbone=small_backbone(), **{**FAST, **kwargs})
+    other = tmp_path / "other_val"
+    (other / "class_9").mkdir(parents=True)
+    folders.write_synthetic_tree(other / "class_9", classes=1, per_class=1)
+    with pytest.raises(ValueError, match=r"class folders that `data_dir` has not: \['class_9'\]"):
+        training.train(tree, val_dir=str(other), backbone=small_backbone(), **FAST)
+    with pytest.raises(ValueError, match="data_dir"):
+        training.train(str(tmp_path / "missing"), **FAST)
+
+
+def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(tmp_path):
+    root = tmp_path / "with_bad"
+    folders.write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 80))
+    truncated = root / "class_0" / "truncated.jpg"
+    good = (root / "class_0" / "img_001.jpg").read_bytes()
+    truncated.write_bytes(good[: len(good) // 3])
+    text = root / "class_1" / "notes.png"
+    text.write_text("not an image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier, report = training.train(str(root), backbone=small_backbone(), epochs=1, **FAST)
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == {str(truncated), str(text)}
+    assert "not a JPEG, PNG, GIF or BMP" in skipped[str(text)] and skipped[str(truncated)]
+    assert report["num_train"] + report["num_val"] == 10
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(truncated) in messages and str(text) in messages
+    with pytest.raises(ValueError, match="notes.png|truncated.jpg"):
+        training.train(str(root), backbone=small_backbone(), epochs=1, strict=True, **FAST)
+
+
+def test_evaluate_classifier_on_class_folders(trained, tree):
+    classifier, _, out, _ = trained
+    report = training.evaluate_classifier(str(out / "model.keras"), tree, batch_size=4, verbose=0)
+    assert report["count"] == 15 and report["class_names"] == list(classifier.class_names)
+    images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)])
+    labels = np.repeat([0, 1, 2], 5)
+    predicted = classifier.predict(images).argmax(1)
+    assert report["accuracy"] == pytest.approx(np.mean(predicted == labels))
+    cm = np.zeros((3, 3), int)
+    np.add.at(cm, (labels, predicted), 1)
+    assert report["confusion_matrix"] == cm.tolist()
+
+
+def test_classification_report_figures():
+    probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]
+    report = training.classification_report([0, 1, 1, 2, 2, 0], probs, ["a", "b", "c"])
+    assert report["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 2]]
+    assert report["per_class"]["a"] == dict(precision=0.5, recall=0.5, f1=0.5, support=2)
+    assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3) and report["per_class"]["c"]["recall"] == 1
+    assert report["accuracy"] == pytest.approx(4 / 6)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus_agrees_with_the_default(tree, tmp_path):
+    """One process with 2 logical CPU devices trains twice (default, then MirroredStrategy) from the same seed.
+
+    Full batches (the 12 training images): the distributed step (each replica's share, the gradients
+    summed across replicas, the frozen BatchNormalization) must give the single-device numbers; the
+    order of the examples inside an epoch, which tf.data may draw differently under a strategy, does
+    not enter.
+    """
+    out = tmp_path / "agree.json"
+    code = f"""
+import json, sys
+sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+from conftest import randomize, small_xception
+from keras_xception import folders, load_image
+from keras_xception.tasks import training
+paths = folders.list_images({tree!r})
+results = {{}}
+for name, strategy in (("default", "default"), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
+        weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1,
+        fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
+    x = np.stack([load_image(p, clf.transform) for p in paths])
+    results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],
+                         val_loss=report["head"]["history"]["val_loss"], strategy=report["settings"]["strategy"],
+                         tune_loss=report["fine_tune"]["history"]["val_loss"])
+json.dump(results, open({str(out)!r}, "w"))
+"""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["default"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
+    assert results["mirrored"]["strategy"] == "MirroredStrategy"
+    np.testing.assert_allclose(results["mirrored"]["val_loss"], results["default"]["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(results["mirrored"]["tune_loss"], results["default"]["tune_loss"], rtol=1e-4)
+    assert abs(results["default"]["tune_loss"][0] - results["default"]["val_loss"][-1]) > 1e-6  # fine-tuning moved
+    np.testing.assert_allclose(results["mirrored"]["probs"], results["default"]["probs"], rtol=1e-4, atol=1e-6)
