@@ -16,9 +16,9 @@ import sys
 from keras_xception.cli.commands import (
     _check_out_dir,
     _image_paths,
-    inference_options,
     _report_skipped,
     export_precision,
+    inference_options,
     sample_image,
 )
 
