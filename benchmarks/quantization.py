@@ -83,26 +83,27 @@ def main(argv=None):
     order = np.random.default_rng(args.seed).permutation(len(x))
     train_idx, holdout_idx = order[:1000], order[1000:]
     t = time.perf_counter()
-    if args.model and os.path.exists(args.model):
+    loaded = bool(args.model and os.path.exists(args.model))
+    if loaded:
         model = keras.saving.load_model(args.model)
-        print(f"loaded {args.model}", flush=True)
     else:
         model = train(x[train_idx], y[train_idx], args.image_size, args.epochs, args.seed)
         if args.model:
             model.save(args.model)
-    train_seconds = time.perf_counter() - t
+    train_seconds = None if loaded else time.perf_counter() - t
     holdout, labels = x[holdout_idx], y[holdout_idx]
     fp32_accuracy = float(np.mean(model.predict(holdout, verbose=0).argmax(1) == labels))
+    how = f"loaded from {args.model} (trained there by this script)" if loaded else f"trained in {train_seconds:.0f} s"
     print(
-        f"trained {model.count_params():,} parameters in {train_seconds:.0f} s; fp32 held-out accuracy "
-        f"{fp32_accuracy:.4f} on {len(holdout)} digits",
+        f"{model.count_params():,} parameters, {how}; fp32 held-out accuracy {fp32_accuracy:.4f} on {len(holdout)} digits",
         flush=True,
     )
     calibration = x[train_idx[: args.calibration]]
     results = {
         "image_size": args.image_size,
         "parameters": model.count_params(),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": None if loaded else round(train_seconds, 1),
+        "model": args.model if loaded else None,
         "fp32_accuracy": fp32_accuracy,
         "holdout_images": len(holdout),
         "cases": {},
