@@ -63,9 +63,10 @@ __all__ = ["Predictor", "predict_function", "DEFAULT_BATCH_SIZE"]
 #: * fp32, ONNX Runtime and OpenVINO: one image per call (batch 32: ONNX Runtime
 #:   24.0 vs 18.5 img/s in one call, OpenVINO 25.4 vs 23.8); TensorFlow: the
 #:   whole batch in one call (batch 32: 23.6 vs 20.4 img/s in streams of one).
-#: * OpenVINO bf16 and int8 (a 2-core Xeon with AMX): four images per call
-#:   (batch 32, int8: 104 img/s against 79 in one call and 93 in streams of one
-#:   image; bf16 72 against 66 and 71; batch 8: int8 102 against 97 in one call).
+#: * OpenVINO bf16 and int8 (a 2-core Xeon with AMX; benchmarks/results/inference_strategies.txt):
+#:   four images per call (int8, batch 8: 93.9 img/s against 75.0 in one call and 80.4 in
+#:   single-image calls; batch 32: 92.6 against 73.9 and 90.0; bf16, batch 8: 76.2 against 70.6
+#:   and 71.7). ONNX Runtime int8: one image per call (batch 8: 47.3 against 42.5 in one call).
 DEFAULT_BATCH_SIZE = {
     ("tensorflow", "fp32"): 32,
     ("onnxruntime", "fp32"): 1,
