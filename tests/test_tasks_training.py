@@ -18,6 +18,8 @@ keras = pytest.importorskip("keras")
 import keras_xception as kx  # noqa: E402
 from keras_xception import folders  # noqa: E402
 from keras_xception.tasks import training  # noqa: E402
+from keras_xception.tasks.classifier import METADATA_MEMBER, evaluate_classifier  # noqa: E402
+from keras_xception.tasks.reports import classification_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,7 +112,7 @@ def test_class_names_and_transform_survive_save_and_safe_mode_reload(trained, tr
     classifier, _, out, _ = trained
     path = str(out / "model.keras")
     with zipfile.ZipFile(path) as zf:
-        meta = json.loads(zf.read(training.METADATA_MEMBER))
+        meta = json.loads(zf.read(METADATA_MEMBER))
     assert meta["class_names"] == ["class_0", "class_1", "class_2"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -242,7 +244,7 @@ def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(tm
 
 def test_evaluate_classifier_on_class_folders(trained, tree):
     classifier, _, out, _ = trained
-    report = training.evaluate_classifier(str(out / "model.keras"), tree, batch_size=4, verbose=0)
+    report = evaluate_classifier(str(out / "model.keras"), tree, batch_size=4, verbose=0)
     assert report["count"] == 15 and report["class_names"] == list(classifier.class_names)
     images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)])
     labels = np.repeat([0, 1, 2], 5)
@@ -255,7 +257,7 @@ def test_evaluate_classifier_on_class_folders(trained, tree):
 
 def test_classification_report_figures():
     probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]
-    report = training.classification_report([0, 1, 1, 2, 2, 0], probs, ["a", "b", "c"])
+    report = classification_report([0, 1, 1, 2, 2, 0], probs, ["a", "b", "c"])
     assert report["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 2]]
     assert report["per_class"]["a"] == dict(precision=0.5, recall=0.5, f1=0.5, support=2)
     assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3) and report["per_class"]["c"]["recall"] == 1

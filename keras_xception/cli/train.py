@@ -49,7 +49,7 @@ def _refuse(args, command, **flags):
 
 
 def _load(path):
-    from keras_xception.tasks.training import load_classifier
+    from keras_xception.tasks.classifier import load_classifier
 
     return load_classifier(path)
 
@@ -216,7 +216,7 @@ def extract_model(args, stdout) -> int:
 
 def evaluate_model(args, stdout) -> int:
     """Accuracy, per-class figures and the confusion matrix on class folders (``--val-dir``)."""
-    from keras_xception.tasks.training import evaluate_classifier
+    from keras_xception.tasks.classifier import evaluate_classifier
 
     if args.val_dir is None:
         raise ValueError(
