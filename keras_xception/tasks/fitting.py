@@ -152,12 +152,12 @@ def head_phase(
     head_epochs = max_epochs if auto else epochs
     x_val_tensor = np.asarray(x_val, np.float32)
     callbacks = [_validation(lambda: np.asarray(head(x_val_tensor, training=False)), y_val)]
+    stopper = None
     if auto:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, min_delta=1e-4, restore_best_weights=True, verbose=0
-            )
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, min_delta=1e-4, restore_best_weights=True, verbose=0
         )
+        callbacks.append(stopper)
     if verbose:
         callbacks.append(_epoch_logger("head", 10 if verbose == 1 else 25, f"<={head_epochs}" if auto else head_epochs))
     t0 = time.perf_counter()
@@ -174,7 +174,9 @@ def head_phase(
         ).history
     head_seconds = time.perf_counter() - t0
     val_losses = head_history["val_loss"]
-    best_head = int(np.argmin(val_losses)) + 1 if auto else len(val_losses)
+    # The epoch whose weights EarlyStopping restored: the last one that improved by more than
+    # min_delta, not always the argmin (a later epoch may have improved by less).
+    best_head = stopper.best_epoch + 1 if auto else len(val_losses)
     head_report = dict(
         cached_features=True,
         augmentation=False,
