@@ -92,6 +92,19 @@ def inference_options(args) -> dict:
     return dict(runtime=runtime, precision=args.precision, calibration=args.calibration)
 
 
+def write_features(out, result, stdout) -> int:
+    """``extract``'s ending: the .npz, its path on stdout, a summary and the skipped files on stderr."""
+    from keras_xception.tasks.extraction import save_features
+
+    out = out if out.endswith(".npz") else out + ".npz"
+    save_features(out, result)
+    n, d = result.features.shape
+    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
+    print(out, file=stdout)
+    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
+    return 0
+
+
 def export_precision(args) -> dict:
     """``precision``, ``calibration`` and ``calibration_size`` of ``export``, checked before any model is built."""
     if args.precision == "int8" and (args.calibration is None or not os.path.isdir(args.calibration)):
@@ -179,7 +192,7 @@ def predict(args, stdout) -> int:
 
 
 def extract(args, stdout) -> int:
-    from keras_xception.tasks.extraction import extract_features, save_features
+    from keras_xception.tasks.extraction import extract_features
 
     if not os.path.isdir(args.dir):
         raise ValueError(f"DIR must be an existing folder; received {args.dir!r}.")
@@ -194,13 +207,7 @@ def extract(args, stdout) -> int:
         verbose=args.verbose,
         strict=args.strict,
     )
-    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
-    save_features(out, result)
-    n, d = result.features.shape
-    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
-    print(out, file=stdout)
-    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
-    return 0
+    return write_features(args.out, result, stdout)
 
 
 def evaluate(args, stdout) -> int:

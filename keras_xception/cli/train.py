@@ -20,6 +20,7 @@ from keras_xception.cli.commands import (
     export_precision,
     inference_options,
     sample_image,
+    write_features,
 )
 
 __all__ = ["train", "with_model", "predict_model", "extract_model", "evaluate_model", "export_model", "classes_path"]
@@ -184,7 +185,7 @@ def predict_model(args, stdout) -> int:
 def extract_model(args, stdout) -> int:
     """Feature vectors from the classifier's backbone (pooled; ``--layer`` as without --model)."""
     from keras_xception.model.features import feature_model
-    from keras_xception.tasks.extraction import extract_features, save_features
+    from keras_xception.tasks.extraction import extract_features
 
     _refuse(args, "extract", weights="imagenet", image_size=None)
     if not os.path.isdir(args.dir):
@@ -205,13 +206,7 @@ def extract_model(args, stdout) -> int:
         verbose=args.verbose,
         strict=args.strict,
     )
-    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
-    save_features(out, result)
-    n, d = result.features.shape
-    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
-    print(out, file=stdout)
-    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
-    return 0
+    return write_features(args.out, result, stdout)
 
 
 def evaluate_model(args, stdout) -> int:

@@ -16,7 +16,14 @@ import numpy as np
 
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "looks_like_image", "class_folder_split", "report_unreadable"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "looks_like_image",
+    "class_images",
+    "class_folder_split",
+    "report_unreadable",
+]
 
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -88,6 +95,29 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
     return found
 
 
+def class_images(folder, problems) -> list[str]:
+    """The image files of one class folder (recursive, sorted) that look like images.
+
+    Files that cannot be opened or are not JPEG, PNG, GIF or BMP are appended to
+    ``problems`` as ``(path, reason)``.
+
+    Raises:
+        ValueError: the folder holds no image file.
+    """
+    files = []
+    for path in list_images(folder, problems=problems):
+        try:
+            if looks_like_image(path):
+                files.append(path)
+            else:
+                problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
+        except OSError as e:
+            problems.append((path, e.strerror or str(e)))
+    if not files:
+        raise ValueError(f"Class folder {os.fspath(folder)!r} has no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
 def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
     """Split a class-per-folder image tree into training and validation files.
 
@@ -120,19 +150,7 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
     problems = [] if warn else problems
     reported = len(problems)
     for label, name in enumerate(class_names):
-        files = []
-        for path in list_images(os.path.join(data_dir, name), problems=problems):
-            try:
-                if looks_like_image(path):
-                    files.append(path)
-                else:
-                    problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
-            except OSError as e:
-                problems.append((path, e.strerror or str(e)))
-        if not files:
-            raise ValueError(
-                f"Class folder {os.path.join(data_dir, name)!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})."
-            )
+        files = class_images(os.path.join(data_dir, name), problems)
         order = rng.permutation(len(files))
         n_val = int(round(val_split * len(files)))
         if val_split > 0 and len(files) >= 2:

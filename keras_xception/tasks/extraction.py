@@ -78,6 +78,27 @@ def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=
     return np.concatenate(outputs) if outputs else None
 
 
+def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
+    """The batches :func:`predict_batches` takes: ``(readable images, preprocessed, or None; images read)``.
+
+    Decodes ``records`` (:func:`~keras_xception.data.dataset.decode_records`);
+    appends the indices of the readable examples to ``kept`` (their labels to
+    ``labels``, if given) and of the unreadable ones to ``bad`` (explain them
+    with :func:`~keras_xception.data.dataset.explain`); ``strict``: raise
+    ``ValueError`` at the first unreadable one, naming it.
+    """
+    for index, images, label, ok in decode_records(records, transform).batch(batch_size):
+        index, ok = index.numpy(), ok.numpy()
+        if strict and not ok.all():
+            _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
+            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
+        bad.extend(int(i) for i in index[~ok])
+        kept.extend(int(i) for i in index[ok])
+        if labels is not None:
+            labels.extend(label.numpy()[ok])
+        yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
+
+
 def extract_features(
     source,
     *,
@@ -154,18 +175,8 @@ def extract_features(
     predict = predict_function(model, runtime, precision=precision, calibration=calibration, transform=transform)
     records = Records.from_files(paths)
     kept, bad = [], []
-
-    def readable_images():  # (the batch's readable images, preprocessed, or None; images read)
-        for index, images, _, ok in decode_records(records, transform).batch(batch_size):
-            index, ok = index.numpy(), ok.numpy()
-            if strict and not ok.all():
-                _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
-                raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
-            bad.extend(int(i) for i in index[~ok])
-            kept.extend(paths[int(i)] for i in index[ok])
-            yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
-
-    features = predict_batches(predict, readable_images(), total=len(paths), verbose=verbose)
+    batches = readable_batches(records, transform, batch_size, strict=strict, kept=kept, bad=bad)
+    features = predict_batches(predict, batches, total=len(paths), verbose=verbose)
     for path, reason in skipped:  # unreadable folders and files found while listing
         warnings.warn(f"Skipping unreadable {path!r}: {reason}", stacklevel=2)
     for _, name, reason in explain(records, bad, transform):
@@ -173,7 +184,7 @@ def extract_features(
         warnings.warn(f"Skipping unreadable image {name!r}: {reason}", stacklevel=2)
     if not kept:
         raise ValueError(f"None of the {len(paths)} image files could be read; skipped: {skipped}")
-    return FeatureSet(features, kept, skipped)
+    return FeatureSet(features, [paths[i] for i in kept], skipped)
 
 
 def save_features(path, feature_set):

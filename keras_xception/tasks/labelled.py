@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-from keras_xception.data.dataset import Records, decode_records, explain
-from keras_xception.data.files import class_folder_split, list_images, looks_like_image
-from keras_xception.tasks.extraction import predict_batches
+from keras_xception.data.dataset import Records, explain
+from keras_xception.data.files import class_folder_split, class_images
+from keras_xception.tasks.extraction import predict_batches, readable_batches
 
 __all__ = ["split_class_folders", "class_files", "run_over_files"]
 
@@ -78,17 +78,7 @@ def class_files(folder, problems):
         raise ValueError(f"{folder!r} must hold one sub-folder of images per class; it has none.")
     paths, labels = [], []
     for label, name in enumerate(names):
-        files = []
-        for path in list_images(os.path.join(folder, name), problems=problems):
-            try:
-                if looks_like_image(path):
-                    files.append(path)
-                else:
-                    problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
-            except OSError as e:
-                problems.append((path, e.strerror or str(e)))
-        if not files:
-            raise ValueError(f"Class folder {os.path.join(folder, name)!r} has no image files.")
+        files = class_images(os.path.join(folder, name), problems)
         paths += files
         labels += [label] * len(files)
     return paths, np.array(labels, "int32"), names
@@ -103,22 +93,12 @@ def run_over_files(predict, paths, labels, transform, batch_size, verbose, stric
     """
     records = Records.from_files(paths, labels, description=what)
     kept, kept_labels, bad = [], [], []
-
-    def batches():
-        for index, images, label, ok in decode_records(records, transform).batch(batch_size):
-            index, ok = index.numpy(), ok.numpy()
-            if strict and not ok.all():
-                _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
-                raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
-            bad.extend(int(i) for i in index[~ok])
-            kept.extend(paths[int(i)] for i in index[ok])
-            kept_labels.extend(label.numpy()[ok])
-            yield (images.numpy()[ok] if ok.any() else None), len(ok)
+    batches = readable_batches(records, transform, batch_size, strict=strict, kept=kept, bad=bad, labels=kept_labels)
 
     if verbose:
         print(f"Running the model over the {what} ({len(paths)} images)")
-    out = predict_batches(predict, batches(), total=len(paths), verbose=verbose)
+    out = predict_batches(predict, batches, total=len(paths), verbose=verbose)
     for _, name, reason in explain(records, bad, transform):
         skipped.append((name, reason))
         warnings.warn(f"Skipping unreadable image {name!r}: {reason}", stacklevel=stacklevel)
-    return out, np.asarray(kept_labels, "int64"), kept
+    return out, np.asarray(kept_labels, "int64"), [paths[i] for i in kept]
