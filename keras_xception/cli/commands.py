@@ -72,8 +72,8 @@ def runtime_of(args) -> str:
     return "keras" if args.precision == "fp32" else "auto"
 
 
-def inference_options(args) -> dict:
-    """runtime, precision and calibration of predict, extract and evaluate, checked before any model is built."""
+def check_calibration(args) -> None:
+    """``--precision`` and ``--calibration`` of every command, checked before any model is built."""
     if args.calibration is not None and args.precision != "int8":
         raise ValueError(f"--calibration is only used with --precision int8; received --precision {args.precision}.")
     if args.precision == "int8" and args.calibration is None:
@@ -83,6 +83,11 @@ def inference_options(args) -> dict:
         )
     if args.calibration is not None and not os.path.isdir(args.calibration):
         raise ValueError(f"--calibration must be an existing folder of images; received {args.calibration!r}.")
+
+
+def inference_options(args) -> dict:
+    """runtime, precision and calibration of predict, extract and evaluate, checked before any model is built."""
+    check_calibration(args)
     runtime = runtime_of(args)
     if runtime == "keras" and args.precision != "fp32":
         raise ValueError(
@@ -90,6 +95,24 @@ def inference_options(args) -> dict:
             + (" or onnxruntime." if args.precision == "int8" else ".")
         )
     return dict(runtime=runtime, precision=args.precision, calibration=args.calibration)
+
+
+def write_predictions(paths, tops, skipped, as_json, stdout, width) -> int:
+    """``predict``'s ending: per image its top classes (dicts of ``name``, ``score`` and maybe
+    ``wnid``) as a table or ``--json`` on stdout, unreadable files in the JSON and on stderr."""
+    if as_json:
+        out = [{"path": path, "predictions": top} for path, top in zip(paths, tops)]
+        out += [{"path": path, "error": reason} for path, reason in skipped]
+        json.dump(out, stdout, indent=2)
+        print(file=stdout)
+    else:
+        for path, top in zip(paths, tops):
+            print(path, file=stdout)
+            for rank, row in enumerate(top, 1):
+                wnid = f" {row['wnid']}" if "wnid" in row else ""
+                print(f"  {rank}. {row['name']:<{width}}{wnid}  {row['score']:.4f}", file=stdout)
+    _report_skipped(skipped, len(paths) + len(skipped))
+    return 0
 
 
 def write_features(out, result, stdout) -> int:
@@ -107,12 +130,7 @@ def write_features(out, result, stdout) -> int:
 
 def export_precision(args) -> dict:
     """``precision``, ``calibration`` and ``calibration_size`` of ``export``, checked before any model is built."""
-    if args.precision == "int8" and (args.calibration is None or not os.path.isdir(args.calibration)):
-        raise ValueError(
-            f"--precision int8 needs --calibration DIR, a folder of images; received {args.calibration!r}."
-        )
-    if args.precision != "int8" and args.calibration is not None:
-        raise ValueError("--calibration is only used with --precision int8.")
+    check_calibration(args)
     return dict(precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size)
 
 
@@ -174,21 +192,8 @@ def predict(args, stdout) -> int:
         if panels:
             save_cam_figure(args.cam, panels)
             print(f"Grad-CAM heatmaps written to {args.cam}", file=sys.stderr)
-    if args.json:
-        out = [
-            {"path": path, "predictions": [dict(wnid=w, name=n, score=s) for w, n, s in top]}
-            for path, top in zip(result.paths, tops)
-        ]
-        out += [{"path": path, "error": reason} for path, reason in skipped]
-        json.dump(out, stdout, indent=2)
-        print(file=stdout)
-    else:
-        for path, top in zip(result.paths, tops):
-            print(path, file=stdout)
-            for rank, (wnid, name, score) in enumerate(top, 1):
-                print(f"  {rank}. {name:<30} {wnid}  {score:.4f}", file=stdout)
-    _report_skipped(skipped, len(result.paths) + len(skipped))
-    return 0
+    rows = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops]
+    return write_predictions(result.paths, rows, skipped, args.json, stdout, width=30)
 
 
 def extract(args, stdout) -> int:
@@ -420,24 +425,22 @@ def export(args, stdout) -> int:
 
 def quantize(args, stdout) -> int:
     """int8/bf16 model measured against fp32 on held-out images, written only if it agrees."""
+    from keras_xception.deploy.quantization import out_runtime
     from keras_xception.deploy.quantization import quantize as quantize_model
 
-    if args.precision == "int8" and args.calibration is None:
-        raise ValueError("--precision int8 needs --calibration DIR (a folder of about 300 images like the real ones).")
-    if args.precision == "bf16" and args.calibration is not None:
-        raise ValueError("--calibration is only used with --precision int8 (bf16 needs no calibration).")
-    for flag, path in (("--calibration", args.calibration), ("--holdout", args.holdout)):
-        if path is not None and not os.path.isdir(path):
-            raise ValueError(f"{flag} must be an existing folder of images; received {path!r}.")
-    if args.out is not None and os.path.splitext(args.out)[1] not in (".xml", ".onnx"):
-        raise ValueError(f"--out must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {args.out!r}.")
+    check_calibration(args)
+    if not os.path.isdir(args.holdout):
+        raise ValueError(f"--holdout must be an existing folder of images; received {args.holdout!r}.")
+    if args.out is not None:
+        out_runtime(args.out, args.runtime)  # a bad --out fails before the model is built
     _check_out_dir(args.out, "--out")
     _check_out_dir(args.report, "--report")
-    model = _quantize_source(args)
+    model, transform = _quantize_source(args)
     report = quantize_model(
         model,
         args.calibration,
         args.holdout,
+        transform=transform,
         precision=args.precision,
         runtime=args.runtime,
         out=args.out,
@@ -465,6 +468,7 @@ def quantize(args, stdout) -> int:
 
 
 def _quantize_source(args):
+    """The model of ``--model`` or ``--weights``, and the transform its images are read with."""
     if args.model is not None:
         import keras
 
@@ -472,10 +476,18 @@ def _quantize_source(args):
             raise ValueError(f"--model must be a saved Keras model file (.keras); received {args.model!r}.")
         if args.features or args.image_size:
             raise ValueError("--features and --image-size go with --weights; --model is used as saved.")
-        return keras.saving.load_model(args.model)
+        from keras_xception.tasks.classifier import load_classifier, read_metadata
+
+        if read_metadata(args.model) is not None:  # a `train` classifier: its own transform
+            classifier = load_classifier(args.model)
+            return classifier.model, classifier.transform
+        return keras.saving.load_model(args.model), None
+    from keras_xception.data.transform import resolve_transform
     from keras_xception.xception import Xception
 
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
     if args.features:
-        return Xception(include_top=False, weights=args.weights, input_shape=shape, pooling="avg")
-    return Xception(weights=args.weights, input_shape=shape)
+        model = Xception(include_top=False, weights=args.weights, input_shape=shape, pooling="avg")
+    else:
+        model = Xception(weights=args.weights, input_shape=shape)
+    return model, resolve_transform(args.weights, model=model)

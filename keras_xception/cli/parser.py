@@ -62,12 +62,13 @@ def add_runtime_argument(parser, default: str | None = None) -> None:
     add_precision_arguments(parser, PRECISIONS)
 
 
-def add_precision_arguments(parser, choices, calibration_size=False) -> None:
+def add_precision_arguments(parser, choices, calibration_size=False, default="fp32") -> None:
+    """``--precision`` (one of ``choices``), ``--calibration`` and, optionally, ``--calibration-size``."""
     parser.add_argument(
         "--precision",
         choices=choices,
-        default="fp32",
-        help="fp32 (default); bf16 (OpenVINO) or int8 (OpenVINO with NNCF, or onnxruntime): faster on CPUs "
+        default=default,
+        help=f"default {default}. fp32; bf16 (OpenVINO) or int8 (OpenVINO with NNCF, or onnxruntime): faster on CPUs "
         "with AVX512_BF16/AMX or VNNI/AMX, slightly different results (measure them: keras-xception quantize)",
     )
     parser.add_argument(
@@ -256,14 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", metavar="M.keras", help="a saved Keras model (e.g. a transfer-learned classifier)")
     p.add_argument("--features", action="store_true", help="with --weights: the pooled feature extractor, no top")
     p.add_argument("--image-size", type=_image_size, default=None, help="with --weights: input side (default 299)")
-    p.add_argument("--precision", choices=("int8", "bf16"), default="int8", help="int8 (default) or bf16")
-    p.add_argument("--calibration", metavar="DIR", help="int8: folder of images to calibrate on (about 300)")
-    p.add_argument(
-        "--calibration-size",
-        type=_positive_int,
-        default=RECOMMENDED_CALIBRATION,
-        help=f"the most calibration images used, a random sample (default {RECOMMENDED_CALIBRATION})",
-    )
+    add_precision_arguments(p, ("int8", "bf16"), calibration_size=True, default="int8")
     p.add_argument("--holdout", metavar="DIR", required=True, help="folder of other images to compare on")
     p.add_argument("--holdout-size", type=_positive_int, help="the most held-out images used (default all)")
     p.add_argument("--out", help="where to write the model: .xml (OpenVINO) or .onnx (ONNX Runtime)")

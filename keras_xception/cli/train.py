@@ -21,6 +21,7 @@ from keras_xception.cli.commands import (
     inference_options,
     sample_image,
     write_features,
+    write_predictions,
 )
 
 __all__ = ["train", "with_model", "predict_model", "extract_model", "evaluate_model", "export_model", "classes_path"]
@@ -163,23 +164,9 @@ def predict_model(args, stdout) -> int:
         strict=args.strict,
     )
     skipped = skipped + list(result.skipped)
-    tops = [classifier.top(probs, args.top) for probs in result.features]
-    if args.json:
-        out = [
-            {"path": path, "predictions": [dict(name=name, score=score) for name, score in top]}
-            for path, top in zip(result.paths, tops)
-        ]
-        out += [{"path": path, "error": reason} for path, reason in skipped]
-        json.dump(out, stdout, indent=2)
-        print(file=stdout)
-    else:
-        width = max([len(c) for c in classifier.class_names] + [10])
-        for path, top in zip(result.paths, tops):
-            print(path, file=stdout)
-            for rank, (name, score) in enumerate(top, 1):
-                print(f"  {rank}. {name:<{width}}  {score:.4f}", file=stdout)
-    _report_skipped(skipped, len(result.paths) + len(skipped))
-    return 0
+    tops = [[dict(name=n, score=p) for n, p in classifier.top(probs, args.top)] for probs in result.features]
+    width = max([len(c) for c in classifier.class_names] + [10])
+    return write_predictions(result.paths, tops, skipped, args.json, stdout, width)
 
 
 def extract_model(args, stdout) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
 
-__all__ = ["Records", "decode_records", "explain", "reason", "image_dataset", "ON_ERROR"]
+__all__ = ["Records", "decode_records", "readable_batches", "explain", "reason", "image_dataset", "ON_ERROR"]
 
 #: Policies for files that cannot be read or decoded.
 ON_ERROR = ("skip", "raise")
@@ -165,6 +165,27 @@ def explain(records: Records, indices, transform: Transform) -> list:
         name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
         out.append((int(i), name, reason(payload, transform, records.payload_is_path)))
     return out
+
+
+def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
+    """The batches ``tasks.extraction.predict_batches`` takes: ``(readable images, preprocessed, or None; images read)``.
+
+    Decodes ``records`` (:func:`decode_records`);
+    appends the indices of the readable examples to ``kept`` (their labels to
+    ``labels``, if given) and of the unreadable ones to ``bad`` (explain them
+    with :func:`explain`); ``strict``: raise
+    ``ValueError`` at the first unreadable one, naming it.
+    """
+    for index, images, label, ok in decode_records(records, transform).batch(batch_size):
+        index, ok = index.numpy(), ok.numpy()
+        if strict and not ok.all():
+            _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
+            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
+        bad.extend(int(i) for i in index[~ok])
+        kept.extend(int(i) for i in index[ok])
+        if labels is not None:
+            labels.extend(label.numpy()[ok])
+        yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
 
 
 def image_dataset(

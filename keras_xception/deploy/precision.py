@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from keras_xception.data.dataset import Records, decode_records, explain
+from keras_xception.data.dataset import Records, explain, readable_batches
 from keras_xception.data.files import list_images
 from keras_xception.data.transform import Transform
 from keras_xception.deploy.runtimes import PRECISIONS, RECOMMENDED_CALIBRATION, SUPPORTED
@@ -116,13 +116,12 @@ def _from_files(paths, transform, limit, seed, what, problems):
     if len(paths) > limit:  # a sample spread over every class folder, not the first ones
         keep = np.sort(np.random.default_rng(seed).choice(len(paths), limit, replace=False))
         paths = [paths[i] for i in keep]
-    images, bad = [], []
+    images, kept, bad = [], [], []
     if paths:
         records = Records.from_files(paths)
-        for index, image, _, ok in decode_records(records, transform).batch(16):
-            ok = ok.numpy()
-            images.append(transform.preprocess(image.numpy()[ok]))
-            bad.extend(index.numpy()[~ok])
+        for batch, _ in readable_batches(records, transform, 16, strict=False, kept=kept, bad=bad):
+            if batch is not None:
+                images.append(batch)
         problems.extend((name, why) for _, name, why in explain(records, bad, transform))
     if problems:
         warnings.warn(

@@ -18,7 +18,7 @@ import numpy as np
 from keras_xception.deploy.precision import RECOMMENDED_CALIBRATION, calibration_images, check_precision, cpu_flags
 from keras_xception.deploy.predictor import Predictor
 
-__all__ = ["agreement", "quantize", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
+__all__ = ["agreement", "quantize", "out_runtime", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
 
 #: Default threshold of :func:`quantize`: top-1 agreement (classifiers) or mean cosine (features).
 DEFAULT_MIN_AGREEMENT = 0.99
@@ -35,6 +35,16 @@ def outputs_are_classes(model) -> bool:
     while isinstance(layer, keras.Model):
         layer = layer.layers[-1]
     return isinstance(layer, keras.layers.Dense)
+
+
+def out_runtime(out, runtime: str = "auto") -> str:
+    """The runtime that writes ``out`` (``.xml``: openvino, ``.onnx``: onnxruntime), checked against ``runtime``."""
+    found = {".xml": "openvino", ".onnx": "onnxruntime"}.get(os.path.splitext(os.fspath(out))[1])
+    if found is None:
+        raise ValueError(f"`out` must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {out!r}.")
+    if runtime not in ("auto", found):
+        raise ValueError(f"`out` {out!r} is a {found} file but runtime={runtime!r}.")
+    return found
 
 
 def agreement(reference, candidate, *, classes: bool = True, k: int = 5) -> dict:
@@ -131,12 +141,7 @@ def quantize(
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     if out is not None:
-        suffix_runtime = {".xml": "openvino", ".onnx": "onnxruntime"}.get(os.path.splitext(os.fspath(out))[1])
-        if suffix_runtime is None:
-            raise ValueError(f"`out` must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {out!r}.")
-        if runtime not in ("auto", suffix_runtime):
-            raise ValueError(f"`out` {out!r} is a {suffix_runtime} file but runtime={runtime!r}.")
-        runtime = suffix_runtime
+        runtime = out_runtime(out, runtime)
     predictor = Predictor(
         model,
         runtime,
@@ -148,7 +153,7 @@ def quantize(
     images = calibration_images(
         holdout, input_shape=predictor.input_shape, transform=predictor.transform, limit=holdout_size, what="holdout"
     )
-    reference = np.concatenate([model.predict_on_batch(images[i : i + 16]) for i in range(0, len(images), 16)])
+    reference = model.predict(images, batch_size=16, verbose=0)
     classes = outputs_are_classes(model)
     found = agreement(reference, predictor.predict(images), classes=classes)
     gate = "top1_agreement" if classes else "cosine_mean"

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from keras_xception.data.dataset import Records, decode_records, explain
+from keras_xception.data.dataset import Records, explain, readable_batches
 from keras_xception.data.files import list_images
 from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
 from keras_xception.deploy.predictor import predict_function
@@ -76,27 +76,6 @@ def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=
     if total is None or seen < total:
         progbar.update(seen, finalize=True)
     return np.concatenate(outputs) if outputs else None
-
-
-def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
-    """The batches :func:`predict_batches` takes: ``(readable images, preprocessed, or None; images read)``.
-
-    Decodes ``records`` (:func:`~keras_xception.data.dataset.decode_records`);
-    appends the indices of the readable examples to ``kept`` (their labels to
-    ``labels``, if given) and of the unreadable ones to ``bad`` (explain them
-    with :func:`~keras_xception.data.dataset.explain`); ``strict``: raise
-    ``ValueError`` at the first unreadable one, naming it.
-    """
-    for index, images, label, ok in decode_records(records, transform).batch(batch_size):
-        index, ok = index.numpy(), ok.numpy()
-        if strict and not ok.all():
-            _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
-            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
-        bad.extend(int(i) for i in index[~ok])
-        kept.extend(int(i) for i in index[ok])
-        if labels is not None:
-            labels.extend(label.numpy()[ok])
-        yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
 
 
 def extract_features(

@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-from keras_xception.data.dataset import Records, explain
+from keras_xception.data.dataset import Records, explain, readable_batches
 from keras_xception.data.files import class_folder_split, class_images
-from keras_xception.tasks.extraction import predict_batches, readable_batches
+from keras_xception.tasks.extraction import predict_batches
 
 __all__ = ["split_class_folders", "class_files", "run_over_files"]
 
