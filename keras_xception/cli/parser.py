@@ -267,99 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--report", metavar="OUT.json", help="write the report as JSON")
     p.set_defaults(func=commands.quantize)
-    _add_train_parsers(sub)
+    train.add_parser(sub)
+    _add_model_option(sub)
     return parser
 
 
-def _epochs(text):
-    """``--epochs``: ``auto`` (early stopping) or a positive integer."""
-    return "auto" if text.lower() == "auto" else _positive_int(text)
-
-
-def _non_negative_int(text):
-    return 0 if text.strip() == "0" else _positive_int(text)
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
-    return value
-
-
-def _split_fraction(text):
-    value = _fraction(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), received {text!r}")
-    return value
-
-
-def _add_train_parsers(sub) -> None:
-    """The ``train`` command, and ``--model`` (a trained classifier) for predict, extract, evaluate and export."""
-    p = sub.add_parser(
-        "train",
-        help="train a classifier on your images (one folder per class)",
-        description="Transfer learning: a frozen pretrained Xception and a new head trained on its cached "
-        "features until the validation loss stops improving, then optionally fine-tuning of the top blocks. "
-        "Writes the classifier (.keras, with its class names and input transform inside; reloads with "
-        "keras.saving.load_model), a training-curves PNG and a confusion-matrix PNG beside it, and a report.",
-    )
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
-    p.add_argument("--out", required=True, metavar="MODEL.keras", help="the trained classifier (.keras)")
-    val = p.add_mutually_exclusive_group()
-    val.add_argument("--val-dir", metavar="DIR", help="validation images in class folders named like DATA_DIR's")
-    val.add_argument(
-        "--val-split", type=_split_fraction, help="fraction of each class held out for validation (default 0.2)"
-    )
-    _add_weights(p, "backbone: registered name, weights file, or 'none' (random)")
-    p.add_argument("--image-size", type=_image_size, help="square input side (default: the weights', 299)")
-    p.add_argument(
-        "--epochs",
-        type=_epochs,
-        default="auto",
-        help="head epochs: auto (until the validation loss stops improving, best weights kept) or N (default auto)",
-    )
-    p.add_argument("--max-epochs", type=_positive_int, default=300, help="cap of --epochs auto (default 300)")
-    p.add_argument("--patience", type=_positive_int, default=10, help="epochs without improvement (default 10)")
-    p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="head learning rate (default 1e-3)")
-    p.add_argument(
-        "--fine-tune-epochs", type=_non_negative_int, default=0, help="fine-tuning epochs after the head (default 0)"
-    )
-    p.add_argument("--fine-tune-blocks", type=_positive_int, default=2, help="top blocks to fine-tune (default 2)")
-    p.add_argument(
-        "--fine-tune-learning-rate", type=_positive_float, default=1e-5, help="fine-tuning learning rate (default 1e-5)"
-    )
-    p.add_argument(
-        "--augment", action="store_true", help="augment images during fine-tuning (flip, rotation, zoom, translation)"
-    )
-    p.add_argument("--class-weight", choices=("balanced",), help="weight classes inversely to their frequency")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
-    p.add_argument(
-        "--strategy",
-        choices=("default", "mirrored", "multi-worker"),
-        default="default",
-        help="tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)",
-    )
-    p.add_argument("--mixed-precision", action="store_true", help="mixed-precision backbone, float32 head")
-    p.add_argument("--report", metavar="OUT.json", help="write the training report as JSON")
-    p.add_argument("--seed", type=int, default=1337, help="seed of the split, the head and the shuffling")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=train.train)
-
+def _add_model_option(sub) -> None:
+    """``--model`` (a classifier trained by ``keras-xception train``) for predict, extract, evaluate and export."""
     uses = {
-        "predict": ("its class names (top-k)", train.predict_model),
-        "extract": ("its backbone's pooled features", train.extract_model),
+        "predict": ("its class names (top-k)", commands.predict_model),
+        "extract": ("its backbone's pooled features", commands.extract_model),
         "evaluate": (
             "accuracy, per-class figures and the confusion matrix on --val-dir class folders",
-            train.evaluate_model,
+            commands.evaluate_model,
         ),
-        "export": ("the classifier, with its transform and class names beside it", train.export_model),
+        "export": ("the classifier, with its transform and class names beside it", commands.export_model),
     }
     for name, (what, run) in uses.items():
         p = sub.choices[name]
         p.add_argument("--model", metavar="MODEL.keras", help=f"a classifier trained by `keras-xception train`: {what}")
-        p.set_defaults(func=train.with_model(p.get_default("func"), run))
+        p.set_defaults(func=commands.with_model(p.get_default("func"), run))

@@ -1,82 +1,120 @@
-"""The ``train`` command and the ``--model`` form of ``predict``, ``extract``, ``evaluate`` and ``export``.
-
-``keras-xception train DATA_DIR --out model.keras`` trains a classifier on a
-class-per-folder image tree (:func:`keras_xception.tasks.training.train`);
-``--model model.keras`` makes the other commands use that classifier, its
-class names and its input transform. Like the other commands: no TensorFlow
-at import time, results to standard output, progress to standard error.
+"""The ``train`` command: ``keras-xception train DATA_DIR --out model.keras`` trains a classifier on a
+class-per-folder image tree (:func:`keras_xception.tasks.training.train`). Like the other commands: no
+TensorFlow at import time, results to standard output, progress to standard error.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import sys
 
-from keras_xception.cli.commands import (
-    _check_out_dir,
-    _image_paths,
-    _report_skipped,
-    export_precision,
-    inference_options,
-    sample_image,
-    write_features,
-    write_predictions,
-)
+from keras_xception.cli.commands import _check_out_dir, _print_table, _report_skipped
 
-__all__ = ["train", "with_model", "predict_model", "extract_model", "evaluate_model", "export_model", "classes_path"]
+__all__ = ["train", "add_parser"]
 
 
-def with_model(default, with_model_file):
-    """A command function that runs ``with_model_file`` when ``--model`` is given, else ``default``."""
+def _image_size(text):
+    from keras_xception.cli.parser import _image_size as parse
 
-    def command(args, stdout):
-        return (with_model_file if args.model else default)(args, stdout)
-
-    command.__name__ = getattr(default, "__name__", "command")
-    command.__doc__ = default.__doc__
-    return command
+    return parse(text)
 
 
-def _refuse(args, command, **flags):
-    """ValueError for options that do not apply with ``--model`` (``flags``: attribute -> value meaning unset)."""
-    given = [
-        "--" + name.replace("_", "-") for name, unset in flags.items() if getattr(args, name, unset) not in (unset,)
-    ]
-    if given:
-        raise ValueError(
-            f"{', '.join(given)} cannot be combined with --model: `{command} --model` uses the classifier's own "
-            "weights, input size and transform (saved with it by `keras-xception train`)."
-        )
+def _positive_int(text):
+    from keras_xception.cli.parser import _positive_int as parse
+
+    return parse(text)
 
 
-def _load(path):
-    from keras_xception.tasks.classifier import load_classifier
+def _fraction(text):
+    from keras_xception.cli.parser import _fraction as parse
 
-    return load_classifier(path)
-
-
-def _print_table(report, class_names, stdout):
-    width = max([len(c) for c in class_names] + [5])
-    print(f"  {'class':<{width}}  precision  recall  support", file=stdout)
-    for name in class_names:
-        r = report["per_class"][name]
-        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
-        print(f"  {name:<{width}}  {r['precision']:>9.3f}  {recall:>6}  {r['support']:>7}", file=stdout)
+    return parse(text)
 
 
-def _print_confusion(matrix, class_names, stdout, limit=20):
-    if len(class_names) > limit:
-        print(f"  (confusion matrix of {len(class_names)} classes: see the JSON report)", file=stdout)
-        return
-    width = max(max(len(c) for c in class_names), max(len(str(v)) for row in matrix for v in row), 4)
-    print("  confusion matrix (rows: true class, columns: predicted):", file=stdout)
-    print("  " + " " * width + "  " + " ".join(f"{c[:width]:>{width}}" for c in class_names), file=stdout)
-    for name, row in zip(class_names, matrix):
-        print(f"  {name:>{width}}  " + " ".join(f"{v:>{width}}" for v in row), file=stdout)
+def _add_weights(p, what):
+    from keras_xception.cli.parser import _add_weights as add
+
+    add(p, what)
 
 
-# ---------------------------------------------------------------- train
+def _epochs(text):
+    """``--epochs``: ``auto`` (early stopping) or a positive integer."""
+    return "auto" if text.lower() == "auto" else _positive_int(text)
+
+
+def _non_negative_int(text):
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
+def _split_fraction(text):
+    value = _fraction(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), received {text!r}")
+    return value
+
+
+def add_parser(sub) -> None:
+    """The ``train`` command."""
+    p = sub.add_parser(
+        "train",
+        help="train a classifier on your images (one folder per class)",
+        description="Transfer learning: a frozen pretrained Xception and a new head trained on its cached "
+        "features until the validation loss stops improving, then optionally fine-tuning of the top blocks. "
+        "Writes the classifier (.keras, with its class names and input transform inside; reloads with "
+        "keras.saving.load_model), a training-curves PNG and a confusion-matrix PNG beside it, and a report.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
+    p.add_argument("--out", required=True, metavar="MODEL.keras", help="the trained classifier (.keras)")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val-dir", metavar="DIR", help="validation images in class folders named like DATA_DIR's")
+    val.add_argument(
+        "--val-split", type=_split_fraction, help="fraction of each class held out for validation (default 0.2)"
+    )
+    _add_weights(p, "backbone: registered name, weights file, or 'none' (random)")
+    p.add_argument("--image-size", type=_image_size, help="square input side (default: the weights', 299)")
+    p.add_argument(
+        "--epochs",
+        type=_epochs,
+        default="auto",
+        help="head epochs: auto (until the validation loss stops improving, best weights kept) or N (default auto)",
+    )
+    p.add_argument("--max-epochs", type=_positive_int, default=300, help="cap of --epochs auto (default 300)")
+    p.add_argument("--patience", type=_positive_int, default=10, help="epochs without improvement (default 10)")
+    p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="head learning rate (default 1e-3)")
+    p.add_argument(
+        "--fine-tune-epochs", type=_non_negative_int, default=0, help="fine-tuning epochs after the head (default 0)"
+    )
+    p.add_argument("--fine-tune-blocks", type=_positive_int, default=2, help="top blocks to fine-tune (default 2)")
+    p.add_argument(
+        "--fine-tune-learning-rate", type=_positive_float, default=1e-5, help="fine-tuning learning rate (default 1e-5)"
+    )
+    p.add_argument(
+        "--augment", action="store_true", help="augment images during fine-tuning (flip, rotation, zoom, translation)"
+    )
+    p.add_argument("--class-weight", choices=("balanced",), help="weight classes inversely to their frequency")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
+    p.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi-worker"),
+        default="default",
+        help="tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)",
+    )
+    p.add_argument("--mixed-precision", action="store_true", help="mixed-precision backbone, float32 head")
+    p.add_argument("--report", metavar="OUT.json", help="write the training report as JSON")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the split, the head and the shuffling")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=train)
 
 
 def train(args, stdout) -> int:
@@ -141,154 +179,4 @@ def train(args, stdout) -> int:
             print(f"{what.replace('_', ' ')}: {path}", file=stdout)
     skipped = report["skipped"]
     _report_skipped(skipped, report["num_train"] + report["num_val"] + len(skipped))
-    return 0
-
-
-# ---------------------------------------------------------------- --model
-
-
-def predict_model(args, stdout) -> int:
-    """The classifier's own classes (top-k) for each image."""
-    from keras_xception.tasks.extraction import extract_features
-
-    _refuse(args, "predict", weights="imagenet", cam=None)
-    classifier = _load(args.model)
-    paths, skipped = _image_paths(args.images or [sample_image()], args.strict)
-    result = extract_features(
-        paths,
-        model=classifier.model,
-        transform=classifier.transform,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
-    skipped = skipped + list(result.skipped)
-    tops = [[dict(name=n, score=p) for n, p in classifier.top(probs, args.top)] for probs in result.features]
-    width = max([len(c) for c in classifier.class_names] + [10])
-    return write_predictions(result.paths, tops, skipped, args.json, stdout, width)
-
-
-def extract_model(args, stdout) -> int:
-    """Feature vectors from the classifier's backbone (pooled; ``--layer`` as without --model)."""
-    from keras_xception.model.features import feature_model
-    from keras_xception.tasks.extraction import extract_features
-
-    _refuse(args, "extract", weights="imagenet", image_size=None)
-    if not os.path.isdir(args.dir):
-        raise ValueError(f"DIR must be an existing folder; received {args.dir!r}.")
-    _check_out_dir(args.out, "--out")
-    classifier = _load(args.model)
-    layer = args.layer or "avg_pool"
-    try:
-        model = feature_model(classifier.model, layer, pool=True, name="classifier_features")
-    except ValueError as e:
-        raise ValueError(f"--layer {layer!r}: {e}") from None
-    result = extract_features(
-        args.dir,
-        model=model,
-        transform=classifier.transform,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
-    return write_features(args.out, result, stdout)
-
-
-def evaluate_model(args, stdout) -> int:
-    """Accuracy, per-class figures and the confusion matrix on class folders (``--val-dir``)."""
-    from keras_xception.tasks.classifier import evaluate_classifier
-
-    if args.val_dir is None:
-        raise ValueError(
-            "evaluate --model needs --val-dir DIR: a folder with one sub-folder of images per class, named like "
-            "the model's classes (--tfds-data-dir and --tfrecords are ImageNet sources)."
-        )
-    _refuse(
-        args,
-        "evaluate",
-        weights="imagenet",
-        image_size=None,
-        crop_pct=None,
-        resize_mode=None,
-        interpolation=None,
-        limit=None,
-        tfds_manual_dir=None,
-        strategy="default",
-    )
-    _check_out_dir(args.report, "--report")
-    classifier = _load(args.model)
-    report = evaluate_classifier(
-        classifier,
-        args.val_dir,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        strict=args.strict,
-        verbose=0 if args.quiet else args.verbose,
-    )
-    report["model"] = args.model
-    names = report["class_names"]
-    top5 = f"  top-5 {100 * report['top5_accuracy']:.2f}%" if "top5_accuracy" in report else ""
-    print(
-        f"accuracy {100 * report['accuracy']:.2f}%{top5}  over {report['count']} images "
-        f"({len(report['skipped'])} skipped), {report['elapsed_seconds']} s",
-        file=stdout,
-    )
-    _print_table(report, names, stdout)
-    _print_confusion(report["confusion_matrix"], names, stdout)
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    _report_skipped(report["skipped"], report["count"] + len(report["skipped"]))
-    return 0
-
-
-def classes_path(path, format: str) -> str:
-    """Where ``export --model`` writes the class names (JSON list), next to the transform JSON.
-
-    Inside a SavedModel directory ``keras_xception_classes.json``; else beside
-    the file: ``model.onnx`` -> ``model.classes.json``.
-    """
-    path = os.fspath(path)
-    if format == "savedmodel":
-        return os.path.join(path, "keras_xception_classes.json")
-    return os.path.splitext(path)[0] + ".classes.json"
-
-
-def export_model(args, stdout) -> int:
-    """Export the classifier (raw 0..255 images in, probabilities out) with its transform and class names."""
-    from keras_xception.cli.commands import PartialFailure
-    from keras_xception.deploy.export import ParityError
-    from keras_xception.deploy.export import export as write_artifact
-    from keras_xception.deploy.runtimes import check_export_path
-
-    _refuse(args, "export", weights="imagenet", image_size=None, include_top=True, pooling="avg")
-    check_export_path(args.out, args.format)
-    precision = export_precision(args)
-    classifier = _load(args.model)
-    model = classifier.model
-    print(
-        f"exporting the classifier {args.model} ({len(classifier.class_names)} classes, input {model.input_shape}) "
-        f"as {args.format} to {args.out} ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        write_artifact(
-            model,
-            args.out,
-            format=args.format,
-            transform=classifier.transform,
-            fold_bn=not args.no_fold_bn,
-            check=not args.no_check,
-            **precision,
-        )
-    except ParityError as e:
-        raise PartialFailure(f"parity check failed: {e}") from None
-    with open(classes_path(args.out, args.format), "w") as f:
-        json.dump(list(classifier.class_names), f, indent=2)
-        f.write("\n")
-    print(args.out, file=stdout)
     return 0
