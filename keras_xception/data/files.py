@@ -20,7 +20,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "list_images",
     "looks_like_image",
-    "class_images",
+    "class_folders",
     "class_folder_split",
     "report_unreadable",
 ]
@@ -95,27 +95,45 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
     return found
 
 
-def class_images(folder, problems) -> list[str]:
-    """The image files of one class folder (recursive, sorted) that look like images.
+def class_folders(root, problems, *, min_classes=1):
+    """Every image of a class-per-folder tree (``root/<class>/*``): ``(paths, labels, class_names)``.
 
-    Files that cannot be opened or are not JPEG, PNG, GIF or BMP are appended to
-    ``problems`` as ``(path, reason)``.
+    Every sub-folder of ``root`` (sorted by name: label 0 is the first; hidden ones ignored) is a
+    class; its image files are found recursively. Files that cannot be opened or are not JPEG,
+    PNG, GIF or BMP, and unreadable folders, are appended to ``problems`` as ``(path, reason)``.
 
     Raises:
-        ValueError: the folder holds no image file.
+        ValueError: ``root`` is not a readable folder, has fewer than ``min_classes`` class
+            folders, or a class folder holds no image file.
     """
-    files = []
-    for path in list_images(folder, problems=problems):
-        try:
-            if looks_like_image(path):
-                files.append(path)
-            else:
-                problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
-        except OSError as e:
-            problems.append((path, e.strerror or str(e)))
-    if not files:
-        raise ValueError(f"Class folder {os.fspath(folder)!r} has no image files ({', '.join(IMAGE_EXTENSIONS)}).")
-    return files
+    root = _check_dir(root, "directory")
+    try:
+        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    except OSError as e:
+        raise ValueError(f"Cannot read the folder {root!r}: {e.strerror or e}.") from None
+    if len(names) < min_classes:
+        raise ValueError(
+            f"{root!r} must hold one sub-folder of images per class (at least {min_classes} classes); it has "
+            f"{len(names)}: {names}."
+        )
+    paths, labels = [], []
+    for label, name in enumerate(names):
+        files = []
+        for path in list_images(os.path.join(root, name), problems=problems):
+            try:
+                if looks_like_image(path):
+                    files.append(path)
+                else:
+                    problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
+            except OSError as e:
+                problems.append((path, e.strerror or str(e)))
+        if not files:
+            raise ValueError(
+                f"Class folder {os.path.join(root, name)!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        paths += files
+        labels += [label] * len(files)
+    return paths, np.array(labels, "int32"), names
 
 
 def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
@@ -133,24 +151,17 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
         ``(train_paths, train_labels, val_paths, val_labels, class_names)``;
         paths are lists of strings, labels int32 arrays.
     """
-    data_dir = _check_dir(data_dir, "data_dir")
     if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
         raise ValueError(f"`val_split` must be a number in [0, 1); received val_split={val_split!r}.")
-    class_names = sorted(
-        d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)) and not d.startswith(".")
-    )
-    if len(class_names) < 2:
-        raise ValueError(
-            f"`data_dir` must hold one sub-directory of images per class (at least 2 classes); "
-            f"{data_dir!r} has {len(class_names)}: {class_names}."
-        )
-    rng = np.random.default_rng(seed)
-    train, val = [], []
+    _check_dir(data_dir, "data_dir")
     warn = problems is None
     problems = [] if warn else problems
     reported = len(problems)
-    for label, name in enumerate(class_names):
-        files = class_images(os.path.join(data_dir, name), problems)
+    paths, labels, class_names = class_folders(data_dir, problems, min_classes=2)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in range(len(class_names)):
+        files = [p for p, lab in zip(paths, labels) if lab == label]
         order = rng.permutation(len(files))
         n_val = int(round(val_split * len(files)))
         if val_split > 0 and len(files) >= 2:

@@ -33,9 +33,10 @@ import zipfile
 
 import numpy as np
 
+from keras_xception.data.files import class_folders
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.tasks.extraction import extract_features
-from keras_xception.tasks.labelled import class_files, run_over_files
+from keras_xception.tasks.labelled import run_over_files
 from keras_xception.tasks.reports import classification_report
 
 __all__ = ["Classifier", "save_classifier", "load_classifier", "evaluate_classifier", "METADATA_MEMBER"]
@@ -220,7 +221,7 @@ def evaluate_classifier(
         raise ValueError(f"`val_dir` must be an existing folder of class folders; received {val_dir!r}.")
     start = time.perf_counter()
     problems = []
-    paths, labels0, folder_classes = class_files(os.fspath(val_dir), problems)
+    paths, labels0, folder_classes = class_folders(os.fspath(val_dir), problems)
     index = {c: i for i, c in enumerate(classifier.class_names)}
     unknown = sorted(set(folder_classes) - set(index))
     if unknown:

@@ -5,7 +5,6 @@ The data steps shared by :func:`~keras_xception.tasks.training.train` and
 
 * :func:`split_class_folders`: training and validation files with their
   labels, from one tree (split per class) or two (``val_dir``).
-* :func:`class_files`: every image of a tree, labelled by its folder.
 * :func:`run_over_files`: a predict function over the readable images of a
   list of files, unreadable ones skipped and listed with the reason.
 
@@ -21,10 +20,10 @@ import warnings
 import numpy as np
 
 from keras_xception.data.dataset import Records, explain, readable_batches
-from keras_xception.data.files import class_folder_split, class_images
+from keras_xception.data.files import class_folder_split, class_folders
 from keras_xception.tasks.extraction import predict_batches
 
-__all__ = ["split_class_folders", "class_files", "run_over_files"]
+__all__ = ["split_class_folders", "run_over_files"]
 
 
 def split_class_folders(data_dir, val_dir, val_split, seed, problems, stacklevel=3):
@@ -46,7 +45,7 @@ def split_class_folders(data_dir, val_dir, val_split, seed, problems, stacklevel
     tp, tl, _, _, classes = class_folder_split(data_dir, 0.0, seed, problems=problems)
     if not os.path.isdir(val_dir):
         raise ValueError(f"`val_dir` must be an existing folder of class folders; received val_dir={val_dir!r}.")
-    vp, vl0, val_classes = class_files(os.fspath(val_dir), problems)
+    vp, vl0, val_classes = class_folders(os.fspath(val_dir), problems)
     unknown = sorted(set(val_classes) - set(classes))
     if unknown:
         raise ValueError(
@@ -60,28 +59,6 @@ def split_class_folders(data_dir, val_dir, val_split, seed, problems, stacklevel
     index = {c: i for i, c in enumerate(classes)}
     vl = np.array([index[val_classes[k]] for k in vl0], "int32")
     return tp, tl, vp, vl, classes
-
-
-def class_files(folder, problems):
-    """Every image of a class-per-folder tree (one class is enough): ``(paths, labels, class_names)``.
-
-    Files are found and checked as :func:`~keras_xception.data.files.class_folder_split`
-    does; unreadable ones are appended to ``problems``.
-    """
-    try:
-        names = sorted(
-            d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith(".")
-        )
-    except OSError as e:
-        raise ValueError(f"Cannot read the folder {folder!r}: {e.strerror or e}.") from None
-    if not names:
-        raise ValueError(f"{folder!r} must hold one sub-folder of images per class; it has none.")
-    paths, labels = [], []
-    for label, name in enumerate(names):
-        files = class_images(os.path.join(folder, name), problems)
-        paths += files
-        labels += [label] * len(files)
-    return paths, np.array(labels, "int32"), names
 
 
 def run_over_files(predict, paths, labels, transform, batch_size, verbose, strict, skipped, what, stacklevel=3):
