@@ -27,7 +27,16 @@ import numpy as np
 
 from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
 
-__all__ = ["Records", "decode_records", "readable_batches", "explain", "reason", "image_dataset", "ON_ERROR"]
+__all__ = [
+    "Records",
+    "decode_records",
+    "readable_batches",
+    "map_batches",
+    "explain",
+    "reason",
+    "image_dataset",
+    "ON_ERROR",
+]
 
 #: Policies for files that cannot be read or decoded.
 ON_ERROR = ("skip", "raise")
@@ -245,3 +254,43 @@ def image_dataset(
 
     ds = ds.filter(keep).map(lambda name, image, label, ok, payload: (image, label))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=False, verbose=1, what="images"):
+    """``fn`` over batches of the readable images of ``paths``: the one run over many files.
+
+    Each batch is read with ``transform`` (decoded, cropped, resized, preprocessed) and passed to
+    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); a
+    ``keras.utils.Progbar`` counts the files (``verbose``: 0 silent, 1 animated, 2 one line).
+    Files that cannot be read are skipped, each warned about once as ``"path: reason"``, or with
+    ``strict`` the first one raises ``ValueError``.
+
+    Returns:
+        :class:`~keras_xception.data.results.Results`: ``outputs`` (float32, None when no file was
+        readable), the ``paths`` read, their ``labels`` (when given) and the ``skipped`` files.
+    """
+    import keras
+
+    from keras_xception.data.results import Results, Skipped
+
+    paths = [os.fspath(p) for p in paths]
+    records = Records.from_files(paths, labels, description=what)
+    kept, bad, kept_labels, outputs = [], [], [], []
+    progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
+    seen = 0
+    for x, done in readable_batches(
+        records, transform, batch_size, strict=strict, kept=kept, bad=bad, labels=kept_labels
+    ):
+        if x is not None:
+            outputs.append(np.asarray(fn(x), dtype="float32"))
+        seen += done
+        progbar.update(seen)
+    skipped = tuple(Skipped(name, why) for _, name, why in explain(records, bad, transform))
+    for s in skipped:
+        warnings.warn(f"Skipping {s}", stacklevel=2)
+    return Results(
+        np.concatenate(outputs) if outputs else None,
+        [paths[i] for i in kept],
+        None if labels is None else np.asarray(kept_labels, "int64"),
+        skipped,
+    )
