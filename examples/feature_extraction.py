@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def parse_args(argv=None):
     p.add_argument("dir", help="folder of images (searched recursively)")
     p.add_argument("--query", help="query image (default: the first image in the folder)")
     p.add_argument("--k", type=int, default=5, help="neighbours to show (default 5)")
-    p.add_argument("--weights", default="imagenet", help="registered name or weights file")
+    p.add_argument("--weights", default="imagenet", type=weights_arg, help="registered name, weights file, or 'none'")
     p.add_argument("--layer", help="use this layer's output (globally average pooled)")
     p.add_argument("--image-size", type=int, help="square input side (default: the weights' size, 299)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -39,6 +40,17 @@ def parse_args(argv=None):
     return args
 
 
+def weights_arg(text):
+    """``--weights`` as the CLI reads it: ``none`` (any case) means random weights."""
+    return None if text.lower() == "none" else text
+
+
+def fail(error, status):
+    """Leave as the CLI does: ``feature_extraction.py: error: ...`` on stderr, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def cosine_neighbours(features, query, k):
     """Indices and cosine similarities of the ``k`` rows of ``features`` most similar to ``query``."""
     f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
@@ -49,7 +61,19 @@ def cosine_neighbours(features, query, k):
 
 
 def main(argv=None):
+    """Print and return the ``--k`` nearest neighbours; exit 2 on bad input, 1 if weights cannot be downloaded."""
     args = parse_args(argv)
+    from keras_xception.pretrained.download import WeightsDownloadError
+
+    try:
+        return neighbours_of(args)
+    except WeightsDownloadError as e:  # offline, or a mirror without the file: the message says what to do
+        fail(e, 1)
+    except ValueError as e:  # bad arguments or data
+        fail(e, 2)
+
+
+def neighbours_of(args):
     from keras_xception.tasks.extraction import extract_features, save_features
 
     result = extract_features(

@@ -23,7 +23,7 @@ import sys
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="class-per-folder image tree (default: tfds tf_flowers)")
-    p.add_argument("--weights", default="imagenet", help="registered name, or a weights file")
+    p.add_argument("--weights", default="imagenet", type=weights_arg, help="registered name, weights file, or 'none'")
     p.add_argument("--image-size", type=int, default=299, help="square input side, >= 71 (default 299)")
     p.add_argument("--epochs", default="auto", help="head epochs: auto (early stopping) or N (default auto)")
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="fine-tuning epochs; 0 skips it (default 0)")
@@ -43,6 +43,17 @@ def parse_args(argv=None):
         except ValueError:
             p.error(f"--epochs must be 'auto' or an integer; received {args.epochs!r}")
     return args
+
+
+def weights_arg(text):
+    """``--weights`` as the CLI reads it: ``none`` (any case) means random weights."""
+    return None if text.lower() == "none" else text
+
+
+def fail(error, status):
+    """Leave as the CLI does: ``transfer_learning.py: error: ...`` on stderr, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
+    raise SystemExit(status)
 
 
 def load_tfds_flowers():
@@ -82,6 +93,7 @@ def flowers_tree(folder):
 def main(argv=None):
     args = parse_args(argv)
     import keras_xception as kx
+    from keras_xception.pretrained.download import WeightsDownloadError
 
     data_dir = args.data_dir or flowers_tree(
         os.path.join(os.path.expanduser("~"), "tensorflow_datasets", "tf_flowers_folders")
@@ -99,9 +111,10 @@ def main(argv=None):
             out=args.out,
             report_path=args.report,
         )
-    except ValueError as e:  # bad arguments or data: the message says what to do
-        print(f"transfer_learning.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except WeightsDownloadError as e:  # offline, or a mirror without the file: the message says what to do
+        fail(e, 1)
+    except ValueError as e:  # bad arguments or data
+        fail(e, 2)
     print(
         f"val_accuracy {report['val_accuracy']:.4f} ({', '.join(classifier.class_names)}); saved to {args.out}",
         file=sys.stderr,

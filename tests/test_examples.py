@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -30,13 +31,15 @@ def notop(notop_reference):
 
 
 def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
-    """The example is a short use of keras_xception.train: its report, and a classifier that knows its classes."""
+    """The example is a short use of keras_xception.train: its report, and a classifier that knows its classes.
+
+    Head only (fine-tuning would double the time): the options reach kx.train as the next test shows."""
     import keras_xception as kx
 
     tl = _load("transfer_learning")
     out, report_path = str(tmp_path / "m.keras"), str(tmp_path / "r.json")
     argv = ["--data-dir", tree, "--weights", notop, "--image-size", str(SMALL), "--batch-size", "4"]
-    argv += ["--fine-tune-epochs", "1", "--out", out, "--report", report_path]
+    argv += ["--out", out, "--report", report_path]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         returned = tl.main(argv)
@@ -44,7 +47,7 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
         report = json.load(f)
     assert report == json.loads(json.dumps(returned, default=float))
     assert report["class_names"] == ["class_0", "class_1"] and (report["num_train"], report["num_val"]) == (10, 2)
-    assert report["settings"]["epochs"] == "auto" and report["fine_tune"]["epochs"] == 1
+    assert report["settings"]["epochs"] == "auto"
     with open(report["outputs"]["curves"], "rb") as f:
         assert f.read(4) == b"\x89PNG"
     classifier = kx.load_classifier(out)
@@ -60,6 +63,35 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
     )
     ref = find_backbone(classifier.model).predict(image / 127.5 - 1, verbose=0)
     np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_transfer_learning_example_passes_its_options(tree, tmp_path, monkeypatch):
+    """Every option reaches kx.train as the CLI would pass it (``--weights none``: random weights)."""
+    import keras_xception as kx
+
+    seen = {}
+
+    def fake_train(data_dir, **kwargs):
+        seen.update(kwargs, data_dir=data_dir)
+        return types.SimpleNamespace(class_names=("a", "b")), {"val_accuracy": 1.0}
+
+    monkeypatch.setattr(kx, "train", fake_train)
+    argv = ["--data-dir", tree, "--weights", "NONE", "--image-size", "96", "--epochs", "3"]
+    argv += ["--fine-tune-epochs", "1", "--augment", "--batch-size", "8", "--val-split", "0.25"]
+    argv += ["--out", str(tmp_path / "m.keras"), "--report", str(tmp_path / "r.json")]
+    _load("transfer_learning").main(argv)
+    assert seen == dict(
+        data_dir=tree,
+        weights=None,
+        image_size=96,
+        epochs=3,
+        fine_tune_epochs=1,
+        augment=True,
+        batch_size=8,
+        val_split=0.25,
+        out=str(tmp_path / "m.keras"),
+        report_path=str(tmp_path / "r.json"),
+    )
 
 
 def test_transfer_learning_example_tf_flowers_path(tree, tmp_path, monkeypatch):
@@ -115,23 +147,64 @@ def test_transfer_learning_example_bad_data_is_a_clear_error(tmp_path, capsys):
     assert e.value.code == 2 and "transfer_learning.py: error:" in err and "image_size" in err
 
 
-def test_feature_extraction_example(tree, notop, capsys):
+def test_feature_extraction_example(tree, notop, tmp_path, capsys):
     fe = _load("feature_extraction")
-    query = folders.list_images(tree)[0]
-    neighbours = fe.main([tree, "--weights", notop, "--image-size", str(SMALL), "--k", "3", "--query", query])
+    query, out = folders.list_images(tree)[0], str(tmp_path / "f.npz")
+    argv = [tree, "--weights", notop, "--image-size", str(SMALL), "--k", "3", "--query", query, "--out", out]
+    neighbours = fe.main(argv)
     assert len(neighbours) == 3 and query not in [p for p, _ in neighbours]
     sims = [s for _, s in neighbours]
     assert sims == sorted(sims, reverse=True)
-    # Independent check: brute-force cosine similarity over the extracted features.
-    from keras_xception.tasks.extraction import extract_features
-
-    fs = extract_features(tree, weights=notop, image_size=SMALL, verbose=0)
-    q = fs.features[fs.paths.index(query)]
-    cos = {p: float(f @ q / np.linalg.norm(f) / np.linalg.norm(q)) for p, f in zip(fs.paths, fs.features) if p != query}
+    # Independent check: brute-force cosine similarity over the features the example saved.
+    with np.load(out) as saved:
+        features, paths = saved["features"], [str(p) for p in saved["paths"]]
+    assert features.shape == (len(folders.list_images(tree)), 2048)
+    q = features[paths.index(query)]
+    cos = {p: float(f @ q / np.linalg.norm(f) / np.linalg.norm(q)) for p, f in zip(paths, features) if p != query}
     top3 = sorted(cos.values(), reverse=True)[:3]  # compared by value: ties may order either way
     np.testing.assert_allclose(sims, top3, rtol=1e-5)
     np.testing.assert_allclose([cos[p] for p, _ in neighbours], sims, rtol=1e-5)
     assert "Nearest to" in capsys.readouterr().out
+
+
+@pytest.fixture
+def two_images(tmp_path):
+    folders.write_synthetic_tree(tmp_path / "two", classes=1, per_class=2, sizes=(71, 80))
+    return str(tmp_path / "two")
+
+
+def test_feature_extraction_example_takes_weights_none(two_images, capsys):
+    """``--weights none`` (any case) means random weights, as in the CLI (it was a traceback)."""
+    neighbours = _load("feature_extraction").main([two_images, "--weights", "None", "--image-size", "71", "--k", "1"])
+    assert len(neighbours) == 1
+    assert "2 images, 2048-d features" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "example, argv",
+    [
+        ("feature_extraction", ["{images}", "--image-size", "71"]),
+        ("classify", []),
+        ("transfer_learning", ["--data-dir", "{tree}", "--image-size", "71", "--out", "{tmp}/m.keras"]),
+    ],
+)
+def test_examples_report_a_failed_download_like_the_cli(example, argv, tree, two_images, tmp_path, monkeypatch, capsys):
+    """No weights to be had (offline, or a mirror without the file): the CLI's message, exit status 1, no traceback."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("KERAS_XCEPTION_WEIGHTS_MIRROR", (tmp_path / "empty_mirror").as_uri())
+    argv = [a.format(images=two_images, tree=tree, tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        _load(example).main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1, err
+    assert err.startswith(f"{example}.py: error: Could not download the weights 'imagenet")
+    assert "keras-xception weights verify" in err
+
+
+def test_classify_example_bad_input_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _load("classify").main([str(tmp_path / "nope.jpg"), "--weights", "none"])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -153,11 +226,8 @@ def test_examples_run_as_scripts_and_report_bad_arguments(tmp_path):
 
 
 @pytest.mark.slow
-def test_classify_example_runs(tmp_path, capsys):
-    import keras_xception as kx
-
-    w = str(tmp_path / "w.weights.h5")
-    kx.Xception(weights=None).save_weights(w)
-    load_example("classify").main(["--weights", w, "--top", "2"])
+def test_classify_example_runs(capsys):
+    """The full 299x299 classifier on the sample photo, with random weights (``--weights none``, as in the CLI)."""
+    load_example("classify").main(["--weights", "none", "--top", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == cli.sample_image() and len(lines) == 3
