@@ -82,6 +82,26 @@ def test_pages_found():
     assert "README.md" in PAGES and len(PAGES) >= 7, PAGES
 
 
+def test_readme_is_a_front_door_with_the_ci_test_command():
+    """At most 300 lines, and .ci/run runs exactly the README's test command."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = f.read().splitlines()
+    command = ci[ci.index("# The README's test command:") + 1].strip()
+    assert command == "python -m pytest -q"
+    assert f'pip install -e ".[test]" && {command}' in readme
+    assert len(readme.splitlines()) <= 300
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_links_between_pages_resolve(page):
+    with open(os.path.join(ROOT, page)) as f:
+        text = f.read()
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert os.path.exists(os.path.join(ROOT, os.path.dirname(page), target)), f"{page}: {target}"
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_block_is_python_or_bash_or_marked(page):
     for language, code, line, reason in code_blocks(page):
