@@ -1,5 +1,6 @@
-"""The examples run end to end: transfer learning and feature extraction on a tiny generated image tree
-(71 px, 1 epoch), classify.py on the sample photo."""
+"""The examples run end to end (transfer learning and feature extraction on a tiny generated image tree at
+71 px, classify.py on the sample photo) and behave like the CLI: ``--weights none`` means random weights, a
+failed download or bad input is one ``SCRIPT.py: error: ...`` line with the CLI's exit status."""
 
 import json
 import os
