@@ -24,6 +24,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+# Pages whose blocks train or quantize (about 15-30 s of CPU each on 2 cores): slow, still run in CI.
+SLOW_PAGES = {"docs/training.md", "docs/deployment.md"}
 FENCE = re.compile(r"^```(\S*)\s*$")
 NOT_RUN = re.compile(r"^<!-- not run: (\S.*) -->$")
 
@@ -111,7 +113,7 @@ def test_every_block_is_python_or_bash_or_marked(page):
                 assert command.startswith("keras-xception "), f"{page}:{line}: {command!r} is not run: mark the block"
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES])
 def test_page_runs(page, tmp_path, monkeypatch, capsys):
     blocks = [b for b in code_blocks(page) if not b[3]]
     if not blocks:
