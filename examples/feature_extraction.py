@@ -3,7 +3,7 @@
     python examples/feature_extraction.py photos/ --query photos/cat.jpg --k 5
 
 Computes one feature vector per image under the folder (recursive) with
-:func:`keras_xception.extraction.extract_features`: ``load_image`` +
+:func:`keras_xception.extract_features`: ``load_image`` +
 ``preprocess_input``, then the average-pooled output of the last block
 (2048-d), or of ``--layer NAME``. Then ranks all images by cosine similarity
 to the query image (default: the first image found) and prints the ``--k``
@@ -74,7 +74,8 @@ def main(argv=None):
 
 
 def neighbours_of(args):
-    from keras_xception.tasks.extraction import extract_features, save_features
+    from keras_xception import extract_features
+    from keras_xception.tasks.extraction import save_features
 
     result = extract_features(
         args.dir, weights=args.weights, layer=args.layer, image_size=args.image_size, batch_size=args.batch_size
