@@ -329,12 +329,12 @@ def test_the_saved_classifier_has_no_optimizer_state(trained_classifier):
         h5.visit(groups.append)
     assert groups and not [g for g in groups if "optimizer" in g]
     assert trained_classifier.classifier.model.optimizer is not None  # fine-tuning compiled it; the file has none
-    assert kx.load_classifier(trained_classifier.path).model.optimizer is None
+    assert getattr(kx.load_classifier(trained_classifier.path).model, "optimizer", None) is None
 
 
 def test_progress_off_a_terminal_has_no_colour_codes_and_lines_do_not_run_together(trained_classifier):
     out = trained_classifier.stdout
-    assert "head: " in out and "fine-tuning the top 2 blocks" in out and "Epoch 1/1" in out  # Keras's verbose=2
+    assert "head: " in out and "fine-tuning the top 2 blocks" in out and "3/3 - " in out  # Keras verbose=2
     assert "\x1b[" not in out and "\b" not in out and "\r" not in out
     for line in out.splitlines():  # our lines start lines: none runs into a Keras line
         assert line.startswith(("head: ", "fine-tuning", "3 classes", "Running the")) or (

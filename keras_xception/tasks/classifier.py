@@ -102,7 +102,7 @@ def save_classifier(model, path, class_names, transform, info=None) -> str:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
     try:
         # An uncompiled model over the same layers: Keras saves a compiled model's optimizer.
-        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
+        keras.Model(model.input, model.output, name=model.name).save(tmp)
         write_record(tmp, ModelRecord(transform, classifier.class_names, classifier.info))
         os.replace(tmp, path)
     finally:

@@ -29,18 +29,6 @@ def _epochs(value, name):
         raise ValueError(f"`{name}` must be a positive integer or 'auto'; received {name}={value!r}.") from None
 
 
-def _image_size(value, name):
-    return checks.positive_int(value, name, minimum=MIN_INPUT_SIZE, allow_none=True)
-
-
-def _val_split(value, name):
-    return checks.fraction(value, name, high_open=True)
-
-
-def _dropout(value, name):
-    return checks.fraction(value, name, low_open=False, high_open=True)
-
-
 def _flag(value, name):
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
@@ -66,22 +54,6 @@ def _class_weight(value, name):
     return value
 
 
-def _strategy(value, name):
-    return checks.one_of(value, name, STRATEGIES) if isinstance(value, str) else value  # or a tf.distribute.Strategy
-
-
-def _weights(value, name):
-    return value if value is None or isinstance(value, str) else _path(value, name)
-
-
-def _verbose(value, name):
-    return value if value == "auto" else checks.one_of(value, name, (0, 1, 2))
-
-
-def _any(value, name):
-    return value
-
-
 def _option(default, check, help=None, **cli):
     """A field: its default, its check, and (with ``help``) its command-line option (``cli``: argparse extras)."""
     return dataclasses.field(default=default, metadata=dict(check=check, help=help, cli=cli))
@@ -92,17 +64,29 @@ class TrainOptions:
     """The keyword arguments of :func:`~keras_xception.tasks.training.train`, checked (``ValueError`` naming one)."""
 
     val_dir: object = _option(None, _path, "validation images in class folders named like DATA_DIR's", metavar="DIR")
-    val_split: float = _option(0.2, _val_split, "fraction of each class held out for validation")
-    weights: object = _option("imagenet", _weights)  # the command line's --weights is the shared one
-    backbone: object = _option(None, _any)  # a function returning a Keras backbone (Python only)
-    image_size: object = _option(None, _image_size, "square input side (default: the weights', 299)")
+    val_split: float = _option(
+        0.2, lambda v, n: checks.fraction(v, n, high_open=True), "fraction of each class held out for validation"
+    )
+    weights: object = _option(
+        "imagenet", lambda v, n: v if v is None or isinstance(v, str) else _path(v, n)
+    )  # the command line's --weights is the shared one
+    backbone: object = _option(None, lambda v, n: v)  # a function returning a Keras backbone (Python only)
+    image_size: object = _option(
+        None,
+        lambda v, n: checks.positive_int(v, n, minimum=MIN_INPUT_SIZE, allow_none=True),
+        "square input side (default: the weights', 299)",
+    )
     epochs: object = _option(
         "auto", _epochs, "head epochs: auto (until the validation loss stops improving, best weights kept) or N"
     )
     max_epochs: int = _option(300, checks.positive_int, "cap of --epochs auto")
     patience: int = _option(10, checks.positive_int, "epochs without a lower validation loss before stopping")
     learning_rate: float = _option(1e-3, checks.positive_float, "head learning rate")
-    dropout: float = _option(0.2, _dropout, "dropout rate before the head's Dense layer")
+    dropout: float = _option(
+        0.2,
+        lambda v, n: checks.fraction(v, n, low_open=False, high_open=True),
+        "dropout rate before the head's Dense layer",
+    )
     fine_tune_epochs: int = _option(0, checks.non_negative_int, "fine-tuning epochs after the head")
     fine_tune_blocks: int = _option(2, checks.positive_int, "top backbone blocks to fine-tune")
     fine_tune_learning_rate: float = _option(1e-5, checks.positive_float, "fine-tuning learning rate")
@@ -112,7 +96,10 @@ class TrainOptions:
     )
     batch_size: int = _option(32, checks.positive_int, "global batch size")
     strategy: object = _option(
-        "default", _strategy, "tf.distribute strategy; multi-worker reads TF_CONFIG", choices=STRATEGIES
+        "default",
+        lambda v, n: checks.one_of(v, n, STRATEGIES) if isinstance(v, str) else v,
+        "tf.distribute strategy; multi-worker reads TF_CONFIG",
+        choices=STRATEGIES,
     )
     mixed_precision: bool = _option(False, _flag, "mixed-precision backbone, float32 head")
     out: object = _option(None, _keras_path)  # the command line's --out is required: added by cli/train.py
@@ -121,7 +108,9 @@ class TrainOptions:
     confusion_path: object = _option(None, _path)
     seed: int = _option(1337, checks.non_negative_int, "seed of the split, the head and the shuffling")
     strict: bool = _option(False, _flag, "stop at the first unreadable image instead of skipping it")
-    verbose: object = _option("auto", _verbose)  # the command line's --quiet
+    verbose: object = _option(
+        "auto", lambda v, n: v if v == "auto" else checks.one_of(v, n, (0, 1, 2))
+    )  # the command line's --quiet
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

@@ -115,7 +115,7 @@ def plot_confusion_matrix(path, matrix, class_names, title="validation"):
 def head_line(head) -> str:
     """One line on the head phase: epochs, the kept epoch and why, its figures, the time."""
     stopping = head["early_stopping"]
-    why = f" (lowest val_loss; an improvement is any decrease, min_delta {stopping['min_delta']:g})" if stopping else ""
+    why = f" (lowest val_loss, min_delta {stopping['min_delta']:g})" if stopping else ""
     return (
         f"head: {head['epochs_run']} epochs on cached features, kept epoch {head['best_epoch']}{why}: "
         f"val_loss {head['val_loss']:.4f}, val_accuracy {head['val_accuracy']:.4f}, {head['seconds']:.1f} s"
@@ -124,27 +124,16 @@ def head_line(head) -> str:
 
 def summary(report) -> str:
     """The one-line outcome of :func:`~keras_xception.tasks.training.train`."""
-    head, tune = report["head"], report["fine_tune"]
-    stopping = head["early_stopping"]
-    kept = f"kept epoch {head['best_epoch']}" + (
-        f" (lowest val_loss, min_delta {stopping['min_delta']:g})" if stopping else ""
-    )
+    tune = report["fine_tune"]
     tuned = ""
     if tune:
-        tuned = f"; fine-tuned {tune['epochs']} epochs, " + (
-            f"kept epoch {tune['best_epoch']}" if tune["kept"] else "not kept: no better than the head"
-        )
+        kept = f"kept epoch {tune['best_epoch']}" if tune["kept"] else "not kept: no better than the head"
+        tuned = f"; fine-tuned {tune['epochs']} epochs, {kept}"
     return (
         f"val_accuracy {report['val_accuracy']:.4f} over {report['num_val']} validation images "
-        f"({report['num_train']} training images, {report['num_classes']} classes; head: {head['epochs_run']} "
-        f"epochs on cached features, {kept}{tuned}; {report['timings'].get('total_seconds', 0):.1f} s)"
+        f"({report['num_train']} training images, {report['num_classes']} classes; {head_line(report['head'])}"
+        f"{tuned}; {report['timings'].get('total_seconds', 0):.1f} s in all)"
     )
-
-
-def kept_epoch(report) -> int:
-    """The epoch (counted over both phases, from 1) whose weights the classifier has."""
-    head, tune = report["head"], report["fine_tune"]
-    return head["epochs_run"] + tune["best_epoch"] if tune and tune["kept"] else head["best_epoch"]
 
 
 def write_outputs(report, classifier, run, histories, started):
@@ -166,8 +155,10 @@ def write_outputs(report, classifier, run, histories, started):
             curves, confusion = curves or stem + "_curves.png", confusion or stem + "_confusion.png"
         if run.report_path:
             report["outputs"]["report"] = run.report_path
-    if curves:
-        report["outputs"]["curves"] = plot_curves(curves, *histories, best=kept_epoch(report))
+    if curves:  # mark the epoch (over both phases, from 1) whose weights the classifier has
+        head, tune = report["head"], report["fine_tune"]
+        best = head["epochs_run"] + tune["best_epoch"] if tune and tune["kept"] else head["best_epoch"]
+        report["outputs"]["curves"] = plot_curves(curves, *histories, best=best)
     if confusion:
         matrix, names = report["confusion_matrix"], report["class_names"]
         report["outputs"]["confusion_matrix"] = plot_confusion_matrix(confusion, matrix, names)

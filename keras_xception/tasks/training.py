@@ -1,43 +1,27 @@
 """Transfer learning as one call: :func:`train` a classifier on a class-per-folder image tree.
 
 ``train("photos/")`` (``photos/<class>/*.jpg``) returns a :class:`~keras_xception.tasks.classifier.Classifier`
-(the Keras model, its class names and its input transform) and a report dict,
-following the recipe of :mod:`keras_xception.tasks.transfer`:
+and a report dict, following the recipe of :mod:`keras_xception.tasks.transfer`:
 
-1. **Data**: the class folders are split per class into training and
-   validation files (``val_split``, seeded), or the validation files come
-   from ``val_dir`` (class folders with the same names). Images are read with
-   the weights' transform at ``image_size``, JPEGs turned upright by their
-   EXIF orientation. Files that cannot be read are skipped and listed, with
-   the reason, in the report.
-2. **Head** (the fast path): the frozen backbone runs once over the training
-   and validation images; the head (dropout + Dense) is trained on those
-   cached pooled features, **without augmentation**. By default
-   (``epochs="auto"``) until the validation loss stops falling: Keras's
-   ``EarlyStopping`` with ``patience`` epochs and any decrease counting as an
-   improvement (``min_delta`` 0), the best epoch's weights restored, at most
-   ``max_epochs`` epochs. A warning says so when the backbone's features
-   barely differ between images (an untrained backbone): the head cannot
-   learn from them.
-3. **Fine-tuning** (optional, ``fine_tune_epochs``): the top
-   ``fine_tune_blocks`` blocks are unfrozen (BatchNormalization stays frozen),
-   Adam at ``fine_tune_learning_rate``, on the images, with :func:`augmentation`
-   in the ``tf.data`` pipeline when ``augment=True`` (so the saved model has no
-   random layers). The best epoch by validation loss is kept, and the
-   head-only weights when fine-tuning never beat them.
-4. **Report**: validation accuracy, per-class precision/recall/F1, the
-   confusion matrix, timings and settings; with ``out`` the classifier is
-   saved (``.keras``, without optimizer state) with a training-curves PNG and a
-   confusion-matrix PNG beside it.
+1. **Data**: each class folder split (``val_split``, seeded) into training and validation files, or
+   the validation files from ``val_dir``; images read with the weights' transform at ``image_size``,
+   upright by their EXIF orientation. Unreadable files are skipped and listed in the report.
+2. **Head**: the frozen backbone runs once over the images; the head is fit on those cached pooled
+   features, without augmentation. ``epochs="auto"``: Keras's ``EarlyStopping`` on the validation
+   loss (``patience``; any decrease is an improvement: ``min_delta`` 0), the best epoch's weights
+   restored, at most ``max_epochs``. Features that barely differ between images (an untrained
+   backbone) are warned about: the head cannot learn from them.
+3. **Fine-tuning** (``fine_tune_epochs``): the top ``fine_tune_blocks`` blocks unfrozen (BatchNorm
+   stays frozen), on the images, with :func:`augmentation` in the ``tf.data`` pipeline when
+   ``augment`` (the saved model has no random layers); its best epoch is kept if it beat the head.
+4. **Report**: accuracy, per-class figures, confusion matrix, timings, settings; with ``out`` the
+   classifier (``.keras``, no optimizer state), a training-curves PNG and a confusion-matrix PNG.
 
-The options are :class:`~keras_xception.tasks.options.TrainOptions`'s fields.
-Distribution: ``strategy`` (``"default"``, ``"mirrored"``, ``"multi-worker"``
-or a ``tf.distribute.Strategy``) builds and trains the model in its scope;
-``batch_size`` is the global batch. ``mixed_precision=True`` builds the
-backbone under a mixed policy (``mixed_float16`` with a GPU, else
-``mixed_bfloat16``) and keeps the head in float32. Progress (``verbose``:
-``"auto"``: Keras's animated bars on a terminal, else one line per epoch
-without colour codes; 0 silent) goes to standard output.
+The options are the fields of :class:`~keras_xception.tasks.options.TrainOptions`. ``strategy``
+(a name or a ``tf.distribute.Strategy``) builds and trains in its scope, ``batch_size`` the global
+batch; ``mixed_precision`` builds the backbone under ``mixed_float16`` (GPU) or ``mixed_bfloat16``
+with a float32 head. Progress goes to standard output: ``verbose="auto"`` is Keras's animated bars
+on a terminal, else one line per epoch without colour codes (``verbose=2``); 0 is silent.
 """
 
 from __future__ import annotations
@@ -55,6 +39,7 @@ from keras_xception import checks
 from keras_xception.data.results import Skipped
 from keras_xception.tasks import reports, transfer
 from keras_xception.tasks.classifier import Classifier
+from keras_xception.tasks.evaluation import is_chief, make_strategy
 from keras_xception.tasks.options import TrainOptions
 
 __all__ = ["train", "augmentation"]
@@ -64,8 +49,9 @@ HEAD_NOTE = (
     "The head was trained on cached backbone features (the frozen backbone ran once over the training "
     "and validation images), without augmentation."
 )
-#: Pooled features whose largest spread over the training images is below this are degenerate.
-DEGENERATE_SPREAD = 1e-3
+#: Pooled features whose largest spread over the training images is below this are degenerate (an untrained
+#: Xception: about 4e-5 at 71 px; the small random test backbone: 5e-4; pretrained: units).
+DEGENERATE_SPREAD = 1e-4
 
 
 def train(data_dir, **options):
@@ -111,9 +97,8 @@ def train(data_dir, **options):
     info = dict(weights=settings["weights"], trained=dict(fine_tuned=fine_tuned, settings=settings))
     info["trained"].update({k: report[k] for k in ("val_accuracy", "num_train", "num_val")})
     classifier = Classifier(model, data["class_names"], data["transform"], info)
-    reports.write_outputs(
-        report, classifier, run if _is_chief(strategy) else None, (head_history, tune_history), started
-    )
+    chief = is_chief(strategy)  # the other workers of a multi-worker strategy write nothing
+    reports.write_outputs(report, classifier, run if chief else None, (head_history, tune_history), started)
     return classifier, report
 
 
@@ -128,19 +113,11 @@ train.__signature__ = inspect.Signature(
 
 def _strategy(run):
     """The ``tf.distribute`` strategy (a name is created here; multi-worker: before any TF op)."""
-    from keras_xception.tasks.evaluation import make_strategy
-
     strategy = make_strategy(run.strategy) if isinstance(run.strategy, str) else run.strategy
     replicas = strategy.num_replicas_in_sync
     if run.batch_size % replicas:
         raise ValueError(f"`batch_size` must be a multiple of the {replicas} replicas; received {run.batch_size}.")
     return strategy
-
-
-def _is_chief(strategy) -> bool:
-    from keras_xception.tasks.evaluation import is_chief
-
-    return is_chief(strategy)
 
 
 def _files(run, data_dir) -> dict:

@@ -1,26 +1,19 @@
 """Transfer learning with a pretrained Xception: the recipe's steps.
 
-1. :func:`build_classifier`: a frozen pretrained backbone (BatchNormalization
-   in inference mode) + a new head: global average pooling, dropout, Dense.
-2. :func:`train_head`: train the head. With ``cached=True`` (the default,
-   the fast path) the backbone runs **once** over the data to compute pooled
-   features and the head is fit on them; the classifier shares the head, so
-   it is then the trained model: one ordinary Keras model that saves to
-   ``.keras`` and reloads with ``keras.saving.load_model(path)`` (safe mode,
-   no custom objects). ``cached=False`` is plain ``fit`` on backbone + head.
-3. :func:`fine_tune` (optional): unfreeze the top blocks of the backbone
-   (BatchNormalization stays frozen), recompile with a low learning rate, fit.
+1. :func:`build_classifier`: a frozen pretrained backbone + a new head (global average pooling,
+   dropout, Dense): one ordinary Keras model that saves to ``.keras`` and reloads with
+   ``keras.saving.load_model(path)`` (safe mode, no custom objects).
+2. :func:`train_head`: the backbone runs **once** over the data (``cached=True``, the fast path)
+   and the head, which the classifier shares, is fit on the pooled features; ``cached=False`` is
+   plain ``fit`` on backbone + head.
+3. :func:`fine_tune` (optional): the top blocks unfrozen, recompiled at a low learning rate, fit.
 
-Data: a ``tf.data.Dataset`` (or any iterable) of batches ``(images, labels)``
-with integer labels; images in [0, 255] when the classifier includes the
-preprocessing (the default), else already scaled by ``preprocess_input``.
+Data: a ``tf.data.Dataset`` (or any iterable) of batches ``(images, labels)`` with integer labels;
+images in [0, 255] when the classifier includes the preprocessing (the default).
 
-Why BatchNormalization is frozen rather than only called with
-``training=False``: in Keras 3 a functional model passes its own ``training``
-flag to nested models, overriding the ``training=False`` given when the graph
-was built (checked with Keras 3.15). A BatchNormalization layer whose
-``trainable`` is False always runs in inference mode, so that is what keeps
-the pretrained statistics intact, in both phases.
+BatchNormalization is frozen (``trainable=False``, so always in inference mode) rather than only
+called with ``training=False``: in Keras 3 a functional model passes its own ``training`` flag to
+nested models, overriding the one given when the graph was built (checked with Keras 3.15).
 """
 
 from __future__ import annotations
