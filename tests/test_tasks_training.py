@@ -61,6 +61,12 @@ def test_train_end_to_end_report_and_files(trained):
     assert tune["epochs"] == 1 and tune["blocks"] == 2 and isinstance(tune["kept"], bool)
     assert set(report["timings"]) >= {"features_seconds", "head_seconds", "fine_tune_seconds", "total_seconds"}
     assert report["settings"]["augment"] is True and report["settings"]["strategy"] == "default"
+    assert set(report["settings"]) == {
+        "data_dir", "val_dir", "val_split", "weights", "image_size", "epochs", "max_epochs", "patience",
+        "learning_rate", "dropout", "fine_tune_epochs", "fine_tune_blocks", "fine_tune_learning_rate", "augment",
+        "class_weight", "batch_size", "strategy", "num_replicas", "mixed_precision", "seed",
+    }  # fmt: skip
+    assert report["settings"]["image_size"] == SMALL and report["settings"]["num_replicas"] == 1
     assert report["transform"]["exif_orientation"] is True and report["transform"]["preprocessing"] is None
     with open(out / "report.json") as f:
         assert json.load(f) == json.loads(json.dumps(report, default=float))
@@ -258,7 +264,16 @@ from keras_xception import folders, load_image
 from keras_xception.tasks import training
 paths = folders.list_images({tree!r})
 results = {{}}
-# The Keras failure transfer.even_batch works around: a first batch that splits unevenly over the replicas.
+for name, strategy in (("default", "default"), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
+        weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1,
+        fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
+    x = np.stack([load_image(p, clf.transform) for p in paths])
+    results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],
+                         val_loss=report["head"]["history"]["val_loss"], strategy=report["settings"]["strategy"],
+                         tune_loss=report["fine_tune"]["history"]["val_loss"])
+# The Keras failure transfer.even_batch works around: a first batch that splits unevenly over the replicas
+# (last: a failed collective op aborts the process's later collectives).
 import keras
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with mirrored.scope():
@@ -272,14 +287,6 @@ try:  # 3 validation images in one batch on 2 replicas
     results["uneven_first_batch"] = "works"
 except tf.errors.InvalidArgumentError as e:
     results["uneven_first_batch"] = str(e)
-for name, strategy in (("default", "default"), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-    clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
-        weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1,
-        fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
-    x = np.stack([load_image(p, clf.transform) for p in paths])
-    results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],
-                         val_loss=report["head"]["history"]["val_loss"], strategy=report["settings"]["strategy"],
-                         tune_loss=report["fine_tune"]["history"]["val_loss"])
 json.dump(results, open({str(out)!r}, "w"))
 """
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")

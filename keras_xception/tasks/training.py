@@ -91,7 +91,9 @@ def train(data_dir, **options):
     fine_tuned = bool(tune and tune["kept"])
     t0 = time.perf_counter()
     evaluation = _evaluate(run, model, features, data, fine_tuned, strategy)
-    settings = run.settings(data["transform"].target_size[0], policy, strategy.num_replicas_in_sync)
+    settings = dict(
+        data_dir=data_dir, **run.settings(data["transform"].target_size[0], policy, strategy.num_replicas_in_sync)
+    )
     report = _report(data, features, evaluation, head, tune, weights_by_class, settings)
     report["timings"]["evaluation_seconds"] = round(time.perf_counter() - t0, 3)
     info = dict(weights=settings["weights"], trained=dict(fine_tuned=fine_tuned, settings=settings))
