@@ -264,7 +264,8 @@ from keras_xception import folders, load_image
 from keras_xception.tasks import training
 paths = folders.list_images({tree!r})
 results = {{}}
-for name, strategy in (("default", "default"), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one for all: collectives of two would clash
+for name, strategy in (("default", "default"), ("mirrored", mirrored)):
     clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
         weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1,
         fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
@@ -272,29 +273,31 @@ for name, strategy in (("default", "default"), ("mirrored", tf.distribute.Mirror
     results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],
                          val_loss=report["head"]["history"]["val_loss"], strategy=report["settings"]["strategy"],
                          tune_loss=report["fine_tune"]["history"]["val_loss"])
-# The Keras failure transfer.even_batch works around: a first batch that splits unevenly over the replicas
-# (last: a failed collective op aborts the process's later collectives).
+# The Keras failures worked around (last: a failed op aborts the process's later collectives):
+# a first batch that splits unevenly over the replicas (transfer.even_batch), and a batch that leaves
+# a replica without images in a model with convolutions and BatchNormalization (training._one_device_validation).
 import keras
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with mirrored.scope():
-    inputs = keras.Input((4,))
-    tiny = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-    tiny.compile("adam", "sparse_categorical_crossentropy")
-x4, y4 = np.ones((4, 4), "float32"), np.array([0, 1, 0, 1])
-tiny.fit(x4, y4, batch_size=2, validation_data=(x4[:3], y4[:3]), validation_batch_size=2, epochs=1, verbose=0)
-try:  # 3 validation images in one batch on 2 replicas
-    tiny.fit(x4, y4, batch_size=2, validation_data=(x4[:3], y4[:3]), validation_batch_size=4, epochs=1, verbose=0)
-    results["uneven_first_batch"] = "works"
-except tf.errors.InvalidArgumentError as e:
-    results["uneven_first_batch"] = str(e)
+x4, y4 = np.ones((4, 8, 8, 3), "float32"), np.array([0, 1, 0, 1])
+for case, layers, val_batch in (("uneven_first_batch", [], 4), ("empty_replica", [keras.layers.Conv2D(4, 3),
+                                keras.layers.BatchNormalization()], 2)):
+    with mirrored.scope():
+        tiny = keras.Sequential([keras.Input((8, 8, 3)), *layers, keras.layers.GlobalAveragePooling2D(),
+                                 keras.layers.Dense(2, activation="softmax")])
+        tiny.compile("adam", "sparse_categorical_crossentropy")
+    try:  # 3 validation images on 2 replicas: in one batch (2 + 1), or in two (1 + 1, then 1 + 0)
+        tiny.fit(x4, y4, batch_size=2, validation_data=(x4[:3], y4[:3]), validation_batch_size=val_batch, verbose=0)
+        results[case] = "works"
+    except tf.errors.InvalidArgumentError as e:
+        results[case] = str(e)
 json.dump(results, open({str(out)!r}, "w"))
 """
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    # When this fails, Keras fits on an uneven first batch: transfer.even_batch can go.
+    # When these fail, Keras has fixed them: transfer.even_batch / training._one_device_validation can go.
     assert "must have the same size and shape" in results["uneven_first_batch"]
+    assert "Incompatible shapes" in results["empty_replica"]
     assert results["default"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
     assert results["mirrored"]["strategy"] == "MirroredStrategy"
     np.testing.assert_allclose(results["mirrored"]["val_loss"], results["default"]["val_loss"], rtol=1e-4)

@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_xception.data.metadata import ModelRecord, read_record, write_record
 from keras_xception.data.transform import Transform, resolve_transform
+from keras_xception.tasks.options import keras_path
 
 __all__ = ["Classifier", "save_classifier", "load_classifier"]
 
@@ -78,14 +79,6 @@ class Classifier:
         return [(self.class_names[i], float(probabilities[i])) for i in order]
 
 
-def check_keras_path(path, argument="path"):
-    """``path`` as a string; ``ValueError`` naming ``argument`` unless it ends with ``.keras``."""
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"`{argument}` must be a .keras file; received {path!r}.")
-    return path
-
-
 def save_classifier(model, path, class_names, transform, info=None) -> str:
     """Save ``model`` as ``.keras`` with ``class_names`` and ``transform`` inside the archive.
 
@@ -96,7 +89,7 @@ def save_classifier(model, path, class_names, transform, info=None) -> str:
     """
     import keras
 
-    path = check_keras_path(path)
+    path = keras_path(path, "path")
     classifier = Classifier(model, class_names, transform, dict(info or {}))  # checks the names and transform
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
@@ -127,7 +120,7 @@ def load_classifier(path) -> Classifier:
     """
     import keras
 
-    path = check_keras_path(path, "model")
+    path = keras_path(path, "model")
     if not os.path.isfile(path):
         raise ValueError(f"No model file at {path!r} (train one with `keras-xception train DATA_DIR --out {path}`).")
     record = read_record(path)

@@ -15,7 +15,7 @@ import os
 from keras_xception import checks
 from keras_xception.model.spec import MIN_INPUT_SIZE
 
-__all__ = ["TrainOptions", "add_arguments", "STRATEGIES"]
+__all__ = ["TrainOptions", "add_arguments", "keras_path", "STRATEGIES"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -41,7 +41,8 @@ def _path(value, name):
     return None if value is None else os.fspath(value)
 
 
-def _keras_path(value, name):
+def keras_path(value, name):
+    """``value`` as a string path (or None); ``ValueError`` naming ``name`` unless it ends with ``.keras``."""
     value = _path(value, name)
     if value is not None and not value.endswith(".keras"):
         raise ValueError(f"`{name}` must be a .keras file; received {value!r}.")
@@ -102,7 +103,7 @@ class TrainOptions:
         choices=STRATEGIES,
     )
     mixed_precision: bool = _option(False, _flag, "mixed-precision backbone, float32 head")
-    out: object = _option(None, _keras_path)  # the command line's --out is required: added by cli/train.py
+    out: object = _option(None, keras_path)  # the command line's --out is required: added by cli/train.py
     report_path: object = _option(None, _path, "write the training report as JSON", flag="--report", metavar="OUT.json")
     curves_path: object = _option(None, _path)
     confusion_path: object = _option(None, _path)

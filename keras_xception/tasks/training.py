@@ -311,6 +311,29 @@ def _image_data(run, paths, labels, transform, shuffle, what):
     return image_dataset(paths, transform, labels=labels, batch_size=batch, shuffle=shuffle, seed=run.seed)
 
 
+def _one_device_validation(model, dataset, labels):
+    """``val_loss`` and ``val_accuracy`` at the end of every epoch, computed on one device.
+
+    Keras 3.15 under a multi-replica strategy fails on a batch that leaves a replica without
+    images when the model has convolutions and BatchNormalization ("Incompatible shapes: [4] vs.
+    [0,8,8,3]"; tests/test_tasks_training.py reproduces it), and 3 validation images on 2 replicas
+    cannot be batched otherwise. Must come before ``EarlyStopping`` in the callbacks.
+    """
+    import keras
+    import tensorflow as tf
+
+    scores = tf.function(lambda x: model(x, training=False))
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probs = np.concatenate([np.asarray(scores(x)) for x, _ in dataset])
+            losses = keras.losses.sparse_categorical_crossentropy(labels, probs)  # clipped as Keras clips it
+            logs["val_loss"] = float(np.mean(keras.ops.convert_to_numpy(losses)))
+            logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == labels))
+
+    return Validation()
+
+
 def _fine_tune_phase(run, model, features, transform, class_weight, head):
     """Fine-tune the top blocks on the images; the head-only weights back unless it lowered the loss."""
     import keras
@@ -319,6 +342,11 @@ def _fine_tune_phase(run, model, features, transform, class_weight, head):
     t0, head_weights = time.perf_counter(), model.get_weights()
     train_ds = _image_data(run, features["paths_train"], features["y_train"], transform, True, "training images")
     val_ds = _image_data(run, features["paths_val"], features["y_val"], transform, False, "validation images")
+    callbacks = [keras.callbacks.EarlyStopping(patience=run.fine_tune_epochs, restore_best_weights=True)]
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # no batch may leave a replica empty
+        callbacks.insert(0, _one_device_validation(model, val_ds, features["y_val"]))
+        batch = transfer.even_batch(len(features["y_train"]), run.batch_size)
+        train_ds, val_ds = train_ds.unbatch().batch(batch, drop_remainder=True), None
     layers = False
     if run.augment:
         aug = augmentation(seed=run.seed)
@@ -330,7 +358,6 @@ def _fine_tune_phase(run, model, features, transform, class_weight, head):
             f"(learning rate {run.fine_tune_learning_rate:g}, augmentation {'on' if run.augment else 'off'})",
             flush=True,
         )
-    stopper = keras.callbacks.EarlyStopping(patience=run.fine_tune_epochs, restore_best_weights=True)
     history = transfer.fine_tune(
         model,
         train_ds,
@@ -339,7 +366,7 @@ def _fine_tune_phase(run, model, features, transform, class_weight, head):
         blocks=run.fine_tune_blocks,
         learning_rate=run.fine_tune_learning_rate,
         verbose=run.verbose,
-        callbacks=[stopper],
+        callbacks=callbacks,
         class_weight=class_weight,
     ).history
     best = int(np.argmin(history["val_loss"]))
