@@ -90,6 +90,7 @@ def probe(args):
 
     import keras_xception as kx
     from keras_xception import folders, preprocess_input, transfer
+    from keras_xception.model.features import feature_model
 
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     tmp = tempfile.mkdtemp(prefix="xception_probe_bench_")
@@ -130,7 +131,7 @@ def probe(args):
             default_classifier, head_epochs = classifier, report["head"]["epochs_run"]
 
     # The same pooled features of the same split, for the probe.
-    extractor = transfer.pooled_features(default_classifier.model)
+    extractor = feature_model(default_classifier.model, "avg_pool", pool=True, name="features")
     tr = default_classifier.transform
 
     def features(paths):

@@ -438,3 +438,74 @@ def digits(tmp_path_factory):
         test_dir=str(root / "test"),
         accuracy=accuracy,
     )
+
+
+# ---------------------------------------------------------------------------- one trained classifier per run
+
+
+def counting_augmentation(seen, real=True):
+    """``training.augmentation`` plus a layer counting the images it sees when called in training mode."""
+    import keras
+    import tensorflow as tf
+
+    from keras_xception.tasks import training
+
+    class Counting(keras.layers.Layer):
+        def call(self, x, training=None):
+            if not training:  # (Keras also calls it symbolically, to infer shapes)
+                return x
+            n = tf.py_function(lambda k: seen.append(int(k)) or 0, [tf.shape(x)[0]], tf.int32)
+            return x + tf.cast(tf.reshape(n, []), x.dtype)  # 0: the count is the only effect
+
+    original = training.augmentation
+
+    def augmentation(seed=None):
+        aug = original(seed) if real else keras.Sequential(name="augmentation")
+        aug.add(Counting())
+        return aug
+
+    return augmentation
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(tmp_path_factory):
+    """One small classifier trained by ``train()`` with every output, shared by the whole run.
+
+    3 classes x 5 generated images (71-90 px); the small backbone (random BN statistics) at 71 px,
+    the head with early stopping (patience 3), one fine-tuning epoch with augmentation (a counting
+    layer added: ``seen`` holds the batch sizes it saw), saved with its report and PNGs. Progress
+    at the default verbosity, captured off a terminal: ``stdout``. Returns a namespace: ``classifier``,
+    ``report``, ``path`` (the .keras file), ``dir``, ``tree``, ``seen``, ``stdout``.
+    """
+    import contextlib
+
+    from keras_xception import folders
+    from keras_xception.tasks import training
+
+    tree = tmp_path_factory.mktemp("trained_tree")
+    folders.write_synthetic_tree(tree, classes=3, per_class=5, sizes=(71, 90))
+    out = tmp_path_factory.mktemp("trained")
+    seen, stdout = [], io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
+        mp.setattr(training, "augmentation", counting_augmentation(seen))
+        classifier, report = training.train(
+            str(tree),
+            backbone=lambda: randomize(small_xception(include_top=False), seed=0),
+            weights=None,
+            image_size=SMALL,
+            batch_size=4,
+            fine_tune_epochs=1,
+            augment=True,
+            patience=3,
+            out=str(out / "model.keras"),
+            report_path=str(out / "report.json"),
+        )
+    return types.SimpleNamespace(
+        classifier=classifier,
+        report=report,
+        path=str(out / "model.keras"),
+        dir=out,
+        tree=str(tree),
+        seen=seen,
+        stdout=stdout.getvalue(),
+    )

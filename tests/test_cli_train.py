@@ -53,7 +53,7 @@ def trained(tree, notop, tmp_path_factory):
 def test_train_writes_model_plots_and_report_and_names_the_unreadable_file(trained, tree):
     assert trained["code"] == 1, trained["err"]  # done, but one image was skipped
     broken = str(tree / "class_1" / "broken.jpg")
-    assert f"keras-xception train: warning: Skipping unreadable image '{broken}'" in trained["err"]
+    assert f"keras-xception train: warning: Skipping {broken}: " in trained["err"]
     assert "keras-xception train: 1 of 11 images could not be read" in trained["err"]
     assert "Traceback" not in trained["err"]
     with open(trained["report"]) as f:
@@ -66,7 +66,7 @@ def test_train_writes_model_plots_and_report_and_names_the_unreadable_file(train
     assert out.startswith(f"val_accuracy {report['val_accuracy']:.4f}") and "class_1" in out
     for key in ("model", "curves", "confusion_matrix", "report"):
         assert os.path.isfile(report["outputs"][key]) and report["outputs"][key] in out
-    assert "head epoch 1/<=300" in trained["err"]  # progress on standard error
+    assert "head: " in trained["err"] and "kept epoch" in trained["err"]  # progress on standard error
 
 
 def test_predict_with_the_model_prints_its_class_names(trained, tree, capsys):

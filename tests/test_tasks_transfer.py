@@ -69,7 +69,7 @@ def test_build_arguments_are_checked():
     with pytest.raises(ValueError, match="4D feature-map"):
         transfer.build_classifier(2, backbone=pooled)
     with pytest.raises(ValueError, match="must be or contain an Xception"):
-        transfer.find_backbone(transfer.build_head(2))
+        transfer.train_head(transfer.build_head(2), (np.zeros((2, 4)), np.zeros(2)))
 
 
 # ---------------------------------------------------------------- training
@@ -115,27 +115,31 @@ def test_fast_path_model_saves_and_reloads_safely(data, tmp_path):
     assert reloaded.input_shape == (None,) + SHAPE
 
 
-def test_compute_features_runs_the_model_once_over_every_batch(capsys):
-    from keras_xception.tasks.extraction import predict_batches
+def test_train_head_takes_images_once_or_given_features(data):
+    """The cached path runs the backbone once over every batch (images and labels read together);
+    given a (features, labels) pair of 2-D features it fits on them as they are: the same head."""
+    from keras_xception.model.features import feature_model
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    kernel, bias = model.get_weights()
-    rng = np.random.default_rng(0)
-    xs = [rng.normal(size=(n, 3)).astype("float32") for n in (2, 1, 3)]
-    ys = [np.arange(len(x)) + 10 * i for i, x in enumerate(xs)]
-    feats, labels = transfer.compute_features(model, list(zip(xs, ys)), verbose=0)
-    assert feats.dtype == np.float32 and feats.shape == (6, 2)
-    np.testing.assert_allclose(feats, np.concatenate(xs) @ kernel + bias, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(labels, [0, 1, 10, 20, 21, 22])
+    train, val, classes = data
+    backbone = _backbone(seed=4)
+    init = transfer.build_head(len(classes), dropout=0.0).get_weights()
+    heads = []
+    for given in (False, True):
+        head = transfer.build_head(len(classes), dropout=0.0)
+        head.set_weights(init)
+        model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
+        if given:
+            extractor = feature_model(model, "avg_pool")
+            pairs = [(extractor.predict_on_batch(x), y.numpy()) for x, y in train]
+            train_data = (np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))
+            assert train_data[0].shape == (len(train_data[1]), 2048)
+        transfer.train_head(model, train_data if given else train, epochs=1, batch_size=32, verbose=0)
+        heads.append(head.get_weights()[0])
+    np.testing.assert_allclose(heads[0], heads[1], rtol=1e-5, atol=1e-6)
+    assert np.abs(heads[0] - init[0]).max() > 1e-4
+    model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE)
     with pytest.raises(ValueError, match=r"\(images, labels\)"):
-        transfer.compute_features(model, [xs[0]], verbose=0)
-    # The shared loop: a None batch is counted by the progress bar but not predicted.
-    calls = []
-    out = predict_batches(lambda x: calls.append(len(x)) or x * 2, [(xs[0], 2), (None, 4), (xs[2], 3)], total=9)
-    assert calls == [2, 3]
-    np.testing.assert_array_equal(out, np.concatenate([xs[0], xs[2]]) * 2)
-    assert "9/9" in capsys.readouterr().out
-    assert predict_batches(lambda x: x, [(None, 1)], verbose=0) is None
+        transfer.train_head(model, [next(iter(train))[0]], verbose=0)
 
 
 def test_train_head_arguments(data):
@@ -159,7 +163,7 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
         "block14_sepconv1",
         "block14_sepconv2",
     ]
-    trainable = {lyr.name for lyr in transfer.find_backbone(model).layers if lyr.trainable and lyr.weights}
+    trainable = {lyr.name for lyr in kx.find_xception(model).layers if lyr.trainable and lyr.weights}
     assert trainable == set(names)
     for bad in (0, 14, "2", True):
         with pytest.raises(ValueError, match="blocks"):
@@ -200,7 +204,10 @@ def test_fine_tune_changes_only_the_top_blocks(data):
     backbone = _backbone(seed=3)
     model = transfer.build_classifier(len(classes), backbone=backbone, input_shape=SHAPE, dropout=0.0)
     snapshot = {lyr.name: [w.copy() for w in lyr.get_weights()] for lyr in backbone.layers if lyr.weights}
-    hist = transfer.fine_tune(model, train, val, epochs=1, blocks=1, learning_rate=1e-3, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:  # a dataset of unknown length is expected here
+        warnings.simplefilter("always")
+        hist = transfer.fine_tune(model, train, val, epochs=1, blocks=1, learning_rate=1e-3, verbose=0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
     assert "val_accuracy" in hist.history
     changed = {
         name

@@ -1,184 +1,146 @@
-"""The settings of :func:`~keras_xception.tasks.training.train`: its arguments checked, and what they imply.
+"""The options of :func:`~keras_xception.tasks.training.train`, written once.
 
-* :func:`check_arguments`: every argument checked (``ValueError`` naming
-  it) and normalised into a :class:`TrainOptions`; a strategy given by name
-  is created here.
-* :func:`class_weights`: the ``class_weight`` argument as Keras takes it.
-* :func:`dtype_policy`: the mixed-precision policy the backbone is built under.
+:class:`TrainOptions` is the one list: each field carries its default, its check (from
+:mod:`keras_xception.checks`) and its help text. ``train()``'s keyword arguments are its fields,
+the ``train`` command's options are derived from it (:func:`add_arguments`), and so is the
+report's ``settings`` (:meth:`TrainOptions.settings`). No TensorFlow here: the command line checks
+its options with this module before TensorFlow is imported.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 
-import numpy as np
-
+from keras_xception import checks
 from keras_xception.model.spec import MIN_INPUT_SIZE
-from keras_xception.tasks.classifier import check_keras_path
-from keras_xception.tasks.evaluation import is_chief, make_strategy
 
-__all__ = ["TrainOptions", "check_arguments", "class_weights", "dtype_policy"]
+__all__ = ["TrainOptions", "add_arguments", "keras_path", "STRATEGIES"]
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+def _epochs(value, name):
+    if value == "auto":
+        return value
+    try:
+        return checks.positive_int(value, name)
+    except ValueError:
+        raise ValueError(f"`{name}` must be a positive integer or 'auto'; received {name}={value!r}.") from None
+
+
+def _flag(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
+    return value
+
+
+def _path(value, name):
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"`{name}` must be a path; received {name}={value!r}.")
+    return None if value is None else os.fspath(value)
+
+
+def keras_path(value, name):
+    """``value`` as a string path (or None); ``ValueError`` naming ``name`` unless it ends with ``.keras``."""
+    value = _path(value, name)
+    if value is not None and not value.endswith(".keras"):
+        raise ValueError(f"`{name}` must be a .keras file; received {value!r}.")
+    return value
+
+
+def _class_weight(value, name):
+    if value is not None and value != "balanced" and not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be None, 'balanced' or a dict; received {name}={value!r}.")
+    return value
+
+
+def _option(default, check, help=None, **cli):
+    """A field: its default, its check, and (with ``help``) its command-line option (``cli``: argparse extras)."""
+    return dataclasses.field(default=default, metadata=dict(check=check, help=help, cli=cli))
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    """One :func:`~keras_xception.tasks.training.train` call's arguments, checked and normalised.
+    """The keyword arguments of :func:`~keras_xception.tasks.training.train`, checked (``ValueError`` naming one)."""
 
-    As given, except: ``data_dir`` a string, the numbers converted
-    (``epochs`` stays ``"auto"``), ``out`` checked to be ``.keras``,
-    ``strategy`` a ``tf.distribute.Strategy`` (``strategy_name`` the name
-    given, or its class name), ``replicas`` its replica count and ``chief``
-    whether this worker writes the outputs.
-    """
+    val_dir: object = _option(None, _path, "validation images in class folders named like DATA_DIR's", metavar="DIR")
+    val_split: float = _option(
+        0.2, lambda v, n: checks.fraction(v, n, high_open=True), "fraction of each class held out for validation"
+    )
+    weights: object = _option(
+        "imagenet", lambda v, n: v if v is None or isinstance(v, str) else _path(v, n)
+    )  # the command line's --weights is the shared one
+    backbone: object = _option(None, lambda v, n: v)  # a function returning a Keras backbone (Python only)
+    image_size: object = _option(
+        None,
+        lambda v, n: checks.positive_int(v, n, minimum=MIN_INPUT_SIZE, allow_none=True),
+        "square input side (default: the weights', 299)",
+    )
+    epochs: object = _option(
+        "auto", _epochs, "head epochs: auto (until the validation loss stops improving, best weights kept) or N"
+    )
+    max_epochs: int = _option(300, checks.positive_int, "cap of --epochs auto")
+    patience: int = _option(10, checks.positive_int, "epochs without a lower validation loss before stopping")
+    learning_rate: float = _option(1e-3, checks.positive_float, "head learning rate")
+    dropout: float = _option(
+        0.2,
+        lambda v, n: checks.fraction(v, n, low_open=False, high_open=True),
+        "dropout rate before the head's Dense layer",
+    )
+    fine_tune_epochs: int = _option(0, checks.non_negative_int, "fine-tuning epochs after the head")
+    fine_tune_blocks: int = _option(2, checks.positive_int, "top backbone blocks to fine-tune")
+    fine_tune_learning_rate: float = _option(1e-5, checks.positive_float, "fine-tuning learning rate")
+    augment: bool = _option(False, _flag, "augment images during fine-tuning (flip, rotation, zoom, translation)")
+    class_weight: object = _option(
+        None, _class_weight, "weight classes inversely to their frequency", choices=("balanced",)
+    )
+    batch_size: int = _option(32, checks.positive_int, "global batch size")
+    strategy: object = _option(
+        "default",
+        lambda v, n: checks.one_of(v, n, STRATEGIES) if isinstance(v, str) else v,
+        "tf.distribute strategy; multi-worker reads TF_CONFIG",
+        choices=STRATEGIES,
+    )
+    mixed_precision: bool = _option(False, _flag, "mixed-precision backbone, float32 head")
+    out: object = _option(None, keras_path)  # the command line's --out is required: added by cli/train.py
+    report_path: object = _option(None, _path, "write the training report as JSON", flag="--report", metavar="OUT.json")
+    curves_path: object = _option(None, _path)
+    confusion_path: object = _option(None, _path)
+    seed: int = _option(1337, checks.non_negative_int, "seed of the split, the head and the shuffling")
+    strict: bool = _option(False, _flag, "stop at the first unreadable image instead of skipping it")
+    verbose: object = _option(
+        "auto", lambda v, n: v if v == "auto" else checks.one_of(v, n, (0, 1, 2))
+    )  # the command line's --quiet
 
-    data_dir: str
-    val_dir: object
-    val_split: object
-    weights: object
-    backbone: object
-    image_size: object
-    epochs: object
-    max_epochs: int
-    patience: int
-    learning_rate: float
-    dropout: float
-    fine_tune_epochs: int
-    fine_tune_blocks: int
-    fine_tune_learning_rate: float
-    augment: bool
-    class_weight: object
-    batch_size: int
-    strategy: object
-    strategy_name: str
-    replicas: int
-    chief: bool
-    mixed_precision: bool
-    out: object
-    report_path: object
-    curves_path: object
-    confusion_path: object
-    seed: int
-    strict: bool
-    verbose: int
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, field.metadata["check"](getattr(self, field.name), field.name))
 
-    def settings(self, image_size, policy) -> dict:
-        """The ``settings`` of the report (JSON-ready); ``image_size`` as resolved, ``policy`` the mixed one or None."""
-        class_weight = self.class_weight
-        return dict(
-            data_dir=self.data_dir,
-            val_dir=None if self.val_dir is None else os.fspath(self.val_dir),
-            val_split=None if self.val_dir is not None else self.val_split,
-            weights=self.weights if self.weights is None or isinstance(self.weights, str) else os.fspath(self.weights),
-            image_size=image_size,
-            epochs=self.epochs,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-            learning_rate=self.learning_rate,
-            dropout=self.dropout,
-            fine_tune_epochs=self.fine_tune_epochs,
-            fine_tune_blocks=self.fine_tune_blocks,
-            fine_tune_learning_rate=self.fine_tune_learning_rate,
-            augment=bool(self.augment),
-            class_weight=class_weight
-            if not isinstance(class_weight, dict)
-            else {str(k): v for k, v in class_weight.items()},
-            batch_size=self.batch_size,
-            strategy=self.strategy_name,
-            num_replicas=self.replicas,
-            mixed_precision=policy or False,
-            seed=self.seed,
-        )
-
-
-def check_arguments(**arguments) -> TrainOptions:
-    """The keyword arguments of ``train()``, checked (``ValueError`` naming the argument): a :class:`TrainOptions`.
-
-    A strategy given by name is created here (multi-worker: before any TensorFlow op).
-    """
-    a = arguments
-    data_dir = a["data_dir"]
-    if not isinstance(data_dir, (str, os.PathLike)) or not os.path.isdir(data_dir):
-        raise ValueError(f"`data_dir` must be an existing folder of class folders; received data_dir={data_dir!r}.")
-    a["data_dir"] = os.fspath(data_dir)
-    if a["epochs"] != "auto":
-        a["epochs"] = _positive(a["epochs"], "epochs")
-    a["max_epochs"], a["patience"] = _positive(a["max_epochs"], "max_epochs"), _positive(a["patience"], "patience")
-    a["fine_tune_epochs"] = _positive(a["fine_tune_epochs"], "fine_tune_epochs", allow_zero=True)
-    a["batch_size"] = _positive(a["batch_size"], "batch_size")
-    a["learning_rate"] = _positive(a["learning_rate"], "learning_rate", float)
-    a["fine_tune_learning_rate"] = _positive(a["fine_tune_learning_rate"], "fine_tune_learning_rate", float)
-    image_size = a["image_size"]
-    bad_size = isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer))
-    if image_size is not None and (bad_size or image_size < MIN_INPUT_SIZE):
-        raise ValueError(
-            f"`image_size` must be an integer >= {MIN_INPUT_SIZE} (the smallest input Xception accepts); "
-            f"received image_size={image_size!r}."
-        )
-    if a["out"] is not None:
-        a["out"] = check_keras_path(a["out"], "out")
-    class_weight = a["class_weight"]
-    if class_weight not in (None, "balanced") and not isinstance(class_weight, dict):
-        raise ValueError(f"`class_weight` must be None, 'balanced' or a dict; received {class_weight!r}.")
-    strategy = a["strategy"]
-    if not isinstance(strategy, str):
-        a["strategy_name"] = type(strategy).__name__
-    else:
-        a["strategy_name"], a["strategy"] = strategy, make_strategy(strategy)  # (multi-worker: before any TF op)
-    a["chief"] = is_chief(a["strategy"])
-    replicas = a["replicas"] = a["strategy"].num_replicas_in_sync
-    if a["batch_size"] % replicas:
-        raise ValueError(
-            f"`batch_size` must be a multiple of the {replicas} replicas; received batch_size={a['batch_size']}."
-        )
-    return TrainOptions(**a)
+    def settings(self, image_size, policy, replicas) -> dict:
+        """The report's ``settings`` (JSON values): the options as used."""
+        skip = ("backbone", "out", "report_path", "curves_path", "confusion_path", "strict", "verbose")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        if isinstance(self.class_weight, dict):
+            out["class_weight"] = {str(k): v for k, v in self.class_weight.items()}
+        if not isinstance(self.strategy, str):
+            out["strategy"] = type(self.strategy).__name__
+        if self.val_dir is not None:
+            out["val_split"] = None
+        return dict(out, image_size=image_size, mixed_precision=policy or False, num_replicas=replicas)
 
 
-def _positive(value, name, kind=int, allow_zero=False):
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and (kind is float or float(value).is_integer()) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        what = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(
-            f"`{name}` must be {what} {'integer' if kind is int else 'number'}; received {name}={value!r}."
-        )
-    return kind(value)
-
-
-def class_weights(labels, num_classes, class_weight, class_names):
-    """``class_weight`` (None, ``"balanced"`` or a dict by name or index) as ``{class_index: weight}`` or None."""
-    if class_weight is None:
-        return None
-    if class_weight == "balanced":  # n / (k * n_c), as scikit-learn's "balanced"
-        counts = np.bincount(labels, minlength=num_classes)
-        return {c: float(len(labels) / (num_classes * counts[c])) for c in range(num_classes) if counts[c]}
-    if isinstance(class_weight, dict):
-        index = {name: i for i, name in enumerate(class_names)}
-        out = {}
-        for k, v in class_weight.items():
-            i = index.get(k, k)
-            if not isinstance(i, (int, np.integer)) or not 0 <= i < num_classes:
-                raise ValueError(f"`class_weight` key {k!r} is neither a class name nor a class index.")
-            out[int(i)] = float(v)
-        return out
-    raise ValueError(f"`class_weight` must be None, 'balanced' or a dict; received {class_weight!r}.")
-
-
-@contextlib.contextmanager
-def dtype_policy(mixed):
-    """The global Keras dtype policy for building the model: a mixed one, or unchanged."""
-    import keras
-
-    if not mixed:
-        yield None
-        return
-    import tensorflow as tf
-
-    name = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield name
-    finally:
-        keras.config.set_dtype_policy(previous)
+def add_arguments(parser) -> None:
+    """The command-line options of :class:`TrainOptions` (the fields with a help text), checked by the same checks."""
+    for field in dataclasses.fields(TrainOptions):
+        help, cli = field.metadata["help"], dict(field.metadata["cli"])
+        if help is None:
+            continue
+        flag = cli.pop("flag", "--" + field.name.replace("_", "-"))
+        if field.metadata["check"] is _flag:
+            parser.add_argument(flag, dest=field.name, action="store_true", help=help)
+            continue
+        if "choices" not in cli and field.metadata["check"] is not _path:
+            cli["type"] = checks.argtype(field.metadata["check"])
+        default = "" if field.default is None else f" (default {field.default})"
+        parser.add_argument(flag, dest=field.name, default=field.default, help=help + default, **cli)

@@ -2,50 +2,47 @@
 
 :func:`classification_report` turns labels and class probabilities into
 accuracy, per-class precision/recall/F1/support and the confusion matrix
-(the validation part of :func:`~keras_xception.tasks.training.train`'s report
-and :func:`~keras_xception.tasks.classifier.evaluate_classifier`).
-:func:`plot_curves` and :func:`plot_confusion_matrix` draw the training
-curves and the confusion matrix with matplotlib (the Agg backend unless a
-non-interactive one is set). :func:`train_report` assembles the report of
-:func:`~keras_xception.tasks.training.train` and :func:`write_outputs`
-writes the model, the PNGs and the JSON report it was asked for.
+(scikit-learn's metrics); :func:`plot_curves` and :func:`plot_confusion_matrix`
+draw the training curves and the confusion matrix with matplotlib (the Agg
+backend unless a non-interactive one is set); :func:`summary` is the one-line
+outcome of a training run; :func:`write_outputs` writes the model, the PNGs
+and the JSON report that :func:`~keras_xception.tasks.training.train` was
+asked for.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 
-__all__ = ["classification_report", "plot_curves", "plot_confusion_matrix", "train_report", "write_outputs"]
+__all__ = ["classification_report", "plot_curves", "plot_confusion_matrix", "head_line", "summary", "write_outputs"]
 
 
 def classification_report(labels, probabilities, class_names) -> dict:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted)."""
-    labels = np.asarray(labels, np.int64)
-    probabilities = np.asarray(probabilities)
-    n = len(class_names)
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted).
+
+    A class without validation images has recall None; ``top5_accuracy`` comes with more than 5 classes.
+    """
+    from sklearn import metrics
+
+    labels, probabilities = np.asarray(labels, np.int64), np.asarray(probabilities)
+    classes = list(range(len(class_names)))
     predicted = np.argmax(probabilities, axis=1) if len(labels) else np.zeros(0, np.int64)
-    cm = np.zeros((n, n), np.int64)
-    np.add.at(cm, (labels, predicted), 1)
-    per_class = {}
-    for k, name in enumerate(class_names):
-        tp, support, called = int(cm[k, k]), int(cm[k].sum()), int(cm[:, k].sum())
-        precision = tp / called if called else 0.0
-        recall = tp / support if support else None
-        f1 = 2 * precision * recall / (precision + recall) if recall and precision else 0.0
-        per_class[name] = dict(precision=precision, recall=recall, f1=f1, support=support)
+    figures = metrics.precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    per_class = {
+        name: dict(precision=float(p), recall=float(r) if n else None, f1=float(f), support=int(n))
+        for name, p, r, f, n in zip(class_names, *figures)
+    }
     report = dict(
         accuracy=float(np.mean(predicted == labels)) if len(labels) else None,
         count=int(len(labels)),
         per_class=per_class,
-        confusion_matrix=cm.tolist(),
+        confusion_matrix=metrics.confusion_matrix(labels, predicted, labels=classes).tolist(),
     )
-    if n > 5 and len(labels):
-        top5 = np.argsort(-probabilities, axis=1)[:, :5]
-        report["top5_accuracy"] = float(np.mean(np.any(top5 == labels[:, None], axis=1)))
+    if len(classes) > 5 and len(labels):
+        report["top5_accuracy"] = float(metrics.top_k_accuracy_score(labels, probabilities, k=5, labels=classes))
     return report
 
 
@@ -115,102 +112,58 @@ def plot_confusion_matrix(path, matrix, class_names, title="validation"):
     return path
 
 
-def train_report(
-    *,
-    class_names,
-    evaluation,
-    head,
-    fine_tune,
-    num_train,
-    num_val,
-    skipped,
-    class_weights,
-    transform,
-    settings,
-    timings,
-):
-    """``(report, info)``: the report dict ``train()`` returns, and the ``info`` saved with the classifier.
-
-    ``head`` and ``fine_tune`` are the reports of the two phases (``fine_tune``
-    None without fine-tuning), ``class_weights`` the weights by class index
-    (or None), ``skipped`` ``(path, reason)`` pairs, ``transform`` a
-    :class:`~keras_xception.data.transform.Transform`.
-    """
-    import keras
-
-    fine_tuned = bool(fine_tune and fine_tune["kept"])
-    report = dict(
-        val_accuracy=evaluation["accuracy"],
-        val_loss=fine_tune["val_loss"] if fine_tuned else head["val_loss"],
-        class_names=list(class_names),
-        num_classes=len(class_names),
-        num_train=num_train,
-        num_val=num_val,
-        per_class=evaluation["per_class"],
-        confusion_matrix=evaluation["confusion_matrix"],
-        skipped=[dict(path=p, reason=r) for p, r in skipped],
-        head=head,
-        fine_tune=fine_tune,
-        class_weights=None if class_weights is None else {class_names[k]: v for k, v in class_weights.items()},
-        transform=transform.to_dict(),
-        settings=settings,
-        timings=timings,
-        versions=dict(keras=keras.__version__, keras_xception=_version()),
-        outputs={},
+def head_line(head) -> str:
+    """One line on the head phase: epochs, the kept epoch and why, its figures, the time."""
+    stopping = head["early_stopping"]
+    why = f" (lowest val_loss, min_delta {stopping['min_delta']:g})" if stopping else ""
+    return (
+        f"head: {head['epochs_run']} epochs on cached features, kept epoch {head['best_epoch']}{why}: "
+        f"val_loss {head['val_loss']:.4f}, val_accuracy {head['val_accuracy']:.4f}, {head['seconds']:.1f} s"
     )
-    if "top5_accuracy" in evaluation:
-        report["val_top5_accuracy"] = evaluation["top5_accuracy"]
-    info = dict(
-        weights=settings["weights"],
-        trained=dict(
-            val_accuracy=report["val_accuracy"],
-            num_train=report["num_train"],
-            num_val=report["num_val"],
-            fine_tuned=fine_tuned,
-            settings=settings,
-        ),
+
+
+def summary(report) -> str:
+    """The one-line outcome of :func:`~keras_xception.tasks.training.train`."""
+    tune = report["fine_tune"]
+    tuned = ""
+    if tune:
+        kept = f"kept epoch {tune['best_epoch']}" if tune["kept"] else "not kept: no better than the head"
+        tuned = f"; fine-tuned {tune['epochs']} epochs, {kept}"
+    return (
+        f"val_accuracy {report['val_accuracy']:.4f} over {report['num_val']} validation images "
+        f"({report['num_train']} training images, {report['num_classes']} classes; {head_line(report['head'])}"
+        f"{tuned}; {report['timings'].get('total_seconds', 0):.1f} s in all)"
     )
-    return report, info
 
 
-def write_outputs(
-    report, classifier, *, chief, out, curves_path, confusion_path, report_path, head_history, tune_history, started
-):
-    """Write what :func:`~keras_xception.tasks.training.train` was asked to write; fills ``report["outputs"]``.
+def write_outputs(report, classifier, run, histories, started):
+    """Write what ``train()`` was asked for (``run``: its options; None on a worker that is not the chief).
 
-    On the chief only: the classifier at ``out`` (``.keras``) with the curves
-    and confusion-matrix PNGs beside it (unless given elsewhere), and the
-    report as JSON at ``report_path``; ``report["timings"]["total_seconds"]``
-    counts from ``started`` (a ``time.perf_counter()``).
+    The classifier at ``run.out`` (``.keras``) with the curves and confusion-matrix PNGs beside it
+    (unless given elsewhere), and the report as JSON at ``run.report_path``; fills
+    ``report["outputs"]`` and ``report["timings"]["total_seconds"]`` (from ``started``, a
+    ``time.perf_counter()``).
     """
-    fine_report, head_report = report["fine_tune"], report["head"]
-    if chief:
-        if out is not None:
-            report["outputs"]["model"] = classifier.save(out)
-            stem = os.path.splitext(out)[0]
-            curves_path = curves_path or stem + "_curves.png"
-            confusion_path = confusion_path or stem + "_confusion.png"
-        best_overall = (
-            (head_report["epochs_run"] + fine_report["best_epoch"])
-            if fine_report and fine_report["kept"]
-            else head_report["best_epoch"]
-        )
-        if curves_path:
-            report["outputs"]["curves"] = plot_curves(curves_path, head_history, tune_history, best=best_overall)
-        if confusion_path:
-            report["outputs"]["confusion_matrix"] = plot_confusion_matrix(
-                confusion_path, report["confusion_matrix"], report["class_names"]
-            )
-        if report_path:
-            report["outputs"]["report"] = os.fspath(report_path)
+    import time
+
+    curves = confusion = None
+    if run is not None:
+        curves, confusion = run.curves_path, run.confusion_path
+        if run.out is not None:
+            report["outputs"]["model"] = classifier.save(run.out)
+            stem = os.path.splitext(run.out)[0]
+            curves, confusion = curves or stem + "_curves.png", confusion or stem + "_confusion.png"
+        if run.report_path:
+            report["outputs"]["report"] = run.report_path
+    if curves:  # mark the epoch (over both phases, from 1) whose weights the classifier has
+        head, tune = report["head"], report["fine_tune"]
+        best = head["epochs_run"] + tune["best_epoch"] if tune and tune["kept"] else head["best_epoch"]
+        report["outputs"]["curves"] = plot_curves(curves, *histories, best=best)
+    if confusion:
+        matrix, names = report["confusion_matrix"], report["class_names"]
+        report["outputs"]["confusion_matrix"] = plot_confusion_matrix(confusion, matrix, names)
     report["timings"]["total_seconds"] = round(time.perf_counter() - started, 3)
-    if chief and report_path:
-        with open(report_path, "w") as f:
+    if run is not None and run.report_path:
+        with open(run.report_path, "w") as f:
             json.dump(report, f, indent=2, default=float)
             f.write("\n")
-
-
-def _version():
-    import keras_xception
-
-    return keras_xception.__version__

@@ -1,140 +1,71 @@
 """Transfer learning as one call: :func:`train` a classifier on a class-per-folder image tree.
 
-``train("photos/")`` (``photos/<class>/*.jpg``) returns a :class:`Classifier`
-(the Keras model, its class names and its input transform) and a report dict,
-following the recipe of :mod:`keras_xception.tasks.transfer`:
+``train("photos/")`` (``photos/<class>/*.jpg``) returns a :class:`~keras_xception.tasks.classifier.Classifier`
+and a report dict, following the recipe of :mod:`keras_xception.tasks.transfer`:
 
-1. **Data**: the class folders are split per class into training and
-   validation files (``val_split``, seeded), or the validation files come
-   from ``val_dir`` (class folders with the same names). Images are read with
-   the weights' transform at ``image_size``, JPEGs turned upright by their
-   EXIF orientation (``Transform.exif_orientation``). Files that cannot be
-   read are skipped and listed, with the reason, in the report.
-2. **Head** (the fast path): the frozen backbone runs once over the training
-   and validation images; the head (dropout + Dense) is trained on those
-   cached pooled features, **without augmentation** (each image is seen as it
-   is). By default (``epochs="auto"``) until the validation loss stops
-   improving: early stopping with ``patience`` epochs, the best weights
-   restored, at most ``max_epochs`` epochs. A head epoch on cached features
-   costs milliseconds, so this is cheap.
-3. **Fine-tuning** (optional, ``fine_tune_epochs``): the top
-   ``fine_tune_blocks`` blocks are unfrozen (BatchNormalization stays frozen),
-   Adam at the lower ``fine_tune_learning_rate``, on the images, with
-   augmentation when ``augment=True`` (Keras preprocessing layers: horizontal
-   flip, small rotation, zoom and translation, applied in the ``tf.data``
-   pipeline, so the saved model has no random layers). The best epoch by
-   validation loss is kept, and the head-only weights are kept if
-   fine-tuning never beat them.
-4. **Report**: validation accuracy, per-class precision/recall/F1, the
-   confusion matrix, timings and settings; with ``out`` the classifier is
-   saved (``.keras``, see below) with a training-curves PNG and a
-   confusion-matrix PNG beside it.
+1. **Data**: each class folder split (``val_split``, seeded) into training and validation files, or
+   the validation files from ``val_dir``; images read with the weights' transform at ``image_size``,
+   upright by their EXIF orientation. Unreadable files are skipped and listed in the report.
+2. **Head**: the frozen backbone runs once over the images; the head is fit on those cached pooled
+   features, without augmentation. ``epochs="auto"``: Keras's ``EarlyStopping`` on the validation
+   loss (``patience``; any decrease is an improvement: ``min_delta`` 0), the best epoch's weights
+   restored, at most ``max_epochs``. Features that barely differ between images (an untrained
+   backbone) are warned about: the head cannot learn from them.
+3. **Fine-tuning** (``fine_tune_epochs``): the top ``fine_tune_blocks`` blocks unfrozen (BatchNorm
+   stays frozen), on the images, with :func:`augmentation` in the ``tf.data`` pipeline when
+   ``augment`` (the saved model has no random layers); its best epoch is kept if it beat the head.
+4. **Report**: accuracy, per-class figures, confusion matrix, timings, settings; with ``out`` the
+   classifier (``.keras``, no optimizer state), a training-curves PNG and a confusion-matrix PNG.
 
-The classifier file (``.keras`` with ``keras_xception.json`` inside) is
-described in :mod:`keras_xception.tasks.classifier`; the two fitting phases
-are in :mod:`keras_xception.tasks.fitting`, the checked arguments in
-:mod:`keras_xception.tasks.options`, the class-folder data steps in
-:mod:`keras_xception.tasks.labelled`, and the report, its figures and the
-files written in :mod:`keras_xception.tasks.reports`.
-
-Distribution: ``strategy`` (``"default"``, ``"mirrored"``, ``"multi-worker"``
-or a ``tf.distribute.Strategy``) builds and trains the model in its scope;
-``batch_size`` is the global batch. ``mixed_precision=True`` builds the
-backbone under a mixed policy (``mixed_float16`` with a GPU, else
-``mixed_bfloat16``) and keeps the head in float32.
+The options are the fields of :class:`~keras_xception.tasks.options.TrainOptions`. ``strategy``
+(a name or a ``tf.distribute.Strategy``) builds and trains in its scope, ``batch_size`` the global
+batch; ``mixed_precision`` builds the backbone under ``mixed_float16`` (GPU) or ``mixed_bfloat16``
+with a float32 head. Progress goes to standard output: ``verbose="auto"`` is Keras's animated bars
+on a terminal, else one line per epoch without colour codes (``verbose=2``); 0 is silent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
+import sys
 import time
 import warnings
 
 import numpy as np
 
-from keras_xception.data.transform import resolve_transform
-from keras_xception.tasks import fitting, reports, transfer
-from keras_xception.tasks.classifier import Classifier, save_classifier
-from keras_xception.tasks.labelled import run_over_files, split_class_folders
-from keras_xception.tasks.options import check_arguments, class_weights, dtype_policy
-from keras_xception.tasks.reports import classification_report
+from keras_xception import checks
+from keras_xception.data.results import Skipped
+from keras_xception.tasks import reports, transfer
+from keras_xception.tasks.classifier import Classifier
+from keras_xception.tasks.evaluation import is_chief, make_strategy
+from keras_xception.tasks.options import TrainOptions
 
-# save_classifier is re-exported: the README teaches `keras_xception.training.save_classifier`.
-__all__ = ["train", "augmentation", "save_classifier"]
+__all__ = ["train", "augmentation"]
+
+#: What the report says about the head phase.
+HEAD_NOTE = (
+    "The head was trained on cached backbone features (the frozen backbone ran once over the training "
+    "and validation images), without augmentation."
+)
+#: Pooled features whose largest spread over the training images is below this are degenerate (an untrained
+#: Xception: about 4e-5 at 71 px; the small random test backbone: 5e-4; pretrained: units).
+DEGENERATE_SPREAD = 1e-4
 
 
-def train(
-    data_dir,
-    *,
-    val_dir=None,
-    val_split=0.2,
-    weights="imagenet",
-    backbone=None,
-    image_size=None,
-    epochs="auto",
-    max_epochs=300,
-    patience=10,
-    learning_rate=1e-3,
-    dropout=0.2,
-    fine_tune_epochs=0,
-    fine_tune_blocks=2,
-    fine_tune_learning_rate=1e-5,
-    augment=False,
-    class_weight=None,
-    batch_size=32,
-    strategy="default",
-    mixed_precision=False,
-    out=None,
-    report_path=None,
-    curves_path=None,
-    confusion_path=None,
-    seed=1337,
-    strict=False,
-    verbose=1,
-):
+def train(data_dir, **options):
     """Train a classifier on a class-per-folder image tree; returns ``(classifier, report)``.
 
-    See the module documentation for the recipe. Args:
-        data_dir: ``data_dir/<class>/*.jpg`` (JPEG, PNG, GIF, BMP; searched
-            recursively; at least 2 class folders, none empty).
-        val_dir: Validation images in class folders named like ``data_dir``'s
-            (default: ``val_split`` of each class of ``data_dir``).
-        val_split: Fraction of each class held out for validation (0 < v < 1).
-        weights: Backbone weights: ``"imagenet"``, a registered name, a file,
-            or None (random; for tests).
-        backbone: A function returning the backbone to use instead of
-            ``Xception(include_top=False, weights=weights)`` (a Keras model with
-            a 4D feature-map output, e.g. an Xception variant); it is called in
-            the strategy scope. ``weights`` then only chooses the transform.
-        image_size: Square input side (default: the weights', 299); >= 71.
-        epochs: ``"auto"`` (early stopping on the validation loss, best
-            weights restored, at most ``max_epochs``) or a number of head epochs.
-        patience: Epochs without improvement before early stopping.
-        learning_rate: Adam learning rate of the head.
-        dropout: Dropout rate before the head's Dense layer.
-        fine_tune_epochs: Fine-tuning epochs after the head (0: none).
-        fine_tune_blocks: Top backbone blocks unfrozen for fine-tuning.
-        fine_tune_learning_rate: Adam learning rate of fine-tuning.
-        augment: Augment the images during fine-tuning (:func:`augmentation`).
-        class_weight: None, ``"balanced"`` (n / (classes * n_class)) or a
-            dict by class name or index; used in both phases.
-        batch_size: Global batch size.
-        strategy: ``"default"``, ``"mirrored"``, ``"multi-worker"`` or a
-            ``tf.distribute.Strategy``.
-        mixed_precision: Mixed-precision backbone, float32 head.
-        out: Save the classifier here (``.keras``) with ``<out>_curves.png``
-            and ``<out>_confusion.png`` beside it (by default).
-        report_path: Also write the report as JSON here.
-        curves_path, confusion_path: The PNG paths (default: beside ``out``;
-            without ``out``, no plots unless given).
-        seed: Seeds the split, the head's initial weights, the shuffling and
-            the augmentation.
-        strict: Fail at the first unreadable image instead of skipping it.
-        verbose: 0 silent, 1 progress bars, 2 one line per phase / epoch.
+    See the module documentation for the recipe, and
+    :class:`~keras_xception.tasks.options.TrainOptions` for the options (each
+    one's default and meaning); ``backbone`` is a function returning the
+    backbone to use instead of ``Xception(include_top=False, weights=weights)``
+    (``weights`` then only chooses the transform), called in the strategy scope.
 
     Returns:
-        ``(classifier, report)``: a :class:`Classifier` and the report dict
-        (``val_accuracy``, ``per_class``, ``confusion_matrix``,
+        ``(classifier, report)``: a :class:`~keras_xception.tasks.classifier.Classifier`
+        and the report dict (``val_accuracy``, ``per_class``, ``confusion_matrix``,
         ``class_names``, ``skipped``, ``head``, ``fine_tune``, ``timings``,
         ``settings``, ``outputs``).
 
@@ -143,194 +74,369 @@ def train(
             class, an image size below 71, no readable image in a class), each
             message naming the argument or the folder.
     """
-    arguments = dict(locals())  # the arguments as given (nothing else is bound yet)
     started = time.perf_counter()
-    run = check_arguments(**arguments)
-    data = _prepare_data(run)
-    model, head, extractor, policy = _build_model(run, data)
-    features = _cache_features(run, data, extractor)
-    weights_by_class = class_weights(features.y_train, len(data.class_names), run.class_weight, data.class_names)
-    # Keras 3.15 under a multi-replica strategy: the first batch must split evenly (fit builds the
-    # model from it) and no replica may get an empty batch; see fitting.first_batch and fitting._batches.
-    train_batch = fitting.first_batch(len(features.y_train), run.batch_size, run.replicas, "training images")
-    fit = dict(replicas=run.replicas, strategy=run.strategy, class_weight=weights_by_class, seed=run.seed)
-
-    head_report, head_history = fitting.head_phase(
-        model,
-        head,
-        (features.x_train, features.y_train),
-        (features.x_val, features.y_val),
-        epochs=run.epochs,
-        max_epochs=run.max_epochs,
-        patience=run.patience,
-        learning_rate=run.learning_rate,
-        batch_size=train_batch,
-        verbose=run.verbose,
-        **fit,
+    run = TrainOptions(**options)
+    data_dir = checks.existing_dir(data_dir, "data_dir", "an existing folder of class folders")
+    run = dataclasses.replace(run, verbose=(1 if sys.stdout.isatty() else 2) if run.verbose == "auto" else run.verbose)
+    strategy = _strategy(run)
+    data = _files(run, data_dir)
+    model, policy = _build(run, data, strategy)
+    features = _features(run, data, model, strategy)
+    weights_by_class = class_weights(features["y_train"], data["class_names"], run.class_weight)
+    with strategy.scope():
+        head, head_history = _head_phase(run, model, features, weights_by_class)
+        tune, tune_history = None, {}
+        if run.fine_tune_epochs:
+            tune, tune_history = _fine_tune_phase(run, model, features, data["transform"], weights_by_class, head)
+    fine_tuned = bool(tune and tune["kept"])
+    t0 = time.perf_counter()
+    evaluation = _evaluate(run, model, features, data, fine_tuned, strategy)
+    settings = dict(
+        data_dir=data_dir, **run.settings(data["transform"].target_size[0], policy, strategy.num_replicas_in_sync)
     )
-    fine_report, tune_history, t0 = None, {}, time.perf_counter()
-    if run.fine_tune_epochs:
-        fine_report, tune_history = fitting.fine_tune_phase(
-            model,
-            (features.kept_train, features.y_train),
-            (features.kept_val, features.y_val),
-            data.transform,
-            epochs=run.fine_tune_epochs,
-            blocks=run.fine_tune_blocks,
-            learning_rate=run.fine_tune_learning_rate,
-            augmentation=augmentation if run.augment else None,  # this module's, looked up at call time
-            head_val_loss=head_report["val_loss"],
-            batch_size=train_batch,
-            val_batch_size=run.batch_size,
-            verbose=run.verbose,
-            **fit,
-        )
-    fine_seconds = time.perf_counter() - t0
-    fine_tuned = bool(fine_report and fine_report["kept"])
-
-    evaluation, eval_seconds = _evaluate(run, model, data, features, fine_tuned)
-    report, info = reports.train_report(
-        class_names=data.class_names,
-        evaluation=evaluation,
-        head=head_report,
-        fine_tune=fine_report,
-        num_train=len(features.kept_train),
-        num_val=len(features.kept_val),
-        skipped=features.skipped,
-        class_weights=weights_by_class,
-        transform=data.transform,
-        settings=run.settings(data.transform.target_size[0], policy),
-        timings=dict(
-            features_seconds=round(features.seconds, 3),
-            head_seconds=head_report["seconds"],
-            fine_tune_seconds=round(fine_seconds, 3),
-            evaluation_seconds=round(eval_seconds, 3),
-        ),
-    )
-    classifier = Classifier(model, data.class_names, data.transform, info)
-    reports.write_outputs(
-        report,
-        classifier,
-        chief=run.chief,
-        out=run.out,
-        curves_path=run.curves_path,
-        confusion_path=run.confusion_path,
-        report_path=run.report_path,
-        head_history=head_history,
-        tune_history=tune_history,
-        started=started,
-    )
+    report = _report(data, features, evaluation, head, tune, weights_by_class, settings)
+    report["timings"]["evaluation_seconds"] = round(time.perf_counter() - t0, 3)
+    info = dict(weights=settings["weights"], trained=dict(fine_tuned=fine_tuned, settings=settings))
+    info["trained"].update({k: report[k] for k in ("val_accuracy", "num_train", "num_val")})
+    classifier = Classifier(model, data["class_names"], data["transform"], info)
+    chief = is_chief(strategy)  # the other workers of a multi-worker strategy write nothing
+    reports.write_outputs(report, classifier, run if chief else None, (head_history, tune_history), started)
     return classifier, report
 
 
-# ---------------------------------------------------------------- the phases of train()
+train.__signature__ = inspect.Signature(
+    [inspect.Parameter("data_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+        for f in dataclasses.fields(TrainOptions)
+    ]
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Data:
-    """The files of one run: training and validation paths and labels, the classes, the transform."""
-
-    train_paths: list
-    train_labels: object
-    val_paths: list
-    val_labels: object
-    class_names: list
-    problems: list  # (path, reason) of the files found unreadable while listing
-    transform: object
+def _strategy(run):
+    """The ``tf.distribute`` strategy (a name is created here; multi-worker: before any TF op)."""
+    strategy = make_strategy(run.strategy) if isinstance(run.strategy, str) else run.strategy
+    replicas = strategy.num_replicas_in_sync
+    if run.batch_size % replicas:
+        raise ValueError(f"`batch_size` must be a multiple of the {replicas} replicas; received {run.batch_size}.")
+    return strategy
 
 
-def _prepare_data(run) -> _Data:
-    """Split the class folders (unreadable files warned about, or fatal with ``strict``); the input transform."""
+def _files(run, data_dir) -> dict:
+    """Training and validation files and labels, the class names, the transform, the files skipped while listing."""
+    from keras_xception.data.files import class_folder_split, class_folders
+    from keras_xception.data.transform import resolve_transform
+
     problems = []
-    # stacklevel 4: the caller of train() (here <- train() <- the caller).
-    tp, tl, vp, vl, class_names = split_class_folders(
-        run.data_dir, run.val_dir, run.val_split, run.seed, problems, stacklevel=4
-    )
-    for path, reason in problems:
+    split = 0.0 if run.val_dir is not None else run.val_split
+    tp, tl, vp, vl, classes = class_folder_split(data_dir, split, run.seed, problems=problems)
+    if run.val_dir is not None:
+        val_dir = checks.existing_dir(run.val_dir, "val_dir", "an existing folder of class folders")
+        vp, vl, val_classes = class_folders(val_dir, problems)
+        unknown = sorted(set(val_classes) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"`val_dir` {val_dir!r} has class folders that `data_dir` has not: {unknown}; the classes are {classes}."
+            )
+        missing = sorted(set(classes) - set(val_classes))
+        if missing:
+            warnings.warn(f"`val_dir` has no folder for the classes {missing}: they are not validated.", stacklevel=3)
+        vl = np.array([classes.index(val_classes[k]) for k in vl], "int64")
+    elif not vp:
+        raise ValueError(f"val_split={run.val_split} leaves no validation images; add images or raise val_split.")
+    skipped = [Skipped(path, reason) for path, reason in problems]
+    for s in skipped:
         if run.strict:
-            raise ValueError(f"Cannot read {path!r}: {reason}.")
-        warnings.warn(f"Skipping {path!r}: {reason}", stacklevel=3)
-    transform = resolve_transform(
-        run.weights, target_size=run.image_size, exif_orientation=True, preprocessing=None
-    )  # the classifier scales its input itself
-    return _Data(tp, tl, vp, vl, class_names, problems, transform)
+            raise ValueError(f"Cannot read {s}.")
+        warnings.warn(f"Skipping {s}", stacklevel=3)
+    # The classifier scales its input itself: no preprocessing in the transform.
+    transform = resolve_transform(run.weights, target_size=run.image_size, exif_orientation=True, preprocessing=None)
+    return dict(train=(tp, tl), val=(vp, vl), class_names=list(classes), skipped=skipped, transform=transform)
 
 
-def _build_model(run, data):
-    """Seed, then build the classifier in the strategy scope: ``(model, head, extractor, dtype_policy)``."""
+@contextlib.contextmanager
+def _dtype_policy(mixed):
+    """The global Keras dtype policy for building the model: a mixed one (its name), or unchanged (None)."""
+    import keras
+    import tensorflow as tf
+
+    previous = keras.config.dtype_policy()
+    name = ("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16") if mixed else None
+    if name:
+        keras.config.set_dtype_policy(name)
+    try:
+        yield name
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build(run, data, strategy):
+    """Seed, then build the classifier in the strategy scope: ``(model, mixed policy or None)``."""
     import keras
 
-    shape = data.transform.target_size + (3,)
+    shape = data["transform"].target_size + (3,)
     keras.utils.set_random_seed(run.seed)
     if run.verbose:
         print(
-            f"{len(data.class_names)} classes, {len(data.train_paths)} training and {len(data.val_paths)} validation "
-            f"images, {shape[0]}x{shape[1]}, {run.replicas} replica(s)",
+            f"{len(data['class_names'])} classes, {len(data['train'][0])} training and {len(data['val'][0])} "
+            f"validation images, {shape[0]}x{shape[1]}, {strategy.num_replicas_in_sync} replica(s)",
             flush=True,
         )
-    with dtype_policy(run.mixed_precision) as policy, run.strategy.scope():
+    with _dtype_policy(run.mixed_precision) as policy, strategy.scope():
         backbone = transfer.build_backbone(run.weights, shape) if run.backbone is None else run.backbone()
-        head = transfer.build_head(
-            len(data.class_names), feature_dim=int(backbone.output.shape[-1]), dropout=run.dropout, dtype="float32"
-        )
+        features = int(backbone.output.shape[-1])
+        head = transfer.build_head(len(data["class_names"]), feature_dim=features, dropout=run.dropout, dtype="float32")
         model = transfer.build_classifier(backbone=backbone, head=head, input_shape=shape)
-        extractor = transfer.pooled_features(model)  # in the scope: its predict is distributed
-    return model, head, extractor, policy
+    return model, policy
 
 
-@dataclasses.dataclass(frozen=True)
-class _Features:
-    """The pooled backbone features of the readable images (``kept_*``), and the files skipped."""
-
-    x_train: object
-    y_train: object
-    kept_train: list
-    x_val: object
-    y_val: object
-    kept_val: list
-    skipped: list
-    seconds: float
+def _predictor(model, strategy):
+    """numpy batch -> numpy outputs under ``strategy`` (``predict_on_batch`` would run every replica on
+    the whole batch under a multi-replica strategy; ``predict`` splits it)."""
+    if strategy.num_replicas_in_sync == 1:
+        return model.predict_on_batch
+    return lambda x: model.predict(x, batch_size=len(x), verbose=0)
 
 
-def _cache_features(run, data, extractor) -> _Features:
-    """The frozen backbone once over the training and validation images (no augmentation)."""
-    skipped = [(p, r) for p, r in data.problems]
+def _features(run, data, model, strategy) -> dict:
+    """The frozen backbone once over the training and validation images: pooled features, labels, paths, skipped."""
+    from keras_xception.data.dataset import map_batches
+    from keras_xception.model.features import feature_model
+
     t0 = time.perf_counter()
-    predict = fitting.predictor(extractor, run.strategy)
-    common = (data.transform, run.batch_size, run.verbose, run.strict, skipped)
-    # stacklevel 4: the caller of train() (run_over_files <- here <- train() <- the caller).
-    x_train, y_train, kept_train = run_over_files(
-        predict, data.train_paths, data.train_labels, *common, "training images", stacklevel=4
-    )
-    x_val, y_val, kept_val = run_over_files(
-        predict, data.val_paths, data.val_labels, *common, "validation images", stacklevel=4
-    )
-    seconds = time.perf_counter() - t0
-    if x_train is None or x_val is None:
-        raise ValueError("No readable training or validation image: nothing to train on (see the skipped files above).")
-    class_names = data.class_names
-    empty = [class_names[c] for c in range(len(class_names)) if not np.any(y_train == c)]
+    with strategy.scope():  # its predict is distributed
+        extractor = feature_model(model, "avg_pool", pool=True, name="features")
+    predict = _predictor(extractor, strategy)
+    common = dict(batch_size=run.batch_size, strict=run.strict, verbose=run.verbose)
+    runs = {}
+    for part, what in (("train", "training images"), ("val", "validation images")):
+        paths, labels = data[part]
+        if run.verbose:
+            print(f"Running the backbone over the {len(paths)} {what}", flush=True)
+        runs[part] = map_batches(predict, paths, data["transform"], labels=labels, what=what, **common)
+        if runs[part].outputs is None:
+            raise ValueError(f"No readable {what}: nothing to train on (see the skipped files above).")
+    labels = runs["train"].labels
+    empty = [name for c, name in enumerate(data["class_names"]) if not np.any(labels == c)]
     if empty:
-        raise ValueError(f"No readable training image in the class folders {empty} of {run.data_dir!r}.")
-    return _Features(x_train, y_train, kept_train, x_val, y_val, kept_val, skipped, seconds)
+        raise ValueError(f"No readable training image in the class folders {empty}.")
+    _warn_if_degenerate(runs["train"].outputs, run.weights if run.backbone is None else "the given backbone")
+    out = {f"{k}_{part}": getattr(r, attr) for part, r in runs.items() for k, attr in _FIELDS}
+    return dict(
+        out, skipped=data["skipped"] + [s for r in runs.values() for s in r.skipped], seconds=time.perf_counter() - t0
+    )
 
 
-def _evaluate(run, model, data, features, fine_tuned):
-    """The final model on the validation images: ``(classification_report, seconds)``."""
+_FIELDS = (("x", "outputs"), ("y", "labels"), ("paths", "paths"))
+
+
+def _warn_if_degenerate(x, weights):
+    """Warn when the pooled features barely differ between images: the head cannot learn from them."""
+    spread = float(np.max(np.ptp(x, axis=0))) if len(x) > 1 else float("inf")
+    if spread < DEGENERATE_SPREAD:
+        warnings.warn(
+            f"The backbone's pooled features barely differ between the {len(x)} training images (largest "
+            f"spread {spread:.1e}, mean magnitude {float(np.mean(np.abs(x))):.1e}; backbone weights: {weights!r}): "
+            "the head cannot learn from them and will predict about the same class for every image. An "
+            "untrained backbone (weights=None / --weights none) does this; train with pretrained weights "
+            "(weights='imagenet' or a weights file).",
+            stacklevel=4,
+        )
+
+
+def class_weights(labels, class_names, class_weight):
+    """``class_weight`` (None, ``"balanced"`` or a dict by name or index) as ``{class_index: weight}`` or None."""
+    if class_weight is None:
+        return None
+    n = len(class_names)
+    if class_weight == "balanced":  # n_samples / (n_classes * n_c); every class has training images
+        from sklearn.utils.class_weight import compute_class_weight
+
+        return dict(enumerate(compute_class_weight("balanced", classes=np.arange(n), y=labels).tolist()))
+    out = {}
+    for key, value in class_weight.items():
+        index = class_names.index(key) if key in class_names else key
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            raise ValueError(f"`class_weight` key {key!r} is neither a class name nor a class index.")
+        out[int(index)] = float(value)
+    return out
+
+
+def _head_phase(run, model, features, class_weight):
+    """The head on the cached features (Keras's ``EarlyStopping`` with ``epochs="auto"``): ``(report, history)``."""
+    import keras
+
+    auto = run.epochs == "auto"
+    epochs = run.max_epochs if auto else run.epochs
+    stopping = dict(monitor="val_loss", patience=run.patience, min_delta=0.0, restore_best_weights=True)
     t0 = time.perf_counter()
+    history = transfer.train_head(
+        model,
+        (features["x_train"], features["y_train"]),
+        (features["x_val"], features["y_val"]),
+        epochs=epochs,
+        learning_rate=run.learning_rate,
+        batch_size=run.batch_size,
+        verbose=0,  # milliseconds per epoch, up to hundreds of epochs: the summary line says what happened
+        callbacks=[keras.callbacks.EarlyStopping(**stopping)] if auto else None,
+        class_weight=class_weight,
+    ).history
+    losses = history["val_loss"]
+    best = int(np.argmin(losses)) + 1 if auto else len(losses)  # the epoch EarlyStopping restored
+    report = dict(
+        cached_features=True,
+        augmentation=False,
+        note=HEAD_NOTE,
+        epochs_run=len(losses),
+        best_epoch=best,
+        stopped_early=auto and len(losses) < epochs,
+        max_epochs=epochs,
+        early_stopping=stopping if auto else None,
+        learning_rate=run.learning_rate,
+        val_loss=float(losses[best - 1]),
+        val_accuracy=float(history["val_accuracy"][best - 1]),
+        seconds=round(time.perf_counter() - t0, 3),
+        history={k: [float(v) for v in vs] for k, vs in history.items()},
+    )
+    if run.verbose:
+        print(reports.head_line(report), flush=True)
+    return report, history
+
+
+def _image_data(run, paths, labels, transform, shuffle, what):
+    """Batches of readable images (the files the feature pass read), the first batch even over the replicas."""
+    from keras_xception.data.dataset import image_dataset
+
+    batch = transfer.even_batch(len(paths), run.batch_size, what)
+    return image_dataset(paths, transform, labels=labels, batch_size=batch, shuffle=shuffle, seed=run.seed)
+
+
+def _one_device_validation(model, dataset, labels):
+    """``val_loss`` and ``val_accuracy`` at the end of every epoch, computed on one device.
+
+    Keras 3.15 under a multi-replica strategy fails on a batch that leaves a replica without
+    images when the model has convolutions and BatchNormalization ("Incompatible shapes: [4] vs.
+    [0,8,8,3]"; tests/test_tasks_training.py reproduces it), and 3 validation images on 2 replicas
+    cannot be batched otherwise. Must come before ``EarlyStopping`` in the callbacks.
+    """
+    import keras
+    import tensorflow as tf
+
+    scores = tf.function(lambda x: model(x, training=False))
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probs = np.concatenate([np.asarray(scores(x)) for x, _ in dataset])
+            losses = keras.losses.sparse_categorical_crossentropy(labels, probs)  # clipped as Keras clips it
+            logs["val_loss"] = float(np.mean(keras.ops.convert_to_numpy(losses)))
+            logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == labels))
+
+    return Validation()
+
+
+def _fine_tune_phase(run, model, features, transform, class_weight, head):
+    """Fine-tune the top blocks on the images; the head-only weights back unless it lowered the loss."""
+    import keras
+    import tensorflow as tf
+
+    t0, head_weights = time.perf_counter(), model.get_weights()
+    train_ds = _image_data(run, features["paths_train"], features["y_train"], transform, True, "training images")
+    val_ds = _image_data(run, features["paths_val"], features["y_val"], transform, False, "validation images")
+    callbacks = [keras.callbacks.EarlyStopping(patience=run.fine_tune_epochs, restore_best_weights=True)]
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # no batch may leave a replica empty
+        callbacks.insert(0, _one_device_validation(model, val_ds, features["y_val"]))
+        batch = transfer.even_batch(len(features["y_train"]), run.batch_size)
+        train_ds, val_ds = train_ds.unbatch().batch(batch, drop_remainder=True), None
+    layers = False
+    if run.augment:
+        aug = augmentation(seed=run.seed)
+        layers = [type(layer).__name__ for layer in aug.layers]
+        train_ds = train_ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if run.verbose:
+        print(
+            f"fine-tuning the top {run.fine_tune_blocks} blocks for {run.fine_tune_epochs} epochs "
+            f"(learning rate {run.fine_tune_learning_rate:g}, augmentation {'on' if run.augment else 'off'})",
+            flush=True,
+        )
+    history = transfer.fine_tune(
+        model,
+        train_ds,
+        val_ds,
+        epochs=run.fine_tune_epochs,
+        blocks=run.fine_tune_blocks,
+        learning_rate=run.fine_tune_learning_rate,
+        verbose=run.verbose,
+        callbacks=callbacks,
+        class_weight=class_weight,
+    ).history
+    best = int(np.argmin(history["val_loss"]))
+    kept = bool(history["val_loss"][best] < head["val_loss"])
+    if not kept:
+        model.set_weights(head_weights)
+        if run.verbose:
+            print("fine-tuning did not lower the validation loss: the head-only weights are kept", flush=True)
+    report = dict(
+        epochs=run.fine_tune_epochs,
+        blocks=run.fine_tune_blocks,
+        learning_rate=run.fine_tune_learning_rate,
+        augmentation=layers,
+        batchnorm="frozen (inference mode)",
+        best_epoch=best + 1,
+        val_loss=float(history["val_loss"][best]),
+        kept=kept,
+        seconds=round(time.perf_counter() - t0, 3),
+        history={k: [float(v) for v in vs] for k, vs in history.items()},
+    )
+    return report, history
+
+
+def _evaluate(run, model, features, data, fine_tuned, strategy):
+    """The final model on the validation images (the head on the cached features when not fine-tuned)."""
     if fine_tuned:
-        predict = fitting.predictor(model, run.strategy)
-        files = (features.kept_val, features.y_val, data.transform, run.batch_size, 0, run.strict, [])
-        # stacklevel 4: the caller of train() (run_over_files <- here <- train() <- the caller).
-        probs, y_eval, _ = run_over_files(predict, *files, "validation images", stacklevel=4)
-    else:  # the model is the head on the same features: no need to run the backbone again
-        probs = np.asarray(model.get_layer("head").predict(features.x_val, batch_size=256, verbose=0))
-        y_eval = features.y_val
-    evaluation = classification_report(y_eval, probs, data.class_names)
-    return evaluation, time.perf_counter() - t0
+        from keras_xception.data.dataset import map_batches
+
+        paths, labels = features["paths_val"], features["y_val"]
+        result = map_batches(_predictor(model, strategy), paths, data["transform"], labels=labels, verbose=0)
+        probs, labels = result.outputs, result.labels
+    else:
+        probs = np.asarray(model.get_layer("head").predict(features["x_val"], batch_size=256, verbose=0))
+        labels = features["y_val"]
+    return reports.classification_report(labels, probs, data["class_names"])
 
 
-# ---------------------------------------------------------------- helpers
+def _report(data, features, evaluation, head, tune, class_weight, settings) -> dict:
+    """The report dict of :func:`train` (``outputs`` and the total time are filled in when written)."""
+    import keras
+
+    import keras_xception
+
+    names = data["class_names"]
+    report = dict(
+        val_accuracy=evaluation["accuracy"],
+        val_loss=tune["val_loss"] if tune and tune["kept"] else head["val_loss"],
+        class_names=names,
+        num_classes=len(names),
+        num_train=len(features["paths_train"]),
+        num_val=len(features["paths_val"]),
+        per_class=evaluation["per_class"],
+        confusion_matrix=evaluation["confusion_matrix"],
+        skipped=[dict(path=s.path, reason=s.reason) for s in features["skipped"]],
+        head=head,
+        fine_tune=tune,
+        class_weights=None if class_weight is None else {names[k]: v for k, v in class_weight.items()},
+        transform=data["transform"].to_dict(),
+        settings=settings,
+        timings=dict(
+            features_seconds=round(features["seconds"], 3),
+            head_seconds=head["seconds"],
+            fine_tune_seconds=tune["seconds"] if tune else 0.0,
+        ),
+        versions=dict(keras=keras.__version__, keras_xception=keras_xception.__version__),
+        outputs={},
+    )
+    if "top5_accuracy" in evaluation:
+        report["val_top5_accuracy"] = evaluation["top5_accuracy"]
+    return report
 
 
 def augmentation(seed=None, rotation=0.03, zoom=0.1, translation=0.1):

@@ -1,51 +1,41 @@
-"""Transfer learning with a pretrained Xception: the standard recipe as helpers.
+"""Transfer learning with a pretrained Xception: the recipe's steps.
 
-The recipe:
-
-1. :func:`build_classifier` - a frozen pretrained backbone (BatchNormalization
-   in inference mode) + a new head: global average pooling, dropout, Dense.
-2. :func:`train_head` - train the head. With ``cached=True`` (the default,
-   the fast path) the backbone runs **once** over the data to compute pooled
-   features, the head is trained on those cached features, and the classifier
-   (which shares the head) is ready: one ordinary Keras model, backbone +
-   trained head, that saves to ``.keras`` and reloads with
+1. :func:`build_classifier`: a frozen pretrained backbone + a new head (global average pooling,
+   dropout, Dense): one ordinary Keras model that saves to ``.keras`` and reloads with
    ``keras.saving.load_model(path)`` (safe mode, no custom objects).
-   ``cached=False`` is plain ``fit`` on backbone + head.
-3. :func:`fine_tune` (optional) - unfreeze the top blocks of the backbone
-   (BatchNormalization stays frozen), recompile with a low learning rate, fit.
+2. :func:`train_head`: the backbone runs **once** over the data (``cached=True``, the fast path)
+   and the head, which the classifier shares, is fit on the pooled features; ``cached=False`` is
+   plain ``fit`` on backbone + head.
+3. :func:`fine_tune` (optional): the top blocks unfrozen, recompiled at a low learning rate, fit.
 
-Data: ``tf.data.Dataset`` (or any iterable) of batches ``(images, labels)``
-with integer labels; images in [0, 255] when the classifier includes the
-preprocessing (the default), else already scaled by ``preprocess_input``.
+Data: a ``tf.data.Dataset`` (or any iterable) of batches ``(images, labels)`` with integer labels;
+images in [0, 255] when the classifier includes the preprocessing (the default).
 
-Why BatchNormalization is frozen rather than only called with
-``training=False``: in Keras 3 a functional model passes its own ``training``
-flag to nested models, overriding the ``training=False`` given when the graph
-was built (checked with Keras 3.15). A BatchNormalization layer whose
-``trainable`` is False always runs in inference mode, so that is what keeps
-the pretrained statistics intact, in both phases.
+BatchNormalization is frozen (``trainable=False``, so always in inference mode) rather than only
+called with ``training=False``: in Keras 3 a functional model passes its own ``training`` flag to
+nested models, overriding the one given when the graph was built (checked with Keras 3.15).
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import keras
 import numpy as np
 
+from keras_xception import checks
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception, spec_of
 from keras_xception.model.preprocessing import preprocessing_layer
-from keras_xception.tasks.extraction import predict_batches
 from keras_xception.xception import Xception
 
 __all__ = [
     "build_backbone",
     "build_head",
     "build_classifier",
-    "find_backbone",
-    "pooled_features",
-    "compute_features",
+    "even_batch",
     "train_head",
-    "fit_head",
     "unfreeze_top_blocks",
     "fine_tune",
 ]
@@ -65,14 +55,6 @@ def build_backbone(weights="imagenet", input_shape=None):
     return backbone
 
 
-def _check_int(value, name, low, high=None):
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < low or (high is not None and value > high):
-        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ValueError(f"`{name}` must be {allowed}; received {name}={value!r}.")
-    return int(value)
-
-
 def build_head(num_classes, feature_dim=2048, dropout=0.2, activation="softmax", name="head", dtype=None):
     """The new classifier head: a small Keras model, pooled features -> class scores.
 
@@ -81,10 +63,9 @@ def build_head(num_classes, feature_dim=2048, dropout=0.2, activation="softmax",
     policy (default: the global one); ``"float32"`` keeps the head, and so
     the class scores, in float32 under a mixed-precision policy.
     """
-    num_classes = _check_int(num_classes, "num_classes", 2)
-    feature_dim = _check_int(feature_dim, "feature_dim", 1)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a number in [0, 1); received dropout={dropout!r}.")
+    num_classes = checks.positive_int(num_classes, "num_classes", minimum=2)
+    feature_dim = checks.positive_int(feature_dim, "feature_dim")
+    dropout = checks.fraction(dropout, "dropout", low_open=False, high_open=True)
     inputs = keras.Input((feature_dim,), name="features")
     x = keras.layers.Dropout(dropout, name="dropout", dtype=dtype)(inputs) if dropout else inputs
     outputs = keras.layers.Dense(num_classes, activation=activation, name="predictions", dtype=dtype)(x)
@@ -121,8 +102,7 @@ def build_classifier(
             (the default) or images already scaled by ``preprocess_input``.
         name: Model name.
     """
-    if backbone is None:
-        backbone = build_backbone(weights, input_shape)
+    backbone = build_backbone(weights, input_shape) if backbone is None else backbone
     if not isinstance(backbone, keras.Model) or len(backbone.output.shape) != 4:
         raise ValueError(
             "`backbone` must be a keras.Model with a 4D feature-map output (e.g. "
@@ -130,9 +110,7 @@ def build_classifier(
             f"{type(backbone).__name__} with output {getattr(backbone, 'output', None)}."
         )
     backbone.trainable = False
-    channels = (
-        backbone.output.shape[-1] if keras.config.image_data_format() == "channels_last" else backbone.output.shape[1]
-    )
+    channels = backbone.output.shape[-1 if keras.config.image_data_format() == "channels_last" else 1]
     if head is None:
         if num_classes is None:
             raise ValueError("Pass `num_classes` (a new head) or `head` (an existing one).")
@@ -141,71 +119,71 @@ def build_classifier(
         raise ValueError(f"`head` takes {head.input.shape[-1]}-d features but the backbone gives {channels}.")
     inputs = keras.Input(input_shape or backbone.input.shape[1:], name="image")
     x = preprocessing_layer()(inputs) if include_preprocessing else inputs
-    x = backbone(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D(name=_POOL_NAME)(x)
+    x = keras.layers.GlobalAveragePooling2D(name=_POOL_NAME)(backbone(x, training=False))
     return keras.Model(inputs, head(x), name=name)
 
 
-def find_backbone(model):
-    """The Xception inside ``model`` (nested at any depth, or ``model`` itself when built inline).
-
-    Raises ``ValueError`` when there is none; see
-    :func:`keras_xception.model.introspect.find_xception`.
-    """
-    return find_xception(model)
-
-
 def _find_head(model):
-    backbone = find_backbone(model)
+    backbone = find_xception(model)
     for layer in model.layers[::-1]:
         if isinstance(layer, keras.Model) and layer is not backbone:
             return layer
     raise ValueError(f"Model {model.name!r} has no nested head model; build it with build_classifier.")
 
 
-def pooled_features(classifier):
-    """The part of ``classifier`` up to its pooled features (``avg_pool``; shares its layers)."""
-    return feature_model(classifier, _POOL_NAME, name="features")
+def even_batch(n, batch_size, what="images"):
+    """``batch_size``, or for fewer than ``batch_size`` examples the largest batch that splits evenly over the replicas.
 
-
-def _num_batches(data):
-    """The number of batches of ``data`` if known without iterating, else None."""
-    try:
-        n = len(data)
-    except TypeError:
-        n = int(data.cardinality()) if hasattr(data, "cardinality") else -1
-    return n if n >= 0 else None
-
-
-def compute_features(model, data, verbose=1):
-    """Run ``model`` once over ``data`` (batches of ``(x, y)``); returns ``(features, labels)``.
-
-    Images and labels are read in one pass, so shuffled datasets stay aligned.
+    Keras 3.15's ``fit``/``evaluate`` under a multi-replica ``tf.distribute`` strategy build the
+    model from the first distributed batch and fail (``InvalidArgumentError``: "Inputs to operation
+    AddN ... must have the same size and shape") when the replicas' shares of it differ, e.g. 3
+    validation images on 2 replicas; later uneven batches are fine
+    (tests/test_tasks_training.py reproduces both). Uses the replicas of the current strategy.
     """
-    labels = []
+    import tensorflow as tf
 
-    def images():  # (images, 1 batch) per batch, keeping the labels
-        for batch in data:
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise ValueError("Data must yield batches of (images, labels).")
-            labels.append(np.asarray(batch[1]))
-            yield batch[0], 1
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1 or n >= batch_size:
+        return batch_size
+    if n < replicas:
+        raise ValueError(f"{n} {what} for {replicas} replicas: each replica needs at least one; add images.")
+    return n - n % replicas
 
-    feats = predict_batches(
-        model.predict_on_batch, images(), total=_num_batches(data), unit_name="batch", verbose=verbose
-    )
-    if feats is None:
-        raise ValueError("The dataset is empty: no batches to compute features from.")
-    return feats, np.concatenate(labels)
+
+@contextlib.contextmanager
+def _unknown_length_ok(*datasets):
+    """Keras warns "Your input ran out of data" at the end of the first epoch of a dataset whose length
+    it cannot know (e.g. one that skips unreadable files), though a finite dataset is expected here."""
+    with warnings.catch_warnings():
+        if any(hasattr(d, "cardinality") and int(d.cardinality()) < 0 for d in datasets):
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def _compile(model, learning_rate, head, optimizer=None):
     from_logits = head.get_layer("predictions").activation in (None, keras.activations.linear)
     model.compile(
-        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(checks.positive_float(learning_rate, "learning_rate")),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+
+
+def _pooled(extractor, data):
+    """``(features, labels)``: ``data`` as given when it is a pair of 2-D features and labels, else
+    ``extractor`` over its batches of ``(images, labels)`` (images and labels read in one pass, so a
+    shuffled dataset stays aligned)."""
+    if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[0]) == 2:
+        return np.asarray(data[0], np.float32), np.asarray(data[1])
+    features, labels = [], []
+    for batch in data:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError("Data must yield batches of (images, labels).")
+        features.append(np.asarray(extractor.predict_on_batch(batch[0])))
+        labels.append(np.asarray(batch[1]))
+    if not features:
+        raise ValueError("The dataset is empty: no batches to compute features from.")
+    return np.concatenate(features), np.concatenate(labels)
 
 
 def train_head(
@@ -218,103 +196,44 @@ def train_head(
     batch_size=32,
     verbose=1,
     callbacks=None,
-):
-    """Train the head of ``classifier`` with the backbone frozen; returns a ``History``.
-
-    With ``cached=True`` (the fast path) the pooled features of
-    ``train_data`` and ``validation_data`` are computed once
-    (:func:`compute_features`) and the head is fit on them for ``epochs``
-    epochs (mini-batches of ``batch_size``, shuffled); the classifier shares
-    the head, so afterwards it is the trained model. With ``cached=False`` it
-    is ``classifier.fit(train_data, ...)``, the backbone running every epoch.
-    Either way the classifier is left compiled (Adam at ``learning_rate``).
-    """
-    epochs = _check_int(epochs, "epochs", 1)
-    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
-        raise ValueError(f"`learning_rate` must be a positive number; received {learning_rate!r}.")
-    backbone, head = find_backbone(classifier), _find_head(classifier)
-    backbone.trainable = False
-    if not cached:
-        _compile(classifier, learning_rate, head)
-        return classifier.fit(
-            train_data,
-            validation_data=validation_data,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            shuffle=False,  # datasets shuffle themselves
-        )
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    extractor = pooled_features(classifier)
-    if verbose:
-        print("Computing backbone features (once) for the training data")
-    x, y = compute_features(extractor, train_data, verbose)
-    val = None
-    if validation_data is not None:
-        if verbose:
-            print("Computing backbone features (once) for the validation data")
-        val = compute_features(extractor, validation_data, verbose)
-    return fit_head(
-        classifier,
-        x,
-        y,
-        validation=val,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        verbose=verbose,
-        callbacks=callbacks,
-    )
-
-
-def fit_head(
-    classifier,
-    features,
-    labels,
-    validation=None,
-    epochs=5,
-    learning_rate=1e-3,
-    batch_size=32,
-    verbose=1,
-    callbacks=None,
     class_weight=None,
 ):
-    """Fit the head of ``classifier`` on pooled ``features`` (N x D) and integer ``labels``; a ``History``.
+    """Train the head of ``classifier`` with the backbone frozen; returns the ``History``.
 
-    The training step of :func:`train_head`'s fast path, for features computed
-    elsewhere (:func:`compute_features`, or a pipeline that also records which
-    files it skipped). ``features`` may also be a ``tf.data.Dataset`` of
-    ``(features, labels)`` batches (then ``labels`` is None and ``batch_size``
-    is the dataset's). ``validation``: ``(features, labels)`` or None;
-    ``class_weight``: as in ``Model.fit``. Mini-batches of ``batch_size``,
-    reshuffled every epoch. Afterwards ``classifier`` (which shares the head)
-    is the trained model, compiled with the optimizer and its state. Call it
-    in the ``tf.distribute`` strategy scope the classifier was built in.
+    With ``cached=True`` (the fast path) the pooled features of ``train_data``
+    and ``validation_data`` are computed once (or given: a pair ``(features,
+    labels)`` of 2-D features) and the head is fit on them in mini-batches of
+    ``batch_size``, reshuffled every epoch; the classifier shares the head, so
+    afterwards it is the trained model. With ``cached=False`` it is
+    ``classifier.fit(train_data, ...)``, the backbone running every epoch.
+    ``callbacks`` and ``class_weight`` as in ``Model.fit``. The classifier is
+    left compiled (Adam at ``learning_rate``, with the optimizer's state).
+    Call it in the ``tf.distribute`` strategy scope the classifier was built in.
     """
-    epochs = _check_int(epochs, "epochs", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
-        raise ValueError(f"`learning_rate` must be a positive number; received {learning_rate!r}.")
+    epochs = checks.positive_int(epochs, "epochs")
     head = _find_head(classifier)
-    find_backbone(classifier).trainable = False
-    # Fit a throw-away wrapper that shares the head's layers, so that the head itself stays
-    # uncompiled (a compiled sub-model would take the optimizer into the saved file).
+    find_xception(classifier).trainable = False
+    fit = dict(epochs=epochs, verbose=verbose, callbacks=callbacks, class_weight=class_weight)
+    if not cached:
+        _compile(classifier, learning_rate, head)
+        with _unknown_length_ok(train_data, validation_data):
+            return classifier.fit(train_data, validation_data=validation_data, shuffle=False, **fit)
+    batch_size = checks.positive_int(batch_size, "batch_size")
+    extractor = feature_model(classifier, _POOL_NAME, pool=True, name="features")
+    x, y = _pooled(extractor, train_data)
+    val = None if validation_data is None else _pooled(extractor, validation_data)
+    # Fit a throw-away model sharing the head's layers: the head itself stays uncompiled.
     trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
     _compile(trainer, learning_rate, head)
-    dataset = labels is None
     history = trainer.fit(
-        features,
-        labels,
-        validation_data=validation,
-        epochs=epochs,
-        batch_size=None if dataset else batch_size,
-        shuffle=not dataset,
-        verbose=verbose,
-        callbacks=callbacks,
-        class_weight=class_weight,
+        x,
+        y,
+        batch_size=even_batch(len(y), batch_size, "training images"),
+        validation_data=val,
+        validation_batch_size=None if val is None else even_batch(len(val[1]), batch_size, "validation images"),
+        **fit,
     )
-    # The classifier's trainable weights are exactly the head's: it takes over the optimizer
-    # (and its state), so training can go on and the saved optimizer matches on reload.
+    # The classifier's trainable weights are exactly the head's: it takes over the optimizer.
     _compile(classifier, learning_rate, head, optimizer=trainer.optimizer)
     return history
 
@@ -327,9 +246,11 @@ def unfreeze_top_blocks(classifier, blocks):
     variant); ``blocks=2`` unfreezes the last two (``block13`` and ``block14``).
     Returns the names of the layers made trainable.
     """
-    backbone = find_backbone(classifier)
+    backbone = find_xception(classifier)
     spec = spec_of(backbone)
-    blocks = _check_int(blocks, "blocks", 1, len(spec.blocks))
+    blocks = checks.positive_int(blocks, "blocks")
+    if blocks > len(spec.blocks):
+        raise ValueError(f"`blocks` must be at most the backbone's {len(spec.blocks)} blocks; received {blocks}.")
     names = {b.name for b in spec.blocks[-blocks:]}
     backbone.trainable = True  # sets every sub-layer; now choose
     unfrozen = []
@@ -353,26 +274,25 @@ def fine_tune(
     initial_epoch=0,
     class_weight=None,
 ):
-    """Fine-tune the top ``blocks`` backbone blocks and the head at a low learning rate.
+    """Fine-tune the top ``blocks`` backbone blocks and the head at a low learning rate; the ``History``.
 
     Unfreezes as :func:`unfreeze_top_blocks` (BatchNormalization stays frozen,
     so in inference mode), recompiles with Adam(``learning_rate``) and fits
-    (``class_weight`` as in ``Model.fit``).
-    Train the head first (:func:`train_head`): a random head's large
-    gradients would wreck the pretrained features. Returns a ``History``.
+    (``callbacks``, ``class_weight`` as in ``Model.fit``). Train the head first
+    (:func:`train_head`): a random head's large gradients would wreck the
+    pretrained features.
     """
-    epochs = _check_int(epochs, "epochs", 1)
-    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
-        raise ValueError(f"`learning_rate` must be a positive number; received {learning_rate!r}.")
+    epochs = checks.positive_int(epochs, "epochs")
     unfreeze_top_blocks(classifier, blocks)
     _compile(classifier, learning_rate, _find_head(classifier))
-    return classifier.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=initial_epoch + epochs,
-        initial_epoch=initial_epoch,
-        verbose=verbose,
-        callbacks=callbacks,
-        shuffle=False,
-        class_weight=class_weight,
-    )
+    with _unknown_length_ok(train_data, validation_data):
+        return classifier.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            verbose=verbose,
+            callbacks=callbacks,
+            shuffle=False,
+            class_weight=class_weight,
+        )
