@@ -86,11 +86,16 @@ def _check_out_dir(path, flag):
             raise ValueError(f"{flag}: the folder {folder!r} of {path!r} does not exist.")
 
 
-def _check_folder(path, flag):
+def _check_folder(path, flag=None):
+    """An existing, readable folder with at least one file somewhere under it."""
     if not os.path.isdir(path):
         raise ValueError(f"{flag} must be an existing folder of images; received {path!r} (no such folder).")
+    try:
+        os.listdir(path)
+    except OSError as e:
+        raise ValueError(f"Cannot read the folder {path!r}: {e.strerror or e}.") from None
     if not any(files for _, _, files in os.walk(path)):
-        raise ValueError(f"No image files under {path!r} ({flag}): the folder is empty.")
+        raise ValueError(f"No image files under {path!r}{f' ({flag})' if flag else ''}: the folder is empty.")
 
 
 def _check_classes(path, flag):
@@ -109,9 +114,8 @@ def _existing(inputs, strict):
     missing = [(p, "No such file or folder") for p in inputs if not os.path.exists(p)]
     if missing and (strict or len(missing) == len(inputs)):
         raise ValueError(f"No such file or folder: {', '.join(repr(p) for p, _ in missing)}.")
-    for path in inputs:
-        if os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
-            raise ValueError(f"No image files under {path!r}: the folder is empty.")
+    for path in filter(os.path.isdir, inputs):
+        _check_folder(path)
     return [p for p in inputs if os.path.exists(p)], missing
 
 
