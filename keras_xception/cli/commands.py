@@ -176,6 +176,11 @@ def runtime_of(args) -> str:
     return runtime
 
 
+def inference(args) -> dict:
+    """``runtime``, ``precision`` and ``calibration`` of a model run (predict, extract, evaluate)."""
+    return dict(runtime=runtime_of(args), precision=args.precision, calibration=args.calibration)
+
+
 # ---------------------------------------------------------------- the model sources and the calls into tasks
 
 
@@ -197,9 +202,7 @@ def _run_model(source, model, transform, args):
         model=model,
         transform=transform,
         batch_size=args.batch_size,
-        runtime=runtime_of(args),
-        precision=args.precision,
-        calibration=args.calibration,
+        **inference(args),
         verbose=args.verbose,
         strict=args.strict,
     )
@@ -388,9 +391,7 @@ def _evaluate_imagenet(args, stdout):
         strategy=strategy,
         strict=args.strict,
         per_class=args.per_class,
-        runtime=runtime_of(args),
-        precision=args.precision,
-        calibration=args.calibration,
+        **inference(args),
         verbose=0 if args.quiet else args.verbose,
     )
     report.update(weights=args.weights, runtime=runtime_of(args), precision=args.precision)
@@ -412,9 +413,7 @@ def _evaluate_classifier(args, stdout):
         classifier_of(args),
         args.val_dir,
         batch_size=args.batch_size,
-        runtime=runtime_of(args),
-        precision=args.precision,
-        calibration=args.calibration,
+        **inference(args),
         strict=args.strict,
         verbose=0 if args.quiet else args.verbose,
     )
