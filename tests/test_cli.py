@@ -84,7 +84,7 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
         ["extract", str(tmp_path / "nope"), "--out", out_npz],
         ["predict", "--model", str(tmp_path / "missing.keras")],
         ["predict", "--model", str(model), "--weights", "none"],
-        ["evaluate", "--model", str(model), "--val-dir", str(one_class)],
+        ["evaluate", "--model", str(model), "--val-dir", str(tmp_path / "nope")],
         ["train", str(one_class), "--out", str(tmp_path / "t.keras")],
         ["extract", str(one_class), "--out", str(tmp_path / "no" / "f.npz")],
         ["extract", str(one_class), "--out", out_npz, "--precision", "int8"],
@@ -108,15 +108,15 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
         "extract: error: DIR must be an existing folder of images",
         "predict: error: No model file at",
         "predict: error: --weights cannot be combined with --model",
-        "evaluate: error: --val-dir",
-        "train: error: DATA_DIR",
+        "evaluate: error: --val-dir must be an existing folder of images",
+        "train: error: DATA_DIR",  # one class: at least 2 needed
         "extract: error: --out: the folder",
         "extract: error: --precision int8 needs --calibration DIR",
         "export: error: With format='onnx' the path must end with '.onnx'",
         "predict: error: --weights must be a registered weight set",
     ):
         assert "keras-xception " + message in err, (message, err)
-    assert err.count("at least 2 classes") == 2 and "image '" not in err and "skipped: [" not in err
+    assert "at least 2 classes" in err and "image '" not in err and "skipped: [" not in err
 
 
 def test_tensorflow_log_lines_are_dropped_below_the_level():

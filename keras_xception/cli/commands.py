@@ -13,22 +13,6 @@ import json
 import os
 import sys
 
-__all__ = [
-    "PartialFailure",
-    "sample_image",
-    "check",
-    "predict",
-    "extract",
-    "evaluate",
-    "weights_list",
-    "weights_download",
-    "weights_verify",
-    "weights_convert",
-    "summary",
-    "export",
-    "quantize",
-]
-
 
 class PartialFailure(Exception):
     """The command did its work for part of the input; the message is the summary line (exit 1)."""
@@ -49,7 +33,7 @@ def check(args) -> None:
 
     Output folders exist; input paths exist and folders are not empty; ``--model`` is a file and not
     combined with options of the ``--weights`` model; ``--weights`` names a registered set or a file;
-    precision, calibration and runtime fit together; class trees have at least two classes. The
+    precision, calibration and runtime fit together; ``train``'s tree has at least two classes. The
     positional images of ``predict`` are split into the existing ones (``args.images``) and the
     missing ones (``args.missing``: ``(path, reason)``, skipped like unreadable files), unless none exists.
     """
@@ -71,7 +55,7 @@ def check(args) -> None:
     if args.command == "train":
         _check_classes(args.data_dir, "DATA_DIR")
         if args.val_dir is not None:
-            _check_classes(args.val_dir, "--val-dir")
+            _check_folder(args.val_dir, "--val-dir")
     if args.command == "export":
         from keras_xception.deploy.runtimes import check_export_path
 
@@ -152,7 +136,7 @@ def _check_evaluate(args):
                 "evaluate --model needs --val-dir DIR: a folder with one sub-folder of images per class, named "
                 "like the model's classes (--tfds-data-dir and --tfrecords are ImageNet sources)."
             )
-        _check_classes(args.val_dir, "--val-dir")
+        _check_folder(args.val_dir, "--val-dir")  # class folders, a subset of the model's classes
 
 
 def runtime_of(args) -> str:
@@ -564,19 +548,15 @@ def summary(args, stdout) -> int:
 
 def export(args, stdout) -> int:
     """Export the ``--weights`` Xception or the ``--model`` classifier, with its transform (and class names)."""
-    from keras_xception.data.transform import resolve_transform
     from keras_xception.deploy.export import ParityError
     from keras_xception.deploy.export import export as write_artifact
-    from keras_xception.xception import Xception
 
     classifier = classifier_of(args)
     if classifier is not None:
         model, transform = classifier.model, classifier.transform
     else:
-        shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
         pooling = None if args.include_top or args.pooling == "none" else args.pooling
-        model = Xception(include_top=args.include_top, weights=args.weights, input_shape=shape, pooling=pooling)
-        transform = resolve_transform(args.weights, model=model)
+        model, transform = _xception(args, include_top=args.include_top, pooling=pooling)
     print(
         f"exporting {args.model or model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
         f"as {args.format} to {args.out} ...",
@@ -603,11 +583,8 @@ def export(args, stdout) -> int:
 
 
 def classes_path(path, format: str) -> str:
-    """Where ``export --model`` writes the class names (JSON list), next to the transform JSON.
-
-    Inside a SavedModel directory ``keras_xception_classes.json``; else beside
-    the file: ``model.onnx`` -> ``model.classes.json``.
-    """
+    """Where ``export --model`` writes the class names (JSON list): in a SavedModel directory
+    ``keras_xception_classes.json``, else beside the file (``model.onnx`` -> ``model.classes.json``)."""
     path = os.fspath(path)
     if format == "savedmodel":
         return os.path.join(path, "keras_xception_classes.json")
@@ -656,21 +633,23 @@ def quantize(args, stdout) -> int:
 def _quantize_source(args):
     """The model of ``--model`` (a ``train`` classifier with its transform, or any saved Keras model) or
     ``--weights``, and the transform its images are read with."""
-    if args.model is not None:
-        from keras_xception.tasks.classifier import read_metadata
+    if args.model is None:
+        return _xception(args, include_top=not args.features, pooling="avg" if args.features else None)
+    from keras_xception.tasks.classifier import read_metadata
 
-        if read_metadata(args.model) is not None:
-            classifier = classifier_of(args)
-            return classifier.model, classifier.transform
-        import keras
+    if read_metadata(args.model) is not None:
+        classifier = classifier_of(args)
+        return classifier.model, classifier.transform
+    import keras
 
-        return keras.saving.load_model(args.model), None
+    return keras.saving.load_model(args.model), None
+
+
+def _xception(args, **kwargs):
+    """The Xception of ``--weights`` and ``--image-size`` (``kwargs``: its other arguments) and its transform."""
     from keras_xception.data.transform import resolve_transform
     from keras_xception.xception import Xception
 
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-    if args.features:
-        model = Xception(include_top=False, weights=args.weights, input_shape=shape, pooling="avg")
-    else:
-        model = Xception(weights=args.weights, input_shape=shape)
+    model = Xception(weights=args.weights, input_shape=shape, **kwargs)
     return model, resolve_transform(args.weights, model=model)

@@ -23,51 +23,29 @@ def _weights(text):
 
 
 _WEIGHTS = "registered name, weights file (.h5, .weights.h5, .keras), or 'none' (random)"
+_RUNTIME = (
+    f"inference runtime: auto (the fastest installed one), keras (the Keras model, no export step), or one of "
+    f"{', '.join(RUNTIMES)} (default: keras in fp32, auto in bf16/int8)"
+)
+_PRECISION = (
+    "fp32 (default); bf16 (OpenVINO) or int8 (OpenVINO with NNCF, or onnxruntime): faster on CPUs with "
+    "AVX512_BF16/AMX or VNNI/AMX, slightly different results (measured by `quantize`)"
+)
+_MODEL = "instead of --weights: a classifier trained by `keras-xception train` (its own classes and transform)"
+_SAMPLE = f"int8: the most calibration images used, a random sample of DIR (default {RECOMMENDED_CALIBRATION})"
 _STRATEGY = "tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)"
 
 #: The options that several commands take, each defined once: name -> (flag, argparse keywords).
 OPTIONS = {
     "weights": ("--weights", dict(type=_weights, default="imagenet", help=f"{_WEIGHTS} (default imagenet)")),
-    "model": (
-        "--model",
-        dict(
-            metavar="MODEL.keras",
-            help="instead of --weights: a classifier trained by `keras-xception train`, with its own classes "
-            "and transform",
-        ),
-    ),
+    "model": ("--model", dict(metavar="MODEL.keras", help=_MODEL)),
     "image_size": ("--image-size", dict(type=_image_size, help="square input side (default: the weights', 299)")),
     "batch_size": ("--batch-size", dict(type=_positive_int, default=32, help="images per batch (default 32)")),
     "strict": ("--strict", dict(action="store_true", help="stop at the first unreadable input instead of skipping it")),
-    "runtime": (
-        "--runtime",
-        dict(
-            choices=CLI_RUNTIMES,
-            help=f"inference runtime: auto (the fastest installed one), keras (the Keras model, no export "
-            f"step), or one of {', '.join(RUNTIMES)} (default: keras in fp32, auto in bf16/int8)",
-        ),
-    ),
-    "precision": (
-        "--precision",
-        dict(
-            choices=PRECISIONS,
-            default="fp32",
-            help="fp32 (default); bf16 (OpenVINO) or int8 (OpenVINO with NNCF, or onnxruntime): faster on CPUs "
-            "with AVX512_BF16/AMX or VNNI/AMX, slightly different results (measured by `quantize`)",
-        ),
-    ),
-    "calibration": (
-        "--calibration",
-        dict(metavar="DIR", help="int8: folder of images like the ones to be run (about 300)"),
-    ),
-    "calibration_size": (
-        "--calibration-size",
-        dict(
-            type=_positive_int,
-            default=RECOMMENDED_CALIBRATION,
-            help=f"int8: the most calibration images used, a random sample of DIR (default {RECOMMENDED_CALIBRATION})",
-        ),
-    ),
+    "runtime": ("--runtime", dict(choices=CLI_RUNTIMES, help=_RUNTIME)),
+    "precision": ("--precision", dict(choices=PRECISIONS, default="fp32", help=_PRECISION)),
+    "calibration": ("--calibration", dict(metavar="DIR", help="int8: folder of images like the ones to be run")),
+    "calibration_size": ("--calibration-size", dict(type=_positive_int, default=RECOMMENDED_CALIBRATION, help=_SAMPLE)),
     "strategy": (
         "--strategy",
         dict(choices=("default", "mirrored", "multi-worker"), default="default", help=_STRATEGY),
@@ -122,7 +100,9 @@ def _add_predict(sub) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (default: a sample photo)")
     p.add_argument("--top", type=_positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--cam", metavar="OUT.png", help="also write a Grad-CAM heatmap of each image's top class")
-    add_options(p, RUN + ("json",), weights=dict(help=f"with the 1000-class ImageNet classifier: {_WEIGHTS}"))
+    add_options(
+        p, RUN + ("json",), weights=dict(help=f"with the 1000-class ImageNet classifier: {_WEIGHTS} (default imagenet)")
+    )
     _weights_only(p, "cam")
     p.set_defaults(func=commands.predict)
 
