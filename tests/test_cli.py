@@ -119,6 +119,26 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
     assert "at least 2 classes" in err and "image '" not in err and "skipped: [" not in err
 
 
+def test_model_is_a_model_source_of_every_model_command(tmp_path, capsys):
+    """``--model`` on predict, extract, evaluate, export and quantize; the --weights model's options refused."""
+    model, tree = tmp_path / "m.keras", tmp_path / "tree"
+    model.write_bytes(b"checked before it is read")
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "x.jpg").write_bytes(b"\xff\xd8\xff")
+    for argv, refused in (
+        (["predict", "--cam", str(tmp_path / "c.png")], "--cam"),
+        (["extract", str(tree), "--out", str(tmp_path / "f.npz"), "--image-size", "71"], "--image-size"),
+        (["evaluate", "--val-dir", str(tree), "--limit", "3"], "--limit"),
+        (["export", "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--no-top"], "--include-top"),
+        (["quantize", "--holdout", str(tree), "--features", "--precision", "bf16"], "--features"),
+    ):
+        assert cli.main([*argv, "--model", str(model)]) == 2
+        assert f"error: {refused} cannot be combined with --model" in capsys.readouterr().err
+        assert cli.build_parser().parse_args([*argv, "--model", str(model)]).model == str(model)
+    assert cli.main(["evaluate", "--model", str(model), "--tfrecords", "x-*"]) == 2
+    assert "evaluate --model needs --val-dir" in capsys.readouterr().err
+
+
 def test_tensorflow_log_lines_are_dropped_below_the_level():
     from keras_xception.cli import _below
 

@@ -227,7 +227,7 @@ def predict(args, stdout) -> int:
         paths += list_images(item, problems=problems, strict=args.strict) if os.path.isdir(item) else [item]
     if not paths:
         raise ValueError(f"No image files under {', '.join(repr(p) for p in args.images)}.")
-    for s in _skipped(args.missing):
+    for s in _skipped([*problems, *args.missing]):  # the pipeline warns about the files it cannot read
         warnings.warn(f"Skipping {s}", stacklevel=2)
     classifier = classifier_of(args)
     if classifier is not None:
