@@ -283,33 +283,24 @@ def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, m
 
 
 @pytest.mark.slow
-def test_cli_predict_runtime_matches_keras(imagenet_weights, capsys):
-    w = imagenet_weights
+def test_cli_predict_runtime_matches_keras_and_cam_writes_a_png(imagenet_weights, tmp_path, capsys):
+    """One keras run with --cam (the heatmaps PNG, the predictions kept) against the tensorflow runtime."""
+    w, cam = imagenet_weights, str(tmp_path / "cam.png")
     results = {}
-    for runtime in ("keras", "tensorflow"):
-        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime]) == 0
+    for runtime, extra in (("keras", ["--cam", cam]), ("tensorflow", [])):
+        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime, *extra]) == 0
         results[runtime] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert len(results["keras"]) == 3
     assert [p["wnid"] for p in results["keras"]] == [p["wnid"] for p in results["tensorflow"]]
     np.testing.assert_allclose(
         [p["score"] for p in results["tensorflow"]], [p["score"] for p in results["keras"]], rtol=1e-4
     )
-    assert cli.main(["predict", "--runtime", "tensorrt"]) == 2
-
-
-@pytest.mark.slow
-def test_predict_cam_writes_a_png_and_keeps_the_predictions(imagenet_weights, tmp_path, capsys):
-    w = imagenet_weights
-    out = str(tmp_path / "cam.png")
-    assert cli.main(["predict", "--weights", w, "--top", "2", "--json", "--cam", out]) == 0
-    import json
-
-    printed = json.loads(capsys.readouterr().out)
-    assert len(printed[0]["predictions"]) == 2
-    with open(out, "rb") as f:
+    with open(cam, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
-    assert matplotlib.image.imread(out).shape[2] in (3, 4)
+    assert matplotlib.image.imread(cam).shape[2] in (3, 4)
+    assert cli.main(["predict", "--runtime", "tensorrt"]) == 2
     assert cli.main(["predict", "--weights", w, "--cam", str(tmp_path / "no" / "cam.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

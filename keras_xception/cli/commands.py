@@ -50,6 +50,8 @@ def check(args) -> None:
     for dest, flag in (("dir", "DIR"), ("holdout", "--holdout")):
         if getattr(args, dest, None) is not None:
             _check_folder(getattr(args, dest), flag)
+    if getattr(args, "val_dir", None) is not None and os.path.isdir(args.val_dir):
+        _check_readable(args.val_dir)  # a missing ImageNet folder: data.imagenet says where to get it
     if args.command == "evaluate":
         _check_evaluate(args)
     if args.command == "train":
@@ -74,12 +76,16 @@ def _check_folder(path, flag=None):
     """An existing, readable folder with at least one file somewhere under it."""
     if not os.path.isdir(path):
         raise ValueError(f"{flag} must be an existing folder of images; received {path!r} (no such folder).")
+    _check_readable(path)
+    if not any(files for _, _, files in os.walk(path)):
+        raise ValueError(f"No image files under {path!r}{f' ({flag})' if flag else ''}: the folder is empty.")
+
+
+def _check_readable(path):
     try:
         os.listdir(path)
     except OSError as e:
         raise ValueError(f"Cannot read the folder {path!r}: {e.strerror or e}.") from None
-    if not any(files for _, _, files in os.walk(path)):
-        raise ValueError(f"No image files under {path!r}{f' ({flag})' if flag else ''}: the folder is empty.")
 
 
 def _check_classes(path, flag):
