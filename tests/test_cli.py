@@ -1,9 +1,11 @@
-"""keras_xception.cli: manners (no TensorFlow for --help, no start-up noise, exit codes, messages), the
-bad-input policy shared by predict, extract and evaluate, and each command (predict, extract, evaluate,
-weights, summary, export) against the Python API it runs."""
+"""keras_xception.cli: manners (usage errors before TensorFlow, no TensorFlow log lines, exit codes, messages),
+the bad-input policy shared by predict, extract and evaluate, and each command (predict, extract, evaluate,
+weights, summary, export) against the Python API it runs. One ImageNet weights file and one small classifier
+file serve the module; commands run in-process through ``cli.main`` unless a process is what is tested."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,7 +16,7 @@ from conftest import SMALL, N, counts, numpy_hits, official_macs_by_hand, rel_di
 from eval_worker import favour
 
 import keras_xception as kx
-from keras_xception import Xception, cli
+from keras_xception import cli
 from keras_xception.tasks.extraction import extract_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,32 +40,132 @@ def _run(args, user=None, **env):
     )
 
 
+@pytest.fixture(scope="module")
+def imagenet_weights(tmp_path_factory):
+    """One weights file of the full 1000-class Xception (random weights): what `predict --weights` needs."""
+    path = str(tmp_path_factory.mktemp("imagenet") / "w.weights.h5")
+    kx.Xception(weights=None).save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    """One small classifier file (the small Xception and a 2-class head, as `train` writes it) for ``--model``."""
+    from keras_xception.data.transform import resolve_transform
+    from keras_xception.tasks.classifier import save_classifier
+    from keras_xception.tasks.transfer import build_classifier
+
+    model = build_classifier(2, backbone=small_xception(include_top=False))
+    path = str(tmp_path_factory.mktemp("classifier") / "small.keras")
+    return save_classifier(model, path, ["cat", "dog"], resolve_transform(None, model=model, exif_orientation=True))
+
+
 def test_sample_image_is_shipped_by_an_installed_package():
     assert os.path.isfile(cli.sample_image())
 
 
 @pytest.mark.slow
-def test_help_and_usage_errors_do_not_import_tensorflow():
+def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
+    """--help and every usage error that needs no model: answered in our words, TensorFlow never imported."""
+    empty, one_class, model = tmp_path / "empty", tmp_path / "one", tmp_path / "m.keras"
+    empty.mkdir()
+    (one_class / "class_0").mkdir(parents=True)
+    (one_class / "class_0" / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    model.write_bytes(b"not read before TensorFlow")
+    out_npz = str(tmp_path / "f.npz")
+    runs = [
+        ["--help"],
+        ["predict", "--help"],
+        ["weights", "list"],
+        ["extract", "--top", "3"],
+        ["predict", str(tmp_path / "nope.jpg")],
+        ["predict", str(empty)],
+        ["extract", str(empty), "--out", out_npz],
+        ["extract", str(tmp_path / "nope"), "--out", out_npz],
+        ["predict", "--model", str(tmp_path / "missing.keras")],
+        ["predict", "--model", str(model), "--weights", "none"],
+        ["evaluate", "--model", str(model), "--val-dir", str(tmp_path / "nope")],
+        ["train", str(one_class), "--out", str(tmp_path / "t.keras")],
+        ["extract", str(one_class), "--out", str(tmp_path / "no" / "f.npz")],
+        ["extract", str(one_class), "--out", out_npz, "--precision", "int8"],
+        ["export", "--format", "onnx", "--out", str(tmp_path / "m.txt")],
+        ["predict", "--weights", "no_such_weights"],
+    ]
     code = (
         "import sys; from keras_xception.cli import main; "
-        "codes = [main(['--help']), main(['predict', '--help']), main(['extract', '--top', '3']), "
-        "main(['weights', 'list'])]; "
+        f"codes = [main(a) for a in {runs!r}]; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'h5py'}); "
         "print(codes, heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
-    assert out.stdout.strip().splitlines()[-1] == "[0, 0, 2, 0] []", out.stderr
-    assert "usage: keras-xception extract" in out.stderr and "error:" in out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == f"{[0, 0, 0] + [2] * (len(runs) - 3)} []", out.stderr
+    err = out.stderr
+    assert "usage: keras-xception extract" in err
+    for message in (
+        f"predict: error: No such file or folder: '{tmp_path / 'nope.jpg'}'.\n",
+        f"predict: error: No image files under '{empty}': the folder is empty.\n",
+        f"extract: error: No image files under '{empty}' (DIR): the folder is empty.\n",
+        "extract: error: DIR must be an existing folder of images",
+        "predict: error: No model file at",
+        "predict: error: --weights cannot be combined with --model",
+        "evaluate: error: --val-dir must be an existing folder of images",
+        "train: error: DATA_DIR",  # one class: at least 2 needed
+        "extract: error: --out: the folder",
+        "extract: error: --precision int8 needs --calibration DIR",
+        "export: error: With format='onnx' the path must end with '.onnx'",
+        "predict: error: --weights must be a registered weight set",
+    ):
+        assert "keras-xception " + message in err, (message, err)
+    assert "at least 2 classes" in err and "image '" not in err and "skipped: [" not in err
+
+
+def test_model_is_a_model_source_of_every_model_command(tmp_path, capsys):
+    """``--model`` on predict, extract, evaluate, export and quantize; the --weights model's options refused."""
+    model, tree = tmp_path / "m.keras", tmp_path / "tree"
+    model.write_bytes(b"checked before it is read")
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "x.jpg").write_bytes(b"\xff\xd8\xff")
+    for argv, refused in (
+        (["predict", "--cam", str(tmp_path / "c.png")], "--cam"),
+        (["extract", str(tree), "--out", str(tmp_path / "f.npz"), "--image-size", "71"], "--image-size"),
+        (["evaluate", "--val-dir", str(tree), "--limit", "3"], "--limit"),
+        (["export", "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--no-top"], "--include-top"),
+        (["quantize", "--holdout", str(tree), "--features", "--precision", "bf16"], "--features"),
+    ):
+        assert cli.main([*argv, "--model", str(model)]) == 2
+        assert f"error: {refused} cannot be combined with --model" in capsys.readouterr().err
+        assert cli.build_parser().parse_args([*argv, "--model", str(model)]).model == str(model)
+    assert cli.main(["evaluate", "--model", str(model), "--tfrecords", "x-*"]) == 2
+    assert "evaluate --model needs --val-dir" in capsys.readouterr().err
+
+
+def test_tensorflow_log_lines_are_dropped_below_the_level():
+    from keras_xception.cli import _below
+
+    info = "I0000 00:00:1796104709.104427   11757 port.cc:153] oneDNN custom operations are on."
+    error = "E0000 00:00:1796104422.455645    8308 jpeg_mem.cc:331] Premature end of JPEG data."
+    notice = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    assert _below(info, 3) and _below(error, 3) and _below(notice, 3) and not _below(error, 2)
+    assert not any(_below(line, 0) for line in (info, error, notice))
+    assert not _below("Traceback (most recent call last):", 3) and not _below("F0000 00:00:1.0 1 a.cc:1] x", 3)
 
 
 @pytest.mark.slow
-def test_no_tensorflow_start_up_noise_and_no_colour_codes(tmp_path):
-    out = _run(["summary", "--size", "71", "--no-top", "--middle-flow-blocks", "1", "--width-multiplier", "0.25"])
-    assert out.returncode == 0, out.stderr
-    assert "official" not in out.stdout and "GMACs" in out.stdout
-    for noise in ("absl::InitializeLog", "oneDNN", "cuda", "cpu_feature_guard", "rebuild TensorFlow"):
-        assert noise not in out.stderr, out.stderr
-    assert "\x1b[" not in out.stderr + out.stdout
+def test_predict_says_nothing_on_stderr_but_the_progress_bar_and_a_truncated_jpeg_once(tmp_path):
+    """No TensorFlow log line (start-up, oneDNN, JPEG decoder) and no colour code; a truncated JPEG said once."""
+    good, truncated = tmp_path / "good.jpg", tmp_path / "truncated.jpg"
+    with open(cli.sample_image(), "rb") as f:
+        data = f.read()
+    good.write_bytes(data)
+    truncated.write_bytes(data[: len(data) // 3])
+    out = _run(["predict", "--weights", "none", "--top", "1", str(good), str(truncated)])
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 3 and re.fullmatch(r"2/2 - \S+ - \S+/image", lines[0]), out.stderr
+    assert lines[1].startswith("keras-xception predict: warning: Skipping ") and str(truncated) in lines[1]
+    assert lines[2] == "keras-xception predict: 1 of 2 images could not be read and were skipped (listed above)."
+    assert out.stderr.count(str(truncated)) == 1 and "\x1b[" not in out.stderr + out.stdout
+    assert out.stdout.splitlines()[0] == str(good)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +181,9 @@ def photos(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, capsys):
+def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, classifier_file, capsys):
     good, broken, missing = photos
-    assert cli.main(["predict", good, broken, missing, "--weights", "none", "--top", "2", "--json"]) == 1
+    assert cli.main(["predict", good, broken, missing, "--model", classifier_file, "--top", "2", "--json"]) == 1
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert [r["path"] for r in out] == [good, broken, missing]
@@ -91,12 +193,16 @@ def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, cap
     assert f"keras-xception predict: warning: Skipping unreadable image '{broken}'" in err
     assert "keras-xception predict: 2 of 3 images could not be read" in err
     assert ".py:" not in err  # warnings without the caller's source line
+    assert f"keras-xception predict: warning: Skipping {missing}: No such file or folder" in err
+    assert err.count(missing) == 1 and "[(" not in err and "('" not in err  # said once, no Python repr
 
 
 @pytest.mark.slow
-def test_predict_strict_stops_at_the_first_bad_image(photos, capsys):
-    good, broken, _ = photos
-    assert cli.main(["predict", good, broken, "--weights", "none", "--strict"]) == 2
+def test_predict_strict_stops_at_the_first_bad_image(photos, classifier_file, capsys):
+    good, broken, missing = photos
+    assert cli.main(["predict", good, missing, "--model", classifier_file, "--strict"]) == 2
+    assert f"No such file or folder: '{missing}'" in capsys.readouterr().err
+    assert cli.main(["predict", good, broken, "--model", classifier_file, "--strict"]) == 2
     err = capsys.readouterr().err
     assert f"keras-xception predict: error: Cannot read '{broken}'" in err
 
@@ -177,37 +283,24 @@ def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, m
 
 
 @pytest.mark.slow
-def test_cli_predict_runtime_matches_keras(tmp_path, capsys):
-    m = Xception(weights=None)
-    w = str(tmp_path / "w.weights.h5")
-    m.save_weights(w)
+def test_cli_predict_runtime_matches_keras_and_cam_writes_a_png(imagenet_weights, tmp_path, capsys):
+    """One keras run with --cam (the heatmaps PNG, the predictions kept) against the tensorflow runtime."""
+    w, cam = imagenet_weights, str(tmp_path / "cam.png")
     results = {}
-    for runtime in ("keras", "tensorflow"):
-        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime]) == 0
+    for runtime, extra in (("keras", ["--cam", cam]), ("tensorflow", [])):
+        assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime, *extra]) == 0
         results[runtime] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert len(results["keras"]) == 3
     assert [p["wnid"] for p in results["keras"]] == [p["wnid"] for p in results["tensorflow"]]
     np.testing.assert_allclose(
         [p["score"] for p in results["tensorflow"]], [p["score"] for p in results["keras"]], rtol=1e-4
     )
-    assert cli.main(["predict", "--runtime", "tensorrt"]) == 2
-
-
-@pytest.mark.slow
-def test_predict_cam_writes_a_png_and_keeps_the_predictions(tmp_path, capsys):
-    m = kx.Xception(weights=None)
-    w = str(tmp_path / "w.weights.h5")
-    m.save_weights(w)
-    out = str(tmp_path / "cam.png")
-    assert cli.main(["predict", "--weights", w, "--top", "2", "--json", "--cam", out]) == 0
-    import json
-
-    printed = json.loads(capsys.readouterr().out)
-    assert len(printed[0]["predictions"]) == 2
-    with open(out, "rb") as f:
+    with open(cam, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
-    assert matplotlib.image.imread(out).shape[2] in (3, 4)
+    assert matplotlib.image.imread(cam).shape[2] in (3, 4)
+    assert cli.main(["predict", "--runtime", "tensorrt"]) == 2
     assert cli.main(["predict", "--weights", w, "--cam", str(tmp_path / "no" / "cam.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -341,7 +434,8 @@ def test_cli_summary_table_and_errors(capsys):
 
     assert cli.main(["summary", "--size", "80", "--no-residual", "--intermediate-activation", "elu"]) == 0
     out = capsys.readouterr().out
-    assert "residual=False, intermediate_activation=elu" in out and "80x80x3" in out
+    assert "residual=False, intermediate_activation=elu" in out and "80x80x3" in out and "GMACs" in out
+    assert "official" not in out
     assert cli.main(["summary", "--size", "50"]) == 2
     assert "--size" in capsys.readouterr().err
     assert cli.main(["summary", "--size", "80", "--width-multiplier", "-1"]) == 2
@@ -482,10 +576,10 @@ def test_extract_reports_unreadable_files_and_folders(locked_tree):
 
 
 @pytest.mark.slow
-def test_predict_reports_an_unreadable_image(locked_tree):
+def test_predict_reports_an_unreadable_image(locked_tree, classifier_file):
     tree, locked_file, _, home = locked_tree
     good = os.path.join(tree, "class_1", "img_000.jpg")
-    run = _run_unprivileged(["predict", good, locked_file, "--weights", "none"], home)
+    run = _run_unprivileged(["predict", good, locked_file, "--model", classifier_file], home)
     assert run.returncode == 1, run.stderr
     assert f"Skipping unreadable image '{locked_file}'" in run.stderr and "Permission denied" in run.stderr
     assert good in run.stdout and "Traceback" not in run.stderr

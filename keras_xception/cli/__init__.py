@@ -1,26 +1,23 @@
 """The ``keras-xception`` command line.
 
-Commands (``keras-xception COMMAND --help`` for each): ``predict`` (ImageNet
-classes of images), ``extract`` (feature vectors to ``.npz``), ``evaluate``
-(ImageNet top-1/top-5), ``weights list|download|verify|convert``, ``summary``
-(parameters and MACs of a variant), ``export`` (SavedModel/ONNX/OpenVINO),
-``train`` (a classifier on your class folders; ``--model`` then makes predict,
-extract, evaluate and export use it: :mod:`keras_xception.cli.train`).
+Commands (``keras-xception COMMAND --help`` for each): ``predict`` (classes of images), ``extract``
+(feature vectors to ``.npz``), ``evaluate`` (ImageNet top-1/top-5, or a classifier's accuracy),
+``weights list|download|verify|convert``, ``summary`` (parameters and MACs of a variant), ``export``
+(SavedModel/ONNX/OpenVINO), ``quantize`` (int8/bf16 measured against fp32) and ``train`` (a
+classifier on your class folders: :mod:`keras_xception.cli.train`). The model of predict, extract,
+evaluate, export and quantize is ``--weights`` (an Xception) or ``--model`` (a classifier from ``train``).
 
 Manners, the same for every command:
 
-* ``--help`` and usage errors answer at once: this module and the parser
-  import neither TensorFlow nor Keras; commands import what they need.
-* TensorFlow's start-up lines (the oneDNN notice, CUDA stubs, "All log
-  messages before absl::InitializeLog()") are dropped; anything else it
-  prints while starting is passed on.
-* Results go to standard output; progress, warnings and errors to standard
-  error, as ``keras-xception COMMAND: warning: ...`` / ``...: error: ...``
-  (no source lines). Progress bars animate on a terminal only; elsewhere
-  each prints one closing line, without colour codes.
-* Exit status: 0 done; 1 done in part (some inputs could not be read, a
-  download or a check failed), with a summary line; 2 usage error (bad
-  arguments or input, nothing done).
+* ``--help`` and usage errors answer at once: the parser and :func:`~keras_xception.cli.commands.check`
+  (every check that needs no model) run before TensorFlow or Keras is imported.
+* TensorFlow's own log lines are not shown (``TF_CPP_MIN_LOG_LEVEL`` defaults to 3 here; 0 shows
+  them all); inputs it cannot read are reported once, in the command's words.
+* Results go to standard output; progress, warnings and errors to standard error, as
+  ``keras-xception COMMAND: warning: ...`` / ``...: error: ...`` (no source lines). Progress bars
+  animate on a terminal only; elsewhere each prints one closing line, without colour codes.
+* Exit status: 0 done; 1 done in part (some inputs could not be read, a download or a check
+  failed), with a summary line; 2 usage error (bad arguments or input, nothing done).
 """
 
 from __future__ import annotations
@@ -32,29 +29,31 @@ import sys
 import tempfile
 import warnings
 
-from keras_xception.cli.commands import PartialFailure, sample_image
+from keras_xception.cli.commands import PartialFailure, check, sample_image
 from keras_xception.cli.parser import add_runtime_argument, build_parser
+from keras_xception.pretrained.download import WeightsDownloadError
 
 __all__ = ["main", "build_parser", "add_runtime_argument", "sample_image", "EXIT_PARTIAL", "EXIT_USAGE"]
 
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 
-# TensorFlow's start-up lines: absl's pre-initialisation notice and the I/W/E lines of the
-# modules that announce oneDNN, CUDA stubs and CPU features.
-_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IWE]\d{4} [\d:.]+\s+\d+ (port|cudart_stub|cuda_platform|cuda_executor|cuda_dnn|cuda_fft|cuda_blas"
-    r"|cpu_feature_guard|cpu_utils)\.cc:\d+\].*"
-    r"|To enable the following instructions: .*, in other operations, rebuild TensorFlow .*)$"
-)
+# A line of TensorFlow's C++ logging (absl format: severity letter I/W/E/F, date, time, thread, file:line]),
+# and absl's notice that lines before its initialisation go to standard error.
+_LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")
+_BEFORE_INIT = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 
 
 def _start_tensorflow() -> None:
-    """Import TensorFlow and set up its devices with standard error captured; replay what is not noise."""
-    # TensorFlow's C++ INFO and WARNING lines are off (its kernels log every image that the
-    # pipeline skips on purpose); errors stay. TF_CPP_MIN_LOG_LEVEL=0 shows everything.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow quietly: below ``TF_CPP_MIN_LOG_LEVEL`` (default 3, fatal only), none of its lines.
+
+    The variable, set before the import, silences what TensorFlow logs while it runs (the oneDNN
+    DT_UINT8 notice, "Premature end of JPEG data" for images that the pipeline skips and reports).
+    It does not reach the lines that its libraries log while loading, before absl logging is set up
+    (measured with TensorFlow 2.21: ``port.cc`` and ``cudart_stub.cc`` at INFO, with level 3 too), so
+    standard error is captured during the import and those lines are dropped by the same level.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
@@ -70,9 +69,18 @@ def _start_tensorflow() -> None:
             os.close(saved)
         captured.seek(0)
         text = captured.read().decode("utf-8", "replace")
-    kept = [line for line in text.splitlines() if line.strip() and not _NOISE.match(line)]
+    minimum = int(level) if level.isdigit() else 0
+    kept = [line for line in text.splitlines() if line.strip() and not _below(line, minimum)]
     if kept:
         print("\n".join(kept), file=sys.stderr)
+
+
+def _below(line, minimum) -> bool:
+    """Whether ``line`` is a TensorFlow log line below severity ``minimum`` (0 info ... 3 fatal)."""
+    if line == _BEFORE_INIT:
+        return minimum > 0
+    match = _LOG_LINE.match(line)
+    return match is not None and "IWEF".index(match.group(1)) < minimum
 
 
 def main(argv=None) -> int:
@@ -87,21 +95,17 @@ def main(argv=None) -> int:
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"{name}: warning: {message}", file=sys.stderr)
 
-    if args.needs_tensorflow:
-        _start_tensorflow()
-    from keras_xception.pretrained.download import WeightsDownloadError
-
     stdout = sys.stdout
     with warnings.catch_warnings():
         warnings.showwarning = show
         try:
+            check(args)  # before TensorFlow: usage errors answer at once
+            if args.needs_tensorflow:
+                _start_tensorflow()
             with contextlib.redirect_stdout(sys.stderr):  # Keras progress bars print to stdout
                 return args.func(args, stdout) or 0
-        except PartialFailure as e:
-            print(f"{name}: {e}", file=sys.stderr)
-            return EXIT_PARTIAL
-        except WeightsDownloadError as e:
-            print(f"{name}: error: {e}", file=sys.stderr)
+        except (PartialFailure, WeightsDownloadError) as e:
+            print(f"{name}: {'' if isinstance(e, PartialFailure) else 'error: '}{e}", file=sys.stderr)
             return EXIT_PARTIAL
         except ValueError as e:  # our errors say what is wrong and what to do
             print(f"{name}: error: {e}", file=sys.stderr)

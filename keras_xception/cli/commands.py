@@ -1,7 +1,10 @@
 """The commands of ``keras-xception``: each takes the parsed arguments and the real standard output
 (results go there; progress and messages go to standard error) and returns the exit status.
 
-Heavy modules are imported inside the commands, so the parser answers without TensorFlow.
+:func:`check` runs first, before TensorFlow is imported: every check that needs no model. Heavy
+modules are imported inside the commands. The model of predict, extract, evaluate, export and
+quantize comes from ``--weights`` (an Xception) or ``--model`` (a classifier from ``train``):
+:func:`classifier_of` is the one place that reads ``--model``.
 """
 
 from __future__ import annotations
@@ -9,20 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-
-__all__ = [
-    "PartialFailure",
-    "sample_image",
-    "predict",
-    "extract",
-    "evaluate",
-    "weights_list",
-    "weights_download",
-    "weights_verify",
-    "weights_convert",
-    "summary",
-    "export",
-]
 
 
 class PartialFailure(Exception):
@@ -36,6 +25,45 @@ def sample_image() -> str:
     return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+# ---------------------------------------------------------------- checks before TensorFlow (os only)
+
+
+def check(args) -> None:
+    """Every check that needs no model, run before TensorFlow is imported; ``ValueError`` says what is wrong.
+
+    Output folders exist; input paths exist and folders are not empty; ``--model`` is a file and not
+    combined with options of the ``--weights`` model; ``--weights`` names a registered set or a file;
+    precision, calibration and runtime fit together; ``train``'s tree has at least two classes. The
+    positional images of ``predict`` are split into the existing ones (``args.images``) and the
+    missing ones (``args.missing``: ``(path, reason)``, skipped like unreadable files), unless none exists.
+    """
+    for dest in ("out", "report", "cam"):
+        _check_out_dir(getattr(args, dest, None), "--" + dest)
+    if getattr(args, "model", None) is not None:
+        _check_model(args)
+    elif getattr(args, "weights", None) is not None:
+        _check_weights(args.weights)
+    if getattr(args, "precision", None) is not None:
+        runtime_of(args)
+    if hasattr(args, "images"):
+        args.images, args.missing = _existing(args.images or [sample_image()], args.strict)
+    for dest, flag in (("dir", "DIR"), ("holdout", "--holdout")):
+        if getattr(args, dest, None) is not None:
+            _check_folder(getattr(args, dest), flag)
+    if getattr(args, "val_dir", None) is not None and os.path.isdir(args.val_dir):
+        _check_readable(args.val_dir)  # a missing ImageNet folder: data.imagenet says where to get it
+    if args.command == "evaluate":
+        _check_evaluate(args)
+    if args.command == "train":
+        _check_classes(args.data_dir, "DATA_DIR")
+        if args.val_dir is not None:
+            _check_folder(args.val_dir, "--val-dir")
+    if args.command == "export":
+        from keras_xception.deploy.runtimes import check_export_path
+
+        check_export_path(args.out, args.format)
+
+
 def _check_out_dir(path, flag):
     """A clear error up front (not after the work) when an output file's folder is missing."""
     if path:
@@ -44,36 +72,83 @@ def _check_out_dir(path, flag):
             raise ValueError(f"{flag}: the folder {folder!r} of {path!r} does not exist.")
 
 
-def _report_skipped(skipped, total, what="images"):
-    """Raise :class:`PartialFailure` with a summary when some inputs were skipped (each was warned about)."""
-    if skipped:
-        raise PartialFailure(f"{len(skipped)} of {total} {what} could not be read and were skipped (listed above).")
+def _check_folder(path, flag=None):
+    """An existing, readable folder with at least one file somewhere under it."""
+    if not os.path.isdir(path):
+        raise ValueError(f"{flag} must be an existing folder of images; received {path!r} (no such folder).")
+    _check_readable(path)
+    if not any(files for _, _, files in os.walk(path)):
+        raise ValueError(f"No image files under {path!r}{f' ({flag})' if flag else ''}: the folder is empty.")
 
 
-def _image_paths(inputs, strict):
-    """Image files from files and folders (folders searched recursively); ``(paths, problems)``."""
-    from keras_xception.data.files import list_images
+def _check_readable(path):
+    try:
+        os.listdir(path)
+    except OSError as e:
+        raise ValueError(f"Cannot read the folder {path!r}: {e.strerror or e}.") from None
 
-    paths, problems = [], []
-    for item in inputs:
-        if os.path.isdir(item):
-            paths += list_images(item, problems=problems, strict=strict)
-        elif os.path.exists(item) or not strict:
-            paths.append(item)  # unreadable or undecodable files are reported by the pipeline
-        else:
-            raise ValueError(f"No such file or folder: {item!r}.")
-    return paths, problems
+
+def _check_classes(path, flag):
+    """A class tree (one sub-folder per class) with at least two classes."""
+    _check_folder(path, flag)
+    names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    if len(names) < 2:
+        raise ValueError(
+            f"{flag} {path!r} must hold one sub-folder of images per class (at least 2 classes); it has "
+            f"{len(names)}: {names}."
+        )
+
+
+def _existing(inputs, strict):
+    """``(existing paths, [(missing path, reason)])``; ``ValueError`` when nothing exists, or with ``strict``."""
+    missing = [(p, "No such file or folder") for p in inputs if not os.path.exists(p)]
+    if missing and (strict or len(missing) == len(inputs)):
+        raise ValueError(f"No such file or folder: {', '.join(repr(p) for p, _ in missing)}.")
+    for path in filter(os.path.isdir, inputs):
+        _check_folder(path)
+    return [p for p in inputs if os.path.exists(p)], missing
+
+
+def _check_model(args):
+    if not os.path.isfile(args.model):
+        raise ValueError(
+            f"No model file at {args.model!r}: --model takes a saved .keras model (from `keras-xception train`)."
+        )
+    given = [d for d, default in args.weights_only.items() if getattr(args, d) != default]
+    if given:
+        raise ValueError(
+            f"{', '.join('--' + d.replace('_', '-') for d in given)} cannot be combined with --model: "
+            f"`{args.command} --model` uses the model's own weights, input size and transform."
+        )
+
+
+def _check_weights(weights):
+    from keras_xception.pretrained import registry
+
+    if not registry.is_registered(weights) and not os.path.isfile(weights):
+        known = ", ".join(r.name for r in registry.list_records())
+        raise ValueError(
+            f"--weights must be a registered weight set ({known}), a weights file or 'none'; received "
+            f"{weights!r} (no such file)."
+        )
+
+
+def _check_evaluate(args):
+    if args.tfds_manual_dir is not None and args.tfds_data_dir is None:
+        raise ValueError("--tfds-manual-dir needs --tfds-data-dir (where tfds writes the prepared data).")
+    if args.model is not None:
+        if args.val_dir is None:
+            raise ValueError(
+                "evaluate --model needs --val-dir DIR: a folder with one sub-folder of images per class, named "
+                "like the model's classes (--tfds-data-dir and --tfrecords are ImageNet sources)."
+            )
+        _check_folder(args.val_dir, "--val-dir")  # class folders, a subset of the model's classes
 
 
 def runtime_of(args) -> str:
-    """``--runtime``, defaulting to keras for fp32 and to auto for bf16/int8 (keras runs fp32 only)."""
-    if args.runtime is not None:
-        return args.runtime
-    return "keras" if args.precision == "fp32" else "auto"
-
-
-def check_calibration(args) -> None:
-    """``--precision`` and ``--calibration`` of every command, checked before any model is built."""
+    """``--runtime`` (keras for fp32, auto for bf16/int8 when not given), checked with ``--precision`` and
+    ``--calibration``."""
+    runtime = getattr(args, "runtime", None) or ("keras" if args.precision == "fp32" else "auto")
     if args.calibration is not None and args.precision != "int8":
         raise ValueError(f"--calibration is only used with --precision int8; received --precision {args.precision}.")
     if args.precision == "int8" and args.calibration is None:
@@ -83,55 +158,103 @@ def check_calibration(args) -> None:
         )
     if args.calibration is not None and not os.path.isdir(args.calibration):
         raise ValueError(f"--calibration must be an existing folder of images; received {args.calibration!r}.")
-
-
-def inference_options(args) -> dict:
-    """runtime, precision and calibration of predict, extract and evaluate, checked before any model is built."""
-    check_calibration(args)
-    runtime = runtime_of(args)
     if runtime == "keras" and args.precision != "fp32":
         raise ValueError(
             f"--runtime keras runs fp32 only; for --precision {args.precision} use --runtime auto, openvino"
             + (" or onnxruntime." if args.precision == "int8" else ".")
         )
-    return dict(runtime=runtime, precision=args.precision, calibration=args.calibration)
+    return runtime
 
 
-def write_predictions(paths, tops, skipped, as_json, stdout, width) -> int:
-    """``predict``'s ending: per image its top classes (dicts of ``name``, ``score`` and maybe
-    ``wnid``) as a table or ``--json`` on stdout, unreadable files in the JSON and on stderr."""
-    if as_json:
-        out = [{"path": path, "predictions": top} for path, top in zip(paths, tops)]
-        out += [{"path": path, "error": reason} for path, reason in skipped]
-        json.dump(out, stdout, indent=2)
-        print(file=stdout)
+def inference(args) -> dict:
+    """``runtime``, ``precision`` and ``calibration`` of a model run (predict, extract, evaluate)."""
+    return dict(runtime=runtime_of(args), precision=args.precision, calibration=args.calibration)
+
+
+# ---------------------------------------------------------------- the model sources and the calls into tasks
+
+
+def classifier_of(args):
+    """The ``--model`` classifier (:class:`keras_xception.tasks.classifier.Classifier`), or None with ``--weights``."""
+    if getattr(args, "model", None) is None:
+        return None
+    from keras_xception.tasks.classifier import load_classifier
+
+    return load_classifier(args.model)
+
+
+def _run_model(source, model, transform, args):
+    """The one run of a model over image files (predict, extract): the task layer's ``extract_features``."""
+    from keras_xception.tasks.extraction import extract_features
+
+    return extract_features(
+        source,
+        model=model,
+        transform=transform,
+        batch_size=args.batch_size,
+        **inference(args),
+        verbose=args.verbose,
+        strict=args.strict,
+    )
+
+
+def _skipped(items):
+    """:class:`~keras_xception.data.results.Skipped` of ``(path, reason)`` pairs or ``Skipped`` (said as
+    ``path: reason``)."""
+    from keras_xception.data.results import Skipped
+
+    return [s if isinstance(s, Skipped) else Skipped(*s) for s in items]
+
+
+def _report_skipped(skipped, total, what="images"):
+    """Raise :class:`PartialFailure` with a summary when some inputs were skipped (each was warned about)."""
+    if skipped:
+        raise PartialFailure(f"{len(skipped)} of {total} {what} could not be read and were skipped (listed above).")
+
+
+def _write_json(path, data):
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+
+
+# ---------------------------------------------------------------- predict
+
+
+def predict(args, stdout) -> int:
+    """Top classes of each image: ImageNet's (``--weights``) or the classifier's (``--model``)."""
+    import warnings
+
+    from keras_xception.data.files import list_images
+
+    paths, problems = [], []
+    for item in args.images:
+        paths += list_images(item, problems=problems, strict=args.strict) if os.path.isdir(item) else [item]
+    if not paths:
+        raise ValueError(f"No image files under {', '.join(repr(p) for p in args.images)}.")
+    for s in _skipped([*problems, *args.missing]):  # the pipeline warns about the files it cannot read
+        warnings.warn(f"Skipping {s}", stacklevel=2)
+    classifier = classifier_of(args)
+    if classifier is not None:
+        result = _run_model(paths, classifier.model, classifier.transform, args)
+        rows = [[dict(name=n, score=p) for n, p in classifier.top(probs, args.top)] for probs in result.features]
+        width = max([len(c) for c in classifier.class_names] + [10])
     else:
-        for path, top in zip(paths, tops):
-            print(path, file=stdout)
-            for rank, row in enumerate(top, 1):
-                wnid = f" {row['wnid']}" if "wnid" in row else ""
-                print(f"  {rank}. {row['name']:<{width}}{wnid}  {row['score']:.4f}", file=stdout)
-    _report_skipped(skipped, len(paths) + len(skipped))
+        from keras_xception.data.transform import resolve_transform
+        from keras_xception.model.imagenet import decode_predictions
+
+        model = _imagenet_classifier(args.weights)
+        transform = resolve_transform(args.weights, model=model, exif_orientation=True)  # user photos: upright
+        result = _run_model(paths, model, transform, args)
+        tops = decode_predictions(result.features, top=args.top)
+        rows, width = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops], 30
+        if args.cam:
+            _write_cam(args.cam, model, transform, result, tops)
+    skipped = _skipped([*problems, *result.skipped, *args.missing])
+    _write_predictions(result.paths, rows, skipped, args.json, stdout, width)
+    _report_skipped(skipped, len(result.paths) + len(skipped))
     return 0
-
-
-def write_features(out, result, stdout) -> int:
-    """``extract``'s ending: the .npz, its path on stdout, a summary and the skipped files on stderr."""
-    from keras_xception.tasks.extraction import save_features
-
-    out = out if out.endswith(".npz") else out + ".npz"
-    save_features(out, result)
-    n, d = result.features.shape
-    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
-    print(out, file=stdout)
-    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
-    return 0
-
-
-def export_precision(args) -> dict:
-    """``precision``, ``calibration`` and ``calibration_size`` of ``export``, checked before any model is built."""
-    check_calibration(args)
-    return dict(precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size)
 
 
 def _imagenet_classifier(weights):
@@ -148,8 +271,8 @@ def _imagenet_classifier(weights):
         raise ValueError(
             f"--weights {weights!r} holds no classifier (an Xception without its top), so predict has no "
             f"classes to name. For feature vectors use `keras-xception extract DIR --weights {weights}`; to "
-            "classify your own classes, train a classifier on the backbone (keras_xception.transfer: "
-            "build_classifier + train_head) and run that model."
+            "classify your own classes, train a classifier on the backbone (`keras-xception train`, or "
+            "keras_xception.transfer: build_classifier + train_head) and run it with --model."
         )
     if classes != 1000:
         raise ValueError(
@@ -159,91 +282,98 @@ def _imagenet_classifier(weights):
     return Xception(weights=weights)
 
 
-def predict(args, stdout) -> int:
+def _write_cam(out, model, transform, result, tops):
+    """``predict --cam``: a Grad-CAM heatmap of each image's top class, in one PNG."""
     import numpy as np
 
-    from keras_xception.data.transform import load_image, resolve_transform
-    from keras_xception.model.imagenet import decode_predictions
-    from keras_xception.tasks.extraction import extract_features
+    from keras_xception.data.transform import load_image
+    from keras_xception.tasks.gradcam import grad_cam, save_cam_figure
 
-    _check_out_dir(args.cam, "--cam")
-    paths, skipped = _image_paths(args.images or [sample_image()], args.strict)
-    model = _imagenet_classifier(args.weights)
-    transform = resolve_transform(args.weights, model=model, exif_orientation=True)  # user photos: upright
-    result = extract_features(
-        paths,
-        model=model,
-        transform=transform,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
-    skipped = skipped + list(result.skipped)
-    tops = decode_predictions(result.features, top=args.top) if len(result.paths) else []
-    if args.cam:
-        from keras_xception.tasks.gradcam import grad_cam, save_cam_figure
+    panels = []
+    for path, probs, top in zip(result.paths, result.features, tops):
+        image = load_image(path, transform)
+        heatmap, _ = grad_cam(model, transform.preprocess(image[None]), class_index=int(np.argmax(probs)))
+        panels.append((image, heatmap, f"{os.path.basename(path)}: {top[0][1]} ({top[0][2]:.3g})"))
+    if panels:
+        save_cam_figure(out, panels)
+        print(f"Grad-CAM heatmaps written to {out}", file=sys.stderr)
 
-        panels = []
-        for path, probs, top in zip(result.paths, result.features, tops):
-            image = load_image(path, transform)
-            heatmap, _ = grad_cam(model, transform.preprocess(image[None]), class_index=int(np.argmax(probs)))
-            panels.append((image, heatmap, f"{os.path.basename(path)}: {top[0][1]} ({top[0][2]:.3g})"))
-        if panels:
-            save_cam_figure(args.cam, panels)
-            print(f"Grad-CAM heatmaps written to {args.cam}", file=sys.stderr)
-    rows = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops]
-    return write_predictions(result.paths, rows, skipped, args.json, stdout, width=30)
+
+def _write_predictions(paths, rows, skipped, as_json, stdout, width):
+    """Per image its top classes (dicts of ``name``, ``score`` and maybe ``wnid``) as a table or JSON."""
+    if as_json:
+        out = [{"path": path, "predictions": top} for path, top in zip(paths, rows)]
+        out += [{"path": s.path, "error": s.reason} for s in skipped]
+        json.dump(out, stdout, indent=2)
+        print(file=stdout)
+        return
+    for path, top in zip(paths, rows):
+        print(path, file=stdout)
+        for rank, row in enumerate(top, 1):
+            wnid = f" {row['wnid']}" if "wnid" in row else ""
+            print(f"  {rank}. {row['name']:<{width}}{wnid}  {row['score']:.4f}", file=stdout)
+
+
+# ---------------------------------------------------------------- extract
 
 
 def extract(args, stdout) -> int:
-    from keras_xception.tasks.extraction import extract_features
+    """Feature vectors of every image under DIR: the backbone of ``--weights`` or of the ``--model`` classifier."""
+    from keras_xception.data.transform import resolve_transform
+    from keras_xception.model.features import feature_model
+    from keras_xception.tasks.extraction import pooled_feature_model, save_features
 
-    if not os.path.isdir(args.dir):
-        raise ValueError(f"DIR must be an existing folder; received {args.dir!r}.")
-    _check_out_dir(args.out, "--out")
-    result = extract_features(
-        args.dir,
-        weights=args.weights,
-        layer=args.layer,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
-    return write_features(args.out, result, stdout)
+    classifier = classifier_of(args)
+    if classifier is not None:
+        transform, layer = classifier.transform, args.layer or "avg_pool"
+        try:
+            model = feature_model(classifier.model, layer, pool=True, name="classifier_features")
+        except ValueError as e:
+            raise ValueError(f"--layer {layer!r}: {e}") from None
+    else:
+        transform = resolve_transform(args.weights, target_size=args.image_size, exif_orientation=True)
+        model = pooled_feature_model(args.weights, args.layer, transform.target_size)
+    result = _run_model(args.dir, model, transform, args)
+    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
+    save_features(out, result)
+    n, d = result.features.shape
+    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
+    print(out, file=stdout)
+    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
 
 
 def evaluate(args, stdout) -> int:
-    """ImageNet top-1/top-5 of an Xception weight set over one of the three data sources."""
+    """ImageNet top-1/top-5 of ``--weights``, or accuracy and confusion matrix of ``--model`` on class folders."""
+    report, chief = (_evaluate_classifier if args.model is not None else _evaluate_imagenet)(args, stdout)
+    if chief:
+        _write_json(args.report, report)
+    _report_skipped(report["skipped"], report["count"] + len(report["skipped"]))
+    return 0
+
+
+def _evaluate_imagenet(args, stdout):
     from keras_xception.tasks import evaluation
 
-    # The strategy first: multi-worker must be set up before TensorFlow runs anything.
-    strategy = evaluation.make_strategy(args.strategy)
+    strategy = evaluation.make_strategy(args.strategy)  # first: multi-worker is set up before TF runs anything
     from keras_xception.data import imagenet
     from keras_xception.data.transform import resolve_transform
     from keras_xception.xception import Xception
 
-    if args.tfds_manual_dir is not None and args.tfds_data_dir is None:
-        raise ValueError("--tfds-manual-dir needs --tfds-data-dir (where tfds writes the prepared data).")
-    _check_out_dir(args.report, "--report")
-    transform = resolve_transform(
-        args.weights,
-        target_size=args.image_size,
-        crop_fraction=args.crop_pct,
-        resize_mode=args.resize_mode,
-        interpolation=args.interpolation,
-    )
+    overrides = dict(crop_fraction=args.crop_pct, resize_mode=args.resize_mode, interpolation=args.interpolation)
+    transform = resolve_transform(args.weights, target_size=args.image_size, **overrides)
     if args.tfds_data_dir is not None:
         records = imagenet.tfds_records(args.tfds_data_dir, args.tfds_manual_dir)
     elif args.val_dir is not None:
         records = imagenet.folder_records(args.val_dir, strict=args.strict)
     else:
         records = imagenet.tfrecord_records(args.tfrecords, label_offset=args.label_offset)
-    input_shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+    shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
     report = evaluation.evaluate(
-        lambda: Xception(weights=args.weights, input_shape=input_shape),
+        lambda: Xception(weights=args.weights, input_shape=shape),
         records,
         transform=transform,
         batch_size=args.batch_size,
@@ -251,25 +381,66 @@ def evaluate(args, stdout) -> int:
         strategy=strategy,
         strict=args.strict,
         per_class=args.per_class,
-        **inference_options(args),
+        **inference(args),
         verbose=0 if args.quiet else args.verbose,
     )
-    report["weights"] = args.weights
-    report["runtime"], report["precision"] = runtime_of(args), args.precision
-    if evaluation.is_chief(strategy):
-        top = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        print(
-            f"top-1 {top(report['top1'])}  top-5 {top(report['top5'])}  over {report['count']} images "
-            f"({len(report['skipped'])} skipped), {report['images_per_second']} images/s, "
-            f"{report['elapsed_seconds']} s",
-            file=stdout,
-        )
-        if args.report:
-            with open(args.report, "w") as f:
-                json.dump(report, f, indent=2)
-                f.write("\n")
-    _report_skipped(report["skipped"], report["count"] + len(report["skipped"]))
-    return 0
+    report.update(weights=args.weights, runtime=runtime_of(args), precision=args.precision)
+    if not evaluation.is_chief(strategy):
+        return report, False
+    top = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    print(
+        f"top-1 {top(report['top1'])}  top-5 {top(report['top5'])}  over {report['count']} images "
+        f"({len(report['skipped'])} skipped), {report['images_per_second']} images/s, {report['elapsed_seconds']} s",
+        file=stdout,
+    )
+    return report, True
+
+
+def _evaluate_classifier(args, stdout):
+    from keras_xception.tasks.classifier import evaluate_classifier
+
+    report = evaluate_classifier(
+        classifier_of(args),
+        args.val_dir,
+        batch_size=args.batch_size,
+        **inference(args),
+        strict=args.strict,
+        verbose=0 if args.quiet else args.verbose,
+    )
+    report["model"] = args.model
+    top5 = f"  top-5 {100 * report['top5_accuracy']:.2f}%" if "top5_accuracy" in report else ""
+    print(
+        f"accuracy {100 * report['accuracy']:.2f}%{top5}  over {report['count']} images "
+        f"({len(report['skipped'])} skipped), {report['elapsed_seconds']} s",
+        file=stdout,
+    )
+    _print_table(report, report["class_names"], stdout)
+    _print_confusion(report["confusion_matrix"], report["class_names"], stdout)
+    return report, True
+
+
+def _print_table(report, class_names, stdout):
+    """Per class: precision, recall and support (``evaluate --model``, ``train``)."""
+    width = max([len(c) for c in class_names] + [5])
+    print(f"  {'class':<{width}}  precision  recall  support", file=stdout)
+    for name in class_names:
+        r = report["per_class"][name]
+        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+        print(f"  {name:<{width}}  {r['precision']:>9.3f}  {recall:>6}  {r['support']:>7}", file=stdout)
+
+
+def _print_confusion(matrix, class_names, stdout, limit=20):
+    if len(class_names) > limit:
+        print(f"  (confusion matrix of {len(class_names)} classes: see the JSON report)", file=stdout)
+        return
+    width = max(max(len(c) for c in class_names), max(len(str(v)) for row in matrix for v in row), 4)
+    print("  confusion matrix (rows: true class, columns: predicted):", file=stdout)
+    print("  " + " " * width + "  " + " ".join(f"{c[:width]:>{width}}" for c in class_names), file=stdout)
+    for name, row in zip(class_names, matrix):
+        print(f"  {name:>{width}}  " + " ".join(f"{v:>{width}}" for v in row), file=stdout)
+
+
+# ---------------------------------------------------------------- weights, summary
 
 
 def weights_list(args, stdout) -> int:
@@ -328,11 +499,8 @@ def weights_verify(args, stdout) -> int:
         if not os.path.isfile(path):
             raise ValueError(f"--file: no such file: {path!r}.")
         _, top = loading.xception_from_file(path, size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE))
-        print(
-            f"{path}: loads into Xception(include_top={top}); sha256 {download.file_digest(path, 'sha256')}  "
-            f"md5 {download.file_digest(path, 'md5')}",
-            file=stdout,
-        )
+        digests = f"sha256 {download.file_digest(path, 'sha256')}  md5 {download.file_digest(path, 'md5')}"
+        print(f"{path}: loads into Xception(include_top={top}); {digests}", file=stdout)
     if failed:
         raise PartialFailure(f"{len(failed)} of {len(names)} weight sets missing or not matching: {', '.join(failed)}.")
     return 0
@@ -342,10 +510,8 @@ def weights_convert(args, stdout) -> int:
     from keras_xception.pretrained import download, loading
 
     _, top = loading.convert_weights(args.src, args.dst, format=args.format)
-    print(
-        f"wrote {args.dst} ({args.format}, include_top={top}); sha256 {download.file_digest(args.dst, 'sha256')}",
-        file=stdout,
-    )
+    digest = download.file_digest(args.dst, "sha256")
+    print(f"wrote {args.dst} ({args.format}, include_top={top}); sha256 {digest}", file=stdout)
     return 0
 
 
@@ -359,14 +525,11 @@ def summary(args, stdout) -> int:
     if args.ablations:
         variants = [dict(kw) for kw in analysis.ABLATIONS]
     else:
-        kw = {k: getattr(args, k) for k in defaults}
-        variants = [{k: v for k, v in kw.items() if v != defaults[k]}]
+        variants = [{k: getattr(args, k) for k, v in defaults.items() if getattr(args, k) != v}]
     rows, models = [], []
     for kw in variants:
         model = Xception(weights=None, include_top=not args.no_top, input_shape=(args.size, args.size, 3), **kw)
-        row = analysis.summary(model)
-        row["name"] = ", ".join(f"{k}={v}" for k, v in kw.items()) or "official"
-        rows.append(row)
+        rows.append(dict(analysis.summary(model), name=", ".join(f"{k}={v}" for k, v in kw.items()) or "official"))
         models.append(model)
     if args.json:
         out = [dict(r, input_shape=list(r["input_shape"]), output_shape=list(r["output_shape"])) for r in rows]
@@ -376,51 +539,62 @@ def summary(args, stdout) -> int:
         json.dump(out, stdout, indent=2)
         print(file=stdout)
         return 0
-    if args.layers:
-        for r, m in zip(rows, models):
-            print(f"{r['name']}:", file=stdout)
-            print(f"  {'layer':<36} {'class':<20} {'output':>18} {'params':>10} {'MMACs':>10}", file=stdout)
-            for c in analysis.layer_costs(m):
-                shape = "x".join(str(d) for d in c.output_shape[1:])
-                print(
-                    f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}", file=stdout
-                )
+    for r, m in zip(rows, models) if args.layers else ():
+        print(f"{r['name']}:", file=stdout)
+        print(f"  {'layer':<36} {'class':<20} {'output':>18} {'params':>10} {'MMACs':>10}", file=stdout)
+        for c in analysis.layer_costs(m):
+            shape = "x".join(str(d) for d in c.output_shape[1:])
+            print(f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}", file=stdout)
     print(analysis.format_summary(rows), file=stdout)
     return 0
 
 
+# ---------------------------------------------------------------- export, quantize
+
+
 def export(args, stdout) -> int:
-    from keras_xception.data.transform import resolve_transform
+    """Export the ``--weights`` Xception or the ``--model`` classifier, with its transform (and class names)."""
     from keras_xception.deploy.export import ParityError
     from keras_xception.deploy.export import export as write_artifact
-    from keras_xception.deploy.runtimes import check_export_path
-    from keras_xception.xception import Xception
 
-    check_export_path(args.out, args.format)  # before the model is built
-    precision = export_precision(args)
-    shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-    pooling = None if args.include_top or args.pooling == "none" else args.pooling
-    model = Xception(include_top=args.include_top, weights=args.weights, input_shape=shape, pooling=pooling)
+    classifier = classifier_of(args)
+    if classifier is not None:
+        model, transform = classifier.model, classifier.transform
+    else:
+        pooling = None if args.include_top or args.pooling == "none" else args.pooling
+        model, transform = _xception(args, include_top=args.include_top, pooling=pooling)
     print(
-        f"exporting {model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
+        f"exporting {args.model or model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
         f"as {args.format} to {args.out} ...",
         file=sys.stderr,
         flush=True,
     )
+    precision = dict(precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size)
     try:
         write_artifact(
             model,
             args.out,
             format=args.format,
-            transform=resolve_transform(args.weights, model=model),
+            transform=transform,
             fold_bn=not args.no_fold_bn,
             check=not args.no_check,
             **precision,
         )
     except ParityError as e:
         raise PartialFailure(f"parity check failed: {e}") from None
+    if classifier is not None:
+        _write_json(classes_path(args.out, args.format), list(classifier.class_names))
     print(args.out, file=stdout)
     return 0
+
+
+def classes_path(path, format: str) -> str:
+    """Where ``export --model`` writes the class names (JSON list): in a SavedModel directory
+    ``keras_xception_classes.json``, else beside the file (``model.onnx`` -> ``model.classes.json``)."""
+    path = os.fspath(path)
+    if format == "savedmodel":
+        return os.path.join(path, "keras_xception_classes.json")
+    return os.path.splitext(path)[0] + ".classes.json"
 
 
 def quantize(args, stdout) -> int:
@@ -428,13 +602,8 @@ def quantize(args, stdout) -> int:
     from keras_xception.deploy.quantization import out_runtime
     from keras_xception.deploy.quantization import quantize as quantize_model
 
-    check_calibration(args)
-    if not os.path.isdir(args.holdout):
-        raise ValueError(f"--holdout must be an existing folder of images; received {args.holdout!r}.")
     if args.out is not None:
         out_runtime(args.out, args.runtime)  # a bad --out fails before the model is built
-    _check_out_dir(args.out, "--out")
-    _check_out_dir(args.report, "--report")
     model, transform = _quantize_source(args)
     report = quantize_model(
         model,
@@ -468,224 +637,25 @@ def quantize(args, stdout) -> int:
 
 
 def _quantize_source(args):
-    """The model of ``--model`` or ``--weights``, and the transform its images are read with."""
-    if args.model is not None:
-        import keras
+    """The model of ``--model`` (a ``train`` classifier with its transform, or any saved Keras model) or
+    ``--weights``, and the transform its images are read with."""
+    if args.model is None:
+        return _xception(args, include_top=not args.features, pooling="avg" if args.features else None)
+    from keras_xception.tasks.classifier import read_metadata
 
-        if not os.path.isfile(args.model):
-            raise ValueError(f"--model must be a saved Keras model file (.keras); received {args.model!r}.")
-        if args.features or args.image_size:
-            raise ValueError("--features and --image-size go with --weights; --model is used as saved.")
-        from keras_xception.tasks.classifier import load_classifier, read_metadata
+    if read_metadata(args.model) is not None:
+        classifier = classifier_of(args)
+        return classifier.model, classifier.transform
+    import keras
 
-        if read_metadata(args.model) is not None:  # a `train` classifier: its own transform
-            classifier = load_classifier(args.model)
-            return classifier.model, classifier.transform
-        return keras.saving.load_model(args.model), None
+    return keras.saving.load_model(args.model), None
+
+
+def _xception(args, **kwargs):
+    """The Xception of ``--weights`` and ``--image-size`` (``kwargs``: its other arguments) and its transform."""
     from keras_xception.data.transform import resolve_transform
     from keras_xception.xception import Xception
 
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-    if args.features:
-        model = Xception(include_top=False, weights=args.weights, input_shape=shape, pooling="avg")
-    else:
-        model = Xception(weights=args.weights, input_shape=shape)
+    model = Xception(weights=args.weights, input_shape=shape, **kwargs)
     return model, resolve_transform(args.weights, model=model)
-
-
-# ---------------------------------------------------------------- --model (a classifier from `train`)
-
-
-def with_model(default, with_model_file):
-    """A command function that runs ``with_model_file`` when ``--model`` is given, else ``default``."""
-
-    def command(args, stdout):
-        return (with_model_file if args.model else default)(args, stdout)
-
-    command.__name__ = getattr(default, "__name__", "command")
-    command.__doc__ = default.__doc__
-    return command
-
-
-def _refuse(args, command, **flags):
-    """ValueError for options that do not apply with ``--model`` (``flags``: attribute -> value meaning unset)."""
-    given = [
-        "--" + name.replace("_", "-") for name, unset in flags.items() if getattr(args, name, unset) not in (unset,)
-    ]
-    if given:
-        raise ValueError(
-            f"{', '.join(given)} cannot be combined with --model: `{command} --model` uses the classifier's own "
-            "weights, input size and transform (saved with it by `keras-xception train`)."
-        )
-
-
-def _load(path):
-    from keras_xception.tasks.classifier import load_classifier
-
-    return load_classifier(path)
-
-
-def _print_table(report, class_names, stdout):
-    width = max([len(c) for c in class_names] + [5])
-    print(f"  {'class':<{width}}  precision  recall  support", file=stdout)
-    for name in class_names:
-        r = report["per_class"][name]
-        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
-        print(f"  {name:<{width}}  {r['precision']:>9.3f}  {recall:>6}  {r['support']:>7}", file=stdout)
-
-
-def _print_confusion(matrix, class_names, stdout, limit=20):
-    if len(class_names) > limit:
-        print(f"  (confusion matrix of {len(class_names)} classes: see the JSON report)", file=stdout)
-        return
-    width = max(max(len(c) for c in class_names), max(len(str(v)) for row in matrix for v in row), 4)
-    print("  confusion matrix (rows: true class, columns: predicted):", file=stdout)
-    print("  " + " " * width + "  " + " ".join(f"{c[:width]:>{width}}" for c in class_names), file=stdout)
-    for name, row in zip(class_names, matrix):
-        print(f"  {name:>{width}}  " + " ".join(f"{v:>{width}}" for v in row), file=stdout)
-
-
-def predict_model(args, stdout) -> int:
-    """The classifier's own classes (top-k) for each image."""
-    from keras_xception.tasks.extraction import extract_features
-
-    _refuse(args, "predict", weights="imagenet", cam=None)
-    classifier = _load(args.model)
-    paths, skipped = _image_paths(args.images or [sample_image()], args.strict)
-    result = extract_features(
-        paths,
-        model=classifier.model,
-        transform=classifier.transform,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
-    skipped = skipped + list(result.skipped)
-    tops = [[dict(name=n, score=p) for n, p in classifier.top(probs, args.top)] for probs in result.features]
-    width = max([len(c) for c in classifier.class_names] + [10])
-    return write_predictions(result.paths, tops, skipped, args.json, stdout, width)
-
-
-def extract_model(args, stdout) -> int:
-    """Feature vectors from the classifier's backbone (pooled; ``--layer`` as without --model)."""
-    from keras_xception.model.features import feature_model
-    from keras_xception.tasks.extraction import extract_features
-
-    _refuse(args, "extract", weights="imagenet", image_size=None)
-    if not os.path.isdir(args.dir):
-        raise ValueError(f"DIR must be an existing folder; received {args.dir!r}.")
-    _check_out_dir(args.out, "--out")
-    classifier = _load(args.model)
-    layer = args.layer or "avg_pool"
-    try:
-        model = feature_model(classifier.model, layer, pool=True, name="classifier_features")
-    except ValueError as e:
-        raise ValueError(f"--layer {layer!r}: {e}") from None
-    result = extract_features(
-        args.dir,
-        model=model,
-        transform=classifier.transform,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
-    return write_features(args.out, result, stdout)
-
-
-def evaluate_model(args, stdout) -> int:
-    """Accuracy, per-class figures and the confusion matrix on class folders (``--val-dir``)."""
-    from keras_xception.tasks.classifier import evaluate_classifier
-
-    if args.val_dir is None:
-        raise ValueError(
-            "evaluate --model needs --val-dir DIR: a folder with one sub-folder of images per class, named like "
-            "the model's classes (--tfds-data-dir and --tfrecords are ImageNet sources)."
-        )
-    _refuse(
-        args,
-        "evaluate",
-        weights="imagenet",
-        image_size=None,
-        crop_pct=None,
-        resize_mode=None,
-        interpolation=None,
-        limit=None,
-        tfds_manual_dir=None,
-        strategy="default",
-    )
-    _check_out_dir(args.report, "--report")
-    classifier = _load(args.model)
-    report = evaluate_classifier(
-        classifier,
-        args.val_dir,
-        batch_size=args.batch_size,
-        **inference_options(args),
-        strict=args.strict,
-        verbose=0 if args.quiet else args.verbose,
-    )
-    report["model"] = args.model
-    names = report["class_names"]
-    top5 = f"  top-5 {100 * report['top5_accuracy']:.2f}%" if "top5_accuracy" in report else ""
-    print(
-        f"accuracy {100 * report['accuracy']:.2f}%{top5}  over {report['count']} images "
-        f"({len(report['skipped'])} skipped), {report['elapsed_seconds']} s",
-        file=stdout,
-    )
-    _print_table(report, names, stdout)
-    _print_confusion(report["confusion_matrix"], names, stdout)
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    _report_skipped(report["skipped"], report["count"] + len(report["skipped"]))
-    return 0
-
-
-def classes_path(path, format: str) -> str:
-    """Where ``export --model`` writes the class names (JSON list), next to the transform JSON.
-
-    Inside a SavedModel directory ``keras_xception_classes.json``; else beside
-    the file: ``model.onnx`` -> ``model.classes.json``.
-    """
-    path = os.fspath(path)
-    if format == "savedmodel":
-        return os.path.join(path, "keras_xception_classes.json")
-    return os.path.splitext(path)[0] + ".classes.json"
-
-
-def export_model(args, stdout) -> int:
-    """Export the classifier (raw 0..255 images in, probabilities out) with its transform and class names."""
-    from keras_xception.deploy.export import ParityError
-    from keras_xception.deploy.export import export as write_artifact
-    from keras_xception.deploy.runtimes import check_export_path
-
-    _refuse(args, "export", weights="imagenet", image_size=None, include_top=True, pooling="avg")
-    check_export_path(args.out, args.format)
-    precision = export_precision(args)
-    classifier = _load(args.model)
-    model = classifier.model
-    print(
-        f"exporting the classifier {args.model} ({len(classifier.class_names)} classes, input {model.input_shape}) "
-        f"as {args.format} to {args.out} ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        write_artifact(
-            model,
-            args.out,
-            format=args.format,
-            transform=classifier.transform,
-            fold_bn=not args.no_fold_bn,
-            check=not args.no_check,
-            **precision,
-        )
-    except ParityError as e:
-        raise PartialFailure(f"parity check failed: {e}") from None
-    with open(classes_path(args.out, args.format), "w") as f:
-        json.dump(list(classifier.class_names), f, indent=2)
-        f.write("\n")
-    print(args.out, file=stdout)
-    return 0
