@@ -57,12 +57,12 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
     probs = classifier.predict(image)
     assert probs.shape == (1, 2) and abs(float(probs.sum()) - 1) < 1e-5
     # The saved classifier's backbone is usable as weights for feature extraction.
-    from keras_xception.tasks.transfer import find_backbone
+    from keras_xception import find_xception
 
     feats = Xception(include_top=False, weights=out, input_shape=(SMALL, SMALL, 3)).predict(
         image / 127.5 - 1, verbose=0
     )
-    ref = find_backbone(classifier.model).predict(image / 127.5 - 1, verbose=0)
+    ref = find_xception(classifier.model).predict(image / 127.5 - 1, verbose=0)
     np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
 
 

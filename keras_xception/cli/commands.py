@@ -641,9 +641,9 @@ def _quantize_source(args):
     ``--weights``, and the transform its images are read with."""
     if args.model is None:
         return _xception(args, include_top=not args.features, pooling="avg" if args.features else None)
-    from keras_xception.tasks.classifier import read_metadata
+    from keras_xception.data.metadata import read_record
 
-    if read_metadata(args.model) is not None:
+    if read_record(args.model) is not None:
         classifier = classifier_of(args)
         return classifier.model, classifier.transform
     import keras
