@@ -1,5 +1,6 @@
-"""keras_xception.deploy: BatchNormalization folding, the Predictor runtimes, export round trips with the
-parity check, and their errors. (`keras-xception export` and `predict --runtime` are in test_cli.py.)"""
+"""keras_xception.deploy: the Predictor runtimes, export round trips with the parity check and the metadata
+record, the CPU capability warning, and their errors. (`keras-xception export` and `predict --runtime` are in
+test_cli.py.)"""
 
 import json
 import os
@@ -10,11 +11,11 @@ import pytest
 from conftest import SMALL, randomize, rel_diff, small_xception
 
 import keras_xception as kx
-from keras_xception import Xception, cli
+from keras_xception import cli
+from keras_xception.data.metadata import read_record, record_path
 from keras_xception.deploy import export as exporting
 from keras_xception.deploy import predictor as inference
 from keras_xception.deploy import runtimes
-from keras_xception.deploy.folding import fold_batchnorm, foldable_pairs
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.runtimes import RuntimeNotInstalledError
 
@@ -23,9 +24,10 @@ SIZE = 96  # big enough for the exit flow to see a 3x3 map
 
 @pytest.fixture(scope="module")
 def model():
-    """Xception with the top at 96x96, random kernels and random BatchNormalization statistics."""
+    """The small Xception with the top at 96x96, random kernels and random BatchNormalization statistics
+    (plumbing: every runtime and format must give Keras's outputs; the full width changes nothing here)."""
     keras.utils.set_random_seed(0)
-    return randomize(Xception(weights=None, input_shape=(SIZE, SIZE, 3)))
+    return randomize(small_xception(input_shape=(SIZE, SIZE, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,8 @@ def expected(model, x):
 
 
 def _installed(runtime):
+    if runtime == "keras":
+        return True
     try:
         runtimes.resolve_runtime(runtime)
     except RuntimeNotInstalledError:
@@ -46,51 +50,10 @@ def _installed(runtime):
     return True
 
 
-# ----------------------------------------------------------------------------- folding
-
-
-def test_fold_batchnorm_removes_every_batchnorm_and_keeps_outputs(model, x, expected):
-    folded = fold_batchnorm(model)
-    kinds = [type(layer).__name__ for layer in folded.layers]
-    assert "BatchNormalization" not in kinds
-    assert kinds.count("Identity") == 40  # every BN of Xception follows a convolution
-    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
-    assert all(folded.get_layer(c).use_bias for c in foldable_pairs(model).values())
-    assert rel_diff(folded.predict(x, verbose=0), expected) < 1e-5
-    # the original is untouched
-    assert "BatchNormalization" in [type(layer).__name__ for layer in model.layers]
-    assert rel_diff(model.predict(x, verbose=0), expected) == 0
-
-
-def test_fold_batchnorm_without_top_and_variable_size(images):
-    m = randomize(small_xception(include_top=False, pooling=None, input_shape=None), seed=3)
-    folded = fold_batchnorm(m, name="folded")
-    assert folded.name == "folded"
-    assert rel_diff(folded.predict(images, verbose=0), m.predict(images, verbose=0)) < 1e-5
-
-
-def test_fold_batchnorm_keeps_a_batchnorm_whose_conv_output_is_shared():
-    inp = keras.Input((8, 8, 3))
-    c = keras.layers.Conv2D(4, 3, name="conv")(inp)
-    b = keras.layers.BatchNormalization(name="bn")(c)
-    out = keras.layers.Add()([b, c])  # conv output read twice: BN cannot be folded
-    m = randomize(keras.Model(inp, out))
-    assert foldable_pairs(m) == {}
-    folded = fold_batchnorm(m)
-    assert type(folded.get_layer("bn")).__name__ == "BatchNormalization"
-    z = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
-    assert rel_diff(folded.predict(z, verbose=0), m.predict(z, verbose=0)) < 1e-6
-
-
-def test_fold_batchnorm_rejects_a_non_model():
-    with pytest.raises(ValueError, match="functional keras.Model"):
-        fold_batchnorm(keras.layers.Dense(3))
-
-
 # ----------------------------------------------------------------------------- Predictor
 
 
-@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+@pytest.mark.parametrize("runtime", ("keras",) + runtimes.RUNTIMES)
 def test_predictor_matches_keras(runtime, model, x, expected):
     if not _installed(runtime):
         pytest.skip(f"{runtime} is not installed")
@@ -159,24 +122,27 @@ def test_export_savedmodel_round_trip(tmp_path, model, x, expected):
     loaded = tf.saved_model.load(path)
     assert rel_diff(loaded.serve(tf.constant(x)).numpy(), expected) < 1e-4
     # The input transform travels with the artifact: the model's size, the ImageNet crop and scaling.
-    with open(tmp_path / "sm" / "keras_xception_transform.json") as f:
-        assert json.load(f) == dict(
-            target_size=[SIZE, SIZE],
-            crop_fraction=0.875,
-            resize_mode="central",
-            interpolation="bilinear",
-            preprocessing="tf",
-            exif_orientation=False,
-        )
+    assert read_record(path).transform.to_dict() == dict(
+        target_size=[SIZE, SIZE],
+        crop_fraction=0.875,
+        resize_mode="central",
+        interpolation="bilinear",
+        preprocessing="tf",
+        exif_orientation=False,
+    )
 
 
 def test_export_onnx_round_trip(tmp_path, model, x, expected):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     transform = kx.resolve_transform(model=model, crop_fraction=1.0, interpolation="bicubic")
-    path = exporting.export(model, str(tmp_path / "m.onnx"), format="onnx", transform=transform)
-    with open(exporting.transform_path(path, "onnx")) as f:
-        assert json.load(f) == transform.to_dict() and f.name == str(tmp_path / "m.transform.json")
+    path = exporting.export(model, str(tmp_path / "m.onnx"), format="onnx", transform=transform, class_names="abc")
+    assert record_path(path) == str(tmp_path / "m.keras_xception.json")
+    with open(record_path(path)) as f:
+        written = json.load(f)
+    assert written["transform"] == transform.to_dict() and written["class_names"] == ["a", "b", "c"]
+    p = Predictor(path)  # the record travels with the file
+    assert p.transform == transform and p.class_names == ("a", "b", "c") and p.runtime == "onnxruntime"
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert rel_diff(out, expected) < 1e-4
@@ -184,10 +150,18 @@ def test_export_onnx_round_trip(tmp_path, model, x, expected):
 
 def test_export_openvino_round_trip(tmp_path, model, x, expected):
     ov = pytest.importorskip("openvino")
-    path = exporting.export(model, str(tmp_path / "m.xml"), format="openvino", fold_bn=False)
+    path = exporting.export(model, str(tmp_path / "m.xml"), format="openvino")
     assert os.path.isfile(tmp_path / "m.bin")
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     assert rel_diff(compiled(x)[0], expected) < 1e-4
+    # A file exported by 0.2 carries its transform in a sidecar instead of the record: still read.
+    transform = kx.resolve_transform(model=model, crop_fraction=1.0)
+    os.remove(record_path(path))
+    with open(tmp_path / "m.transform.json", "w") as f:
+        json.dump(transform.to_dict(), f)
+    p = Predictor(path)
+    assert p.transform == transform and p.class_names is None
+    assert rel_diff(p.predict(x), expected) < 1e-4
 
 
 def test_export_parity_check_can_fail(tmp_path, model, monkeypatch):
@@ -198,7 +172,7 @@ def test_export_parity_check_can_fail(tmp_path, model, monkeypatch):
     assert not (tmp_path / "sm").exists()  # the failed artifact is removed
     with pytest.raises(exporting.ParityError):
         exporting.export(model, tmp_path / "m.onnx", format="onnx")
-    assert os.listdir(tmp_path) == []  # the .onnx and its transform file
+    assert os.listdir(tmp_path) == []  # the .onnx and its record
 
 
 def test_export_bad_arguments(tmp_path, model, monkeypatch):

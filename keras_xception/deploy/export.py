@@ -1,9 +1,9 @@
 """Export a model for serving, with a check of the written file.
 
 :func:`export` writes a TensorFlow SavedModel, an ONNX file or an OpenVINO IR
-(Keras's own ``model.export``), by default from a BatchNormalization-folded
-copy of the model (:func:`keras_xception.deploy.folding.fold_batchnorm`), in
-float32 or quantized to int8 (ONNX and OpenVINO), then loads the file back
+(Keras's own ``model.export``), in float32 or quantized to int8 (ONNX and
+OpenVINO), with its metadata record (:mod:`keras_xception.data.metadata`:
+transform and class names), then loads the file back
 (:class:`~keras_xception.deploy.predictor.Predictor`) and compares its outputs
 with the model's on a random input.
 """
@@ -11,17 +11,17 @@ with the model's on a random input.
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 
+from keras_xception.data.metadata import ModelRecord, record_path, write_record
 from keras_xception.data.transform import Transform, resolve_transform
-from keras_xception.deploy.artifacts import remove, transform_path, write, write_transform
-from keras_xception.deploy.folding import fold_batchnorm
-from keras_xception.deploy.precision import RECOMMENDED_CALIBRATION, check_precision
+from keras_xception.deploy.backends import write
 from keras_xception.deploy.predictor import Predictor
-from keras_xception.deploy.runtimes import FORMATS, check_export_path, require
+from keras_xception.deploy.runtimes import FORMATS, RECOMMENDED_CALIBRATION, check_export_path, check_precision, require
 
-__all__ = ["export", "write", "load_runner", "transform_path", "FORMATS", "ParityError"]
+__all__ = ["export", "load_runner", "ParityError"]
 
 
 class ParityError(RuntimeError):
@@ -33,11 +33,6 @@ def load_runner(path, format):
     return Predictor(path, runtime=FORMATS[format][2]).predict
 
 
-def _check_input(model):
-    shape = tuple(model.input_shape[1:])
-    return tuple(96 if d is None else d for d in shape)
-
-
 def export(
     model,
     path,
@@ -47,12 +42,12 @@ def export(
     calibration=None,
     calibration_size: int = RECOMMENDED_CALIBRATION,
     transform=None,
-    fold_bn: bool = True,
+    class_names=None,
     check: bool = True,
     rtol: float = 1e-4,
     seed: int = 0,
 ) -> str:
-    """Write ``model`` to ``path`` in ``format`` and check the result.
+    """Write ``model`` to ``path`` in ``format`` with its metadata record, and check the result.
 
     Args:
         model: A single-input functional Keras model (e.g. ``Xception(...)``).
@@ -72,16 +67,18 @@ def export(
         calibration_size: The most calibration images used.
         transform: The :class:`~keras_xception.data.transform.Transform` the
             artifact's inputs need (default: ``resolve_transform(model=model)``),
-            written beside it as JSON (:func:`transform_path`), so that whatever
-            serves the artifact reads images exactly as Keras does.
-        fold_bn: Export a copy with BatchNormalization folded into the
-            convolutions (same outputs, faster to serve).
+            so that whatever serves the artifact reads images exactly as Keras does.
+        class_names: The classes of a classifier's outputs, kept in the record.
         check: Load the artifact back and compare its outputs on 2 random
             images in [-1, 1] (variable dimensions of the input taken as 96)
             with ``model``'s (fp32) or with the quantized model's before it
             was written (int8).
         rtol: Largest allowed ``max|exported - expected| / max|expected|``.
         seed: Seed of the random check input.
+
+    The record (``keras_xception.data.metadata.record_path(path)``: inside a SavedModel
+    directory, else ``model.keras_xception.json`` beside the file) holds ``transform`` and
+    ``class_names``; ``Predictor(path)`` reads it.
 
     Returns:
         ``path`` as a string.
@@ -93,12 +90,40 @@ def export(
         ParityError: the exported artifact disagrees (the artifact is removed).
     """
     path = check_export_path(path, format)
+    transform = _check_arguments(model, format, precision, calibration, transform)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if precision == "int8":
+        quantized = Predictor(
+            model,
+            FORMATS[format][2],
+            precision="int8",
+            calibration=calibration,
+            calibration_size=calibration_size,
+            transform=transform,
+        )
+        quantized.class_names = None if class_names is None else tuple(class_names)
+        quantized.save(path)
+        expected = quantized.predict
+    else:
+        write(model, path, FORMATS[format][0])
+        write_record(path, ModelRecord(transform, None if class_names is None else tuple(class_names)))
+        expected = lambda x: np.asarray(model.predict(x, verbose=0))  # noqa: E731
+    if check:
+        try:
+            _check_parity(expected, model.input_shape[1:], path, format, rtol, seed)
+        except BaseException:
+            _remove(path, format)  # a model that fails its check is not left behind
+            raise
+    return path
+
+
+def _check_arguments(model, format, precision, calibration, transform) -> Transform:
+    """``export``'s arguments checked before anything is written; returns the transform."""
     check_precision(precision)
     transform = resolve_transform(model=model) if transform is None else transform
     if not isinstance(transform, Transform):
         raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
-    keras_format, _, runtime = FORMATS[format]
-    require(runtime, what=f"format={format!r}")
+    require(FORMATS[format][2], what=f"format={format!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"export supports models with one input and one output; received {len(model.inputs)} "
@@ -114,34 +139,12 @@ def export(
         raise ValueError("precision='int8' is written for format='onnx' or 'openvino'; received format='savedmodel'.")
     if calibration is not None and precision != "int8":
         raise ValueError(f"`calibration` is only used with precision='int8'; received precision={precision!r}.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if precision == "int8":
-        reference = Predictor(
-            model,
-            runtime,
-            precision="int8",
-            calibration=calibration,
-            calibration_size=calibration_size,
-            transform=transform,
-            fold_bn=fold_bn,
-        )
-        reference.save(path)
-        expected = reference.predict
-    else:
-        write(fold_batchnorm(model) if fold_bn else model, path, keras_format)
-        write_transform(path, format, transform)
-        expected = lambda x: np.asarray(model.predict(x, verbose=0))
-    if check:
-        try:
-            _check_parity(expected, _check_input(model), path, format, rtol, seed)
-        except BaseException:
-            remove(path, format)  # a model that fails its check is not left behind
-            raise
-    return path
+    return transform
 
 
 def _check_parity(expected_fn, input_shape, path, format, rtol, seed):
-    x = np.random.default_rng(seed).uniform(-1, 1, (2,) + input_shape).astype(np.float32)
+    shape = tuple(96 if d is None else d for d in input_shape)
+    x = np.random.default_rng(seed).uniform(-1, 1, (2,) + shape).astype(np.float32)
     expected = np.asarray(expected_fn(x))
     got = np.asarray(load_runner(path, format)(x))
     if got.shape != expected.shape:
@@ -152,3 +155,13 @@ def _check_parity(expected_fn, input_shape, path, format, rtol, seed):
             f"Exported {format} model at {path} disagrees with the model it was written from: relative max "
             f"difference {diff:.3g} > rtol={rtol:g}; it was removed."
         )
+
+
+def _remove(path, format):
+    """Delete the artifact at ``path`` and the files written beside it (no error if absent)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    extra = [os.path.splitext(path)[0] + ".bin"] if format == "openvino" else []
+    for p in [path, record_path(path), *extra]:
+        if os.path.isfile(p):
+            os.remove(p)

@@ -15,13 +15,19 @@ import warnings
 
 import numpy as np
 
-from keras_xception.deploy.precision import RECOMMENDED_CALIBRATION, calibration_images, check_precision, cpu_flags
+from keras_xception.checks import fraction
+from keras_xception.deploy.int8 import calibration_images, warn_if_few
 from keras_xception.deploy.predictor import Predictor
+from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities
 
 __all__ = ["agreement", "quantize", "out_runtime", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
 
 #: Default threshold of :func:`quantize`: top-1 agreement (classifiers) or mean cosine (features).
 DEFAULT_MIN_AGREEMENT = 0.99
+
+#: What the small-calibration warning advises inside :func:`quantize` (the Python function and the
+#: ``keras-xception quantize`` command alike): the measurement is already under way.
+_ADVICE = "the agreement measured on the holdout images in this run says whether it is close enough to float32."
 
 
 def outputs_are_classes(model) -> bool:
@@ -127,39 +133,33 @@ def quantize(
         (the figure compared with ``min_agreement``) and its ``value``,
         ``min_agreement``, ``written`` (the path, or None), the figures of
         :func:`agreement`, ``calibration_images``, ``holdout_images``,
-        ``quantize_seconds``, ``cpu_flags`` (the relevant ones found) and
+        ``quantize_seconds``, ``cpu_capabilities`` (OpenVINO's
+        ``OPTIMIZATION_CAPABILITIES`` of the CPU, empty without OpenVINO) and
         ``transform``. When the model does not agree nothing is written and
         a warning says so; the report says what was found either way.
     """
-    import keras
-
-    check_precision(precision)
-    if precision == "fp32":
-        raise ValueError("`precision` must be 'int8' or 'bf16' (fp32 is the reference it is compared with).")
-    if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) or not 0 <= min_agreement <= 1:
-        raise ValueError(f"`min_agreement` must be a number in [0, 1]; received min_agreement={min_agreement!r}.")
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    _check_arguments(model, precision, min_agreement)
     if out is not None:
         runtime = out_runtime(out, runtime)
-    predictor = Predictor(
-        model,
-        runtime,
-        precision=precision,
-        calibration=calibration,
-        calibration_size=calibration_size,
-        transform=transform,
-    )
+    with warnings.catch_warnings():  # Predictor's advice to measure the agreement: said below, in this context
+        warnings.filterwarnings("ignore", message="int8 calibration used")
+        predictor = Predictor(
+            model,
+            runtime,
+            precision=precision,
+            calibration=calibration,
+            calibration_size=calibration_size,
+            transform=transform,
+        )
+    if predictor.calibration_count is not None:
+        warn_if_few(predictor.calibration_count, _ADVICE, stacklevel=3)
     images = calibration_images(
         holdout, input_shape=predictor.input_shape, transform=predictor.transform, limit=holdout_size, what="holdout"
     )
-    reference = model.predict(images, batch_size=16, verbose=0)
     classes = outputs_are_classes(model)
-    found = agreement(reference, predictor.predict(images), classes=classes)
+    found = agreement(model.predict(images, batch_size=16, verbose=0), predictor.predict(images), classes=classes)
     gate = "top1_agreement" if classes else "cosine_mean"
     passed = found[gate] >= min_agreement
-    written = predictor.save(out) if passed and out is not None else None
-    flags = cpu_flags() or frozenset()
     result = {
         "precision": predictor.precision,
         "runtime": predictor.runtime,
@@ -167,12 +167,12 @@ def quantize(
         "gate": gate,
         "value": found[gate],
         "min_agreement": float(min_agreement),
-        "written": written,
+        "written": predictor.save(out) if passed and out is not None else None,
         **found,
         "calibration_images": predictor.calibration_count,
         "holdout_images": len(images),
         "quantize_seconds": round(predictor.build_seconds, 2),
-        "cpu_flags": sorted(f for f in flags if f.startswith(("avx512_vnni", "avx512_bf16", "avx_vnni", "amx"))),
+        "cpu_capabilities": list(cpu_capabilities() or ()),
         "transform": predictor.transform.to_dict() if predictor.transform else None,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -188,3 +188,14 @@ def quantize(
             stacklevel=2,
         )
     return result
+
+
+def _check_arguments(model, precision, min_agreement):
+    import keras
+
+    check_precision(precision)
+    if precision == "fp32":
+        raise ValueError("`precision` must be 'int8' or 'bf16' (fp32 is the reference it is compared with).")
+    fraction(min_agreement, "min_agreement", low_open=False)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
