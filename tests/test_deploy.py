@@ -4,6 +4,7 @@ test_cli.py.)"""
 
 import json
 import os
+import types
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ from keras_xception.data.metadata import read_record, record_path
 from keras_xception.deploy import export as exporting
 from keras_xception.deploy import predictor as inference
 from keras_xception.deploy import runtimes
+from keras_xception.deploy.folding import fold_batchnorm, foldable_pairs
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.runtimes import RuntimeNotInstalledError
 
@@ -48,6 +50,67 @@ def _installed(runtime):
     except RuntimeNotInstalledError:
         return False
     return True
+
+
+# ----------------------------------------------------------------------------- folding (TensorFlow only)
+
+
+def test_fold_batchnorm_removes_every_batchnorm_and_keeps_outputs(model, x, expected):
+    folded = fold_batchnorm(model)
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in kinds
+    bns = [type(layer).__name__ for layer in model.layers].count("BatchNormalization")
+    assert bns > 10 and kinds.count("Identity") == bns  # every BN of Xception follows a convolution
+    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    assert all(folded.get_layer(c).use_bias for c in foldable_pairs(model).values())
+    assert rel_diff(folded.predict(x, verbose=0), expected) < 1e-5
+    # the original is untouched
+    assert "BatchNormalization" in [type(layer).__name__ for layer in model.layers]
+    assert rel_diff(model.predict(x, verbose=0), expected) == 0
+
+
+def test_fold_batchnorm_without_top_and_variable_size(images):
+    m = randomize(small_xception(include_top=False, pooling=None, input_shape=None), seed=3)
+    folded = fold_batchnorm(m, name="folded")
+    assert folded.name == "folded"
+    assert rel_diff(folded.predict(images, verbose=0), m.predict(images, verbose=0)) < 1e-5
+
+
+def test_fold_batchnorm_keeps_a_batchnorm_whose_conv_output_is_shared():
+    inp = keras.Input((8, 8, 3))
+    c = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    b = keras.layers.BatchNormalization(name="bn")(c)
+    out = keras.layers.Add()([b, c])  # conv output read twice: BN cannot be folded
+    m = randomize(keras.Model(inp, out))
+    assert foldable_pairs(m) == {}
+    folded = fold_batchnorm(m)
+    assert type(folded.get_layer("bn")).__name__ == "BatchNormalization"
+    z = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert rel_diff(folded.predict(z, verbose=0), m.predict(z, verbose=0)) < 1e-6
+
+
+def test_fold_batchnorm_rejects_a_non_model():
+    with pytest.raises(ValueError, match="functional keras.Model"):
+        fold_batchnorm(keras.layers.Dense(3))
+
+
+def test_folding_only_where_it_wins(model, monkeypatch):
+    """TensorFlow gets the folded model; OpenVINO and ONNX Runtime fuse BatchNormalization themselves."""
+    folded, sources = [], {}
+
+    def backend(runtime):  # records what each runtime is given, exports nothing
+        def build(source, threads, workers, precision, calibrate):
+            sources[runtime] = source
+            return types.SimpleNamespace(input_shape=model.input_shape[1:], precision=precision)
+
+        return build
+
+    monkeypatch.setattr(inference, "fold_batchnorm", lambda m: folded.append(m) or "folded")
+    monkeypatch.setattr(inference, "BACKENDS", {r: backend(r) for r in runtimes.RUNTIMES})
+    for runtime in runtimes.available_runtimes():
+        Predictor(model, runtime=runtime)
+    assert folded == [model] and sources.pop("tensorflow") == "folded"
+    assert all(source is model for source in sources.values())
 
 
 # ----------------------------------------------------------------------------- Predictor

@@ -1,8 +1,8 @@
 """Export a model for serving, with a check of the written file.
 
 :func:`export` writes a TensorFlow SavedModel, an ONNX file or an OpenVINO IR
-(Keras's own ``model.export``), in float32 or quantized to int8 (ONNX and
-OpenVINO), with its metadata record (:mod:`keras_xception.data.metadata`:
+(Keras's own ``model.export``; a SavedModel with BatchNormalization folded, see
+:mod:`~keras_xception.deploy.folding`), in float32 or quantized to int8 (ONNX and OpenVINO), with its metadata record (:mod:`keras_xception.data.metadata`:
 transform and class names), then loads the file back
 (:class:`~keras_xception.deploy.predictor.Predictor`) and compares its outputs
 with the model's on a random input.
@@ -18,6 +18,7 @@ import numpy as np
 from keras_xception.data.metadata import ModelRecord, record_path, write_record
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.backends import write
+from keras_xception.deploy.folding import fold_batchnorm
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.runtimes import FORMATS, RECOMMENDED_CALIBRATION, check_export_path, check_precision, require
 
@@ -67,18 +68,17 @@ def export(
         calibration_size: The most calibration images used.
         transform: The :class:`~keras_xception.data.transform.Transform` the
             artifact's inputs need (default: ``resolve_transform(model=model)``),
-            so that whatever serves the artifact reads images exactly as Keras does.
-        class_names: The classes of a classifier's outputs, kept in the record.
+            written with ``class_names`` (a classifier's classes) into the file's
+            metadata record (:func:`keras_xception.data.metadata.record_path`: inside
+            a SavedModel, else ``model.keras_xception.json`` beside the file), so that
+            whatever serves the artifact reads images exactly as Keras does.
+        class_names: The classes of a classifier's outputs, for the record.
         check: Load the artifact back and compare its outputs on 2 random
             images in [-1, 1] (variable dimensions of the input taken as 96)
             with ``model``'s (fp32) or with the quantized model's before it
             was written (int8).
         rtol: Largest allowed ``max|exported - expected| / max|expected|``.
         seed: Seed of the random check input.
-
-    The record (``keras_xception.data.metadata.record_path(path)``: inside a SavedModel
-    directory, else ``model.keras_xception.json`` beside the file) holds ``transform`` and
-    ``class_names``; ``Predictor(path)`` reads it.
 
     Returns:
         ``path`` as a string.
@@ -92,21 +92,13 @@ def export(
     path = check_export_path(path, format)
     transform = _check_arguments(model, format, precision, calibration, transform)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    names = None if class_names is None else tuple(class_names)
     if precision == "int8":
-        quantized = Predictor(
-            model,
-            FORMATS[format][2],
-            precision="int8",
-            calibration=calibration,
-            calibration_size=calibration_size,
-            transform=transform,
-        )
-        quantized.class_names = None if class_names is None else tuple(class_names)
-        quantized.save(path)
-        expected = quantized.predict
+        expected = _write_int8(model, path, format, calibration, calibration_size, transform, names)
     else:
-        write(model, path, FORMATS[format][0])
-        write_record(path, ModelRecord(transform, None if class_names is None else tuple(class_names)))
+        # TensorFlow does not fuse Conv+BatchNormalization: folded, 11% less CPU time (deploy/folding.py).
+        write(fold_batchnorm(model) if format == "savedmodel" else model, path, FORMATS[format][0])
+        write_record(path, ModelRecord(transform, names))
         expected = lambda x: np.asarray(model.predict(x, verbose=0))  # noqa: E731
     if check:
         try:
@@ -115,6 +107,21 @@ def export(
             _remove(path, format)  # a model that fails its check is not left behind
             raise
     return path
+
+
+def _write_int8(model, path, format, calibration, calibration_size, transform, class_names):
+    """Quantize ``model`` as :class:`Predictor` does and write it; returns the quantized model's ``predict``."""
+    quantized = Predictor(
+        model,
+        FORMATS[format][2],
+        precision="int8",
+        calibration=calibration,
+        calibration_size=calibration_size,
+        transform=transform,
+    )
+    quantized.class_names = class_names
+    quantized.save(path)
+    return quantized.predict
 
 
 def _check_arguments(model, format, precision, calibration, transform) -> Transform:

@@ -141,7 +141,49 @@ def quantize(
     _check_arguments(model, precision, min_agreement)
     if out is not None:
         runtime = out_runtime(out, runtime)
-    with warnings.catch_warnings():  # Predictor's advice to measure the agreement: said below, in this context
+    predictor = _reduced(model, runtime, precision, calibration, calibration_size, transform)
+    images = calibration_images(
+        holdout, input_shape=predictor.input_shape, transform=predictor.transform, limit=holdout_size, what="holdout"
+    )
+    classes = outputs_are_classes(model)
+    found = agreement(model.predict(images, batch_size=16, verbose=0), predictor.predict(images), classes=classes)
+    gate = "top1_agreement" if classes else "cosine_mean"
+    passed = found[gate] >= min_agreement
+    written = predictor.save(out) if passed and out is not None else None
+    result = _result(predictor, found, gate, passed, min_agreement, written, len(images))
+    if report is not None:
+        _write_json(report, result)
+    if not passed:
+        warnings.warn(
+            f"The {precision} model does not agree with float32: {gate} {found[gate]:.4f} < min_agreement "
+            f"{min_agreement} on {len(images)} held-out images" + ("; nothing was written." if out else "."),
+            stacklevel=2,
+        )
+    return result
+
+
+def _result(predictor, found, gate, passed, min_agreement, written, count) -> dict:
+    return {
+        "precision": predictor.precision,
+        "runtime": predictor.runtime,
+        "passed": bool(passed),
+        "gate": gate,
+        "value": found[gate],
+        "min_agreement": float(min_agreement),
+        "written": written,
+        **found,
+        "calibration_images": predictor.calibration_count,
+        "holdout_images": count,
+        "quantize_seconds": round(predictor.build_seconds, 2),
+        "cpu_capabilities": list(cpu_capabilities() or ()),
+        "transform": predictor.transform.to_dict() if predictor.transform else None,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _reduced(model, runtime, precision, calibration, calibration_size, transform):
+    """The reduced-precision Predictor, with the small-calibration warning worded for :func:`quantize`."""
+    with warnings.catch_warnings():  # Predictor's own wording advises measuring the agreement: under way here
         warnings.filterwarnings("ignore", message="int8 calibration used")
         predictor = Predictor(
             model,
@@ -152,42 +194,15 @@ def quantize(
             transform=transform,
         )
     if predictor.calibration_count is not None:
-        warn_if_few(predictor.calibration_count, _ADVICE, stacklevel=3)
-    images = calibration_images(
-        holdout, input_shape=predictor.input_shape, transform=predictor.transform, limit=holdout_size, what="holdout"
-    )
-    classes = outputs_are_classes(model)
-    found = agreement(model.predict(images, batch_size=16, verbose=0), predictor.predict(images), classes=classes)
-    gate = "top1_agreement" if classes else "cosine_mean"
-    passed = found[gate] >= min_agreement
-    result = {
-        "precision": predictor.precision,
-        "runtime": predictor.runtime,
-        "passed": bool(passed),
-        "gate": gate,
-        "value": found[gate],
-        "min_agreement": float(min_agreement),
-        "written": predictor.save(out) if passed and out is not None else None,
-        **found,
-        "calibration_images": predictor.calibration_count,
-        "holdout_images": len(images),
-        "quantize_seconds": round(predictor.build_seconds, 2),
-        "cpu_capabilities": list(cpu_capabilities() or ()),
-        "transform": predictor.transform.to_dict() if predictor.transform else None,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if report is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
-        with open(report, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-    if not passed:
-        warnings.warn(
-            f"The {precision} model does not agree with float32: {gate} {found[gate]:.4f} < min_agreement "
-            f"{min_agreement} on {len(images)} held-out images" + ("; nothing was written." if out else "."),
-            stacklevel=2,
-        )
-    return result
+        warn_if_few(predictor.calibration_count, _ADVICE, stacklevel=4)
+    return predictor
+
+
+def _write_json(path, result):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
 
 
 def _check_arguments(model, precision, min_agreement):
