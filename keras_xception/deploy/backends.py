@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor  # starts its threads when first used
 
 import numpy as np
 
@@ -78,13 +79,13 @@ class _TensorFlowBackend:
             self.input_shape = tuple(source.input_shape[1:])
         self.precision = "fp32"
         self._tf = tf
-        self._pool = _ThreadPool(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="keras-xception")
 
     def run_one(self, x):
         return np.asarray(self._fn(self._tf.constant(x)))
 
     def run_many(self, chunks):
-        return self._pool.map(self.run_one, chunks)
+        return list(self._pool.map(self.run_one, chunks))
 
 
 class _OnnxRuntimeBackend:
@@ -111,7 +112,7 @@ class _OnnxRuntimeBackend:
         self._threads, self._workers = threads, workers
         self._latency = self._session(threads)
         self._throughput = None
-        self._pool = _ThreadPool(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="keras-xception")
         self._input = self._latency.get_inputs()[0].name
         self.input_shape = _onnx_input_shape(self._onnx)
 
@@ -132,7 +133,7 @@ class _OnnxRuntimeBackend:
     def run_many(self, chunks):
         if self._throughput is None:
             self._throughput = self._session(max(1, self._threads // self._workers))
-        return self._pool.map(lambda c: self.run_one(c, self._throughput), chunks)
+        return list(self._pool.map(lambda c: self.run_one(c, self._throughput), chunks))
 
     def save(self, path):
         with open(path, "wb") as f:
@@ -217,22 +218,6 @@ class _OpenVINOBackend:
         import openvino as ov
 
         ov.save_model(self._model, path, compress_to_fp16=False)
-
-
-class _ThreadPool:
-    """``map`` over a lazily started thread pool (in order), or a plain loop for 1 worker."""
-
-    def __init__(self, workers):
-        self._workers, self._pool = workers, None
-
-    def map(self, fn, items):
-        if self._workers == 1:
-            return [fn(item) for item in items]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="keras-xception")
-        return list(self._pool.map(fn, items))
 
 
 BACKENDS = {

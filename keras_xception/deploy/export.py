@@ -48,40 +48,27 @@ def export(
     rtol: float = 1e-4,
     seed: int = 0,
 ) -> str:
-    """Write ``model`` to ``path`` in ``format`` with its metadata record, and check the result.
+    """Write ``model`` to ``path`` in ``format`` with its metadata record, check the result, return ``path``.
 
     Args:
         model: A single-input functional Keras model (e.g. ``Xception(...)``).
-        path: Output path: a directory for ``"savedmodel"``, a ``.onnx`` file
-            for ``"onnx"``, a ``.xml`` file (plus ``.bin`` beside it) for
-            ``"openvino"``.
+        path: A directory (``"savedmodel"``), a ``.onnx`` file (``"onnx"``) or a
+            ``.xml`` file, with its ``.bin`` beside it (``"openvino"``).
         format: ``"savedmodel"``, ``"onnx"`` or ``"openvino"``.
-        precision: ``"fp32"`` or ``"int8"`` (``"onnx"`` and ``"openvino"``:
-            post-training quantization calibrated on ``calibration``, as
-            :class:`~keras_xception.deploy.predictor.Predictor` does; measure
-            its agreement with :func:`keras_xception.quantize`, which also
-            writes the file only when it agrees). bf16 is not a file format
-            but a compile setting: export fp32 and use
-            ``Predictor(path, precision="bf16")``.
-        calibration: int8 calibration images (a directory, a list of paths, a
-            numpy array of model inputs or a ``tf.data.Dataset``).
-        calibration_size: The most calibration images used.
-        transform: The :class:`~keras_xception.data.transform.Transform` the
-            artifact's inputs need (default: ``resolve_transform(model=model)``),
-            written with ``class_names`` (a classifier's classes) into the file's
-            metadata record (:func:`keras_xception.data.metadata.record_path`: inside
-            a SavedModel, else ``model.keras_xception.json`` beside the file), so that
-            whatever serves the artifact reads images exactly as Keras does.
+        precision: ``"fp32"``, or ``"int8"`` for ``"onnx"`` and ``"openvino"``
+            (quantized as ``Predictor`` does; :func:`keras_xception.quantize` also
+            measures it). bf16 is a compile setting, not a file: export fp32 and
+            run ``Predictor(path, precision="bf16")``.
+        calibration, calibration_size: int8 calibration images, as for ``Predictor``.
+        transform: How image files become the model's inputs (default:
+            ``resolve_transform(model=model)``); written with ``class_names`` (a
+            classifier's classes) into the file's metadata record
+            (:func:`keras_xception.data.metadata.record_path`), which ``Predictor(path)`` reads.
         class_names: The classes of a classifier's outputs, for the record.
-        check: Load the artifact back and compare its outputs on 2 random
-            images in [-1, 1] (variable dimensions of the input taken as 96)
-            with ``model``'s (fp32) or with the quantized model's before it
-            was written (int8).
-        rtol: Largest allowed ``max|exported - expected| / max|expected|``.
-        seed: Seed of the random check input.
-
-    Returns:
-        ``path`` as a string.
+        check: Load the file back and compare its outputs on 2 random images in
+            [-1, 1] (open input dimensions taken as 96) with ``model``'s (fp32) or
+            the quantized model's before it was written (int8).
+        rtol, seed: Largest allowed ``max|exported - expected| / max|expected|``; seed of the check input.
 
     Raises:
         ValueError: unknown format or precision, a path that does not fit the

@@ -114,29 +114,24 @@ def quantize(
     Args:
         model: A single-input Keras model containing an Xception (classifier,
             feature model, transfer-learned classifier; any input size).
-        calibration: int8 calibration images (see :class:`Predictor`); ignored
-            (must be None) for bf16.
-        holdout: Images to compare on, in the same forms; keep them apart
-            from the calibration images.
+        calibration: int8 calibration images (see :class:`Predictor`); None for bf16.
+        holdout: Images to compare on, in the same forms, apart from the calibration images.
         precision: ``"int8"`` or ``"bf16"``.
         runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); for
             ``out``, default: the runtime of its suffix (``.xml``, ``.onnx``).
         out: Where to write the model (``Predictor.save``), only if it agrees.
-        min_agreement: The least top-1 agreement (classifier outputs) or mean
-            cosine similarity (feature outputs) for the model to be written.
+        min_agreement: The least top-1 agreement (classifiers) or mean cosine (features) to write it.
         calibration_size, holdout_size: The most images used of each.
         transform: How image files become model inputs (default: the model's).
         report: Also write the returned report as JSON to this path.
 
     Returns:
-        The report: ``precision``, ``runtime``, ``passed``, ``gate``
-        (the figure compared with ``min_agreement``) and its ``value``,
-        ``min_agreement``, ``written`` (the path, or None), the figures of
-        :func:`agreement`, ``calibration_images``, ``holdout_images``,
-        ``quantize_seconds``, ``cpu_capabilities`` (OpenVINO's
-        ``OPTIMIZATION_CAPABILITIES`` of the CPU, empty without OpenVINO) and
-        ``transform``. When the model does not agree nothing is written and
-        a warning says so; the report says what was found either way.
+        The report: ``precision``, ``runtime``, ``passed``, ``gate`` (the figure
+        compared with ``min_agreement``) and its ``value``, ``min_agreement``,
+        ``written`` (the path, or None), the figures of :func:`agreement`,
+        ``calibration_images``, ``holdout_images``, ``quantize_seconds``,
+        ``cpu_capabilities`` (OpenVINO's, empty without it) and ``transform``.
+        A model that does not agree is not written, and a warning says so.
     """
     _check_arguments(model, precision, min_agreement)
     if out is not None:
