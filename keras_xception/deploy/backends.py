@@ -1,10 +1,10 @@
-"""The three inference backends behind :class:`~keras_xception.deploy.predictor.Predictor`.
+"""The inference backends behind :class:`~keras_xception.deploy.predictor.Predictor`.
 
-Each takes a source (a BatchNorm-folded Keras model, or the path of an
-exported file), the thread and stream counts, the precision wanted and a
+Each takes a source (a Keras model, or the path of an exported file), the thread and stream counts, the precision wanted and a
 ``calibrate(input_shape)`` callback that returns the int8 calibration images;
 each has ``input_shape``, ``precision``, ``run_one(x)`` (one call on all
-threads), ``run_many(chunks)`` (calls on concurrent streams) and ``save(path)``.
+threads) and ``run_many(chunks)`` (calls on concurrent streams); the exported
+ones also ``save(path)``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,30 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor  # starts its threads when first used
 
 import numpy as np
 
-from keras_xception.deploy.artifacts import write
-from keras_xception.deploy.precision import onnx_is_int8, openvino_is_int8, quantize_onnx, quantize_openvino
+from keras_xception.deploy.int8 import onnx_is_int8, openvino_is_int8, quantize_onnx, quantize_openvino
 
-__all__ = ["BACKENDS", "cpu_threads"]
+__all__ = ["BACKENDS", "cpu_threads", "write"]
+
+
+def write(model, path, keras_format):
+    """``model.export`` with an explicit input signature (batch and, where the
+    model leaves them open, spatial dimensions variable), so that a freshly
+    built model that was never called can be exported too."""
+    import warnings
+
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="input")
+    with warnings.catch_warnings():  # Keras's tf2onnx numpy-2 patch warns about np.object
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(path, format=keras_format, verbose=False, input_signature=[spec])
+    # tf2onnx leaves gigabytes of garbage behind (measured at 299x299:
+    # 5.2 GB resident after the conversion, 2.5 GB after a collection).
+    gc.collect()
 
 
 def cpu_threads() -> int:
@@ -27,6 +44,19 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+class _KerasBackend:
+    """The Keras model itself: ``predict_on_batch`` per chunk, one after the other."""
+
+    def __init__(self, source, threads, workers, precision, calibrate):
+        self._model, self.input_shape, self.precision = source, tuple(source.input_shape[1:]), "fp32"
+
+    def run_one(self, x):
+        return np.asarray(self._model.predict_on_batch(x))
+
+    def run_many(self, chunks):
+        return [self.run_one(c) for c in chunks]
 
 
 class _TensorFlowBackend:
@@ -49,19 +79,13 @@ class _TensorFlowBackend:
             self.input_shape = tuple(source.input_shape[1:])
         self.precision = "fp32"
         self._tf = tf
-        self._pool = _ThreadPool(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="keras-xception")
 
     def run_one(self, x):
         return np.asarray(self._fn(self._tf.constant(x)))
 
     def run_many(self, chunks):
-        return self._pool.map(self.run_one, chunks)
-
-    def save(self, path):
-        raise ValueError(
-            "A runtime='tensorflow' Predictor cannot be saved; write the Keras model with "
-            "keras_xception.export(model, path, format='savedmodel')."
-        )
+        return list(self._pool.map(self.run_one, chunks))
 
 
 class _OnnxRuntimeBackend:
@@ -81,9 +105,6 @@ class _OnnxRuntimeBackend:
                 write(source, path, "onnx")
                 with open(path, "rb") as f:
                     self._onnx = f.read()
-            # tf2onnx leaves gigabytes of garbage behind (measured at 299x299:
-            # 5.2 GB resident after the conversion, 2.5 GB after a collection).
-            gc.collect()
         self.precision = "int8" if onnx_is_int8(self._onnx) else "fp32"
         if precision == "int8" and self.precision != "int8":
             self._onnx = quantize_onnx(self._onnx, calibrate(_onnx_input_shape(self._onnx)))
@@ -91,7 +112,7 @@ class _OnnxRuntimeBackend:
         self._threads, self._workers = threads, workers
         self._latency = self._session(threads)
         self._throughput = None
-        self._pool = _ThreadPool(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="keras-xception")
         self._input = self._latency.get_inputs()[0].name
         self.input_shape = _onnx_input_shape(self._onnx)
 
@@ -112,7 +133,7 @@ class _OnnxRuntimeBackend:
     def run_many(self, chunks):
         if self._throughput is None:
             self._throughput = self._session(max(1, self._threads // self._workers))
-        return self._pool.map(lambda c: self.run_one(c, self._throughput), chunks)
+        return list(self._pool.map(lambda c: self.run_one(c, self._throughput), chunks))
 
     def save(self, path):
         with open(path, "wb") as f:
@@ -199,20 +220,9 @@ class _OpenVINOBackend:
         ov.save_model(self._model, path, compress_to_fp16=False)
 
 
-class _ThreadPool:
-    """``map`` over a lazily started thread pool (in order), or a plain loop for 1 worker."""
-
-    def __init__(self, workers):
-        self._workers, self._pool = workers, None
-
-    def map(self, fn, items):
-        if self._workers == 1:
-            return [fn(item) for item in items]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="keras-xception")
-        return list(self._pool.map(fn, items))
-
-
-BACKENDS = {"tensorflow": _TensorFlowBackend, "onnxruntime": _OnnxRuntimeBackend, "openvino": _OpenVINOBackend}
+BACKENDS = {
+    "keras": _KerasBackend,
+    "tensorflow": _TensorFlowBackend,
+    "onnxruntime": _OnnxRuntimeBackend,
+    "openvino": _OpenVINOBackend,
+}

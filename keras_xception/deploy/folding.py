@@ -1,6 +1,13 @@
 """BatchNormalization folding: an inference-only copy of a model with every
 BatchNormalization that directly follows a convolution merged into it.
 
+Used only where it measurably wins: the TensorFlow runtime and SavedModel exports (TensorFlow does
+not fuse them: full-size Xception, 299x299, CPU time per call 1434 against 1609 ms at batch 8 and
+205 against 227 ms at batch 1). OpenVINO and ONNX Runtime fuse Conv+BatchNormalization themselves:
+folding first changed neither their speed (within 3%) nor their outputs (the same max relative
+difference to Keras, 5.3e-7 and 3.2e-7) nor their int8 agreement (digits model: ONNX Runtime
+identical; OpenVINO 385 against 386 of 397 top-1), and cost 4-8 s per export.
+
 In inference mode BatchNormalization is a per-channel affine map,
 ``y = s * (z - mean) + beta`` with ``s = gamma / sqrt(var + eps)``. When ``z``
 is the output of a convolution ``z = W * x + b`` (and nothing else reads
@@ -118,6 +125,12 @@ def fold_batchnorm(model, name: str | None = None):
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
     if name is not None:
         folded.name = name
+    _copy_weights(model, folded, pairs)
+    return folded
+
+
+def _copy_weights(model, folded, pairs):
+    """Weights of ``model`` into ``folded``, each folded convolution's scaled by its BatchNormalization."""
     conv_to_bn = {c: b for b, c in pairs.items()}
     for layer in model.layers:
         if layer.name in pairs or not layer.weights:
@@ -135,4 +148,3 @@ def fold_batchnorm(model, name: str | None = None):
         weights[-1] = weights[-1] * scale
         weights.append(scale * bias + shift)
         new.set_weights([w.astype(layer.dtype if layer.dtype else "float32") for w in weights])
-    return folded

@@ -1,59 +1,37 @@
-"""Fast CPU inference: :class:`Predictor` runs a Keras model, or an exported one, on an inference runtime.
+"""Fast CPU inference: :class:`Predictor`, the one way to run a model (Keras, or an exported file) on a
+numpy batch, on any runtime (keras, tensorflow, onnxruntime, openvino) and precision (fp32, bf16, int8).
 
-``Predictor(model, runtime=..., precision=...)`` takes a single-input,
-single-output Keras model (such as :func:`keras_xception.Xception`, a feature
-model or a transfer-learned classifier), folds its BatchNormalization layers
-into the convolutions (:func:`keras_xception.deploy.folding.fold_batchnorm`),
-and hands the result to one of these runtimes:
-
-* ``"tensorflow"``: a ``tf.function`` with a fixed input signature (any batch
-  size, one trace), always available; float32 only.
-* ``"onnxruntime"``: the model exported to ONNX (tf2onnx) and run by ONNX
-  Runtime; float32 or int8. Extra: ``pip install "keras-xception[onnx]"``.
-* ``"openvino"``: the model exported to OpenVINO IR and compiled for the CPU;
-  float32, bfloat16 or int8 (NNCF). Extra: ``pip install "keras-xception[openvino]"``.
-* ``"auto"``: the fastest installed one that runs the precision, see
-  :func:`~keras_xception.deploy.runtimes.resolve_runtime`.
-
-``model`` may also be the path of an exported model (``export``'s SavedModel
-directory, ``.onnx`` or ``.xml``, int8 ones included): the runtime follows
-the file and the transform written beside it becomes ``predictor.transform``.
-
-Precisions (:mod:`keras_xception.deploy.precision`): ``"fp32"`` returns the
-same values as ``model.predict(x)`` up to float rounding (relative max
-difference well below 1e-4); ``"bf16"`` and ``"int8"`` trade a little
-accuracy for speed: measure it with :func:`keras_xception.quantize`.
+OpenVINO and ONNX Runtime get the model as it is (they fuse Conv+BatchNormalization themselves);
+the TensorFlow runtime gets it with BatchNormalization folded (:mod:`keras_xception.deploy.folding`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
 
 import numpy as np
 
-from keras_xception.data.transform import resolve_transform
-from keras_xception.deploy.artifacts import format_of, read_transform, write_transform
+from keras_xception.checks import positive_int
+from keras_xception.data.metadata import ModelRecord, read_record, write_record
+from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.backends import BACKENDS, cpu_threads
 from keras_xception.deploy.folding import fold_batchnorm
-from keras_xception.deploy.precision import (
-    RECOMMENDED_CALIBRATION,
-    SUPPORTED,
-    calibration_images,
-    check_precision,
-    hardware_warning,
-)
+from keras_xception.deploy.int8 import calibration_images, warn_if_few
 from keras_xception.deploy.runtimes import (
     FORMATS,
-    RuntimeNotInstalledError,
-    available_runtimes,
+    RECOMMENDED_CALIBRATION,
     check_export_path,
+    check_precision,
+    format_of,
+    hardware_warning,
     require,
-    resolve_runtime,
+    runtime_for,
 )
 
-__all__ = ["Predictor", "predict_function", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Predictor", "predict_function", "read_metadata", "DEFAULT_BATCH_SIZE"]
 
 #: Images per runtime call by default, per (runtime, precision), from
 #: benchmarks/inference.py on 2-core AVX-512 CPUs at 299x299. A single call
@@ -68,6 +46,7 @@ __all__ = ["Predictor", "predict_function", "DEFAULT_BATCH_SIZE"]
 #:   single-image calls; batch 32: 92.6 against 73.9 and 90.0; bf16, batch 8: 76.2 against 70.6
 #:   and 71.7). ONNX Runtime int8: one image per call (batch 8: 47.3 against 42.5 in one call).
 DEFAULT_BATCH_SIZE = {
+    ("keras", "fp32"): 32,
     ("tensorflow", "fp32"): 32,
     ("onnxruntime", "fp32"): 1,
     ("onnxruntime", "int8"): 1,
@@ -76,30 +55,41 @@ DEFAULT_BATCH_SIZE = {
     ("openvino", "int8"): 4,
 }
 
-
-def _positive_int(value, name):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}.")
-    return value
+_ADVICE = (
+    "measure its agreement with float32 with keras_xception.quantize (`keras-xception quantize` on the command line)."
+)
 
 
-def _runtime_for(runtime, precision):
-    """``runtime`` resolved for ``precision`` ("auto": the first installed runtime that runs it)."""
-    if runtime != "auto":
-        runtime = resolve_runtime(runtime)
-        check_precision(precision, runtime)
-        return runtime
-    able = [r for r in available_runtimes() if precision in SUPPORTED[r]]
-    if not able:
-        raise RuntimeNotInstalledError(
-            f"precision={precision!r} needs OpenVINO (or ONNX Runtime for int8). Install it with: "
-            'pip install "keras-xception[openvino]"'
-        )
-    return able[0]
+def read_metadata(path) -> ModelRecord | None:
+    """The metadata record of the exported model at ``path``, or None.
+
+    Files exported by keras-xception 0.2 carry only their transform, in a sidecar
+    (``model.transform.json``, in a SavedModel ``keras_xception_transform.json``): read as a record.
+    """
+    record = read_record(path)
+    path = os.fspath(path)
+    old = os.path.join(path, "keras_xception_transform.json") if os.path.isdir(path) else None
+    old = old or os.path.splitext(path)[0] + ".transform.json"
+    if record is not None or not os.path.isfile(old):
+        return record
+    try:
+        with open(old) as f:
+            return ModelRecord(Transform.from_dict(json.load(f)))
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"Cannot read the transform of {path!r} from {old!r}: {e}") from None
 
 
 class Predictor:
     """Fast CPU inference for a single-input, single-output Keras model or an exported one.
+
+    Runtimes: ``"keras"``: the Keras model itself (``predict_on_batch``; no export
+    step: the quickest start for a handful of images), float32; ``"tensorflow"``:
+    a ``tf.function`` with a fixed input signature, float32; ``"onnxruntime"``:
+    the model exported to ONNX (tf2onnx), float32 or int8 (extra ``onnx``);
+    ``"openvino"``: the model exported to OpenVINO IR, float32, bfloat16 or int8
+    with NNCF (extra ``openvino``). fp32 returns ``model.predict(x)``'s values up
+    to float rounding (relative max difference well below 1e-4); bf16 and int8
+    trade a little accuracy for speed: measure it with :func:`keras_xception.quantize`.
 
     Example::
 
@@ -111,12 +101,12 @@ class Predictor:
         int8 = Predictor("xception_int8.xml")              # ... reuse
 
     Args:
-        model: A functional Keras model with one input and one output (copied
-            with BatchNormalization folded in and exported; later changes to
-            ``model`` do not reach the predictor), or the path of a model
-            written by :func:`keras_xception.export` or :meth:`save`.
-        runtime: ``"auto"`` (default), ``"tensorflow"``, ``"onnxruntime"`` or
-            ``"openvino"``. ``"auto"`` picks the fastest installed runtime
+        model: A functional Keras model with one input and one output (exported
+            as it is now; later changes to ``model`` do not reach the predictor,
+            except with ``runtime="keras"``), or the path of a model written by
+            :func:`keras_xception.export` or :meth:`save`.
+        runtime: ``"auto"`` (default), ``"keras"``, ``"tensorflow"``, ``"onnxruntime"``
+            or ``"openvino"``. ``"auto"`` picks the fastest installed runtime
             that runs ``precision``; for a file, the runtime of its format.
         precision: ``"fp32"`` (default for a Keras model), ``"bf16"``
             (OpenVINO) or ``"int8"`` (OpenVINO with NNCF, or ONNX Runtime);
@@ -131,7 +121,7 @@ class Predictor:
         calibration_size: The most calibration images used (a random sample
             of a larger directory).
         transform: How image files become this model's inputs (default: the
-            one written beside a file, else ``resolve_transform(model=model)``);
+            file's metadata record, else ``resolve_transform(model=model)``);
             used to read a calibration directory, and kept as ``self.transform``.
         batch_size: Images per runtime call; ``predict`` splits larger inputs
             into chunks of this size (the last one may be smaller). Default:
@@ -143,12 +133,9 @@ class Predictor:
             (default: ``threads``). A single chunk runs alone on all threads
             (latency mode); several run on ``workers`` streams of
             ``threads // workers`` threads each (throughput mode).
-        fold_bn: Fold BatchNormalization into the convolutions first (exact;
-            the runtimes are faster on the folded graph).
 
-    Warns when the CPU lacks the instructions that make ``precision`` fast
-    (read from ``/proc/cpuinfo``) and when int8 calibration uses fewer than
-    300 images.
+    Warns when OpenVINO says the CPU has no native bf16 (for ``precision="bf16"``)
+    and when int8 calibration uses fewer than 300 images.
 
     A Predictor is not thread-safe: give each thread its own (it already
     uses every CPU for one call).
@@ -156,6 +143,8 @@ class Predictor:
     Attributes:
         runtime, precision: In use (``"auto"`` and defaults resolved).
         transform: The input :class:`~keras_xception.data.transform.Transform` (None if unknown).
+        class_names: The class names of an exported classifier's record (None if unknown);
+            :meth:`save` writes them.
         calibration_count: Images the int8 model was calibrated on here (None otherwise).
         build_seconds: Time to export (and quantize) the model.
         batch_size, threads, workers: As given (defaults resolved).
@@ -173,17 +162,14 @@ class Predictor:
         batch_size: int | None = None,
         threads: int | None = None,
         workers: int | None = None,
-        fold_bn: bool = True,
     ):
-        import keras
-
         started = time.perf_counter()
         if precision is not None:
             check_precision(precision)
-        _positive_int(calibration_size, "calibration_size")
-        threads = _positive_int(threads, "threads") or cpu_threads()
-        workers = _positive_int(workers, "workers") or threads
-        _positive_int(batch_size, "batch_size")
+        positive_int(calibration_size, "calibration_size")
+        self.threads = positive_int(threads, "threads", allow_none=True) or cpu_threads()
+        self.workers = positive_int(workers, "workers", allow_none=True) or self.threads
+        positive_int(batch_size, "batch_size", allow_none=True)
         if calibration is not None and precision != "int8":
             raise ValueError(
                 f"`calibration` is only used with precision='int8'; received precision={precision!r}. "
@@ -191,67 +177,85 @@ class Predictor:
             )
         self.calibration_count = None
         if isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
-            fmt = format_of(path)
-            file_runtime = FORMATS[fmt][2]
-            if runtime not in ("auto", file_runtime):
-                raise ValueError(
-                    f"{path!r} is a {fmt} model, run by runtime={file_runtime!r}; received runtime={runtime!r}. "
-                    "Leave runtime='auto' for an exported file."
-                )
-            require(file_runtime)
-            if precision is not None:
-                check_precision(precision, file_runtime)
-            self.runtime = file_runtime
-            transform = transform or read_transform(path, fmt)
-            source = path
-            input_shape = None
-        elif isinstance(model, keras.Model):
-            if len(model.inputs) != 1 or len(model.outputs) != 1:
-                raise ValueError(
-                    "Predictor supports models with one input and one output; received "
-                    f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
-                )
-            self.runtime = _runtime_for(runtime, precision or "fp32")
-            input_shape = tuple(model.input_shape[1:])
-            transform = transform or resolve_transform(model=model)
-            source = fold_batchnorm(model) if fold_bn else model
+            source = self._open_file(os.fspath(model), runtime, precision, transform)
+            wanted, input_shape, self._output_shape = precision, None, None
         else:
+            source = self._take_model(model, runtime, precision or "fp32", transform)
+            wanted, input_shape, self._output_shape = precision or "fp32", model.input_shape[1:], model.output_shape[1:]
+        calibrate = self._calibrator(calibration, calibration_size)
+        if wanted == "int8" and input_shape is not None:
+            calibrate(input_shape)  # bad calibration data fails before the slow export
+        self._backend = BACKENDS[self.runtime](source, self.threads, self.workers, wanted, calibrate)
+        self.input_shape = tuple(input_shape or self._backend.input_shape)
+        self.precision = self._backend.precision
+        self._check_built(source, precision, calibration)
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[(self.runtime, self.precision)]
+        self.build_seconds = time.perf_counter() - started
+
+    def _open_file(self, path, runtime, precision, transform):
+        """Runtime, transform and class names of the exported model at ``path``; returns ``path``."""
+        fmt = format_of(path)
+        self.runtime = FORMATS[fmt][2]
+        if runtime not in ("auto", self.runtime):
+            raise ValueError(
+                f"{path!r} is a {fmt} model, run by runtime={self.runtime!r}; received runtime={runtime!r}. "
+                "Leave runtime='auto' for an exported file."
+            )
+        require(self.runtime)
+        if precision is not None:
+            check_precision(precision, self.runtime)
+        record = read_metadata(path)
+        self.transform = transform or (record.transform if record else None)
+        self.class_names = record.class_names if record else None
+        return path
+
+    def _take_model(self, model, runtime, precision, transform):
+        """Runtime and transform for the Keras ``model``; returns it."""
+        import keras
+
+        if not isinstance(model, keras.Model):
             raise ValueError(
                 "`model` must be a keras.Model or the path of an exported model (.xml, .onnx or a SavedModel "
                 f"directory); received {type(model).__name__}."
             )
-        self.transform = transform
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(
+                "Predictor supports models with one input and one output; received "
+                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+            )
+        self.runtime = runtime_for(runtime, precision)
+        self.transform = transform or resolve_transform(model=model)
+        self.class_names = None
+        # TensorFlow does not fuse Conv+BatchNormalization: folded, 11% less CPU time (deploy/folding.py).
+        return fold_batchnorm(model) if self.runtime == "tensorflow" else model
+
+    def _calibrator(self, calibration, limit):
+        """``calibrate(input_shape)``: the int8 calibration images, read once."""
         images = None
 
         def calibrate(shape):
             nonlocal images
             if images is None:
-                images = calibration_images(calibration, input_shape=shape, transform=transform, limit=calibration_size)
+                images = calibration_images(calibration, input_shape=shape, transform=self.transform, limit=limit)
                 self.calibration_count = len(images)
             return images
 
-        wanted = precision or ("fp32" if input_shape is not None else None)
-        if wanted == "int8" and input_shape is not None:
-            calibrate(input_shape)  # bad calibration data fails before the slow export
-        self._backend = BACKENDS[self.runtime](source, threads, workers, wanted, calibrate)
-        self.input_shape = input_shape or self._backend.input_shape
-        self.precision = self._backend.precision
+        return calibrate
+
+    def _check_built(self, source, precision, calibration):
+        """The precision asked of a file is the one it holds; warnings about what was built."""
         if precision is not None and self.precision != precision:
             raise ValueError(
                 f"{source!r} holds an {self.precision} model; it cannot run in precision={precision!r}. "
                 "Export the Keras model again in the precision you want."
             )
         if calibration is not None and self.calibration_count is None:
-            warnings.warn(f"{source!r} is already quantized to int8; `calibration` was not used.", stacklevel=2)
+            warnings.warn(f"{source!r} is already quantized to int8; `calibration` was not used.", stacklevel=3)
+        if self.calibration_count is not None:
+            warn_if_few(self.calibration_count, _ADVICE, stacklevel=4)
         message = hardware_warning(self.precision)
         if message:
-            warnings.warn(message, stacklevel=2)
-        self._output_shape = tuple(model.output_shape[1:]) if input_shape is not None else None
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[(self.runtime, self.precision)]
-        self.threads = threads
-        self.workers = workers
-        self.build_seconds = time.perf_counter() - started
+            warnings.warn(message, stacklevel=3)
 
     def _check(self, x):
         x = np.asarray(x)
@@ -277,17 +281,17 @@ class Predictor:
         batch_size = batch_size or self.batch_size
         if len(x) == 0:
             if self._output_shape is not None and None not in self._output_shape:
-                return np.zeros((0,) + self._output_shape, np.float32)
+                return np.zeros((0,) + tuple(self._output_shape), np.float32)
             raise ValueError("`x` holds no image.")
         if len(x) <= batch_size:
-            return np.asarray(self._backend.run_one(x))
+            return np.asarray(self._backend.run_one(x), np.float32)
         chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
-        return np.concatenate(self._backend.run_many(chunks))
+        return np.concatenate(self._backend.run_many(chunks)).astype(np.float32, copy=False)
 
     __call__ = predict
 
     def save(self, path) -> str:
-        """Write the runtime's model (int8 included) to ``path`` with its transform beside it.
+        """Write the runtime's model (int8 included) to ``path`` with its metadata record.
 
         ``.xml`` (plus ``.bin``) for OpenVINO, ``.onnx`` for ONNX Runtime;
         ``Predictor(path)`` loads it again. A bf16 predictor writes the
@@ -296,12 +300,15 @@ class Predictor:
         """
         fmt = {"openvino": "openvino", "onnxruntime": "onnx"}.get(self.runtime)
         if fmt is None:
-            self._backend.save(path)  # raises, saying what to do
+            raise ValueError(
+                f"A runtime={self.runtime!r} Predictor cannot be saved; write the Keras model with "
+                "keras_xception.export(model, path, format='savedmodel')."
+            )
         path = check_export_path(path, fmt)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._backend.save(path)
         if self.transform is not None:
-            write_transform(path, fmt, self.transform)
+            write_record(path, ModelRecord(self.transform, self.class_names))
         return path
 
     def __repr__(self):
@@ -312,18 +319,6 @@ class Predictor:
 
 
 def predict_function(model, runtime: str = "auto", **kwargs):
-    """A numpy -> numpy function computing ``model``'s outputs on ``runtime``.
-
-    ``runtime="keras"`` gives plain ``model.predict_on_batch`` (no export
-    step: the quickest start for a handful of images; float32 only);
-    anything else builds a :class:`Predictor` (``kwargs``, e.g.
-    ``precision`` and ``calibration``, go to it) and returns its ``predict``.
-    """
-    if runtime == "keras":
-        if kwargs.get("precision") not in (None, "fp32") or kwargs.get("calibration") is not None:
-            raise ValueError(
-                f"runtime='keras' runs in float32 only; received precision={kwargs.get('precision')!r}. "
-                "Use runtime='auto' (or 'openvino', 'onnxruntime') for bf16 or int8."
-            )
-        return lambda x: model.predict_on_batch(x)
-    return Predictor(model, runtime=runtime, **kwargs).predict
+    """``Predictor(model, runtime, **kwargs).predict``: a numpy -> numpy function (kept for the callers
+    of keras-xception 0.2; new code builds the :class:`Predictor`)."""
+    return Predictor(model, runtime, **kwargs).predict

@@ -15,13 +15,19 @@ import warnings
 
 import numpy as np
 
-from keras_xception.deploy.precision import RECOMMENDED_CALIBRATION, calibration_images, check_precision, cpu_flags
+from keras_xception.checks import fraction
+from keras_xception.deploy.int8 import calibration_images, warn_if_few
 from keras_xception.deploy.predictor import Predictor
+from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities
 
 __all__ = ["agreement", "quantize", "out_runtime", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
 
 #: Default threshold of :func:`quantize`: top-1 agreement (classifiers) or mean cosine (features).
 DEFAULT_MIN_AGREEMENT = 0.99
+
+#: What the small-calibration warning advises inside :func:`quantize` (the Python function and the
+#: ``keras-xception quantize`` command alike): the measurement is already under way.
+_ADVICE = "the agreement measured on the holdout images in this run says whether it is close enough to float32."
 
 
 def outputs_are_classes(model) -> bool:
@@ -108,59 +114,51 @@ def quantize(
     Args:
         model: A single-input Keras model containing an Xception (classifier,
             feature model, transfer-learned classifier; any input size).
-        calibration: int8 calibration images (see :class:`Predictor`); ignored
-            (must be None) for bf16.
-        holdout: Images to compare on, in the same forms; keep them apart
-            from the calibration images.
+        calibration: int8 calibration images (see :class:`Predictor`); None for bf16.
+        holdout: Images to compare on, in the same forms, apart from the calibration images.
         precision: ``"int8"`` or ``"bf16"``.
         runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); for
             ``out``, default: the runtime of its suffix (``.xml``, ``.onnx``).
         out: Where to write the model (``Predictor.save``), only if it agrees.
-        min_agreement: The least top-1 agreement (classifier outputs) or mean
-            cosine similarity (feature outputs) for the model to be written.
+        min_agreement: The least top-1 agreement (classifiers) or mean cosine (features) to write it.
         calibration_size, holdout_size: The most images used of each.
         transform: How image files become model inputs (default: the model's).
         report: Also write the returned report as JSON to this path.
 
     Returns:
-        The report: ``precision``, ``runtime``, ``passed``, ``gate``
-        (the figure compared with ``min_agreement``) and its ``value``,
-        ``min_agreement``, ``written`` (the path, or None), the figures of
-        :func:`agreement`, ``calibration_images``, ``holdout_images``,
-        ``quantize_seconds``, ``cpu_flags`` (the relevant ones found) and
-        ``transform``. When the model does not agree nothing is written and
-        a warning says so; the report says what was found either way.
+        The report: ``precision``, ``runtime``, ``passed``, ``gate`` (the figure
+        compared with ``min_agreement``) and its ``value``, ``min_agreement``,
+        ``written`` (the path, or None), the figures of :func:`agreement`,
+        ``calibration_images``, ``holdout_images``, ``quantize_seconds``,
+        ``cpu_capabilities`` (OpenVINO's, empty without it) and ``transform``.
+        A model that does not agree is not written, and a warning says so.
     """
-    import keras
-
-    check_precision(precision)
-    if precision == "fp32":
-        raise ValueError("`precision` must be 'int8' or 'bf16' (fp32 is the reference it is compared with).")
-    if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) or not 0 <= min_agreement <= 1:
-        raise ValueError(f"`min_agreement` must be a number in [0, 1]; received min_agreement={min_agreement!r}.")
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    _check_arguments(model, precision, min_agreement)
     if out is not None:
         runtime = out_runtime(out, runtime)
-    predictor = Predictor(
-        model,
-        runtime,
-        precision=precision,
-        calibration=calibration,
-        calibration_size=calibration_size,
-        transform=transform,
-    )
+    predictor = _reduced(model, runtime, precision, calibration, calibration_size, transform)
     images = calibration_images(
         holdout, input_shape=predictor.input_shape, transform=predictor.transform, limit=holdout_size, what="holdout"
     )
-    reference = model.predict(images, batch_size=16, verbose=0)
     classes = outputs_are_classes(model)
-    found = agreement(reference, predictor.predict(images), classes=classes)
+    found = agreement(model.predict(images, batch_size=16, verbose=0), predictor.predict(images), classes=classes)
     gate = "top1_agreement" if classes else "cosine_mean"
     passed = found[gate] >= min_agreement
     written = predictor.save(out) if passed and out is not None else None
-    flags = cpu_flags() or frozenset()
-    result = {
+    result = _result(predictor, found, gate, passed, min_agreement, written, len(images))
+    if report is not None:
+        _write_json(report, result)
+    if not passed:
+        warnings.warn(
+            f"The {precision} model does not agree with float32: {gate} {found[gate]:.4f} < min_agreement "
+            f"{min_agreement} on {len(images)} held-out images" + ("; nothing was written." if out else "."),
+            stacklevel=2,
+        )
+    return result
+
+
+def _result(predictor, found, gate, passed, min_agreement, written, count) -> dict:
+    return {
         "precision": predictor.precision,
         "runtime": predictor.runtime,
         "passed": bool(passed),
@@ -170,21 +168,44 @@ def quantize(
         "written": written,
         **found,
         "calibration_images": predictor.calibration_count,
-        "holdout_images": len(images),
+        "holdout_images": count,
         "quantize_seconds": round(predictor.build_seconds, 2),
-        "cpu_flags": sorted(f for f in flags if f.startswith(("avx512_vnni", "avx512_bf16", "avx_vnni", "amx"))),
+        "cpu_capabilities": list(cpu_capabilities() or ()),
         "transform": predictor.transform.to_dict() if predictor.transform else None,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if report is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
-        with open(report, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-    if not passed:
-        warnings.warn(
-            f"The {precision} model does not agree with float32: {gate} {found[gate]:.4f} < min_agreement "
-            f"{min_agreement} on {len(images)} held-out images" + ("; nothing was written." if out else "."),
-            stacklevel=2,
+
+
+def _reduced(model, runtime, precision, calibration, calibration_size, transform):
+    """The reduced-precision Predictor, with the small-calibration warning worded for :func:`quantize`."""
+    with warnings.catch_warnings():  # Predictor's own wording advises measuring the agreement: under way here
+        warnings.filterwarnings("ignore", message="int8 calibration used")
+        predictor = Predictor(
+            model,
+            runtime,
+            precision=precision,
+            calibration=calibration,
+            calibration_size=calibration_size,
+            transform=transform,
         )
-    return result
+    if predictor.calibration_count is not None:
+        warn_if_few(predictor.calibration_count, _ADVICE, stacklevel=4)
+    return predictor
+
+
+def _write_json(path, result):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+
+def _check_arguments(model, precision, min_agreement):
+    import keras
+
+    check_precision(precision)
+    if precision == "fp32":
+        raise ValueError("`precision` must be 'int8' or 'bf16' (fp32 is the reference it is compared with).")
+    fraction(min_agreement, "min_agreement", low_open=False)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")

@@ -1,24 +1,26 @@
-"""Inference runtimes and the optional packages (setup.cfg extras) they need: one map, one check."""
+"""Inference runtimes: the optional packages (setup.cfg extras) they need, the precisions they run,
+the file formats they read, and what the runtime says this CPU runs fast. One map, one check each."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+
+from keras_xception.checks import one_of
 
 __all__ = [
     "RUNTIMES",
     "PRECISIONS",
     "SUPPORTED",
-    "RECOMMENDED_CALIBRATION",
-    "CLI_RUNTIMES",
     "FORMATS",
-    "check_export_path",
-    "REQUIREMENTS",
     "RuntimeNotInstalledError",
-    "is_installed",
-    "require",
-    "available_runtimes",
     "resolve_runtime",
+    "runtime_for",
+    "check_precision",
+    "check_export_path",
+    "format_of",
+    "hardware_warning",
 ]
 
 #: Runtime names in the order "auto" prefers them (fastest first; see resolve_runtime).
@@ -33,8 +35,8 @@ REQUIREMENTS = {
     "openvino": (("openvino",), "openvino"),
 }
 
-
-#: Inference precisions (see keras_xception.deploy.precision).
+#: Inference precisions: fp32 everywhere; bf16 is OpenVINO's INFERENCE_PRECISION_HINT (a compile
+#: setting, not a file format); int8 is post-training quantization (see keras_xception.deploy.int8).
 PRECISIONS = ("fp32", "bf16", "int8")
 
 #: runtime -> the precisions it can run.
@@ -43,6 +45,17 @@ SUPPORTED = {"openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8
 #: Calibration images NNCF recommends for int8 (its ``subset_size`` default);
 #: also the most that are used by default.
 RECOMMENDED_CALIBRATION = 300
+
+#: ``runtime`` choices of predict, extract and evaluate: "keras" is the Keras model itself
+#: (no export step: the quickest start for a handful of images).
+CLI_RUNTIMES = ("auto", "keras") + RUNTIMES
+
+#: format -> (Keras export format, what the path must end with, the runtime that loads it back)
+FORMATS = {
+    "savedmodel": ("tf_saved_model", None, "tensorflow"),
+    "onnx": ("onnx", ".onnx", "onnxruntime"),
+    "openvino": ("openvino", ".xml", "openvino"),
+}
 
 
 class RuntimeNotInstalledError(ImportError, ValueError):
@@ -112,24 +125,95 @@ def resolve_runtime(runtime: str = "auto") -> str:
     return runtime
 
 
-#: ``runtime`` choices of predict, extract and evaluate: "keras" is the Keras model itself
-#: (no export step: the quickest start for a handful of images).
-CLI_RUNTIMES = ("auto", "keras") + RUNTIMES
+def check_precision(precision, runtime: str | None = None) -> str:
+    """``precision`` checked against :data:`PRECISIONS` and what ``runtime`` supports."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {PRECISIONS}; received precision={precision!r}.")
+    if runtime is not None and precision not in SUPPORTED.get(runtime, ("fp32",)):
+        able = [r for r, ps in SUPPORTED.items() if precision in ps]
+        raise ValueError(
+            f"runtime={runtime!r} does not run precision={precision!r} (it runs {list(SUPPORTED.get(runtime, ()))}); "
+            f"use runtime='auto' or one of {able}."
+        )
+    return precision
 
-#: format -> (Keras export format, what the path must end with, the runtime that loads it back)
-FORMATS = {
-    "savedmodel": ("tf_saved_model", None, "tensorflow"),
-    "onnx": ("onnx", ".onnx", "onnxruntime"),
-    "openvino": ("openvino", ".xml", "openvino"),
-}
+
+def runtime_for(runtime: str, precision: str) -> str:
+    """``runtime`` resolved for ``precision`` ("auto": the first installed runtime that runs it;
+    "keras": the Keras model itself, float32 only)."""
+    if runtime == "keras" and precision != "fp32":
+        raise ValueError(
+            f"runtime='keras' runs in float32 only; received precision={precision!r}. "
+            "Use runtime='auto' (or 'openvino', 'onnxruntime') for bf16 or int8."
+        )
+    if runtime == "keras":
+        return runtime
+    if runtime != "auto":
+        runtime = resolve_runtime(runtime)
+        check_precision(precision, runtime)
+        return runtime
+    able = [r for r in available_runtimes() if precision in SUPPORTED[r]]
+    if not able:
+        raise RuntimeNotInstalledError(
+            f"precision={precision!r} needs OpenVINO (or ONNX Runtime for int8). Install it with: "
+            'pip install "keras-xception[openvino]"'
+        )
+    return able[0]
 
 
 def check_export_path(path, format: str) -> str:
     """``path`` as a string, or ``ValueError`` for an unknown ``format`` or a path that does not fit it."""
-    if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {sorted(FORMATS)}; received format={format!r}.")
+    one_of(format, "format", sorted(FORMATS))
     path = os.fspath(path)
     suffix = FORMATS[format][1]
     if suffix and not path.endswith(suffix):
         raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
     return path
+
+
+def format_of(path) -> str:
+    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"`` or ``"openvino"``).
+
+    Raises:
+        ValueError: ``path`` does not exist or is not one of those.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "savedmodel"
+    if os.path.isfile(path):
+        for name, (_, suffix, _) in FORMATS.items():
+            if suffix and path.endswith(suffix):
+                return name
+    if not os.path.exists(path):
+        raise ValueError(f"No exported model at {path!r}: the path does not exist.")
+    raise ValueError(
+        f"{path!r} is not an exported model: expected a SavedModel directory (with saved_model.pb), "
+        "an .onnx file or an OpenVINO .xml file (keras_xception.export writes all three)."
+    )
+
+
+@functools.cache
+def cpu_capabilities() -> tuple | None:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. ``("FP32", "BF16", "INT8", ...)``),
+    or None when OpenVINO is not installed (nothing is known then)."""
+    if not is_installed("openvino"):
+        return None
+    import openvino as ov
+
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def hardware_warning(precision: str) -> str | None:
+    """A sentence saying that ``precision`` will not be fast on this CPU, or None.
+
+    Asked of OpenVINO (:func:`cpu_capabilities`), which lists ``BF16`` only where
+    the CPU computes in bfloat16 natively. int8 is not judged: OpenVINO's CPU plugin lists
+    ``INT8`` unconditionally, so the query cannot tell a CPU with int8 dot products from one without.
+    """
+    capabilities = cpu_capabilities()
+    if precision != "bf16" or capabilities is None or "BF16" in capabilities:
+        return None
+    return (
+        "precision='bf16' is unlikely to be faster than fp32 on this CPU: OpenVINO does not list BF16 among its "
+        f"optimization capabilities ({', '.join(capabilities)})."
+    )
