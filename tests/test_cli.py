@@ -466,8 +466,9 @@ def test_cli_export_savedmodel(tmp_path, capsys):
     loaded = tf.saved_model.load(out)
     y = loaded.serve(tf.zeros((1, SMALL, SMALL, 3)))
     assert tuple(y.shape) == (1, 2048)  # --pooling avg by default
-    with open(os.path.join(out, "keras_xception_transform.json")) as f:
-        assert json.load(f)["target_size"] == [SMALL, SMALL]  # the transform of --image-size
+    from keras_xception.data.metadata import read_record
+
+    assert read_record(out).transform.target_size == (SMALL, SMALL)  # the transform of --image-size
 
 
 @pytest.mark.slow

@@ -109,11 +109,11 @@ def test_extract_with_the_model_gives_its_backbone_features(trained, tree, tmp_p
 def test_export_with_the_model_writes_the_transform_and_class_names(trained, tmp_path, capsys):
     out = str(tmp_path / "sm")
     assert cli.main(["export", "--model", trained["model"], "--format", "savedmodel", "--out", out]) == 0
-    with open(os.path.join(out, "keras_xception_classes.json")) as f:
-        assert json.load(f) == ["class_0", "class_1"]
-    with open(os.path.join(out, "keras_xception_transform.json")) as f:
-        transform = json.load(f)
-    assert transform["exif_orientation"] is True and transform["preprocessing"] is None
+    from keras_xception.data.metadata import read_record
+
+    record = read_record(out)
+    assert record.class_names == ("class_0", "class_1")
+    assert record.transform.exif_orientation is True and record.transform.preprocessing is None
 
 
 @pytest.mark.parametrize(

@@ -576,25 +576,14 @@ def export(args, stdout) -> int:
             args.out,
             format=args.format,
             transform=transform,
-            fold_bn=not args.no_fold_bn,
+            class_names=None if classifier is None else classifier.class_names,
             check=not args.no_check,
             **precision,
         )
     except ParityError as e:
         raise PartialFailure(f"parity check failed: {e}") from None
-    if classifier is not None:
-        _write_json(classes_path(args.out, args.format), list(classifier.class_names))
     print(args.out, file=stdout)
     return 0
-
-
-def classes_path(path, format: str) -> str:
-    """Where ``export --model`` writes the class names (JSON list): in a SavedModel directory
-    ``keras_xception_classes.json``, else beside the file (``model.onnx`` -> ``model.classes.json``)."""
-    path = os.fspath(path)
-    if format == "savedmodel":
-        return os.path.join(path, "keras_xception_classes.json")
-    return os.path.splitext(path)[0] + ".classes.json"
 
 
 def quantize(args, stdout) -> int:

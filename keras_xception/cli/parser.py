@@ -202,7 +202,6 @@ def _add_export(sub) -> None:
         default="avg",
         help="global pooling with --no-top (default avg; none: the 4D feature map)",
     )
-    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers as they are")
     p.add_argument("--no-check", action="store_true", help="skip the parity check of the written file")
     add_options(
         p,
