@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "readable_batches",
     "map_batches",
     "explain",
+    "skipped_examples",
     "reason",
     "image_dataset",
     "ON_ERROR",
@@ -138,14 +140,18 @@ def _decode_each(ds, transform, read):
 
 
 def reason(payload, transform, payload_is_path=True) -> str:
-    """Why one example cannot be read or decoded (the reader's or decoder's message)."""
+    """Why one example cannot be read or decoded (the reader's or decoder's message, the path not repeated)."""
     import tensorflow as tf
 
     try:
         contents = tf.io.read_file(payload) if payload_is_path else payload
         decode_and_transform(contents, transform)
     except (tf.errors.OpError, ValueError) as e:
-        return _error_text(e)
+        text = _error_text(e)
+        if payload_is_path:  # TensorFlow's file errors start with the path: "PATH; No such file or directory"
+            path = payload.numpy().decode("utf-8", "replace") if hasattr(payload, "numpy") else os.fspath(payload)
+            text = text.removeprefix(f"{path}; ").removeprefix(f"{path}: ")
+        return text
     return "decoded on retry (transient read error?)"
 
 
@@ -176,25 +182,42 @@ def explain(records: Records, indices, transform: Transform) -> list:
     return out
 
 
-def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
-    """The batches ``tasks.extraction.predict_batches`` takes: ``(readable images, preprocessed, or None; images read)``.
+def skipped_examples(records: Records, indices, transform: Transform) -> tuple:
+    """:class:`~keras_xception.data.results.Skipped` for the examples at ``indices`` (see :func:`explain`)."""
+    return tuple(Skipped(name, why) for _, name, why in explain(records, indices, transform))
 
-    Decodes ``records`` (:func:`decode_records`);
-    appends the indices of the readable examples to ``kept`` (their labels to
-    ``labels``, if given) and of the unreadable ones to ``bad`` (explain them
-    with :func:`explain`); ``strict``: raise
-    ``ValueError`` at the first unreadable one, naming it.
+
+def _read_batches(records, transform, batch_size, strict):
+    """``(index, label, preprocessed images)`` of the readable examples, and the indices of the others.
+
+    Yields ``(readable, unreadable)`` per batch: ``readable`` is ``(index, label, images)`` numpy
+    arrays (None when the batch had no readable example). tf.data decodes and preprocesses the
+    next batches in the background while the caller works on this one (``prefetch``).
+    ``strict``: ``ValueError`` at the first unreadable example, naming it and the reason.
     """
-    for index, images, label, ok in decode_records(records, transform).batch(batch_size):
+    ds = decode_records(records, transform)
+    ds = ds.map(lambda i, image, label, ok: (i, transform.preprocess(image), label, ok))
+    for index, images, label, ok in ds.batch(batch_size).prefetch(2):
         index, ok = index.numpy(), ok.numpy()
         if strict and not ok.all():
-            _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
-            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
-        bad.extend(int(i) for i in index[~ok])
-        kept.extend(int(i) for i in index[ok])
-        if labels is not None:
-            labels.extend(label.numpy()[ok])
-        yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
+            raise ValueError(f"Cannot read {skipped_examples(records, index[~ok][:1], transform)[0]}.")
+        readable = (index[ok], label.numpy()[ok], images.numpy()[ok]) if ok.any() else None
+        yield readable, index[~ok]
+
+
+def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
+    """Deprecated (use :func:`map_batches`); kept until deploy.precision and tasks.labelled move off it.
+
+    Yields ``(readable images, preprocessed, or None; images read)``; appends the indices of the
+    readable examples to ``kept`` (their labels to ``labels``) and of the others to ``bad``.
+    """
+    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
+        bad.extend(int(i) for i in unreadable)
+        if readable is not None:
+            kept.extend(int(i) for i in readable[0])
+            if labels is not None:
+                labels.extend(readable[1])
+        yield (None if readable is None else readable[2]), len(unreadable) + (0 if readable is None else len(readable[0]))
 
 
 def image_dataset(
@@ -243,10 +266,10 @@ def image_dataset(
         name = name.numpy().decode("utf-8", "replace")
         why = reason(payload, transform, records.payload_is_path)
         if on_error == "raise":
-            raise ValueError(f"Cannot read {name!r} as an image: {why}")
+            raise ValueError(f"Cannot read {Skipped(name, why)}.")
         if name not in reported:
             reported.add(name)
-            warnings.warn(f"Skipping {name!r}: {why}", stacklevel=2)
+            warnings.warn(f"Skipped {Skipped(name, why)}", stacklevel=2)
         return False
 
     def keep(name, image, label, ok, payload):
@@ -260,10 +283,11 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     """``fn`` over batches of the readable images of ``paths``: the one run over many files.
 
     Each batch is read with ``transform`` (decoded, cropped, resized, preprocessed) and passed to
-    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); a
-    ``keras.utils.Progbar`` counts the files (``verbose``: 0 silent, 1 animated, 2 one line).
-    Files that cannot be read are skipped, each warned about once as ``"path: reason"``, or with
-    ``strict`` the first one raises ``ValueError``.
+    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); the
+    next batches are decoded in the background meanwhile. A ``keras.utils.Progbar`` counts the
+    files (``verbose``: 0 silent, 1 animated, 2 one line). Files that cannot be read are skipped,
+    each warned about once as ``"Skipped path: reason"``, or with ``strict`` the first one raises
+    ``ValueError``.
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``outputs`` (float32, None when no file was
@@ -271,23 +295,21 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     """
     import keras
 
-    from keras_xception.data.results import Results, Skipped
-
     paths = [os.fspath(p) for p in paths]
     records = Records.from_files(paths, labels, description=what)
-    kept, bad, kept_labels, outputs = [], [], [], []
+    outputs, kept, kept_labels, bad = [], [], [], []
     progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
-    seen = 0
-    for x, done in readable_batches(
-        records, transform, batch_size, strict=strict, kept=kept, bad=bad, labels=kept_labels
-    ):
-        if x is not None:
-            outputs.append(np.asarray(fn(x), dtype="float32"))
-        seen += done
-        progbar.update(seen)
-    skipped = tuple(Skipped(name, why) for _, name, why in explain(records, bad, transform))
+    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
+        bad.extend(unreadable)
+        if readable is not None:
+            index, label, images = readable
+            outputs.append(np.asarray(fn(images), dtype="float32"))
+            kept.extend(index)
+            kept_labels.extend(label)
+        progbar.add(len(unreadable) + (0 if readable is None else len(readable[0])))
+    skipped = skipped_examples(records, bad, transform)
     for s in skipped:
-        warnings.warn(f"Skipping {s}", stacklevel=2)
+        warnings.warn(f"Skipped {s}", stacklevel=2)
     return Results(
         np.concatenate(outputs) if outputs else None,
         [paths[i] for i in kept],
