@@ -217,7 +217,10 @@ def readable_batches(records, transform, batch_size, *, strict, kept, bad, label
             kept.extend(int(i) for i in readable[0])
             if labels is not None:
                 labels.extend(readable[1])
-        yield (None if readable is None else readable[2]), len(unreadable) + (0 if readable is None else len(readable[0]))
+        yield (
+            (None if readable is None else readable[2]),
+            len(unreadable) + (0 if readable is None else len(readable[0])),
+        )
 
 
 def image_dataset(

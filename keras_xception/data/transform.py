@@ -298,7 +298,9 @@ def _complete_jpeg(contents):
     def marker_after_header():
         parts = tf.strings.split(contents, sep=_EOI)
         end = tf.strings.length(contents) - tf.strings.length(parts[-1])
-        return tf.logical_and(tf.size(parts) > 1, tf.logical_or(end > _HEADER_BYTES, tf.strings.length(contents) <= _HEADER_BYTES))
+        return tf.logical_and(
+            tf.size(parts) > 1, tf.logical_or(end > _HEADER_BYTES, tf.strings.length(contents) <= _HEADER_BYTES)
+        )
 
     return tf.cond(tf.equal(tf.strings.substr(contents, -2, 2), _EOI), lambda: tf.constant(True), marker_after_header)
 
