@@ -158,7 +158,7 @@ def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes)
     )
     top1 = tf.argmax(scores, axis=-1, output_type=tf.int64)
     hit5 = keras.metrics.sparse_top_k_categorical_accuracy(label, scores, k=min(5, num_classes)) > 0.5
-    return index, ok, label, top1, hit5
+    return index, tf.cast(ok, tf.int64), label, top1, tf.cast(hit5, tf.int64)  # (strategy.gather takes no bool)
 
 
 def _distributed_step(strategy, replica_step):
@@ -205,10 +205,16 @@ class _Run:
     chief: bool
 
 
-def _prepare(model, strategy, transform, batch_size):
-    """The model (built in the strategy's scope when a function) and the checked transform."""
+def _prepare(model, records, strategy, transform, batch_size):
+    """The model (built in the strategy's scope when a function) and the transform, the arguments checked."""
     import keras
 
+    positive_int(batch_size, "batch_size")
+    if not isinstance(records, Records):
+        raise ValueError(
+            "`records` must be keras_xception.data.Records (from tfds_records, folder_records or "
+            f"tfrecord_records); received {type(records).__name__}."
+        )
     with strategy.scope():
         if not isinstance(model, keras.Model):
             if not callable(model):
@@ -245,7 +251,7 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
     )
     for batch in batches:
         index, ok, label, top1, hit5 = _run_step(step, batch, records, num_classes)
-        real = index >= 0
+        real, ok = index >= 0, ok.astype(bool)
         if not real.any():  # no replica saw a real example: every shard is exhausted
             break
         if strict and (real & ~ok).any():
@@ -319,38 +325,29 @@ def evaluate(
     """
     import tensorflow as tf
 
-    batch_size = positive_int(batch_size, "batch_size")
-    if not isinstance(records, Records):
-        raise ValueError(
-            "`records` must be keras_xception.data.Records (from tfds_records, folder_records or "
-            f"tfrecord_records); received {type(records).__name__}."
-        )
     strategy = strategy or tf.distribute.get_strategy()
-    model, transform = _prepare(model, strategy, transform, batch_size)
+    model, transform = _prepare(model, records, strategy, transform, batch_size)
     records = records.take(limit)
     options = dict(precision=precision, calibration=calibration)
     run = _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose)
     if run.labels.size == 0:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
-    skipped = [dict(index=i, name=n, reason=r) for i, n, r in run.skipped]
-    skipped += [dict(index=None, name=path, reason=reason) for path, reason in records.problems]
-    report = _topk_report(run, records, transform, batch_size, strategy)
-    report["skipped"] = skipped
-    if per_class:
-        names = imagenet_wnids() if run.num_classes == 1000 else [str(i) for i in range(run.num_classes)]
-        report["per_class"] = _per_class_topk(run, names)
-    return report
+    return _topk_report(run, records, transform, batch_size, strategy, per_class)
 
 
-def _topk_report(run, records, transform, batch_size, strategy) -> dict:
+def _topk_report(run, records, transform, batch_size, strategy, per_class) -> dict:
+    """:func:`evaluate`'s report of a :class:`_Run`."""
     count = int(run.labels.size)
     c1, c5 = int(np.sum(run.predicted == run.labels)), int(np.sum(run.top5))
-    return dict(
+    skipped = [dict(index=i, name=n, reason=r) for i, n, r in run.skipped]
+    skipped += [dict(index=None, name=path, reason=reason) for path, reason in records.problems]
+    report = dict(
         top1=c1 / count if count else None,
         top5=c5 / count if count else None,
         count=count,
         top1_correct=c1,
         top5_correct=c5,
+        skipped=skipped,
         source=records.description,
         model=run.model.name,
         num_classes=run.num_classes,
@@ -361,10 +358,14 @@ def _topk_report(run, records, transform, batch_size, strategy) -> dict:
         elapsed_seconds=round(run.elapsed, 3),
         images_per_second=round(count / run.elapsed, 2) if run.elapsed > 0 else None,
     )
+    if per_class:
+        report["per_class"] = _per_class_topk(run)
+    return report
 
 
-def _per_class_topk(run, names) -> dict:
-    """``{name: {count, top1, top5}}`` for every class with examples."""
+def _per_class_topk(run) -> dict:
+    """``{class: {count, top1, top5}}`` for every class with examples (WordNet ids for 1000 classes)."""
+    names = imagenet_wnids() if run.num_classes == 1000 else [str(i) for i in range(run.num_classes)]
     n = np.bincount(run.labels, minlength=run.num_classes)
     hit1 = np.bincount(run.labels, weights=run.predicted == run.labels, minlength=run.num_classes)
     hit5 = np.bincount(run.labels, weights=run.top5, minlength=run.num_classes)

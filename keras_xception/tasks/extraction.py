@@ -29,7 +29,7 @@ from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
 from keras_xception.xception import Xception
 
-__all__ = ["pooled_feature_model", "predict_batches", "extract_features", "save_features"]
+__all__ = ["pooled_feature_model", "extract_features", "save_features", "predict_batches"]
 
 
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
@@ -54,7 +54,7 @@ def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
 
 
 def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=1):
-    """Deprecated (use :func:`keras_xception.data.dataset.map_batches`); kept until tasks.transfer moves off it.
+    """Deprecated: use :func:`keras_xception.data.dataset.map_batches`; kept while tasks.transfer imports it.
 
     Runs ``predict`` over ``batches`` of ``(x or None, done)`` with a progress bar of ``total``;
     the outputs concatenated (float32), None when ``predict`` was never called.
@@ -83,11 +83,25 @@ def _image_files(source, strict):
         paths = list_images(source, problems=problems, strict=strict)
         if not paths and not problems:
             raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
+        for path, reason in problems:  # unreadable folders and files
+            warnings.warn(f"Skipped {Skipped(path, reason)}", stacklevel=4)
         return paths, tuple(Skipped(path, reason) for path, reason in problems)
     paths = [os.fspath(p) for p in source]
     if not paths:
         raise ValueError("No image files given: the list of files to read is empty.")
     return paths, ()
+
+
+def _feature_model(model, weights, layer, transform):
+    """``model`` checked against the transform's size, or :func:`pooled_feature_model` when None."""
+    if model is None:
+        return pooled_feature_model(weights, layer, transform.target_size)
+    if tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):
+        raise ValueError(
+            f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
+            f"{transform.target_size}; pass the matching image_size."
+        )
+    return model
 
 
 def extract_features(
@@ -146,16 +160,8 @@ def extract_features(
     paths, listing = _image_files(source, strict)
     if transform is None:
         transform = resolve_transform(weights, model=model, target_size=image_size, exif_orientation=True)
-    if model is None:
-        model = pooled_feature_model(weights, layer, transform.target_size)
-    elif tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):
-        raise ValueError(
-            f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
-            f"{transform.target_size}; pass the matching image_size."
-        )
+    model = _feature_model(model, weights, layer, transform)
     predict = predict_function(model, runtime, precision=precision, calibration=calibration, transform=transform)
-    for s in listing:  # unreadable folders and files found while listing
-        warnings.warn(f"Skipped {s}", stacklevel=2)
     results = map_batches(predict, paths, transform, batch_size=batch_size, strict=strict, verbose=verbose)
     if results.outputs is None:
         raise ValueError(f"None of the {len(paths)} image files could be read; the first: {results.skipped[0]}.")
