@@ -103,7 +103,10 @@ def main(argv=None):
         paths = make_photos(tmp, args.num_images)
         n = len(paths)
         exif = kx.resolve_transform(exif_orientation=True)
-        for label, t in (("pipeline alone, EXIF on (user photos)", exif), ("pipeline alone, EXIF off", exif.replace(exif_orientation=False))):
+        for label, t in (
+            ("pipeline alone, EXIF on (user photos)", exif),
+            ("pipeline alone, EXIF off", exif.replace(exif_orientation=False)),
+        ):
             map_batches(lambda x: x[:, 0, 0], paths[:32], t, verbose=0)  # warm-up: graph, file cache
             rows.append((label, *timed(lambda t=t: map_batches(lambda x: x[:, 0, 0], paths, t, verbose=0), n)))
         rows.append(("Pillow on one core (reference)", *timed(lambda: [pillow_one(q) for q in paths], n)))
@@ -115,8 +118,7 @@ def main(argv=None):
             calibration = batch if precision == "int8" else None
             predictor = kx.Predictor(model, runtime="openvino", precision=precision, calibration=calibration)
             m = model_rate(predictor.predict, batch, max(2, n // args.batch_size))
-            run = lambda: map_batches(predictor.predict, paths, exif, batch_size=args.batch_size, verbose=0)  # noqa: E731
-            e = timed(run, n)
+            e = timed(lambda p=predictor: map_batches(p.predict, paths, exif, batch_size=args.batch_size, verbose=0), n)
             rows.append((f"{precision}: model fed ready tensors", *m))
             rows.append((f"{precision}: extract end to end ({100 * e[0] / m[0]:.0f}% of the model)", *e))
 
