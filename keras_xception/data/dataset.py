@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from keras_xception.checks import one_of, positive_int
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
 
@@ -81,10 +82,8 @@ class Records:
 
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""
-        if limit is None:
+        if positive_int(limit, "limit", allow_none=True) is None:
             return self
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
         size = limit if self.size is None else min(limit, self.size)
         return dataclasses.replace(
             self, dataset=self.dataset.take(limit), size=size, description=f"{self.description} (first {limit})"
@@ -103,12 +102,9 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
 
     if not isinstance(records, Records):
         raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
-    for arg, value, ok in (
-        ("num_shards", num_shards, isinstance(num_shards, int) and num_shards >= 1),
-        ("shard_index", shard_index, isinstance(shard_index, int) and 0 <= shard_index < max(num_shards, 1)),
-    ):
-        if not ok or isinstance(value, bool):
-            raise ValueError(f"`{arg}` must be an integer (0 <= shard_index < num_shards); received {value!r}.")
+    positive_int(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"`shard_index` must be an integer in [0, num_shards); received shard_index={shard_index!r}.")
     ds = records.dataset.enumerate()
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
@@ -249,13 +245,11 @@ def image_dataset(
     """
     import tensorflow as tf
 
-    if on_error not in ON_ERROR:
-        raise ValueError(f"`on_error` must be one of {ON_ERROR}; received on_error={on_error!r}.")
+    one_of(on_error, "on_error", ON_ERROR)
+    positive_int(batch_size, "batch_size")
     if not isinstance(records, Records):
         records = Records.from_files(records, labels)
     transform = transform or resolve_transform()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
     if shuffle:
         records = dataclasses.replace(
             records,

@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import numbers
 import os
 
 import numpy as np
 
+from keras_xception.checks import fraction, one_of, positive_int
 from keras_xception.model.preprocessing import preprocess_input
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import get_record, is_registered
@@ -100,30 +102,17 @@ class Transform:
 
     def __post_init__(self):
         size = self.target_size
-        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-            size = (size, size)
-        try:
-            ok = len(tuple(size)) == 2 and all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size
-            )
-        except TypeError:
-            ok = False
-        if not ok:
+        size = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
             raise ValueError(
                 "`target_size` must be (height, width) with positive integers, or one such integer "
                 f"(Xception itself needs >= {MIN_INPUT_SIZE}); received target_size={self.target_size!r}."
             )
-        object.__setattr__(self, "target_size", tuple(int(v) for v in size))
-        f = self.crop_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ValueError(f"`crop_fraction` must be a number in (0, 1]; received crop_fraction={f!r}.")
-        object.__setattr__(self, "crop_fraction", float(f))
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"`resize_mode` must be one of {RESIZE_MODES}; received {self.resize_mode!r}.")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}; received {self.interpolation!r}.")
-        if self.preprocessing not in PREPROCESSINGS:
-            raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {self.preprocessing!r}.")
+        object.__setattr__(self, "target_size", tuple(positive_int(v, "target_size") for v in size))
+        object.__setattr__(self, "crop_fraction", fraction(self.crop_fraction, "crop_fraction"))
+        one_of(self.resize_mode, "resize_mode", RESIZE_MODES)
+        one_of(self.interpolation, "interpolation", INTERPOLATIONS)
+        one_of(self.preprocessing, "preprocessing", PREPROCESSINGS)
         if not isinstance(self.exif_orientation, (bool, np.bool_)):
             raise ValueError(f"`exif_orientation` must be True or False; received {self.exif_orientation!r}.")
         object.__setattr__(self, "exif_orientation", bool(self.exif_orientation))
