@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_xception.checks import one_of, positive_int
 from keras_xception.data.results import Results, Skipped
-from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
+from keras_xception.data.transform import Transform, decode_and_transform, file_orientation, resolve_transform
 
 __all__ = [
     "Records",
@@ -58,6 +58,7 @@ class Records:
         description: Where the examples come from (for reports).
         problems: ``(path, reason)`` of inputs that could not even be listed
             (an unreadable folder); reported with the skipped examples.
+        paths: The files, in order, for records made by :meth:`from_files` (else None).
     """
 
     dataset: object
@@ -65,6 +66,7 @@ class Records:
     size: int | None
     description: str
     problems: tuple = ()
+    paths: tuple | None = None
 
     @classmethod
     def from_files(cls, paths, labels=None, description="files") -> Records:
@@ -78,7 +80,7 @@ class Records:
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
         )
-        return cls(ds, True, len(paths), description)
+        return cls(ds, True, len(paths), description, paths=tuple(paths))
 
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""
@@ -86,8 +88,30 @@ class Records:
             return self
         size = limit if self.size is None else min(limit, self.size)
         return dataclasses.replace(
-            self, dataset=self.dataset.take(limit), size=size, description=f"{self.description} (first {limit})"
+            self,
+            dataset=self.dataset.take(limit),
+            size=size,
+            description=f"{self.description} (first {limit})",
+            paths=None if self.paths is None else self.paths[:limit],
         )
+
+
+def _examples(records, transform):
+    """``(name, label, payload, orientation)``: the records with the EXIF orientation of each.
+
+    For files turned upright (``transform.exif_orientation``) it is read up front from each
+    file's header by Pillow: a Python call per image inside ``tf.data`` (``tf.numpy_function``)
+    cost more than the rest of the pipeline (benchmarks/pipeline.py). Otherwise -1: read from
+    the bytes if needed.
+    """
+    import tensorflow as tf
+
+    if transform.exif_orientation and records.paths is not None:
+        values = np.array([file_orientation(p) for p in records.paths], np.int32)
+        column = tf.data.Dataset.from_tensor_slices(values)
+    else:
+        column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
+    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o))
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
@@ -105,15 +129,15 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
     positive_int(num_shards, "num_shards")
     if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
         raise ValueError(f"`shard_index` must be an integer in [0, num_shards); received shard_index={shard_index!r}.")
-    ds = records.dataset.enumerate()
+    ds = _examples(records, transform).enumerate()
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(lambda index, example: (index, example[1], example[2]))
+    ds = ds.map(lambda index, example: (index, *example[1:]))
     return _decode_each(ds, transform, records.payload_is_path)
 
 
 def _decode_each(ds, transform, read):
-    """``(key, label, payload, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
+    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
 
     Each example is decoded in its own tiny pipeline whose errors are ignored,
     falling back to an all-zero image flagged ``ok=False``: a bad file neither
@@ -123,12 +147,12 @@ def _decode_each(ds, transform, read):
 
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
-    def decode(key, label, payload, *rest):
+    def decode(key, label, payload, orientation, *rest):
         contents = tf.io.read_file(payload) if read else payload
-        return (key, decode_and_transform(contents, transform), label, tf.constant(True), *rest)
+        return (key, decode_and_transform(contents, transform, orientation), label, tf.constant(True), *rest)
 
-    def one(key, label, payload, *rest):
-        good = tf.data.Dataset.from_tensors((key, label, payload, *rest)).map(decode).ignore_errors()
+    def one(key, label, payload, orientation, *rest):
+        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest)).map(decode).ignore_errors()
         bad = tf.data.Dataset.from_tensors((key, zeros, label, tf.constant(False), *rest))
         return good.concatenate(bad).take(1)
 
@@ -250,12 +274,10 @@ def image_dataset(
     if not isinstance(records, Records):
         records = Records.from_files(records, labels)
     transform = transform or resolve_transform()
+    examples = _examples(records, transform)
     if shuffle:
-        records = dataclasses.replace(
-            records,
-            dataset=records.dataset.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True),
-        )
-    examples = records.dataset.map(lambda name, label, payload: (name, label, payload, payload))
+        examples = examples.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
+    examples = examples.map(lambda name, label, payload, o: (name, label, payload, o, payload))
     ds = _decode_each(examples, transform, records.payload_is_path)  # (name, image, label, ok, payload)
     reported = set()
 
