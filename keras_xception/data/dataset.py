@@ -97,21 +97,29 @@ class Records:
 
 
 def _examples(records, transform):
-    """``(name, label, payload, orientation)``: the records with the EXIF orientation of each.
+    """``(name, label, payload, orientation)``: the records with the EXIF orientation of each file.
 
     For files turned upright (``transform.exif_orientation``) it is read up front from each
     file's header by Pillow: a Python call per image inside ``tf.data`` (``tf.numpy_function``)
-    cost more than the rest of the pipeline (benchmarks/pipeline.py). Otherwise -1: read from
-    the bytes if needed.
+    slowed the whole map down (benchmarks/pipeline.py). Otherwise -1: not known (see :func:`_orientation`).
     """
     import tensorflow as tf
 
-    if transform.exif_orientation and records.paths is not None:
+    if _upfront(records, transform):
         values = np.array([file_orientation(p) for p in records.paths], np.int32)
         column = tf.data.Dataset.from_tensor_slices(values)
     else:
         column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
     return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o))
+
+
+def _upfront(records, transform) -> bool:
+    return transform.exif_orientation and records.paths is not None
+
+
+def _orientation(records, transform, column):
+    """The ``orientation`` argument of ``decode_and_transform`` from an :func:`_examples` column."""
+    return column if _upfront(records, transform) else None
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
@@ -133,10 +141,10 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
     ds = ds.map(lambda index, example: (index, *example[1:]))
-    return _decode_each(ds, transform, records.payload_is_path)
+    return _decode_each(ds, transform, records)
 
 
-def _decode_each(ds, transform, read):
+def _decode_each(ds, transform, records):
     """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
 
     Each example is decoded in its own tiny pipeline whose errors are ignored,
@@ -148,8 +156,9 @@ def _decode_each(ds, transform, read):
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
     def decode(key, label, payload, orientation, *rest):
-        contents = tf.io.read_file(payload) if read else payload
-        return (key, decode_and_transform(contents, transform, orientation), label, tf.constant(True), *rest)
+        contents = tf.io.read_file(payload) if records.payload_is_path else payload
+        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
+        return (key, image, label, tf.constant(True), *rest)
 
     def one(key, label, payload, orientation, *rest):
         good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest)).map(decode).ignore_errors()
@@ -212,17 +221,33 @@ def _read_batches(records, transform, batch_size, strict):
 
     Yields ``(readable, unreadable)`` per batch: ``readable`` is ``(index, label, images)`` numpy
     arrays (None when the batch had no readable example). tf.data decodes and preprocesses the
-    next batches in the background while the caller works on this one (``prefetch``).
-    ``strict``: ``ValueError`` at the first unreadable example, naming it and the reason.
+    next batches in parallel, in the background, while the caller works on this one. A file that
+    fails is dropped (``ignore_errors``) and found as a gap in the indices (``records.size`` must
+    be known): much cheaper than :func:`decode_records`'s per-example isolation, which keeps the
+    place of every example for the distributed evaluation. ``strict``: ``ValueError`` at the
+    first unreadable example, naming it and the reason.
     """
-    ds = decode_records(records, transform)
-    ds = ds.map(lambda i, image, label, ok: (i, transform.preprocess(image), label, ok))
-    for index, images, label, ok in ds.batch(batch_size).prefetch(2):
-        index, ok = index.numpy(), ok.numpy()
-        if strict and not ok.all():
-            raise ValueError(f"Cannot read {skipped_examples(records, index[~ok][:1], transform)[0]}.")
-        readable = (index[ok], label.numpy()[ok], images.numpy()[ok]) if ok.any() else None
-        yield readable, index[~ok]
+    import tensorflow as tf
+
+    def decode(index, example):
+        _, label, payload, orientation = example
+        contents = tf.io.read_file(payload) if records.payload_is_path else payload
+        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
+        return index, label, transform.preprocess(image)
+
+    ds = _examples(records, transform).enumerate().map(decode, tf.data.AUTOTUNE, deterministic=True)
+    expected = 0
+    for index, label, images in ds.ignore_errors().batch(batch_size).prefetch(2):
+        index = index.numpy()
+        unreadable = np.setdiff1d(np.arange(expected, index[-1] + 1), index)
+        if strict and unreadable.size:
+            raise ValueError(f"Cannot read {skipped_examples(records, unreadable[:1], transform)[0]}.")
+        expected = index[-1] + 1
+        yield (index, label.numpy(), images.numpy()), unreadable
+    if expected < records.size:
+        if strict:
+            raise ValueError(f"Cannot read {skipped_examples(records, [expected], transform)[0]}.")
+        yield None, np.arange(expected, records.size)
 
 
 def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
@@ -278,7 +303,7 @@ def image_dataset(
     if shuffle:
         examples = examples.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
     examples = examples.map(lambda name, label, payload, o: (name, label, payload, o, payload))
-    ds = _decode_each(examples, transform, records.payload_is_path)  # (name, image, label, ok, payload)
+    ds = _decode_each(examples, transform, records)  # (name, image, label, ok, payload)
     reported = set()
 
     def report(name, payload):

@@ -254,25 +254,38 @@ def jpeg_orientation(contents):
     return orientation
 
 
+def _orientation_ops(orientation):
+    """``(transpose, flip_ud, flip_lr)`` (bool tensors) that turn stored pixels upright, in that order.
+
+    EXIF 2: mirror left-right, 3: rotate 180, 4: mirror top-bottom, 5: transpose, 6: rotate 90
+    clockwise (transpose, mirror left-right), 7: transverse, 8: rotate 90 counter-clockwise
+    (transpose, mirror top-bottom); 1 and any other value: as stored (Pillow's exif_transpose table).
+    """
+    import tensorflow as tf
+
+    o = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation, 1)
+    has = lambda *values: tf.reduce_any(tf.equal(o, values))  # noqa: E731
+    return o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
+
+
 def apply_orientation(image, orientation):
     """``image`` (H, W, C) as seen upright for an EXIF ``orientation`` (1..8; others leave it as is)."""
     import tensorflow as tf
 
-    def t(img):
-        return tf.image.transpose(img)
+    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
+    image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
+    return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
 
-    branches = [
-        lambda: image,  # 1: upright (and any invalid value)
-        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
-        lambda: tf.image.rot90(image, 2),  # 3: rotated 180
-        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
-        lambda: t(image),  # 5: transposed
-        lambda: tf.image.rot90(image, 3),  # 6: rotate 90 clockwise to view
-        lambda: tf.image.rot90(t(image), 2),  # 7: transversed
-        lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to view
-    ]
-    index = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation - 1, 0)
-    return tf.switch_case(tf.cast(index, tf.int32), branches)
+
+def _stored_window(stored_shape, orientation, size, fraction, mode):
+    """The crop window in stored pixels whose upright view is the crop of the upright image."""
+    import tensorflow as tf
+
+    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
+    h, w = tf.unstack(tf.where(transpose, stored_shape[1::-1], stored_shape[:2]))  # upright size
+    oy, ox, ch, cw = tf.unstack(crop_window(h, w, size, fraction, mode))
+    oy, ox = tf.where(flip_ud, h - oy - ch, oy), tf.where(flip_lr, w - ox - cw, ox)
+    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw]))
 
 
 #: A JPEG's end-of-image marker, and how far into a file an EXIF thumbnail's own marker can lie
@@ -306,10 +319,10 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
 
     Works eagerly and inside ``tf.data``/``tf.function``. Raises
     ``tf.errors.InvalidArgumentError`` for bytes that are not a decodable image.
-    With ``transform.exif_orientation`` a JPEG carrying an EXIF orientation
-    other than 1 is decoded whole, turned upright, then cropped; ``orientation``
-    (int32 scalar, 1..8) is the one read up front (:func:`file_orientation`), None or
-    negative: read from ``contents`` (:func:`jpeg_orientation`).
+    With ``transform.exif_orientation`` a JPEG is cropped where its upright view
+    is cropped (the window mapped to the stored pixels), then turned upright; ``orientation``
+    (int32 scalar, 1..8) is the one read up front (:func:`file_orientation`); None: read
+    from ``contents`` (:func:`jpeg_orientation`).
     """
     import tensorflow as tf
 
@@ -325,20 +338,17 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
     def jpeg():
         with tf.control_dependencies([tf.debugging.assert_equal(_complete_jpeg(contents), True, TRUNCATED_JPEG)]):
             shape = tf.io.extract_jpeg_shape(contents)
-        window = crop_window(shape[0], shape[1], size, fraction, mode)
-        return tf.io.decode_and_crop_jpeg(contents, window, channels=3)
-
-    def jpeg_upright():
-        known = tf.constant(-1, tf.int32) if orientation is None else tf.cast(orientation, tf.int32)
-        value = tf.cond(known < 0, lambda: jpeg_orientation(contents), lambda: known)
-        return tf.cond(
-            tf.equal(value, 1), jpeg, lambda: crop(apply_orientation(tf.io.decode_jpeg(contents, channels=3), value))
-        )
+        if not transform.exif_orientation:
+            return tf.io.decode_and_crop_jpeg(contents, crop_window(shape[0], shape[1], size, fraction, mode), 3)
+        # Only without a known orientation: a Python call in the graph slows all of tf.data's map.
+        value = jpeg_orientation(contents) if orientation is None else tf.cast(orientation, tf.int32)
+        window = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
+        return apply_orientation(tf.io.decode_and_crop_jpeg(contents, window, channels=3), value)
 
     def other():
         return crop(tf.io.decode_image(contents, channels=3, expand_animations=False))
 
-    image = tf.cond(tf.io.is_jpeg(contents), jpeg_upright if transform.exif_orientation else jpeg, other)
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     image = tf.image.resize(image, size, method=transform.interpolation)
     image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
     image.set_shape(tuple(size) + (3,))
