@@ -122,8 +122,7 @@ def extract_features(
     """Features of every image in ``source`` (a directory, searched recursively, or a list of files).
 
     Args:
-        source: A directory (image files found by
-            :func:`keras_xception.data.files.list_images`) or a list of paths.
+        source: A directory (searched by :func:`~keras_xception.data.files.list_images`) or a list of paths.
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
         image_size: Square side (or ``(height, width)``); default: the
@@ -132,10 +131,8 @@ def extract_features(
         model: A ready model to run instead of :func:`pooled_feature_model`
             (its input size must match the transform's; any single-input
             model, e.g. a classifier: its outputs are returned).
-        transform: The :class:`~keras_xception.data.transform.Transform`
-            (default: :func:`~keras_xception.data.transform.resolve_transform`
-            of ``weights`` and ``model``, ``image_size`` overriding the size,
-            with ``exif_orientation=True``: photos are read upright).
+        transform: The :class:`~keras_xception.data.transform.Transform` (default: ``resolve_transform``
+            of ``weights`` and ``model`` at ``image_size``, ``exif_orientation=True``: photos upright).
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
             :class:`keras_xception.Predictor` runtime (``"auto"``,
             ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
