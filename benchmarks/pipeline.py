@@ -1,167 +1,135 @@
-"""Input-pipeline and evaluation throughput (images/s). Not a test: prints numbers.
+"""Does the input pipeline keep the model busy? Images/s side by side, per precision. Not a test: prints numbers.
 
-    python benchmarks/pipeline.py [--num-images 200] [--batch-size 32] [--eval-images 64] [--repeats 3]
+    python benchmarks/pipeline.py [--num-images 200] [--batch-size 32] [--precisions fp32 bf16 int8]
 
-Generates ``--num-images`` JPEGs of 500x375 (the typical ImageNet validation
-size) in a class-per-folder tree, then measures, on the same files:
+Writes ``--num-images`` real-size photos (500x375 JPEGs made from scikit-image's
+sample photos: astronaut, coffee, chelsea, rocket; every other one carries an
+EXIF orientation 2..8 written by Pillow, stored sideways where the tag says so)
+and measures, on the same files:
 
-* ``ours``: :func:`keras_xception.data.decode_records` (fused JPEG decode +
-  central crop, resize to 299, per-file error isolation), batched, prefetched;
-* ``ours, plain map``: the same transform in a plain parallel ``map`` (no
-  per-file error isolation), to show what the isolation costs;
-* ``keras``: ``keras.utils.image_dataset_from_directory`` (decode, resize the
-  whole image to 299; no crop);
-* ``model``: Xception at 299 (random weights: the speed is the same) on
-  in-memory batches, i.e. the rate the pipeline must sustain;
-* ``evaluate``: :func:`keras_xception.evaluate` end to end on the
-  first ``--eval-images`` files.
+* the pipeline alone: :func:`keras_xception.data.dataset.map_batches` with an
+  identity function (decode, EXIF orientation, central crop, resize to 299,
+  preprocess), with and without ``exif_orientation``; and Pillow on one core
+  (open, ``ImageOps.exif_transpose``, crop, bilinear resize) for reference;
+* per precision, the pooled Xception (random weights: the speed is the same) as a
+  ``keras_xception.Predictor(model, runtime="openvino", precision=...)``
+  (int8 calibrated on 32 of the photos):
 
-The pipeline runs are interleaved (ours, plain, keras, ours, ...) and the median
-of ``--repeats`` is reported, so load from other processes hits all alike.
+  * ``model``: fed ready tensors, its marginal rate (the first batch, start-up,
+    excluded);
+  * ``extract``: the loop :func:`keras_xception.extract_features` runs
+    (``map_batches`` over the files with that Predictor), end to end after
+    start-up, and its ratio to ``model``.
+
+CPU time per image is this process's, all threads: it moves less than wall time
+when other processes load the machine (the load average is printed).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_xception import data, evaluation  # noqa: E402
+SIZE = (500, 375)  # (width, height): a typical photo, the typical ImageNet validation size
 
 
-def make_images(directory, n, classes=10, size=(500, 375), seed=0):
-    """``n`` smooth random JPEGs of ``size`` (w, h) in ``classes`` WordNet-id folders."""
+def make_photos(directory, n):
+    """``n`` 500x375 JPEGs from scikit-image's sample photos; every other one with an EXIF orientation 2..8."""
+    import skimage.data
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    wnids = data.imagenet_wnids()[:classes]
+    sources = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    paths = []
     for i in range(n):
-        d = os.path.join(directory, wnids[i % classes])
-        os.makedirs(d, exist_ok=True)
-        small = rng.integers(0, 256, (size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize(size, Image.BICUBIC)
-        img.save(os.path.join(d, f"img_{i:05d}.JPEG"), quality=90)
+        image = Image.fromarray(sources[i % len(sources)]).resize(SIZE, Image.BICUBIC)
+        orientation = 1 if i % 2 == 0 else 2 + (i // 2) % 7
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        if orientation >= 5:  # stored sideways, as a camera held upright writes it
+            image = image.transpose(Image.Transpose.ROTATE_90).resize(SIZE, Image.BICUBIC)
+        paths.append(os.path.join(directory, f"photo_{i:04d}.jpg"))
+        image.save(paths[-1], quality=90, exif=exif.tobytes())
+    return paths
 
 
-def rate(ds):
-    """``(images per second, CPU milliseconds per image)`` to iterate ``ds`` (batches of (images, labels)).
-
-    CPU time is this process's, all threads: unlike wall time it hardly moves
-    when other processes load the machine.
-    """
+def timed(fn, count):
+    """``(images per second, CPU ms per image)`` of ``fn()`` processing ``count`` images."""
     start, cpu = time.perf_counter(), time.process_time()
-    n = 0
-    for batch in ds:
-        n += int(batch[0].shape[0])
-    return n / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / n
+    fn()
+    return count / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / count
+
+
+def pillow_one(path, size=299, fraction=0.875):
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        w, h = image.size
+        oy, ox = int((h - h * fraction) // 2), int((w - w * fraction) // 2)
+        return np.asarray(image.crop((ox, oy, w - ox, h - oy)).resize((size, size), Image.BILINEAR), np.float32)
+
+
+def model_rate(predict, batch, repeats):
+    """The marginal rate of ``predict`` on a ready batch: the first call (start-up) excluded."""
+    predict(batch)
+    return timed(lambda: [predict(batch) for _ in range(repeats)], repeats * len(batch))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-images", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-images", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])
     args = p.parse_args(argv)
 
     import keras
     import tensorflow as tf
 
-    from keras_xception import Xception
-    from keras_xception.data.transform import decode_and_transform
+    import keras_xception as kx
+    from keras_xception.data.dataset import map_batches
+    from keras_xception.tasks.extraction import pooled_feature_model
 
-    t = data.resolve_transform("imagenet")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        make_images(tmp, args.num_images)
-        records = data.folder_records(tmp)
+        paths = make_photos(tmp, args.num_images)
+        n = len(paths)
+        exif = kx.resolve_transform(exif_orientation=True)
+        for label, t in (
+            ("pipeline alone, EXIF on (user photos)", exif),
+            ("pipeline alone, EXIF off", exif.replace(exif_orientation=False)),
+        ):
+            map_batches(lambda x: x[:, 0, 0], paths[:32], t, verbose=0)  # warm-up: graph, file cache
+            rows.append((label, *timed(lambda t=t: map_batches(lambda x: x[:, 0, 0], paths, t, verbose=0), n)))
+        rows.append(("Pillow on one core (reference)", *timed(lambda: [pillow_one(q) for q in paths], n)))
 
-        def ours():
-            ds = data.decode_records(records, t)
-            return ds.map(lambda i, im, lab, ok: (im, lab)).batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
+        model = pooled_feature_model(weights=None)
+        batch = np.stack([kx.load_image(q, exif) for q in paths[: args.batch_size]])
+        batch = exif.preprocess(batch)
+        for precision in args.precisions:
+            calibration = batch if precision == "int8" else None
+            predictor = kx.Predictor(model, runtime="openvino", precision=precision, calibration=calibration)
+            m = model_rate(predictor.predict, batch, max(2, n // args.batch_size))
+            e = timed(lambda p=predictor: map_batches(p.predict, paths, exif, batch_size=args.batch_size, verbose=0), n)
+            rows.append((f"{precision}: model fed ready tensors", *m))
+            rows.append((f"{precision}: extract end to end ({100 * e[0] / m[0]:.0f}% of the model)", *e))
 
-        def plain():
-            ds = records.dataset.map(
-                lambda name, lab, path: (decode_and_transform(tf.io.read_file(path), t), lab),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-            return ds.batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
-
-        def keras_dir():
-            return keras.utils.image_dataset_from_directory(
-                tmp, image_size=t.target_size, batch_size=args.batch_size, shuffle=False, verbose=False
-            ).prefetch(tf.data.AUTOTUNE)
-
-        pipelines = {
-            "ours (decode_records)": ours,
-            "ours without per-file isolation (plain map)": plain,
-            "keras image_dataset_from_directory": keras_dir,
-        }
-        runs = {k: [] for k in pipelines}
-        for fn in pipelines.values():
-            rate(fn())  # warm-up: file cache, graph construction
-        for _ in range(args.repeats):
-            for name, fn in pipelines.items():
-                runs[name].append(rate(fn()))
-        results = {
-            k: dict(
-                images_per_s=round(statistics.median(r[0] for r in v), 1),
-                cpu_ms_per_image=round(statistics.median(r[1] for r in v), 2),
-            )
-            for k, v in runs.items()
-        }
-
-        model = Xception(weights=None)
-        x = tf.random.uniform((args.batch_size, 299, 299, 3), -1, 1)
-        predict = tf.function(lambda x: model(x, training=False))
-        predict(x)
-        timings = []
-        for _ in range(args.repeats):
-            s, c = time.perf_counter(), time.process_time()
-            predict(x).numpy()
-            timings.append(
-                (args.batch_size / (time.perf_counter() - s), 1000 * (time.process_time() - c) / args.batch_size)
-            )
-        model_key = "model: Xception 299 on in-memory batches"
-        results[model_key] = dict(
-            images_per_s=round(statistics.median(r[0] for r in timings), 2),
-            cpu_ms_per_image=round(statistics.median(r[1] for r in timings), 1),
-        )
-        report = evaluation.evaluate(
-            model, records, transform=t, batch_size=args.batch_size, limit=args.eval_images, verbose=0
-        )
-        results[f"evaluate(): end to end, {report['count']} images"] = dict(
-            images_per_s=report["images_per_second"], cpu_ms_per_image=None
-        )
-    ours_r = results["ours (decode_records)"]
-    ratio = dict(
-        by_rate=round(ours_r["images_per_s"] / results[model_key]["images_per_s"], 1),
-        by_cpu_time=round(results[model_key]["cpu_ms_per_image"] / ours_r["cpu_ms_per_image"], 1),
-    )
-    width = max(len(k) for k in results)
+    width = max(len(r[0]) for r in rows)
     print(
-        f"{args.num_images} JPEGs of 500x375 -> 299x299, batch {args.batch_size}, {os.cpu_count()} CPUs, "
-        f"TF {tf.__version__}, Keras {keras.__version__}; median of {args.repeats}"
+        f"{n} JPEGs of 500x375 (half with EXIF orientation 2..8) -> 299x299, batch {args.batch_size}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, TF {tf.__version__}, Keras {keras.__version__}"
     )
-    print(f"  {'':<{width}}  {'images/s':>10}  {'CPU ms/image':>12}")
-    for k, v in results.items():
-        cpu = "" if v["cpu_ms_per_image"] is None else v["cpu_ms_per_image"]
-        print(f"  {k:<{width}}  {v['images_per_s']:>10}  {cpu:>12}")
-    print(f"  pipeline / model: {ratio['by_rate']}x by images/s, {ratio['by_cpu_time']}x by CPU time per image")
-    results["pipeline / model"] = ratio
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    print(f"  {'':<{width}}  {'images/s':>9}  {'CPU ms/image':>12}")
+    for label, rate, cpu in rows:
+        print(f"  {label:<{width}}  {rate:>9.1f}  {cpu:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def test_bad_files_decoded_or_skipped(bad_dir, tiny):
         report = evaluation.evaluate(tiny, data.folder_records(bad_dir.dir), transform=t, batch_size=4, verbose=0)
     assert sorted(os.path.basename(s["name"]) for s in report["skipped"]) == bad_dir.skipped
     reasons = {os.path.basename(s["name"]): s["reason"] for s in report["skipped"]}
-    assert "Invalid JPEG data" in reasons[val_name(N + 4)]
+    assert reasons[val_name(N + 4)] == "truncated JPEG (the file ends before its end-of-image marker)"
     assert "Unknown image file format" in reasons[val_name(N + 5)]
     assert {str(w.message).split(":")[0] for w in warned} >= {
         f"Skipped {os.path.join(bad_dir.dir, n)}" for n in bad_dir.skipped
@@ -89,3 +89,32 @@ def test_datasets_give_load_image_pixels(val):
         int(lab) for _, lab in image_dataset(data.tfrecord_records(val.tfrecords), t).unbatch().as_numpy_iterator()
     ]
     assert labels == val.labels
+
+
+def test_a_truncated_jpeg_is_said_once_in_our_words_and_nothing_from_tensorflow(tmp_path, capfd):
+    """TensorFlow's decoder logs "Premature end of JPEG data" (C++, on fd 2) for a file cut short: not any more."""
+    import warnings
+
+    from PIL import Image
+
+    from keras_xception.data.dataset import map_batches
+
+    good = str(tmp_path / "good.jpg")
+    Image.fromarray(np.full((60, 80, 3), 128, np.uint8)).save(good, quality=95)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(open(good, "rb").read()[:-200])
+    missing = str(tmp_path / "nope.jpg")
+    t = kx.resolve_transform(target_size=(32, 32), exif_orientation=True)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = map_batches(lambda x: x.mean(axis=(1, 2)), [good, str(cut), missing], t, verbose=0)
+    err = capfd.readouterr().err
+    assert "jpeg" not in err.lower() and "E0000" not in err, err
+    assert [str(w.message) for w in caught] == [
+        f"Skipped {cut}: truncated JPEG (the file ends before its end-of-image marker)",
+        f"Skipped {missing}: No such file or directory",  # the path once, no repr
+    ]
+    assert results.paths == [good] and [s.path for s in results.skipped] == [str(cut), missing]
+    with pytest.raises(ValueError, match=f"^Cannot read {cut}: truncated JPEG"):
+        map_batches(lambda x: x, [good, str(cut)], t, strict=True, verbose=0)

@@ -206,3 +206,30 @@ def test_transform_records_round_trip_and_old_records_mean_no_exif():
         kx.resolve_transform(exif_orientation="yes")
     with pytest.raises(ValueError, match="Unknown transform settings"):
         kx.Transform.from_dict(dict(old, colour="red"))
+
+
+@pytest.mark.parametrize("mode, size, fraction", [("central", (40, 50), 0.875), ("shorter-side", (37, 53), 0.7)])
+def test_exif_crop_is_the_crop_of_the_upright_image(mode, size, fraction):
+    """The crop is decoded from the stored pixels under the upright view's window, then turned upright.
+
+    Reference: Pillow's exif_transpose table on the whole decoded image, cropped, resized. The fused
+    crop-decode differs from decode-then-crop only next to the crop's edges (libjpeg's chroma
+    upsampling), as for an upright JPEG; the inside is identical.
+    """
+    from PIL import Image
+
+    from keras_xception.data.transform import decode_and_transform
+
+    T = Image.Transpose
+    pil = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE}
+    pil.update({6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90})
+    t = kx.resolve_transform(target_size=size, crop_fraction=fraction, resize_mode=mode, exif_orientation=True)
+    for orientation in range(1, 9):
+        data = _jpeg_with_orientation(_blocky(63, 81), orientation, "II")
+        stored = Image.fromarray(tf.io.decode_jpeg(data, channels=3).numpy())
+        upright = np.asarray(stored.transpose(pil[orientation]) if orientation in pil else stored)
+        oy, ox, ch, cw = crop_window(upright.shape[0], upright.shape[1], size, fraction, mode).numpy()
+        ref = tf.image.resize(upright[oy : oy + ch, ox : ox + cw], size).numpy()
+        out = decode_and_transform(tf.constant(data), t).numpy()
+        np.testing.assert_allclose(out[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-3, err_msg=str(orientation))
+        assert np.mean(np.abs(out - ref) < 1e-3) > 0.95 and np.abs(out - ref).max() < 8

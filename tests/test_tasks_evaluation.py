@@ -168,3 +168,82 @@ def test_multi_worker_two_processes_via_cli(bad_dir, single_process, tmp_path):
     report = json.loads(outs[0].read_text())
     assert report["num_replicas"] == 2 and report["strategy"] == "MultiWorkerMirroredStrategy"
     _same_totals(report, reference)
+
+
+# --------------------------------------------------------------------------- class folders
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A random-weight 3-class classifier (mean colour -> softmax) and a 3-class image tree it has not seen."""
+    import types
+
+    import keras
+    import numpy as np
+
+    from keras_xception import folders
+
+    root = tmp_path_factory.mktemp("classes")
+    folders.write_synthetic_tree(root, classes=3, per_class=4, sizes=(40, 60))
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(8)(pooled)))
+    transform = kx.resolve_transform(target_size=(32, 32), exif_orientation=True)
+    names = ["class_0", "class_1", "class_2"]
+    return types.SimpleNamespace(model=model, class_names=names, transform=transform), str(root), np
+
+
+def test_evaluate_classifier_counts_by_hand(classifier):
+    clf, root, np = classifier
+    from keras_xception import folders
+
+    report = evaluation.evaluate_classifier(clf, root, batch_size=5, verbose=0)
+    paths = folders.list_images(root)
+    x = clf.transform.preprocess(np.stack([kx.load_image(p, clf.transform) for p in paths]))
+    predicted = clf.model.predict(x, verbose=0).argmax(1)
+    labels = np.repeat([0, 1, 2], 4)
+    assert report["count"] == 12 and report["class_names"] == clf.class_names
+    assert report["accuracy"] == pytest.approx(np.mean(predicted == labels))
+    cm = np.zeros((3, 3), int)
+    np.add.at(cm, (labels, predicted), 1)
+    assert report["confusion_matrix"] == cm.tolist()
+    for k, name in enumerate(clf.class_names):
+        called = cm[:, k].sum()
+        assert report["per_class"][name]["support"] == 4
+        assert report["per_class"][name]["recall"] == pytest.approx(cm[k, k] / 4)
+        assert report["per_class"][name]["precision"] == pytest.approx(cm[k, k] / called if called else 0.0)
+    assert report["skipped"] == [] and report["source"] == root and "top5_accuracy" not in report
+    assert report["transform"] == clf.transform.to_dict() and report["runtime"] == "keras"
+
+
+def test_evaluate_classifier_skips_names_and_refuses(classifier, tmp_path):
+    import shutil
+
+    clf, root, np = classifier
+    tree = tmp_path / "val"
+    shutil.copytree(root, tree)
+    (tree / "class_1" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    with pytest.warns(UserWarning, match="Skipped .*broken.jpg"):
+        report = evaluation.evaluate_classifier(clf, str(tree), batch_size=4, verbose=0)
+    assert report["count"] == 12 and [s["path"] for s in report["skipped"]] == [str(tree / "class_1" / "broken.jpg")]
+    with pytest.raises(ValueError, match="broken.jpg"):
+        evaluation.evaluate_classifier(clf, str(tree), batch_size=4, verbose=0, strict=True)
+    (tree / "dog").mkdir()
+    shutil.copy(tree / "class_0" / "img_000.png", tree / "dog")
+    with pytest.raises(ValueError, match="does not know: \\['dog'\\]"):
+        evaluation.evaluate_classifier(clf, str(tree), verbose=0)
+    with pytest.raises(ValueError, match="val_dir"):
+        evaluation.evaluate_classifier(clf, str(tmp_path / "nope"), verbose=0)
+
+
+def test_classification_report_figures():
+    import numpy as np
+
+    report = evaluation.classification_report([0, 1, 1, 2, 2, 0], np.array([0, 0, 1, 2, 2, 2]), ["a", "b", "c"])
+    assert report["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 2]]
+    assert report["per_class"]["a"] == dict(precision=0.5, recall=0.5, f1=0.5, support=2)
+    assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3) and report["per_class"]["c"]["recall"] == 1
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    empty = evaluation.classification_report([0, 0], np.array([0, 1]), ["a", "b", "c"])
+    assert empty["per_class"]["c"] == dict(precision=0.0, recall=None, f1=0.0, support=0)

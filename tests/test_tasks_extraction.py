@@ -19,7 +19,7 @@ def test_extract_features_equal_the_python_api(feature_tree, notop):
     model, path = notop
     result = extract_features(feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
     assert len(result.paths) == 7 and any("deeper" in p for p in result.paths)
-    assert result.paths == folders.list_images(feature_tree) and result.skipped == []
+    assert result.paths == folders.list_images(feature_tree) and result.skipped == ()
     assert result.features.shape == (7, 2048) and result.features.dtype == np.float32
     assert rel_diff(result.features, _reference(model, result.paths)) < 1e-5
 
@@ -56,3 +56,14 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, notop):
     assert [p for p, _ in result.skipped] == [str(tmp_path / "class_0" / "broken.jpg")]
     assert result.paths == [p for p in good if not p.endswith("broken.jpg")]
     assert result.features.shape[0] == 2
+
+
+def test_missing_or_empty_sources_are_named(tmp_path):
+    """Issue 17: no internal argument name; the folder (or the empty list) is said, before any model is built."""
+    with pytest.raises(ValueError, match=f"'{tmp_path / 'nope'}': no such folder"):
+        extract_features(str(tmp_path / "nope"), weights=None)
+    with pytest.raises(ValueError, match=f"No image files .* under '{tmp_path}'"):
+        extract_features(str(tmp_path), weights=None)
+    with pytest.raises(ValueError, match="the list of files to read is empty") as e:
+        extract_features([], weights=None)
+    assert "`source`" not in str(e.value)

@@ -25,7 +25,9 @@ import warnings
 
 import numpy as np
 
-from keras_xception.data.transform import Transform, decode_and_transform, resolve_transform
+from keras_xception.checks import one_of, positive_int
+from keras_xception.data.results import Results, Skipped
+from keras_xception.data.transform import Transform, decode_and_transform, file_orientation, resolve_transform
 
 __all__ = [
     "Records",
@@ -33,6 +35,7 @@ __all__ = [
     "readable_batches",
     "map_batches",
     "explain",
+    "skipped_examples",
     "reason",
     "image_dataset",
     "ON_ERROR",
@@ -55,6 +58,7 @@ class Records:
         description: Where the examples come from (for reports).
         problems: ``(path, reason)`` of inputs that could not even be listed
             (an unreadable folder); reported with the skipped examples.
+        paths: The files, in order, for records made by :meth:`from_files` (else None).
     """
 
     dataset: object
@@ -62,6 +66,7 @@ class Records:
     size: int | None
     description: str
     problems: tuple = ()
+    paths: tuple | None = None
 
     @classmethod
     def from_files(cls, paths, labels=None, description="files") -> Records:
@@ -75,18 +80,46 @@ class Records:
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
         )
-        return cls(ds, True, len(paths), description)
+        return cls(ds, True, len(paths), description, paths=tuple(paths))
 
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""
-        if limit is None:
+        if positive_int(limit, "limit", allow_none=True) is None:
             return self
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"`limit` must be a positive integer or None; received limit={limit!r}.")
         size = limit if self.size is None else min(limit, self.size)
         return dataclasses.replace(
-            self, dataset=self.dataset.take(limit), size=size, description=f"{self.description} (first {limit})"
+            self,
+            dataset=self.dataset.take(limit),
+            size=size,
+            description=f"{self.description} (first {limit})",
+            paths=None if self.paths is None else self.paths[:limit],
         )
+
+
+def _examples(records, transform):
+    """``(name, label, payload, orientation)``: the records with the EXIF orientation of each file.
+
+    For files turned upright (``transform.exif_orientation``) it is read up front from each
+    file's header by Pillow: a Python call per image inside ``tf.data`` (``tf.numpy_function``)
+    slowed the whole map down (benchmarks/pipeline.py). Otherwise -1: not known (see :func:`_orientation`).
+    """
+    import tensorflow as tf
+
+    if _upfront(records, transform):
+        values = np.array([file_orientation(p) for p in records.paths], np.int32)
+        column = tf.data.Dataset.from_tensor_slices(values)
+    else:
+        column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
+    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o))
+
+
+def _upfront(records, transform) -> bool:
+    return transform.exif_orientation and records.paths is not None
+
+
+def _orientation(records, transform, column):
+    """The ``orientation`` argument of ``decode_and_transform`` from an :func:`_examples` column."""
+    return column if _upfront(records, transform) else None
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
@@ -101,21 +134,18 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
 
     if not isinstance(records, Records):
         raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
-    for arg, value, ok in (
-        ("num_shards", num_shards, isinstance(num_shards, int) and num_shards >= 1),
-        ("shard_index", shard_index, isinstance(shard_index, int) and 0 <= shard_index < max(num_shards, 1)),
-    ):
-        if not ok or isinstance(value, bool):
-            raise ValueError(f"`{arg}` must be an integer (0 <= shard_index < num_shards); received {value!r}.")
-    ds = records.dataset.enumerate()
+    positive_int(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"`shard_index` must be an integer in [0, num_shards); received shard_index={shard_index!r}.")
+    ds = _examples(records, transform).enumerate()
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(lambda index, example: (index, example[1], example[2]))
-    return _decode_each(ds, transform, records.payload_is_path)
+    ds = ds.map(lambda index, example: (index, *example[1:]))
+    return _decode_each(ds, transform, records)
 
 
-def _decode_each(ds, transform, read):
-    """``(key, label, payload, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
+def _decode_each(ds, transform, records):
+    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
 
     Each example is decoded in its own tiny pipeline whose errors are ignored,
     falling back to an all-zero image flagged ``ok=False``: a bad file neither
@@ -125,12 +155,13 @@ def _decode_each(ds, transform, read):
 
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
-    def decode(key, label, payload, *rest):
-        contents = tf.io.read_file(payload) if read else payload
-        return (key, decode_and_transform(contents, transform), label, tf.constant(True), *rest)
+    def decode(key, label, payload, orientation, *rest):
+        contents = tf.io.read_file(payload) if records.payload_is_path else payload
+        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
+        return (key, image, label, tf.constant(True), *rest)
 
-    def one(key, label, payload, *rest):
-        good = tf.data.Dataset.from_tensors((key, label, payload, *rest)).map(decode).ignore_errors()
+    def one(key, label, payload, orientation, *rest):
+        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest)).map(decode).ignore_errors()
         bad = tf.data.Dataset.from_tensors((key, zeros, label, tf.constant(False), *rest))
         return good.concatenate(bad).take(1)
 
@@ -138,14 +169,18 @@ def _decode_each(ds, transform, read):
 
 
 def reason(payload, transform, payload_is_path=True) -> str:
-    """Why one example cannot be read or decoded (the reader's or decoder's message)."""
+    """Why one example cannot be read or decoded (the reader's or decoder's message, the path not repeated)."""
     import tensorflow as tf
 
     try:
         contents = tf.io.read_file(payload) if payload_is_path else payload
         decode_and_transform(contents, transform)
     except (tf.errors.OpError, ValueError) as e:
-        return _error_text(e)
+        text = _error_text(e)
+        if payload_is_path:  # TensorFlow's file errors start with the path: "PATH; No such file or directory"
+            path = payload.numpy().decode("utf-8", "replace") if hasattr(payload, "numpy") else os.fspath(payload)
+            text = text.removeprefix(f"{path}; ").removeprefix(f"{path}: ")
+        return text
     return "decoded on retry (transient read error?)"
 
 
@@ -176,25 +211,61 @@ def explain(records: Records, indices, transform: Transform) -> list:
     return out
 
 
-def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
-    """The batches ``tasks.extraction.predict_batches`` takes: ``(readable images, preprocessed, or None; images read)``.
+def skipped_examples(records: Records, indices, transform: Transform) -> tuple:
+    """:class:`~keras_xception.data.results.Skipped` for the examples at ``indices`` (see :func:`explain`)."""
+    return tuple(Skipped(name, why) for _, name, why in explain(records, indices, transform))
 
-    Decodes ``records`` (:func:`decode_records`);
-    appends the indices of the readable examples to ``kept`` (their labels to
-    ``labels``, if given) and of the unreadable ones to ``bad`` (explain them
-    with :func:`explain`); ``strict``: raise
-    ``ValueError`` at the first unreadable one, naming it.
+
+def _read_batches(records, transform, batch_size, strict):
+    """``(index, label, preprocessed images)`` of the readable examples, and the indices of the others.
+
+    Yields ``(readable, unreadable)`` per batch: ``readable`` is ``(index, label, images)`` numpy
+    arrays (None when the batch had no readable example). tf.data decodes and preprocesses the
+    next batches in parallel, in the background, while the caller works on this one. A file that
+    fails is dropped (``ignore_errors``) and found as a gap in the indices (``records.size`` must
+    be known): much cheaper than :func:`decode_records`'s per-example isolation, which keeps the
+    place of every example for the distributed evaluation. ``strict``: ``ValueError`` at the
+    first unreadable example, naming it and the reason.
     """
-    for index, images, label, ok in decode_records(records, transform).batch(batch_size):
-        index, ok = index.numpy(), ok.numpy()
-        if strict and not ok.all():
-            _, name, reason = explain(records, [int(index[~ok][0])], transform)[0]
-            raise ValueError(f"Cannot read {name!r} as an image: {reason}.")
-        bad.extend(int(i) for i in index[~ok])
-        kept.extend(int(i) for i in index[ok])
-        if labels is not None:
-            labels.extend(label.numpy()[ok])
-        yield (transform.preprocess(images.numpy()[ok]) if ok.any() else None), len(ok)
+    import tensorflow as tf
+
+    def decode(index, example):
+        _, label, payload, orientation = example
+        contents = tf.io.read_file(payload) if records.payload_is_path else payload
+        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
+        return index, label, transform.preprocess(image)
+
+    ds = _examples(records, transform).enumerate().map(decode, tf.data.AUTOTUNE, deterministic=True)
+    expected = 0
+    for index, label, images in ds.ignore_errors().batch(batch_size).prefetch(2):
+        index = index.numpy()
+        unreadable = np.setdiff1d(np.arange(expected, index[-1] + 1), index)
+        if strict and unreadable.size:
+            raise ValueError(f"Cannot read {skipped_examples(records, unreadable[:1], transform)[0]}.")
+        expected = index[-1] + 1
+        yield (index, label.numpy(), images.numpy()), unreadable
+    if expected < records.size:
+        if strict:
+            raise ValueError(f"Cannot read {skipped_examples(records, [expected], transform)[0]}.")
+        yield None, np.arange(expected, records.size)
+
+
+def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
+    """Deprecated (use :func:`map_batches`); kept until deploy.precision and tasks.labelled move off it.
+
+    Yields ``(readable images, preprocessed, or None; images read)``; appends the indices of the
+    readable examples to ``kept`` (their labels to ``labels``) and of the others to ``bad``.
+    """
+    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
+        bad.extend(int(i) for i in unreadable)
+        if readable is not None:
+            kept.extend(int(i) for i in readable[0])
+            if labels is not None:
+                labels.extend(readable[1])
+        yield (
+            (None if readable is None else readable[2]),
+            len(unreadable) + (0 if readable is None else len(readable[0])),
+        )
 
 
 def image_dataset(
@@ -223,30 +294,26 @@ def image_dataset(
     """
     import tensorflow as tf
 
-    if on_error not in ON_ERROR:
-        raise ValueError(f"`on_error` must be one of {ON_ERROR}; received on_error={on_error!r}.")
+    one_of(on_error, "on_error", ON_ERROR)
+    positive_int(batch_size, "batch_size")
     if not isinstance(records, Records):
         records = Records.from_files(records, labels)
     transform = transform or resolve_transform()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
+    examples = _examples(records, transform)
     if shuffle:
-        records = dataclasses.replace(
-            records,
-            dataset=records.dataset.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True),
-        )
-    examples = records.dataset.map(lambda name, label, payload: (name, label, payload, payload))
-    ds = _decode_each(examples, transform, records.payload_is_path)  # (name, image, label, ok, payload)
+        examples = examples.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
+    examples = examples.map(lambda name, label, payload, o: (name, label, payload, o, payload))
+    ds = _decode_each(examples, transform, records)  # (name, image, label, ok, payload)
     reported = set()
 
     def report(name, payload):
         name = name.numpy().decode("utf-8", "replace")
         why = reason(payload, transform, records.payload_is_path)
         if on_error == "raise":
-            raise ValueError(f"Cannot read {name!r} as an image: {why}")
+            raise ValueError(f"Cannot read {Skipped(name, why)}.")
         if name not in reported:
             reported.add(name)
-            warnings.warn(f"Skipping {name!r}: {why}", stacklevel=2)
+            warnings.warn(f"Skipped {Skipped(name, why)}", stacklevel=2)
         return False
 
     def keep(name, image, label, ok, payload):
@@ -260,10 +327,11 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     """``fn`` over batches of the readable images of ``paths``: the one run over many files.
 
     Each batch is read with ``transform`` (decoded, cropped, resized, preprocessed) and passed to
-    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); a
-    ``keras.utils.Progbar`` counts the files (``verbose``: 0 silent, 1 animated, 2 one line).
-    Files that cannot be read are skipped, each warned about once as ``"path: reason"``, or with
-    ``strict`` the first one raises ``ValueError``.
+    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); the
+    next batches are decoded in the background meanwhile. A ``keras.utils.Progbar`` counts the
+    files (``verbose``: 0 silent, 1 animated, 2 one line). Files that cannot be read are skipped,
+    each warned about once as ``"Skipped path: reason"``, or with ``strict`` the first one raises
+    ``ValueError``.
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``outputs`` (float32, None when no file was
@@ -271,23 +339,21 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     """
     import keras
 
-    from keras_xception.data.results import Results, Skipped
-
     paths = [os.fspath(p) for p in paths]
     records = Records.from_files(paths, labels, description=what)
-    kept, bad, kept_labels, outputs = [], [], [], []
+    outputs, kept, kept_labels, bad = [], [], [], []
     progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
-    seen = 0
-    for x, done in readable_batches(
-        records, transform, batch_size, strict=strict, kept=kept, bad=bad, labels=kept_labels
-    ):
-        if x is not None:
-            outputs.append(np.asarray(fn(x), dtype="float32"))
-        seen += done
-        progbar.update(seen)
-    skipped = tuple(Skipped(name, why) for _, name, why in explain(records, bad, transform))
+    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
+        bad.extend(unreadable)
+        if readable is not None:
+            index, label, images = readable
+            outputs.append(np.asarray(fn(images), dtype="float32"))
+            kept.extend(index)
+            kept_labels.extend(label)
+        progbar.add(len(unreadable) + (0 if readable is None else len(readable[0])))
+    skipped = skipped_examples(records, bad, transform)
     for s in skipped:
-        warnings.warn(f"Skipping {s}", stacklevel=2)
+        warnings.warn(f"Skipped {s}", stacklevel=2)
     return Results(
         np.concatenate(outputs) if outputs else None,
         [paths[i] for i in kept],

@@ -119,20 +119,7 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
                 "(--tfds-manual-dir / manual_dir=); the validation split is then prepared "
                 f"into {data_dir!r} once (about 6.4 GB)."
             )
-        tar = os.path.join(os.path.abspath(os.fspath(manual_dir)), VAL_TAR)
-        if not os.path.isfile(tar):
-            raise ValueError(
-                f"No {VAL_TAR} in manual_dir={os.fspath(manual_dir)!r}. {DOWNLOAD_HINT} and put it in that folder."
-            )
-        staging = os.path.join(data_dir, "keras_xception_manual")
-        os.makedirs(staging, exist_ok=True)
-        link = os.path.join(staging, VAL_TAR)
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(tar, link)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=staging, try_download_gcs=False)
-        )
+        _prepare_from_tar(builder, data_dir, manual_dir)
     splits = builder.info.splits
     try:
         size = splits[split].num_examples
@@ -152,6 +139,26 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
         lambda ex: (ex["file_name"], tf.cast(ex["label"], tf.int64), ex["image"]), num_parallel_calls=tf.data.AUTOTUNE
     )
     return Records(ds, False, size, f"tfds imagenet2012[{split}] in {data_dir}")
+
+
+def _prepare_from_tar(builder, data_dir, manual_dir):
+    """Prepare the validation split from ``manual_dir/ILSVRC2012_img_val.tar`` (only that tar is linked in)."""
+    import tensorflow_datasets as tfds
+
+    tar = os.path.join(os.path.abspath(os.fspath(manual_dir)), VAL_TAR)
+    if not os.path.isfile(tar):
+        raise ValueError(
+            f"No {VAL_TAR} in manual_dir={os.fspath(manual_dir)!r}. {DOWNLOAD_HINT} and put it in that folder."
+        )
+    staging = os.path.join(data_dir, "keras_xception_manual")
+    os.makedirs(staging, exist_ok=True)
+    link = os.path.join(staging, VAL_TAR)
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(tar, link)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=staging, try_download_gcs=False)
+    )
 
 
 def _tfds_prepared(builder) -> bool:
@@ -189,37 +196,10 @@ def folder_records(directory, *, strict=False) -> Records:
         raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
     problems = []
     subdirs = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
-    names, labels = [], []
     if subdirs and not any(_VAL_NAME.match(e) for e in entries):
-        index = {w: i for i, w in enumerate(imagenet_wnids())}
-        unknown = [d for d in subdirs if d not in index]
-        if unknown:
-            raise ValueError(
-                f"{directory!r} looks like a class-per-folder tree, but these sub-folders are not "
-                f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}" + (" ..." if len(unknown) > 5 else "")
-            )
-        for d in subdirs:
-            try:
-                files = sorted(os.listdir(os.path.join(directory, d)))
-            except OSError as e:
-                report_unreadable(problems, os.path.join(directory, d), e.strerror or str(e), strict, "folder")
-                continue
-            for f in files:
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    names.append(os.path.join(directory, d, f))
-                    labels.append(index[d])
-        layout = "class folders"
+        names, labels, layout = *_class_tree(directory, subdirs, strict, problems), "class folders"
     else:
-        truth = validation_ground_truth()
-        for f in entries:
-            m = _VAL_NAME.match(f)
-            if m:
-                k = int(m.group(1))
-                if not 1 <= k <= len(truth):
-                    raise ValueError(f"{f!r} in {directory!r}: validation images are numbered 1 to 50000.")
-                names.append(os.path.join(directory, f))
-                labels.append(truth[k - 1])
-        layout = "ILSVRC2012_val_*.JPEG"
+        names, labels, layout = *_validation_files(directory, entries), "ILSVRC2012_val_*.JPEG"
     if not names:
         raise ValueError(
             f"No images in {directory!r}: expected ILSVRC2012_val_XXXXXXXX.JPEG files or "
@@ -230,6 +210,44 @@ def folder_records(directory, *, strict=False) -> Records:
     for path, reason in problems:
         warnings.warn(f"Skipping unreadable folder {path!r}: {reason}", stacklevel=2)
     return Records(ds, True, len(names), f"{directory} ({layout})", problems=tuple(problems))
+
+
+def _class_tree(directory, subdirs, strict, problems):
+    """``(paths, labels)`` of a tree of WordNet-id folders; unreadable folders go to ``problems``."""
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    unknown = [d for d in subdirs if d not in index]
+    if unknown:
+        raise ValueError(
+            f"{directory!r} looks like a class-per-folder tree, but these sub-folders are not "
+            f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}" + (" ..." if len(unknown) > 5 else "")
+        )
+    names, labels = [], []
+    for d in subdirs:
+        try:
+            files = sorted(os.listdir(os.path.join(directory, d)))
+        except OSError as e:
+            report_unreadable(problems, os.path.join(directory, d), e.strerror or str(e), strict, "folder")
+            continue
+        for f in files:
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                names.append(os.path.join(directory, d, f))
+                labels.append(index[d])
+    return names, labels
+
+
+def _validation_files(directory, entries):
+    """``(paths, labels)`` of the ``ILSVRC2012_val_*`` files among ``entries``, by the official ground truth."""
+    truth = validation_ground_truth()
+    names, labels = [], []
+    for f in entries:
+        m = _VAL_NAME.match(f)
+        if m:
+            k = int(m.group(1))
+            if not 1 <= k <= len(truth):
+                raise ValueError(f"{f!r} in {directory!r}: validation images are numbered 1 to 50000.")
+            names.append(os.path.join(directory, f))
+            labels.append(truth[k - 1])
+    return names, labels
 
 
 def tfrecord_records(file_pattern, label_offset=1) -> Records:

@@ -19,6 +19,10 @@ class Skipped:
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
 
+    def __iter__(self):
+        """Unpacks as ``path, reason`` (as the ``(path, reason)`` pairs it replaced did)."""
+        return iter((self.path, self.reason))
+
 
 @dataclasses.dataclass(frozen=True)
 class Results:

@@ -28,8 +28,8 @@ images come out as RGB.
 EXIF orientation (``exif_orientation``): a phone stores a photo taken in
 portrait as landscape pixels plus an EXIF ``Orientation`` tag (6: "rotate 90
 degrees clockwise to view"). With ``exif_orientation=True`` a JPEG is turned
-upright as a photo viewer shows it (the tag is read from the APP1 segment by
-TensorFlow ops, so it works inside ``tf.data``), and the crop is taken from the
+upright as a photo viewer shows it (the tag is read by Pillow from the image
+header, inside ``tf.data`` too), and the crop is taken from the
 upright image. That is the setting of the user-photo paths: ``load_image``
 without a transform, ``extract_features``, ``predict``, ``train`` and a trained
 classifier's transform. The ImageNet evaluation protocol ignores EXIF (the
@@ -41,10 +41,13 @@ record without the field (an older JSON) means False.
 from __future__ import annotations
 
 import dataclasses
+import io
+import numbers
 import os
 
 import numpy as np
 
+from keras_xception.checks import fraction, one_of, positive_int
 from keras_xception.model.preprocessing import preprocess_input
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import get_record, is_registered
@@ -59,6 +62,7 @@ __all__ = [
     "crop_window",
     "decode_and_transform",
     "jpeg_orientation",
+    "file_orientation",
     "apply_orientation",
     "load_image",
 ]
@@ -99,30 +103,17 @@ class Transform:
 
     def __post_init__(self):
         size = self.target_size
-        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-            size = (size, size)
-        try:
-            ok = len(tuple(size)) == 2 and all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size
-            )
-        except TypeError:
-            ok = False
-        if not ok:
+        size = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
             raise ValueError(
                 "`target_size` must be (height, width) with positive integers, or one such integer "
                 f"(Xception itself needs >= {MIN_INPUT_SIZE}); received target_size={self.target_size!r}."
             )
-        object.__setattr__(self, "target_size", tuple(int(v) for v in size))
-        f = self.crop_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ValueError(f"`crop_fraction` must be a number in (0, 1]; received crop_fraction={f!r}.")
-        object.__setattr__(self, "crop_fraction", float(f))
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"`resize_mode` must be one of {RESIZE_MODES}; received {self.resize_mode!r}.")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}; received {self.interpolation!r}.")
-        if self.preprocessing not in PREPROCESSINGS:
-            raise ValueError(f"`preprocessing` must be one of {PREPROCESSINGS}; received {self.preprocessing!r}.")
+        object.__setattr__(self, "target_size", tuple(positive_int(v, "target_size") for v in size))
+        object.__setattr__(self, "crop_fraction", fraction(self.crop_fraction, "crop_fraction"))
+        one_of(self.resize_mode, "resize_mode", RESIZE_MODES)
+        one_of(self.interpolation, "interpolation", INTERPOLATIONS)
+        one_of(self.preprocessing, "preprocessing", PREPROCESSINGS)
         if not isinstance(self.exif_orientation, (bool, np.bool_)):
             raise ValueError(f"`exif_orientation` must be True or False; received {self.exif_orientation!r}.")
         object.__setattr__(self, "exif_orientation", bool(self.exif_orientation))
@@ -231,103 +222,107 @@ def crop_window(height, width, target_size, crop_fraction, resize_mode):
     return tf.cast(tf.stack([oy, ox, ch, cw]), tf.int32)
 
 
-#: Bytes of a JPEG searched for the EXIF segment (it comes right after SOI or APP0; a segment holds < 64 KiB).
-_EXIF_SEARCH_BYTES = 1 << 17
-_MAX_SEGMENTS = 16  # APPn segments looked at before giving up
-_MAX_IFD_ENTRIES = 256
+def file_orientation(source) -> np.int32:
+    """The EXIF ``Orientation`` (1..8) of an image file (a path or file object), read by Pillow; 1 when absent or unusable.
+
+    Pillow parses the header only (no decoding): about 0.1 ms a photo.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as image:
+            value = image.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return np.int32(1)
+    return np.int32(value if isinstance(value, int) and 1 <= value <= 8 else 1)
 
 
 def jpeg_orientation(contents):
-    """The EXIF ``Orientation`` (1..8) of JPEG bytes (scalar string tensor); 1 when absent or malformed.
+    """The EXIF ``Orientation`` (1..8) of image bytes (scalar string tensor); 1 when absent or malformed.
 
-    Pure TensorFlow ops (works in ``tf.data`` and ``tf.function``): walks the
-    JPEG's marker segments up to the first EXIF APP1 segment, reads the TIFF
-    header (either byte order) and looks up tag 0x0112 in IFD0. Anything
-    unexpected (no EXIF, a truncated segment, a value outside 1..8) gives 1.
+    Read by :func:`file_orientation` through ``tf.numpy_function``, so it works in ``tf.data``
+    and ``tf.function``. Pillow replaced a parser written in TensorFlow ops here: on 500x375
+    photos the graph parser cost more than the decode (see benchmarks/pipeline.py). For files,
+    the pipeline reads the orientation up front instead (cheaper than a Python call per image).
     """
     import tensorflow as tf
 
-    n = _EXIF_SEARCH_BYTES
-    head = tf.strings.substr(contents, 0, n)
-    padded = tf.strings.join([head, tf.constant(b"\0" * (n + 16))])
-    data = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 0, n + 16), tf.uint8), tf.int32)
+    orientation = tf.numpy_function(
+        lambda b: file_orientation(io.BytesIO(np.asarray(b).item())), [contents], tf.int32, stateful=False
+    )
+    orientation.set_shape(())
+    return orientation
 
-    def byte(i):
-        return tf.gather(data, tf.clip_by_value(i, 0, n + 15))
 
-    def u16(i, little):
-        return tf.where(little, byte(i) + 256 * byte(i + 1), 256 * byte(i) + byte(i + 1))
+def _orientation_ops(orientation):
+    """``(transpose, flip_ud, flip_lr)`` (bool tensors) that turn stored pixels upright, in that order.
 
-    def u32(i, little):
-        return tf.where(
-            little, u16(i, little) + 65536 * u16(i + 2, little), 65536 * u16(i, little) + u16(i + 2, little)
-        )
+    EXIF 2: mirror left-right, 3: rotate 180, 4: mirror top-bottom, 5: transpose, 6: rotate 90
+    clockwise (transpose, mirror left-right), 7: transverse, 8: rotate 90 counter-clockwise
+    (transpose, mirror top-bottom); 1 and any other value: as stored (Pillow's exif_transpose table).
+    """
+    import tensorflow as tf
 
-    # Segments: FF xx LEN(2, big-endian, includes itself). Find APP1 (FFE1) starting "Exif\0\0".
-    def seg_cond(pos, found, k):
-        return tf.logical_and(tf.logical_and(found < 0, k < _MAX_SEGMENTS), pos + 4 < n)
-
-    def seg_body(pos, found, k):
-        marker_ok = tf.equal(byte(pos), 0xFF)
-        marker = byte(pos + 1)
-        length = u16(pos + 2, tf.constant(False))
-        exif = tf.reduce_all(tf.equal(tf.stack([byte(pos + 4 + j) for j in range(6)]), [69, 120, 105, 102, 0, 0]))
-        is_exif = tf.logical_and(tf.logical_and(marker_ok, tf.equal(marker, 0xE1)), exif)
-        # Stop (found = n, "none") at a bad marker or the start of the image data (SOS, FFDA).
-        stop = tf.logical_or(tf.logical_not(marker_ok), tf.equal(marker, 0xDA))
-        found = tf.where(is_exif, pos, tf.where(stop, n, found))
-        return pos + 2 + tf.maximum(length, 2), found, k + 1
-
-    starts_jpeg = tf.logical_and(tf.equal(byte(0), 0xFF), tf.equal(byte(1), 0xD8))
-    _, app1, _ = tf.while_loop(seg_cond, seg_body, (tf.constant(2), tf.constant(-1), tf.constant(0)))
-    tiff = app1 + 10
-    little = tf.logical_and(tf.equal(byte(tiff), 73), tf.equal(byte(tiff + 1), 73))  # "II"
-    big = tf.logical_and(tf.equal(byte(tiff), 77), tf.equal(byte(tiff + 1), 77))  # "MM"
-    valid = tf.logical_and(tf.logical_and(starts_jpeg, tf.logical_and(app1 >= 0, app1 < n)), tf.logical_or(little, big))
-    ifd = tiff + u32(tiff + 4, little)
-    count = tf.minimum(u16(ifd, little), _MAX_IFD_ENTRIES)
-
-    def tag_cond(i, value):
-        return tf.logical_and(i < count, value < 0)
-
-    def tag_body(i, value):
-        entry = ifd + 2 + 12 * i
-        hit = tf.equal(u16(entry, little), 0x0112)
-        return i + 1, tf.where(hit, u16(entry + 8, little), value)
-
-    _, value = tf.while_loop(tag_cond, tag_body, (tf.constant(0), tf.constant(-1)))
-    ok = tf.logical_and(tf.logical_and(valid, ifd < n), tf.logical_and(value >= 1, value <= 8))
-    return tf.where(ok, value, 1)
+    o = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation, 1)
+    has = lambda *values: tf.reduce_any(tf.equal(o, values))  # noqa: E731
+    return o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
 
 
 def apply_orientation(image, orientation):
     """``image`` (H, W, C) as seen upright for an EXIF ``orientation`` (1..8; others leave it as is)."""
     import tensorflow as tf
 
-    def t(img):
-        return tf.image.transpose(img)
-
-    branches = [
-        lambda: image,  # 1: upright (and any invalid value)
-        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
-        lambda: tf.image.rot90(image, 2),  # 3: rotated 180
-        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
-        lambda: t(image),  # 5: transposed
-        lambda: tf.image.rot90(image, 3),  # 6: rotate 90 clockwise to view
-        lambda: tf.image.rot90(t(image), 2),  # 7: transversed
-        lambda: tf.image.rot90(image, 1),  # 8: rotate 90 counter-clockwise to view
-    ]
-    index = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation - 1, 0)
-    return tf.switch_case(tf.cast(index, tf.int32), branches)
+    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
+    image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
+    return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
 
 
-def decode_and_transform(contents, transform: Transform):
+def _stored_window(stored_shape, orientation, size, fraction, mode):
+    """The crop window in stored pixels whose upright view is the crop of the upright image."""
+    import tensorflow as tf
+
+    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
+    h, w = tf.unstack(tf.where(transpose, stored_shape[1::-1], stored_shape[:2]))  # upright size
+    oy, ox, ch, cw = tf.unstack(crop_window(h, w, size, fraction, mode))
+    oy, ox = tf.where(flip_ud, h - oy - ch, oy), tf.where(flip_lr, w - ox - cw, ox)
+    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw]))
+
+
+#: A JPEG's end-of-image marker, and how far into a file an EXIF thumbnail's own marker can lie
+#: (the APP1 segment that holds it ends before 64 KiB).
+_EOI = b"\xff\xd9"
+_HEADER_BYTES = 65600
+TRUNCATED_JPEG = "truncated JPEG (the file ends before its end-of-image marker)"
+
+
+def _complete_jpeg(contents):
+    """Whether JPEG bytes hold their end-of-image marker (a scalar bool tensor).
+
+    TensorFlow's decoder writes "Premature end of JPEG data" to stderr (a C++ ``LOG(ERROR)``,
+    ``try_recover_truncated`` or not) for a file cut short, before failing; such a file is
+    refused here first, in our words. Data after the marker (motion photos) is allowed.
+    """
+    import tensorflow as tf
+
+    def marker_after_header():
+        parts = tf.strings.split(contents, sep=_EOI)
+        end = tf.strings.length(contents) - tf.strings.length(parts[-1])
+        return tf.logical_and(
+            tf.size(parts) > 1, tf.logical_or(end > _HEADER_BYTES, tf.strings.length(contents) <= _HEADER_BYTES)
+        )
+
+    return tf.cond(tf.equal(tf.strings.substr(contents, -2, 2), _EOI), lambda: tf.constant(True), marker_after_header)
+
+
+def decode_and_transform(contents, transform: Transform, orientation=None):
     """Encoded image bytes (scalar string tensor) -> float32 ``target_size + (3,)`` in [0, 255].
 
     Works eagerly and inside ``tf.data``/``tf.function``. Raises
     ``tf.errors.InvalidArgumentError`` for bytes that are not a decodable image.
-    With ``transform.exif_orientation`` a JPEG carrying an EXIF orientation
-    other than 1 is decoded whole, turned upright, then cropped.
+    With ``transform.exif_orientation`` a JPEG is cropped where its upright view
+    is cropped (the window mapped to the stored pixels), then turned upright; ``orientation``
+    (int32 scalar, 1..8) is the one read up front (:func:`file_orientation`); None: read
+    from ``contents`` (:func:`jpeg_orientation`).
     """
     import tensorflow as tf
 
@@ -341,22 +336,19 @@ def decode_and_transform(contents, transform: Transform):
         return image[oy : oy + ch, ox : ox + cw, :]
 
     def jpeg():
-        shape = tf.io.extract_jpeg_shape(contents)
-        window = crop_window(shape[0], shape[1], size, fraction, mode)
-        return tf.io.decode_and_crop_jpeg(contents, window, channels=3)
-
-    def jpeg_upright():
-        orientation = jpeg_orientation(contents)
-        return tf.cond(
-            tf.equal(orientation, 1),
-            jpeg,
-            lambda: crop(apply_orientation(tf.io.decode_jpeg(contents, channels=3), orientation)),
-        )
+        with tf.control_dependencies([tf.debugging.assert_equal(_complete_jpeg(contents), True, TRUNCATED_JPEG)]):
+            shape = tf.io.extract_jpeg_shape(contents)
+        if not transform.exif_orientation:
+            return tf.io.decode_and_crop_jpeg(contents, crop_window(shape[0], shape[1], size, fraction, mode), 3)
+        # Only without a known orientation: a Python call in the graph slows all of tf.data's map.
+        value = jpeg_orientation(contents) if orientation is None else tf.cast(orientation, tf.int32)
+        window = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
+        return apply_orientation(tf.io.decode_and_crop_jpeg(contents, window, channels=3), value)
 
     def other():
         return crop(tf.io.decode_image(contents, channels=3, expand_animations=False))
 
-    image = tf.cond(tf.io.is_jpeg(contents), jpeg_upright if transform.exif_orientation else jpeg, other)
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     image = tf.image.resize(image, size, method=transform.interpolation)
     image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
     image.set_shape(tuple(size) + (3,))

@@ -8,33 +8,39 @@ How each image is evaluated exactly once: every worker decodes the records
 whose index ``i`` has ``i % num_workers == worker`` (sharding by index, before
 decoding), then appends padding examples flagged invalid without end, so all
 replicas always receive full batches and run the same number of steps. Each
-step sums, per replica, the count and the top-1/top-5 hits of the valid
-examples (Keras's ``sparse_categorical_accuracy`` and
-``sparse_top_k_categorical_accuracy`` per example, weighted by validity) and
-reduces them across replicas; the loop ends at the first step in which no
-replica saw a real example. Examples that failed to decode are invalid too;
-their indices are gathered from all replicas and explained at the end (or, with
-``strict=True``, at once, as an error).
+step gathers, from every replica, per example: its index (-1 for padding),
+whether it decoded, its label, the top-1 class and whether the label is in the
+top 5 (Keras's ``sparse_top_k_categorical_accuracy``); the loop ends at the
+first step in which no replica saw a real example. Examples that failed to
+decode are explained at the end (or, with ``strict=True``, at once, as an error).
+
+:func:`evaluate_classifier` (a trained classifier on class folders) runs the
+same loop and reports precision, recall, F1 and the confusion matrix by
+scikit-learn (:func:`classification_report`).
 
 The code is in that order: the input (``_replica_dataset``), the step
 (``_replica_step`` on each replica, ``_distributed_step`` across them), the
-report (``_report``), and :func:`evaluate`, the loop that ties them together.
+loop (``_loop``), then :func:`evaluate` and :func:`evaluate_classifier` with their reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import warnings
 
 import numpy as np
 
+from keras_xception.checks import existing_dir, positive_int
 from keras_xception.data.dataset import Records, decode_records, explain
+from keras_xception.data.files import class_folders
 from keras_xception.data.imagenet import imagenet_wnids
+from keras_xception.data.results import Skipped
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.predictor import predict_function
 
-__all__ = ["evaluate", "make_strategy", "is_chief", "STRATEGIES"]
+__all__ = ["evaluate", "evaluate_classifier", "classification_report", "make_strategy", "is_chief", "STRATEGIES"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -131,18 +137,13 @@ def _replica_dataset(ctx, *, records, transform, batch_size):
 
 # ---------------------------------------------------------------- step
 
-# The entries of a step's sums: valid examples, top-1 hits, top-5 hits, real examples (valid or not).
-_COUNT, _TOP1, _TOP5, _SEEN = range(4)
-
 
 def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes):
-    """One replica's batch -> ``(sums, per_class, bad)``.
+    """One replica's batch -> per example ``(index, ok, label, top-1 class, top-5 hit)``.
 
-    ``sums``: see ``_COUNT``.. ``_SEEN``; ``per_class``: count, top-1 and
-    top-5 hits per class (3 x ``num_classes``); ``bad``: the index of every
-    real example that failed to decode, -1 for the others. Only valid
-    examples (``ok``) count; a label outside the model's classes fails an
-    assertion whose message names ``label_offset``.
+    Padding examples have index -1; ``ok`` is False for them and for examples that failed to
+    decode. A label outside the model's classes fails an assertion whose message names
+    ``label_offset``.
     """
     import keras
     import tensorflow as tf
@@ -155,41 +156,28 @@ def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes)
         tf.constant(num_classes, label.dtype),
         message=f"class label >= {num_classes} (the model's classes): wrong label_offset?",
     )
-    w = tf.cast(ok, tf.float32)
-    hit1 = keras.metrics.sparse_categorical_accuracy(label, scores) * w
-    hit5 = keras.metrics.sparse_top_k_categorical_accuracy(label, scores, k=min(5, num_classes)) * w
-    real = tf.cast(index >= 0, tf.float32)
-    sums = tf.stack([tf.reduce_sum(w), tf.reduce_sum(hit1), tf.reduce_sum(hit5), tf.reduce_sum(real)])
-    per_class = tf.stack([tf.math.unsorted_segment_sum(v, label, num_classes) for v in (w, hit1, hit5)])
-    bad = tf.where(tf.logical_and(index >= 0, tf.logical_not(ok)), index, tf.constant(-1, tf.int64))
-    return sums, per_class, bad
+    top1 = tf.argmax(scores, axis=-1, output_type=tf.int64)
+    hit5 = keras.metrics.sparse_top_k_categorical_accuracy(label, scores, k=min(5, num_classes)) > 0.5
+    return index, tf.cast(ok, tf.int64), label, top1, tf.cast(hit5, tf.int64)  # (strategy.gather takes no bool)
 
 
 def _distributed_step(strategy, replica_step):
-    """A ``tf.function``: a distributed batch -> sums and per-class sums over all replicas, bad indices gathered."""
+    """A ``tf.function``: a distributed batch -> the per-example outputs of all replicas, gathered."""
     import tensorflow as tf
 
     @tf.function
     def step(batch):
-        sums, per_class, bad = strategy.run(replica_step, args=batch)
-        return (
-            strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.SUM, per_class, axis=None),
-            strategy.gather(bad, axis=0),
-        )
+        return [strategy.gather(t, axis=0) for t in strategy.run(replica_step, args=batch)]
 
     return step
 
 
 def _run_step(step, batch, records, num_classes):
-    """``step(batch)`` in NumPy: int64 sums and per-class sums, and the list of bad indices.
-
-    A label outside ``[0, num_classes)`` becomes a ``ValueError`` about ``label_offset``.
-    """
+    """``step(batch)`` in NumPy; a label outside ``[0, num_classes)`` becomes a ``ValueError`` about ``label_offset``."""
     import tensorflow as tf
 
     try:
-        sums, per_class, bad = step(batch)
+        return [t.numpy() for t in step(batch)]
     except tf.errors.InvalidArgumentError as e:
         if "label_offset" not in e.message:
             raise
@@ -198,46 +186,91 @@ def _run_step(step, batch, records, num_classes):
             "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
             "0-based ones need label_offset=0."
         ) from None
-    as_int = lambda t: np.rint(t.numpy()).astype(np.int64)  # noqa: E731
-    return as_int(sums), as_int(per_class), [int(i) for i in bad.numpy() if i >= 0]
 
 
-# ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- the loop
 
 
-def _report(
-    totals, class_totals, skipped, *, elapsed, records, model, num_classes, transform, batch_size, strategy, per_class
-):
-    """The report dict of :func:`evaluate` from the summed ``totals`` / ``class_totals`` and ``skipped``."""
-    count, c1, c5 = (int(totals[i]) for i in (_COUNT, _TOP1, _TOP5))
-    report = dict(
-        top1=c1 / count if count else None,
-        top5=c5 / count if count else None,
-        count=count,
-        top1_correct=c1,
-        top5_correct=c5,
-        skipped=skipped,
-        source=records.description,
-        model=model.name,
-        num_classes=num_classes,
-        transform=transform.to_dict(),
-        batch_size=batch_size,
-        strategy=_strategy_name(strategy),
-        num_replicas=strategy.num_replicas_in_sync,
-        elapsed_seconds=round(elapsed, 3),
-        images_per_second=round(count / elapsed, 2) if elapsed > 0 else None,
+@dataclasses.dataclass
+class _Run:
+    """What the loop saw: per evaluated example its label, top-1 class and top-5 hit; the skipped ones."""
+
+    model: object
+    num_classes: int
+    labels: np.ndarray
+    predicted: np.ndarray
+    top5: np.ndarray
+    skipped: list  # (index, name, reason)
+    elapsed: float
+    chief: bool
+
+
+def _prepare(model, records, strategy, transform, batch_size):
+    """The model (built in the strategy's scope when a function) and the transform, the arguments checked."""
+    import keras
+
+    positive_int(batch_size, "batch_size")
+    if not isinstance(records, Records):
+        raise ValueError(
+            "`records` must be keras_xception.data.Records (from tfds_records, folder_records or "
+            f"tfrecord_records); received {type(records).__name__}."
+        )
+    with strategy.scope():
+        if not isinstance(model, keras.Model):
+            if not callable(model):
+                raise ValueError(f"`model` must be a keras.Model or a function returning one; received {model!r}.")
+            model = model()
+    if transform is None:
+        transform = resolve_transform(model=model)
+    if not isinstance(transform, Transform):
+        raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"`batch_size` must be a multiple of the {strategy.num_replicas_in_sync} replicas; "
+            f"received batch_size={batch_size}."
+        )
+    return model, transform
+
+
+def _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose) -> _Run:
+    """The one evaluation loop: every record once, over all replicas and workers (see the module docs)."""
+    import keras
+
+    num_classes = int(model.output_shape[-1])
+    if runtime != "keras":
+        options = dict(options, transform=transform)  # reads a calibration directory as the evaluation does
+    scores_of = _scores_function(model, runtime, strategy.num_replicas_in_sync, num_classes, options)
+    replica_step = functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
+    step = _distributed_step(strategy, replica_step)
+    chief = is_chief(strategy)
+    progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
+    kept, bad, hits = [], [], 0
+    start = time.perf_counter()
+    batches = strategy.distribute_datasets_from_function(
+        functools.partial(_replica_dataset, records=records, transform=transform, batch_size=batch_size)
     )
-    if per_class:
-        names = imagenet_wnids() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-        report["per_class"] = {
-            names[k]: dict(count=int(n), top1=int(a) / int(n), top5=int(b) / int(n))
-            for k, (n, a, b) in enumerate(class_totals.T)
-            if n
-        }
-    return report
+    for batch in batches:
+        index, ok, label, top1, hit5 = _run_step(step, batch, records, num_classes)
+        real, ok = index >= 0, ok.astype(bool)
+        if not real.any():  # no replica saw a real example: every shard is exhausted
+            break
+        if strict and (real & ~ok).any():
+            index, name, reason = explain(records, index[real & ~ok][:1], transform)[0]
+            raise ValueError(f"Cannot decode {name} (example {index}): {reason}. Without strict it would be skipped.")
+        bad += [int(i) for i in index[real & ~ok]]
+        kept.append(np.stack([index, label, top1, hit5])[:, real & ok])
+        hits += int(np.sum(kept[-1][1] == kept[-1][2]))
+        if progbar is not None:
+            progbar.add(int(real.sum()), [("top1", hits / max(sum(k.shape[1] for k in kept), 1))])
+    elapsed = time.perf_counter() - start
+    index, labels, predicted, top5 = np.concatenate(kept, axis=1) if kept else np.zeros((4, 0), np.int64)
+    skipped = explain(records, bad, transform)
+    for _, name, reason in skipped if chief else []:  # (unreadable folders were warned about when listed)
+        warnings.warn(f"Skipped {Skipped(name, reason)}", stacklevel=3)
+    return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed, chief)
 
 
-# ---------------------------------------------------------------- evaluate
+# ---------------------------------------------------------------- ImageNet
 
 
 def evaluate(
@@ -290,85 +323,154 @@ def evaluate(
         ``strategy``, ``num_replicas``, ``elapsed_seconds``,
         ``images_per_second`` and, on request, ``per_class``.
     """
-    import keras
     import tensorflow as tf
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
-    if not isinstance(records, Records):
-        raise ValueError(
-            "`records` must be keras_xception.data.Records (from tfds_records, folder_records or "
-            f"tfrecord_records); received {type(records).__name__}."
-        )
     strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise ValueError(
-            f"`batch_size` must be a multiple of the {replicas} replicas; received batch_size={batch_size}."
-        )
-    with strategy.scope():
-        if not isinstance(model, keras.Model):
-            if not callable(model):
-                raise ValueError(f"`model` must be a keras.Model or a function returning one; received {model!r}.")
-            model = model()
-    num_classes = int(model.output_shape[-1])
-    if transform is None:
-        transform = resolve_transform(model=model)
-    if not isinstance(transform, Transform):
-        raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
-    options = dict(precision=precision, calibration=calibration)
-    if runtime != "keras":
-        options["transform"] = transform  # reads a calibration directory as the evaluation does
-    scores_of = _scores_function(model, runtime, replicas, num_classes, options)
+    model, transform = _prepare(model, records, strategy, transform, batch_size)
     records = records.take(limit)
-    chief = is_chief(strategy)
-    step = _distributed_step(
-        strategy, functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
-    )
-
-    progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
-    totals = np.zeros(4, np.int64)
-    class_totals = np.zeros((3, num_classes), np.int64)
-    skipped_idx = []
-    start = time.perf_counter()
-    batches = strategy.distribute_datasets_from_function(
-        functools.partial(_replica_dataset, records=records, transform=transform, batch_size=batch_size)
-    )
-    for batch in batches:
-        sums, per_class_sums, bad = _run_step(step, batch, records, num_classes)
-        if sums[_SEEN] == 0:  # no replica saw a real example: every shard is exhausted
-            break
-        totals += sums
-        class_totals += per_class_sums
-        if bad and strict:
-            index, name, reason = explain(records, bad, transform)[0]
-            raise ValueError(
-                f"Cannot decode {name} (example {index}): {reason}. Without --strict/strict=True it would be skipped."
-            )
-        skipped_idx += bad
-        if progbar is not None:
-            progbar.add(int(sums[_SEEN]), [("top1", totals[_TOP1] / max(totals[_COUNT], 1))])
-    elapsed = time.perf_counter() - start
-
-    count, seen = int(totals[_COUNT]), int(totals[_SEEN])
-    if count + len(skipped_idx) != seen:
-        raise RuntimeError(f"Internal error: {seen} examples seen, {count} evaluated, {len(skipped_idx)} skipped.")
-    skipped = [dict(index=i, name=n, reason=r) for i, n, r in explain(records, skipped_idx, transform)]
-    for s in skipped if chief else []:  # (unreadable folders, records.problems, were warned about when listed)
-        warnings.warn(f"Skipped {s['name']}: {s['reason']}", stacklevel=2)
-    if count == 0:
+    options = dict(precision=precision, calibration=calibration)
+    run = _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose)
+    if run.labels.size == 0:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
+    return _topk_report(run, records, transform, batch_size, strategy, per_class)
+
+
+def _topk_report(run, records, transform, batch_size, strategy, per_class) -> dict:
+    """:func:`evaluate`'s report of a :class:`_Run`."""
+    count = int(run.labels.size)
+    c1, c5 = int(np.sum(run.predicted == run.labels)), int(np.sum(run.top5))
+    skipped = [dict(index=i, name=n, reason=r) for i, n, r in run.skipped]
     skipped += [dict(index=None, name=path, reason=reason) for path, reason in records.problems]
-    return _report(
-        totals,
-        class_totals,
-        skipped,
-        elapsed=elapsed,
-        records=records,
-        model=model,
-        num_classes=num_classes,
-        transform=transform,
+    report = dict(
+        top1=c1 / count if count else None,
+        top5=c5 / count if count else None,
+        count=count,
+        top1_correct=c1,
+        top5_correct=c5,
+        skipped=skipped,
+        source=records.description,
+        model=run.model.name,
+        num_classes=run.num_classes,
+        transform=transform.to_dict(),
         batch_size=batch_size,
-        strategy=strategy,
-        per_class=per_class,
+        strategy=_strategy_name(strategy),
+        num_replicas=strategy.num_replicas_in_sync,
+        elapsed_seconds=round(run.elapsed, 3),
+        images_per_second=round(count / run.elapsed, 2) if run.elapsed > 0 else None,
     )
+    if per_class:
+        report["per_class"] = _per_class_topk(run)
+    return report
+
+
+def _per_class_topk(run) -> dict:
+    """``{class: {count, top1, top5}}`` for every class with examples (WordNet ids for 1000 classes)."""
+    names = imagenet_wnids() if run.num_classes == 1000 else [str(i) for i in range(run.num_classes)]
+    n = np.bincount(run.labels, minlength=run.num_classes)
+    hit1 = np.bincount(run.labels, weights=run.predicted == run.labels, minlength=run.num_classes)
+    hit5 = np.bincount(run.labels, weights=run.top5, minlength=run.num_classes)
+    return {
+        names[k]: dict(count=int(n[k]), top1=float(hit1[k] / n[k]), top5=float(hit5[k] / n[k]))
+        for k in np.flatnonzero(n)
+    }
+
+
+# ---------------------------------------------------------------- class folders
+
+
+def evaluate_classifier(
+    classifier, val_dir, *, batch_size=32, runtime="keras", precision="fp32", calibration=None, strict=False, verbose=1
+) -> dict:
+    """Accuracy, per-class figures and the confusion matrix of ``classifier`` on class folders.
+
+    ``classifier``: any object with ``.model`` (class probabilities), ``.class_names`` and
+    ``.transform`` (a trained :class:`~keras_xception.tasks.classifier.Classifier`).
+    ``val_dir/<class>/*``: every sub-folder must be named like one of the classifier's classes
+    (a subset is fine). ``runtime``, ``precision`` and ``calibration`` (read with the
+    classifier's transform) as in :func:`~keras_xception.tasks.extraction.extract_features`.
+    The loop is :func:`evaluate`'s.
+
+    Returns:
+        ``accuracy``, ``count``, ``per_class`` (precision, recall, f1, support),
+        ``confusion_matrix`` (rows: true class, columns: predicted, in ``class_names`` order),
+        ``class_names``, ``skipped`` (``{"path", "reason"}``), ``source``, ``transform``,
+        ``runtime``, ``precision``, ``elapsed_seconds`` (and ``top5_accuracy`` with more than 5
+        classes).
+    """
+    import tensorflow as tf
+
+    batch_size = positive_int(batch_size, "batch_size")
+    val_dir = existing_dir(val_dir, "val_dir", "an existing folder of class folders")
+    start = time.perf_counter()
+    class_names = list(classifier.class_names)
+    records, skipped = _class_folder_records(val_dir, class_names, strict)
+    strategy = tf.distribute.get_strategy()
+    options = dict(precision=precision, calibration=calibration)
+    run = _loop(
+        classifier.model, records, classifier.transform, batch_size, strategy, runtime, options, strict, verbose
+    )
+    if run.labels.size == 0:
+        raise ValueError(f"None of the {records.size} images under {val_dir!r} could be read.")
+    report = classification_report(run.labels, run.predicted, class_names, top5=run.top5)
+    report.update(
+        class_names=class_names,
+        skipped=[dict(path=s.path, reason=s.reason) for s in skipped + [Skipped(n, r) for _, n, r in run.skipped]],
+        source=val_dir,
+        transform=classifier.transform.to_dict(),
+        runtime=runtime,
+        precision=precision,
+        elapsed_seconds=round(time.perf_counter() - start, 3),
+    )
+    return report
+
+
+def _class_folder_records(val_dir, class_names, strict):
+    """The records of ``val_dir``'s class folders, labelled by ``class_names``, and what could not be listed."""
+    problems = []
+    paths, folder_labels, folder_classes = class_folders(val_dir, problems)
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = sorted(set(folder_classes) - set(index))
+    if unknown:
+        raise ValueError(
+            f"{val_dir!r} has class folders the model does not know: {unknown}; its classes are {class_names}."
+        )
+    skipped = [Skipped(path, reason) for path, reason in problems]
+    for s in skipped:
+        if strict:
+            raise ValueError(f"Cannot read {s}.")
+        warnings.warn(f"Skipped {s}", stacklevel=3)
+    labels = [index[folder_classes[k]] for k in folder_labels]
+    return Records.from_files(paths, labels, description=val_dir), skipped
+
+
+def classification_report(labels, predicted, class_names, *, top5=None) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted).
+
+    By scikit-learn (``confusion_matrix``, ``precision_recall_fscore_support``); ``recall`` is
+    None for a class without examples. ``top5``: per example, whether the label was among the
+    five best scores (``top5_accuracy`` is reported with more than 5 classes).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
+    ks = list(range(len(class_names)))
+    cm = confusion_matrix(labels, predicted, labels=ks)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ks, zero_division=0.0)
+    per_class = {
+        name: dict(
+            precision=float(precision[k]),
+            recall=float(recall[k]) if support[k] else None,
+            f1=float(f1[k]),
+            support=int(support[k]),
+        )
+        for k, name in enumerate(class_names)
+    }
+    report = dict(
+        accuracy=float(np.mean(predicted == labels)) if labels.size else None,
+        count=int(labels.size),
+        per_class=per_class,
+        confusion_matrix=cm.tolist(),
+    )
+    if len(class_names) > 5 and top5 is not None and labels.size:
+        report["top5_accuracy"] = float(np.mean(top5))
+    return report

@@ -13,25 +13,23 @@ the image size); outputs that are already vectors are used as they are.
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import os
 import warnings
 
 import numpy as np
 
-from keras_xception.data.dataset import Records, explain, readable_batches
+from keras_xception.checks import positive_int
+from keras_xception.data.dataset import map_batches
 from keras_xception.data.files import list_images
+from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
 from keras_xception.deploy.predictor import predict_function
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
 from keras_xception.xception import Xception
 
-__all__ = ["FeatureSet", "pooled_feature_model", "predict_batches", "extract_features", "save_features"]
-
-FeatureSet = collections.namedtuple("FeatureSet", ["features", "paths", "skipped"])
-FeatureSet.__doc__ = """Extracted features: ``features`` (N x D float32), ``paths`` (N strings, the
-images in row order) and ``skipped`` (``(path, reason)`` for every unreadable file or folder)."""
+__all__ = ["pooled_feature_model", "extract_features", "save_features", "predict_batches"]
 
 
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
@@ -42,9 +40,8 @@ def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
     """
     size = resolve_transform(weights, target_size=image_size).target_size
     base = Xception(include_top=False, weights=weights, input_shape=size + (3,), pooling=None)
-    if layer is None:
-        layer = base.layers[-1].name
     names = [layer.name for layer in find_xception(base).layers]
+    layer = names[-1] if layer is None else layer
     if layer not in names:
         blocks = [n for n in names if n.endswith(("_act", "_add"))]
         raise ValueError(
@@ -57,12 +54,10 @@ def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
 
 
 def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=1):
-    """Run ``predict`` over ``batches`` with a progress bar; its outputs concatenated (float32).
+    """Deprecated: use :func:`keras_xception.data.dataset.map_batches`; kept while tasks.transfer imports it.
 
-    ``batches`` yields ``(x, done)``: the inputs of one ``predict`` call
-    (None: nothing to predict in this batch) and by how many ``unit_name``
-    the batch advances a ``keras.utils.Progbar`` of ``total`` (None:
-    unknown). Returns None when ``predict`` was never called.
+    Runs ``predict`` over ``batches`` of ``(x or None, done)`` with a progress bar of ``total``;
+    the outputs concatenated (float32), None when ``predict`` was never called.
     """
     import keras
 
@@ -76,6 +71,37 @@ def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=
     if total is None or seen < total:
         progbar.update(seen, finalize=True)
     return np.concatenate(outputs) if outputs else None
+
+
+def _image_files(source, strict):
+    """``(paths, skipped)``: the image files of a folder (searched recursively) or a list of files."""
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isdir(source):
+            what = "a file, not a folder" if os.path.exists(source) else "no such folder"
+            raise ValueError(f"Expected a folder of images or a list of image files; {os.fspath(source)!r}: {what}.")
+        problems = []
+        paths = list_images(source, problems=problems, strict=strict)
+        if not paths and not problems:
+            raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
+        for path, reason in problems:  # unreadable folders and files
+            warnings.warn(f"Skipped {Skipped(path, reason)}", stacklevel=4)
+        return paths, tuple(Skipped(path, reason) for path, reason in problems)
+    paths = [os.fspath(p) for p in source]
+    if not paths:
+        raise ValueError("No image files given: the list of files to read is empty.")
+    return paths, ()
+
+
+def _feature_model(model, weights, layer, transform):
+    """``model`` checked against the transform's size, or :func:`pooled_feature_model` when None."""
+    if model is None:
+        return pooled_feature_model(weights, layer, transform.target_size)
+    if tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):
+        raise ValueError(
+            f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
+            f"{transform.target_size}; pass the matching image_size."
+        )
+    return model
 
 
 def extract_features(
@@ -92,12 +118,11 @@ def extract_features(
     calibration=None,
     verbose=1,
     strict=False,
-):
+) -> Results:
     """Features of every image in ``source`` (a directory, searched recursively, or a list of files).
 
     Args:
-        source: A directory (image files found by
-            :func:`keras_xception.data.files.list_images`) or a list of paths.
+        source: A directory (searched by :func:`~keras_xception.data.files.list_images`) or a list of paths.
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
         image_size: Square side (or ``(height, width)``); default: the
@@ -106,10 +131,8 @@ def extract_features(
         model: A ready model to run instead of :func:`pooled_feature_model`
             (its input size must match the transform's; any single-input
             model, e.g. a classifier: its outputs are returned).
-        transform: The :class:`~keras_xception.data.transform.Transform`
-            (default: :func:`~keras_xception.data.transform.resolve_transform`
-            of ``weights`` and ``model``, ``image_size`` overriding the size,
-            with ``exif_orientation=True``: photos are read upright).
+        transform: The :class:`~keras_xception.data.transform.Transform` (default: ``resolve_transform``
+            of ``weights`` and ``model`` at ``image_size``, ``exif_orientation=True``: photos upright).
         runtime: ``"keras"`` (``model.predict_on_batch``) or a
             :class:`keras_xception.Predictor` runtime (``"auto"``,
             ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
@@ -122,59 +145,35 @@ def extract_features(
             be read instead of skipping it.
 
     Returns:
-        A :class:`FeatureSet`. Files and folders that cannot be read (no
-        permission, not an image, truncated) are skipped with a warning
-        naming each one and its reason, and listed in ``skipped``.
+        :class:`~keras_xception.data.results.Results`: ``features`` (N x D float32, also
+        ``outputs``), ``paths`` (the N images in row order) and ``skipped``
+        (:class:`~keras_xception.data.results.Skipped`: every file or folder that could not be
+        read, warned about once each as ``Skipped path: reason``).
 
     Raises:
         ValueError: bad arguments, no image files, or no readable image.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; received batch_size={batch_size!r}.")
-    skipped = []
-    if isinstance(source, (str, os.PathLike)):
-        if not os.path.isdir(source):
-            raise ValueError(f"`source` must be an existing directory or a list of files; received {source!r}.")
-        paths = list_images(source, problems=skipped, strict=strict)
-        if not paths and not skipped:
-            raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
-    else:
-        paths = [os.fspath(p) for p in source]
-        if not paths:
-            raise ValueError("`source` is an empty list of files.")
+    batch_size = positive_int(batch_size, "batch_size")
+    paths, listing = _image_files(source, strict)
     if transform is None:
         transform = resolve_transform(weights, model=model, target_size=image_size, exif_orientation=True)
-    if model is None:
-        model = pooled_feature_model(weights, layer, transform.target_size)
-    elif tuple(model.input_shape[1:3]) not in (transform.target_size, (None, None)):
-        raise ValueError(
-            f"`model` takes {tuple(model.input_shape[1:3])} images but image_size is "
-            f"{transform.target_size}; pass the matching image_size."
-        )
+    model = _feature_model(model, weights, layer, transform)
     predict = predict_function(model, runtime, precision=precision, calibration=calibration, transform=transform)
-    records = Records.from_files(paths)
-    kept, bad = [], []
-    batches = readable_batches(records, transform, batch_size, strict=strict, kept=kept, bad=bad)
-    features = predict_batches(predict, batches, total=len(paths), verbose=verbose)
-    for path, reason in skipped:  # unreadable folders and files found while listing
-        warnings.warn(f"Skipping unreadable {path!r}: {reason}", stacklevel=2)
-    for _, name, reason in explain(records, bad, transform):
-        skipped.append((name, reason))
-        warnings.warn(f"Skipping unreadable image {name!r}: {reason}", stacklevel=2)
-    if not kept:
-        raise ValueError(f"None of the {len(paths)} image files could be read; skipped: {skipped}")
-    return FeatureSet(features, [paths[i] for i in kept], skipped)
+    results = map_batches(predict, paths, transform, batch_size=batch_size, strict=strict, verbose=verbose)
+    if results.outputs is None:
+        raise ValueError(f"None of the {len(paths)} image files could be read; the first: {results.skipped[0]}.")
+    return dataclasses.replace(results, skipped=listing + results.skipped)
 
 
-def save_features(path, feature_set):
-    """Write a :class:`FeatureSet` to ``.npz``: ``features``, ``paths``, ``skipped`` (string arrays).
+def save_features(path, results):
+    """Write :func:`extract_features`'s results to ``.npz``: ``features``, ``paths``, ``skipped`` (string arrays).
 
     Reads back with ``np.load(path)`` (no pickle needed).
     """
     np.savez(
         path,
-        features=np.asarray(feature_set.features, dtype="float32"),
-        paths=np.array(feature_set.paths, dtype=str),
-        skipped=np.array([p for p, _ in feature_set.skipped], dtype=str),
+        features=np.asarray(results.features, dtype="float32"),
+        paths=np.array(results.paths, dtype=str),
+        skipped=np.array([s.path for s in results.skipped], dtype=str),
     )
     return path

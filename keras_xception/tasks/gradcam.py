@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_xception.checks import non_negative_int
 from keras_xception.model.introspect import block_numbers, find_layer, tap
 
 __all__ = ["DEFAULT_LAYER", "grad_cam", "save_cam_figure"]
@@ -50,30 +51,7 @@ def grad_cam(model, image, class_index=None, layer=None):
     import keras
     import tensorflow as tf
 
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"Grad-CAM needs the TensorFlow backend (tf.GradientTape); the Keras backend is "
-            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
-        )
-    if layer is None:
-        try:
-            layer = f"block{block_numbers(model)[-1]}_sepconv2_act"
-        except ValueError:
-            raise ValueError(
-                "`layer` must name a convolutional layer when the model contains no Xception (the "
-                "default is the Xception's last feature map); received layer=None."
-            ) from None
-    if find_layer(model, layer) is None:
-        raise ValueError(
-            f"`layer` must name a layer of the model or of a model nested in it; received layer={layer!r}."
-        )
-    image = np.asarray(image, dtype="float32")
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"`image` must be one image, (H, W, C) or (1, H, W, C); received shape {image.shape}.")
-    if class_index is not None and (isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer))):
-        raise ValueError(f"`class_index` must be None or an integer class index; received class_index={class_index!r}.")
+    layer, image = _checked(model, image, class_index, layer)
     last = _last_dense(model)
     dense_top = last is not None
     # The activations, and the classifier's input (its logit = input @ kernel + bias), even
@@ -99,6 +77,37 @@ def grad_cam(model, image, class_index=None, layer=None):
     cam = tf.nn.relu(cam).numpy().astype("float32")
     peak = cam.max()
     return (cam / peak if peak > 0 else cam), int(class_index)
+
+
+def _checked(model, image, class_index, layer):
+    """``(layer, image as a (1, H, W, C) float32 batch)`` after checking :func:`grad_cam`'s arguments."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"Grad-CAM needs the TensorFlow backend (tf.GradientTape); the Keras backend is "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+        )
+    if layer is None:
+        try:
+            layer = f"block{block_numbers(model)[-1]}_sepconv2_act"
+        except ValueError:
+            raise ValueError(
+                "`layer` must name a convolutional layer when the model contains no Xception (the "
+                "default is the Xception's last feature map); received layer=None."
+            ) from None
+    if find_layer(model, layer) is None:
+        raise ValueError(
+            f"`layer` must name a layer of the model or of a model nested in it; received layer={layer!r}."
+        )
+    image = np.asarray(image, dtype="float32")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"`image` must be one image, (H, W, C) or (1, H, W, C); received shape {image.shape}.")
+    if class_index is not None:
+        non_negative_int(class_index, "class_index")
+    return layer, image
 
 
 def _last_dense(model):
