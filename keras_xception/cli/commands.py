@@ -397,7 +397,7 @@ def _evaluate_imagenet(args, stdout):
 
 
 def _evaluate_classifier(args, stdout):
-    from keras_xception.tasks.classifier import evaluate_classifier
+    from keras_xception.tasks.evaluation import evaluate_classifier
 
     report = evaluate_classifier(
         classifier_of(args),
