@@ -14,6 +14,7 @@ from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, small_xception
 import keras_xception as kx
 from keras_xception.pretrained import formats
 from keras_xception.pretrained.formats import WeightsFileError
+from keras_xception.pretrained.loading import load_pretrained
 
 
 def ours(**kw):
@@ -56,8 +57,8 @@ def test_legacy_h5_with_top_into_notop_model(tf_keras_reference, images):
     assert rel_diff(model.predict(x, verbose=0), feat.predict(x, verbose=0)) < 1e-4
 
 
-def test_strict_load_weights_needs_the_classifier(tmp_path):
-    """formats.load_weights is strict: a model with a top needs the file's top (load_pretrained is not)."""
+def test_strict_load_needs_the_classifier(tmp_path):
+    """load_pretrained(strict=True): a model with a top needs the file's top (by default it gets a fresh one)."""
     notop = ours(weights=None, include_top=False, **SMALL_OPTIONS)
     p = str(tmp_path / "notop.weights.h5")
     notop.save_weights(p)
@@ -68,7 +69,7 @@ def test_strict_load_weights_needs_the_classifier(tmp_path):
         match=re.escape(repr(p))
         + r".* classifier 'predictions' \(shapes \[\(512, 1000\), \(1000,\)\]\) but the file has none",
     ):
-        formats.load_weights(model, p)
+        load_pretrained(model, p, strict=True)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
@@ -118,7 +119,7 @@ def test_failed_load_assigns_nothing(tmp_path):
     p = str(tmp_path / "ten.weights.h5")
     other.save_weights(p)
     with pytest.raises(WeightsFileError, match=r"'predictions'.*\(512, 1000\).*\(512, 10\)"):
-        formats.load_weights(model, p)
+        load_pretrained(model, p, strict=True)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "weighted_layers",
     "backbone_weighted_layers",
     "find_layer",
+    "pool_stride",
     "tap",
     "tap_tensors",
 ]
@@ -43,6 +44,21 @@ def _is_xception(layers) -> bool:
     return all(n in names for n in _STEM) and any(n.startswith("block2_sepconv1") for n in names)
 
 
+def _models(model):
+    """``model`` and the models nested in it at any depth, breadth first."""
+    queue = [model]
+    while queue:
+        m = queue.pop(0)
+        yield m
+        queue.extend(layer for layer in getattr(m, "layers", None) or [] if isinstance(layer, keras.Model))
+
+
+def pool_stride(layer) -> int:
+    """The stride of a pooling layer (an int; Keras stores a tuple)."""
+    strides = layer.strides
+    return strides[0] if isinstance(strides, (tuple, list)) else strides
+
+
 def find_xception(model) -> keras.Model:
     """The model holding the Xception layers of ``model``: itself, or a nested model (breadth first).
 
@@ -51,14 +67,12 @@ def find_xception(model) -> keras.Model:
             ``block1_conv1``, ``block1_conv2_act`` and ``block2_sepconv1...``);
             the message names those missing from ``model`` and its nested models.
     """
-    stack, seen = [model], set()
-    while stack:
-        m = stack.pop(0)
+    seen = set()
+    for m in _models(model):
         layers = getattr(m, "layers", None) or []
         if _is_xception(layers):
             return m
         seen.update(layer.name for layer in layers)
-        stack.extend(layer for layer in layers if isinstance(layer, keras.Model))
     missing = [n for n in _STEM if n not in seen]
     missing += [] if any(n.startswith("block2_sepconv1") for n in seen) else ["block2_sepconv1"]
     raise ValueError(
@@ -115,10 +129,8 @@ def spec_of(model) -> XceptionSpec:
         output_stride=2,
     )
     for n in blocks:
-        pool = layers.get(f"block{n}_pool")
-        if pool is not None:
-            strides = pool.strides
-            options["output_stride"] *= strides[0] if isinstance(strides, (tuple, list)) else strides
+        if f"block{n}_pool" in layers:
+            options["output_stride"] *= pool_stride(layers[f"block{n}_pool"])
     try:
         xception_spec(**options)
     except ValueError as e:
@@ -175,14 +187,9 @@ def backbone_weighted_layers(model) -> list:
 
 def find_layer(model, name):
     """The layer called ``name`` in ``model`` or in a model nested in it (breadth first), or None."""
-    stack = [model]
-    while stack:
-        m = stack.pop(0)
-        for layer in getattr(m, "layers", None) or []:
-            if layer.name == name:
-                return layer
-        stack.extend(layer for layer in getattr(m, "layers", None) or [] if isinstance(layer, keras.Model))
-    return None
+    return next(
+        (layer for m in _models(model) for layer in getattr(m, "layers", None) or [] if layer.name == name), None
+    )
 
 
 def _contains(model, names) -> bool:
