@@ -35,42 +35,21 @@ def Xception(
 ):
     """Instantiates the Xception architecture (Chollet, CVPR 2017).
 
-    A drop-in for ``keras.applications.Xception``: same arguments, same weighted
-    layers (names, order, shapes), so weight files written for either load into
-    both. Differences: bad arguments raise ``ValueError`` naming the argument,
-    the residual layers have names (``block2_residual_conv``, ...), and
-    ``include_preprocessing=True`` puts :func:`preprocessing_layer` (0..255 ->
-    -1..1) in front so the model takes raw pixels; otherwise scale inputs with
-    :func:`preprocess_input`. Inputs are at least 71x71 (299x299 by default).
-
-    Args:
-        include_top: Whether to include the classifier (``avg_pool`` + Dense ``predictions``).
-        weights: ``None`` (random), ``"imagenet"`` (or another name from
-            :func:`keras_xception.pretrained.registry.list_records`), or the path
-            of a legacy Keras 2 ``.h5``, a Keras 3 ``.weights.h5`` or a ``.keras``
-            model containing an Xception (nested too). With other than 3 input
-            channels the first convolution is adapted (summed for 1 channel,
-            repeated and rescaled by 3/C for C). With another class count than
-            the weights' the ``predictions`` layer is new (a warning says so).
-        input_tensor: Optional Keras tensor to use as the model's input.
-        input_shape: Shape without the batch axis, ``(299, 299, 3)`` or
-            ``(3, 299, 299)`` for channels_first; ``None`` sides allowed without
-            the top. Default: 299x299x3 with the top, ``(None, None, 3)`` without.
-        pooling: Without the top: ``None`` (4D map), ``"avg"`` or ``"max"``.
-        classes: Classes of the classifier.
-        classifier_activation: Name, callable, or ``None`` for logits (only
-            ``None`` or ``"softmax"`` with registered weights).
-        name: Model name.
-        include_preprocessing: Take raw 0..255 images (see above).
-        residual, intermediate_activation, middle_flow_blocks, width_multiplier,
-        output_stride: Architecture variants (the paper's ablations, atrous output
-            stride): :func:`keras_xception.model.spec.xception_spec`. Pretrained
-            weights load into those with the official shapes: see
-            :mod:`keras_xception.pretrained.loading`.
-
-    Raises:
-        ValueError: an invalid argument (named, with the value received and what
-            is allowed), or a weights file that does not fit the model.
+    A drop-in for ``keras.applications.Xception``: the same arguments (see its
+    documentation) and weighted layers (names, order, shapes), so weight files
+    written for either load into both. Inputs are at least 71x71 (299x299 by
+    default), scaled to [-1, 1] by :func:`preprocess_input`. Differences: bad
+    arguments raise ``ValueError`` naming the argument; the residual layers
+    have names (``block2_residual_conv``, ...); ``weights`` may also be the path
+    of a legacy ``.h5``, a ``.weights.h5`` or a ``.keras`` model containing an
+    Xception, and other input channels or class counts than the weights' adapt
+    the first convolution or give a new ``predictions`` layer, with a warning
+    (:func:`keras_xception.pretrained.loading.load_pretrained`);
+    ``include_preprocessing=True`` puts :func:`preprocessing_layer` in front, so
+    the model takes raw 0..255 pixels; ``residual``, ``intermediate_activation``,
+    ``middle_flow_blocks``, ``width_multiplier`` and ``output_stride`` build the
+    paper's ablations and atrous variants (:func:`keras_xception.model.spec.xception_spec`).
+    ``ValueError`` for an invalid argument, or a weights file that does not fit.
     """
     spec = xception_spec(
         middle_flow_blocks,

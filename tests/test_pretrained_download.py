@@ -200,6 +200,7 @@ def test_concurrent_downloads_from_two_processes(server, registered, keras_home)
 def _keras_get_file(name, url, keras_home, **kw):
     import keras
 
+    os.makedirs(keras_home / "models", exist_ok=True)  # else get_file silently writes to /tmp/.keras instead
     return keras.utils.get_file(name, url, cache_dir=str(keras_home), cache_subdir="models", **kw)
 
 

@@ -78,7 +78,8 @@ def test_wrong_shapes_name_file_layer_and_shapes(tmp_path):
     p = str(tmp_path / "four.weights.h5")
     other.save_weights(p)
     with pytest.raises(
-        WeightsFileError, match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"
+        WeightsFileError,
+        match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\).*first misfit: 'kernel'",
     ):
         ours(weights=p, include_top=False)
 
@@ -133,8 +134,11 @@ def test_keras_model_file_from_keras_applications(keras_reference, images):
 @pytest.mark.parametrize("builder", ["keras_xception", "keras.applications"])
 def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     """The usual result of fine-tuning: Model(inputs, head(xception(inputs))) saved as .keras."""
+    options = SMALL_OPTIONS if builder == "keras_xception" else {}  # keras.applications: full size only
     if builder == "keras_xception":
-        backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
+        backbone = kx.Xception(
+            weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg", **SMALL_OPTIONS
+        )
     else:
         backbone = keras.applications.Xception(
             weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg"
@@ -148,12 +152,12 @@ def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     fine_tuned.save(path)
 
     x = kx.preprocess_input(images)
-    model = ours(weights=path, include_top=False, pooling="avg")
+    model = ours(weights=path, include_top=False, pooling="avg", **options)
     assert rel_diff(model.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
     # The fine-tuned head is not Xception's 1000-class top: like weights="imagenet_notop", the
     # file gives the pretrained backbone and a fresh classifier (bug: it was a layer-count error).
     with pytest.warns(UserWarning, match="has no classifier"):
-        with_top = ours(weights=path, include_top=True, classes=10)
+        with_top = ours(weights=path, include_top=True, classes=10, **options)
     with_top_backbone = keras.Model(with_top.inputs, with_top.get_layer("avg_pool").output)
     assert rel_diff(with_top_backbone.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
 

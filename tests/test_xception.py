@@ -14,6 +14,11 @@ def model():
     return kx.Xception(weights=None)
 
 
+@pytest.fixture(scope="module")
+def keras_app():
+    return keras.applications.Xception(weights=None)
+
+
 def trainable(m):
     return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
 
@@ -27,8 +32,8 @@ def test_parameter_counts_match_paper_and_keras(model):
 
 
 @pytest.mark.slow
-def test_weighted_layers_same_classes_shapes_order_as_keras(model):
-    ref = keras.applications.Xception(weights=None)
+def test_weighted_layers_same_classes_shapes_order_as_keras(model, keras_app):
+    ref = keras_app
     sig = lambda m: [(type(lyr).__name__, [tuple(w.shape) for w in lyr.weights]) for lyr in m.layers if lyr.weights]
     assert sig(model) == sig(ref)
     # The .weights.h5 format keys layers by class and position among all layers.
@@ -36,8 +41,8 @@ def test_weighted_layers_same_classes_shapes_order_as_keras(model):
 
 
 @pytest.mark.slow
-def test_keras_explicit_names_kept_and_residual_layers_named(model):
-    ref = keras.applications.Xception(weights=None)
+def test_keras_explicit_names_kept_and_residual_layers_named(model, keras_app):
+    ref = keras_app
     ours = {lyr.name for lyr in model.layers}
     keras_named = {
         lyr.name for lyr in ref.layers if lyr.name.startswith("block") or lyr.name in ("avg_pool", "predictions")

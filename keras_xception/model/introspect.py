@@ -90,10 +90,6 @@ def block_numbers(model) -> list[int]:
     )
 
 
-def _weighted_shapes(layers):
-    return [(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in layers if layer.weights]
-
-
 def spec_of(model) -> XceptionSpec:
     """The spec of the Xception in ``model``, read from its layers.
 
@@ -135,33 +131,23 @@ def spec_of(model) -> XceptionSpec:
         xception_spec(**options)
     except ValueError as e:
         raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
-    got = dict(
-        _weighted_shapes(
-            [layer for layer in xception.layers if _BLOCK.match(layer.name) and "residual" not in layer.name]
-        )
-    )
     exact = options["width_multiplier"]
     for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
         spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
-        if spec and all(got.get(name) in (None, shapes) for name, shapes in _spec_shapes(spec).items()):
+        if spec and _fits(spec, layers):
             return spec
     raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
 
 
-def _spec_shapes(spec):
-    """Kernel shapes of ``block1_conv2`` and of the separable convolutions of ``spec``, by layer name."""
-    shapes = {"block1_conv2": [(3, 3, *spec.stem_filters)]}
-    cin = spec.stem_filters[1]
-    for block in spec.blocks:
-        for i, cout in enumerate(block.filters, start=1):
-            name = f"{block.name}_sepconv{i}"
-            if spec.intermediate_activation is None:
-                shapes[name] = [(3, 3, cin, 1), (1, 1, cin, cout)]
-            else:
-                shapes[f"{name}_depthwise"] = [(3, 3, cin, 1)]
-                shapes[f"{name}_pointwise"] = [(1, 1, cin, cout)]
-            cin = cout
-    return shapes
+def _fits(spec, layers) -> bool:
+    """Whether every convolution of ``spec`` present in ``layers`` (by name) has the spec's output channels."""
+    want = {"block1_conv1": spec.stem_filters[0], "block1_conv2": spec.stem_filters[1]}
+    want.update({f"{b.name}_sepconv{i}": f for b in spec.blocks for i, f in enumerate(b.filters, start=1)})
+    for name, channels in want.items():
+        layer = layers.get(name) or layers.get(f"{name}_pointwise")
+        if layer is not None and layer.weights[-1].shape[-1] != channels:  # the (pointwise) kernel
+            return False
+    return True
 
 
 def weighted_layers(model) -> list:

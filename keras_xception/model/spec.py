@@ -169,27 +169,18 @@ def xception_spec(
 ) -> XceptionSpec:
     """The Xception network: entry flow, ``middle_flow_blocks`` x middle, exit flow.
 
-    With the defaults this is the official architecture. Blocks are numbered
-    from 2 (block 1 is the stem), so with 8 middle blocks the exit flow is
-    blocks 13 and 14, as in Keras.
-
-    Args:
-        middle_flow_blocks: Number of middle-flow blocks (8 in the paper).
-        residual: ``False`` removes every residual connection (the paper's
-            Fig. 9 "non-residual Xception").
-        intermediate_activation: ``None`` (default), ``"relu"`` or ``"elu"``
-            between the depthwise and the pointwise convolution (Fig. 10), or
-            ``"linear"`` (split layers, no activation).
-        width_multiplier: Scales every channel count (:func:`scale_channels`).
-        output_stride: 32, 16 or 8. Below 32 the last downsamplings (block
-            13's for 16, blocks 4 and 13 for 8) get stride 1 and every later
-            depthwise kernel (and block 13's pooling for 8) is dilated by the
-            stride removed so far, as in DeepLab. Weight shapes do not change;
-            where the maps have odd sizes (299x299, 71x71 inputs) the output
-            sampled every 2 (16) or 4 (8) pixels is the official model's.
-
-    Raises:
-        ValueError: for an argument outside the allowed values.
+    The defaults give the official architecture; blocks are numbered from 2
+    (block 1 is the stem), so with 8 middle blocks the exit flow is blocks 13
+    and 14, as in Keras. ``residual=False`` removes every residual connection
+    (the paper's Fig. 9); ``intermediate_activation`` ``"relu"``/``"elu"`` sits
+    between the depthwise and the pointwise convolution (Fig. 10; ``"linear"``:
+    split layers, no activation); ``width_multiplier`` scales every channel
+    count (:func:`scale_channels`). ``output_stride`` 16 or 8 gives the last
+    downsamplings (block 13's; blocks 4 and 13) stride 1 and dilates every
+    later depthwise kernel (and block 13's pooling for 8) by the stride removed
+    so far, as in DeepLab: weight shapes do not change, and where the maps have
+    odd sizes (299x299, 71x71) the output sampled every 2 (16) or 4 (8) pixels
+    is the official model's. ``ValueError`` for an argument outside the allowed values.
     """
     non_negative_int(middle_flow_blocks, "middle_flow_blocks")
     if not isinstance(residual, bool):

@@ -267,10 +267,13 @@ def adapt_first_conv(entries, layer):
 
 
 def shape_mismatch(layer, arrays):
-    """``(expected, got)`` weight shapes when ``arrays`` do not fit ``layer``, else None."""
+    """``(expected, got, tensor)`` when ``arrays`` do not fit ``layer`` (``tensor``: the first misfit's name), else None."""
     expected = [tuple(w.shape) for w in layer.weights]
     got = [tuple(a.shape) for a in arrays]
-    return None if expected == got else (expected, got)
+    if expected == got:
+        return None
+    k = next((i for i, (e, g) in enumerate(zip(expected, got)) if e != g), min(len(expected), len(got)))
+    return expected, got, layer.weights[k].path.rsplit("/", 1)[-1] if k < len(expected) else f"extra tensor #{k}"
 
 
 def match_layers(path, layers, entries):
@@ -288,12 +291,12 @@ def match_layers(path, layers, entries):
     for i, (layer, (src_name, arrays)) in enumerate(zip(layers, entries)):
         mismatch = shape_mismatch(layer, arrays)
         if mismatch:
-            expected, got = mismatch
+            expected, got, tensor = mismatch
             raise WeightsFileError(
                 f"Cannot load weights from {path!r}: weighted layer #{i} {layer.name!r} "
                 f"({type(layer).__name__}) expects shapes {expected}, but the file's "
-                f"layer {src_name!r} has {got}. The file is for a different architecture, "
-                "input channel count or number of classes."
+                f"layer {src_name!r} has {got} (first misfit: {tensor!r}). The file is for a "
+                "different architecture, input channel count or number of classes."
             )
     if len(entries) != len(layers):
         more = "model" if len(entries) < len(layers) else "file"

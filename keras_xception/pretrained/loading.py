@@ -134,7 +134,7 @@ def load_pretrained(model, weights, *, strict=False, stacklevel=2) -> list[str]:
     check_pretrained(spec, record)
     backbone = backbone_weighted_layers(model)
     head = backbone.pop() if backbone[-1].name == "predictions" else None
-    skipped_top = None  # the class count of a registered top left undownloaded
+    source, skipped_top = record.name if record is not None else path, None  # skipped: a top not downloaded
     if record is not None:
         if record.include_top and record.notop and (head is None or _classes(head.weights) != record.classes):
             skipped_top, record = record.classes, get_record(record.notop)  # the smaller download
@@ -159,7 +159,7 @@ def load_pretrained(model, weights, *, strict=False, stacklevel=2) -> list[str]:
         )
     if fresh_head:
         warnings.warn(
-            f"weights={(record.name if record is not None else path)!r} "
+            f"weights={source!r} "
             + (f"has a {weights_classes}-class top" if weights_classes is not None else "has no classifier")
             + f"; building the pretrained backbone with a new, randomly initialised {_classes(head.weights)}"
             "-class 'predictions' layer. Train it before use (see keras_xception.transfer).",
@@ -261,7 +261,7 @@ def _transfer_plan(source: dict, targets):
         if mismatch:
             raise WeightsFileError(
                 f"Cannot copy weights into layer {name!r} ({type(layer).__name__}): it expects shapes "
-                f"{mismatch[0]}, the source layer {names[0]!r} has {mismatch[1]}."
+                f"{mismatch[0]}, the source layer {names[0]!r} has {mismatch[1]} (first misfit: {mismatch[2]!r})."
             )
         used.update(names)
         plan.append((layer, arrays))
