@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL
+from conftest import SMALL, SMALL_OPTIONS
 
 import keras_xception as kx
 
@@ -93,7 +93,7 @@ def test_variants_layer_names():
 
 
 def test_unknown_input_size_and_keras_applications():
-    m = kx.Xception(weights=None, include_top=False)  # (None, None, 3)
+    m = kx.Xception(weights=None, include_top=False, **SMALL_OPTIONS)  # (None, None, 3)
     fx = kx.feature_extractor(m, strides=(4, 32))
     outs = fx.predict(np.zeros((1, 80, 80, 3), "float32"), verbose=0)
     assert [o.shape[1:3] for o in outs] == [(spatial(80, 4),) * 2, (spatial(80, 32),) * 2]

@@ -48,7 +48,7 @@ def test_width_multiplier_rounding():
     [
         (dict(residual="no"), "residual"),
         (dict(intermediate_activation="gelu"), r"intermediate_activation.*'relu', 'elu'"),
-        (dict(output_stride=4), r"output_stride.*\(32, 16, 8\)"),
+        (dict(output_stride=4), r"output_stride.*32, 16, 8"),
         (dict(output_stride=True), "output_stride"),
         (dict(width_multiplier=0), "width_multiplier"),
         (dict(width_multiplier=-1.0), "width_multiplier"),

@@ -191,3 +191,46 @@ def test_concurrent_downloads_from_two_processes(server, registered, keras_home)
     assert open(paths.pop(), "rb").read() == PAYLOAD
     assert server.requests.count("/big.bin") == 1  # the second process waited and reused the file
     assert cache_files(keras_home) == ["big.bin"]
+
+
+# Why download.py wraps keras.utils.get_file instead of calling it on the cache file (Keras 3.15).
+# When one of these starts failing, Keras has fixed it: the wrapper in download.py can shrink.
+
+
+def _keras_get_file(name, url, keras_home, **kw):
+    import keras
+
+    os.makedirs(keras_home / "models", exist_ok=True)  # else get_file silently writes to /tmp/.keras instead
+    return keras.utils.get_file(name, url, cache_dir=str(keras_home), cache_subdir="models", **kw)
+
+
+def test_keras_get_file_alone_leaves_a_bad_download_in_the_cache(server, keras_home):
+    server.files["/k.bin"] = PAYLOAD
+    with pytest.raises(ValueError, match="hash does not match"):
+        _keras_get_file("k.bin", server.url + "/k.bin", keras_home, file_hash="0" * 64)
+    assert cache_files(keras_home) == ["k.bin"]  # ours: test_wrong_hash_leaves_nothing_and_explains
+
+
+def test_keras_get_file_alone_deletes_the_cached_file_when_a_redownload_fails(keras_home):
+    os.makedirs(keras_home / "models")
+    (keras_home / "models" / "h.bin").write_bytes(b"placed by hand")
+    with pytest.raises(Exception, match="URL fetch failure"):
+        _keras_get_file("h.bin", "http://127.0.0.1:9/h.bin", keras_home, file_hash=SHA)
+    assert cache_files(keras_home) == []  # ours keeps it: test_corrupt_cached_file_with_server_down_...
+
+
+def test_keras_get_file_alone_exposes_a_partial_file(server, keras_home):
+    import threading
+    import time
+
+    server.files["/p.bin"] = PAYLOAD
+    server.mode["/p.bin"] = "slow"  # ~1 s
+    thread = threading.Thread(target=_keras_get_file, args=("p.bin", server.url + "/p.bin", keras_home))
+    thread.start()
+    target = keras_home / "models" / "p.bin"
+    deadline = time.monotonic() + 10
+    while not (target.exists() and target.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    seen = target.stat().st_size  # what another process would find in the cache (and use, without a hash)
+    thread.join()
+    assert 0 < seen < len(PAYLOAD) == target.stat().st_size

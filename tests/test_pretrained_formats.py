@@ -14,6 +14,7 @@ from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, small_xception
 import keras_xception as kx
 from keras_xception.pretrained import formats
 from keras_xception.pretrained.formats import WeightsFileError
+from keras_xception.pretrained.loading import load_pretrained
 
 
 def ours(**kw):
@@ -56,8 +57,8 @@ def test_legacy_h5_with_top_into_notop_model(tf_keras_reference, images):
     assert rel_diff(model.predict(x, verbose=0), feat.predict(x, verbose=0)) < 1e-4
 
 
-def test_strict_load_weights_needs_the_classifier(tmp_path):
-    """formats.load_weights is strict: a model with a top needs the file's top (load_pretrained is not)."""
+def test_strict_load_needs_the_classifier(tmp_path):
+    """load_pretrained(strict=True): a model with a top needs the file's top (by default it gets a fresh one)."""
     notop = ours(weights=None, include_top=False, **SMALL_OPTIONS)
     p = str(tmp_path / "notop.weights.h5")
     notop.save_weights(p)
@@ -68,7 +69,7 @@ def test_strict_load_weights_needs_the_classifier(tmp_path):
         match=re.escape(repr(p))
         + r".* classifier 'predictions' \(shapes \[\(512, 1000\), \(1000,\)\]\) but the file has none",
     ):
-        formats.load_weights(model, p)
+        load_pretrained(model, p, strict=True)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
@@ -77,7 +78,8 @@ def test_wrong_shapes_name_file_layer_and_shapes(tmp_path):
     p = str(tmp_path / "four.weights.h5")
     other.save_weights(p)
     with pytest.raises(
-        WeightsFileError, match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\)"
+        WeightsFileError,
+        match=re.escape(repr(p)) + r".*block1_conv1.*\(3, 3, 3, 32\).*\(3, 3, 4, 32\).*first misfit: 'kernel'",
     ):
         ours(weights=p, include_top=False)
 
@@ -118,7 +120,7 @@ def test_failed_load_assigns_nothing(tmp_path):
     p = str(tmp_path / "ten.weights.h5")
     other.save_weights(p)
     with pytest.raises(WeightsFileError, match=r"'predictions'.*\(512, 1000\).*\(512, 10\)"):
-        formats.load_weights(model, p)
+        load_pretrained(model, p, strict=True)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
@@ -132,8 +134,11 @@ def test_keras_model_file_from_keras_applications(keras_reference, images):
 @pytest.mark.parametrize("builder", ["keras_xception", "keras.applications"])
 def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     """The usual result of fine-tuning: Model(inputs, head(xception(inputs))) saved as .keras."""
+    options = SMALL_OPTIONS if builder == "keras_xception" else {}  # keras.applications: full size only
     if builder == "keras_xception":
-        backbone = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg")
+        backbone = kx.Xception(
+            weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg", **SMALL_OPTIONS
+        )
     else:
         backbone = keras.applications.Xception(
             weights=None, include_top=False, input_shape=(SMALL, SMALL, 3), pooling="avg"
@@ -147,12 +152,12 @@ def test_backbone_nested_in_a_fine_tuned_keras_model(tmp_path, images, builder):
     fine_tuned.save(path)
 
     x = kx.preprocess_input(images)
-    model = ours(weights=path, include_top=False, pooling="avg")
+    model = ours(weights=path, include_top=False, pooling="avg", **options)
     assert rel_diff(model.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
     # The fine-tuned head is not Xception's 1000-class top: like weights="imagenet_notop", the
     # file gives the pretrained backbone and a fresh classifier (bug: it was a layer-count error).
     with pytest.warns(UserWarning, match="has no classifier"):
-        with_top = ours(weights=path, include_top=True, classes=10)
+        with_top = ours(weights=path, include_top=True, classes=10, **options)
     with_top_backbone = keras.Model(with_top.inputs, with_top.get_layer("avg_pool").output)
     assert rel_diff(with_top_backbone.predict(x, verbose=0), backbone.predict(x, verbose=0)) < 1e-4
 

@@ -235,14 +235,14 @@ def assert_fresh_head(model, classes, width=2048):
 
 def test_keras_file_without_top_into_a_model_with_top(tmp_path, images):
     """Bug 8: Xception(weights=<.keras no-top backbone>, classes=10) was a layer-count error."""
-    backbone = randomize(kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3)), seed=12)
+    backbone = randomize(small_xception(include_top=False), seed=12)
     path = str(tmp_path / "backbone.keras")
     backbone.save(path)
     with pytest.warns(UserWarning, match=r"has no classifier; .*new, randomly initialised 10-class 'predictions'"):
-        model = ours(weights=path, classes=10)
+        model = ours(weights=path, classes=10, **SMALL_OPTIONS)
     x = kx.preprocess_input(images)
     assert rel_diff(pooled(model, x), pooled(backbone, x)) < 1e-4
-    assert_fresh_head(model, 10)
+    assert_fresh_head(model, 10, width=512)
 
 
 @pytest.mark.parametrize("kind", ["weights.h5", "keras", "legacy h5"])

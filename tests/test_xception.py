@@ -14,6 +14,11 @@ def model():
     return kx.Xception(weights=None)
 
 
+@pytest.fixture(scope="module")
+def keras_app():
+    return keras.applications.Xception(weights=None)
+
+
 def trainable(m):
     return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
 
@@ -27,8 +32,8 @@ def test_parameter_counts_match_paper_and_keras(model):
 
 
 @pytest.mark.slow
-def test_weighted_layers_same_classes_shapes_order_as_keras(model):
-    ref = keras.applications.Xception(weights=None)
+def test_weighted_layers_same_classes_shapes_order_as_keras(model, keras_app):
+    ref = keras_app
     sig = lambda m: [(type(lyr).__name__, [tuple(w.shape) for w in lyr.weights]) for lyr in m.layers if lyr.weights]
     assert sig(model) == sig(ref)
     # The .weights.h5 format keys layers by class and position among all layers.
@@ -36,8 +41,8 @@ def test_weighted_layers_same_classes_shapes_order_as_keras(model):
 
 
 @pytest.mark.slow
-def test_keras_explicit_names_kept_and_residual_layers_named(model):
-    ref = keras.applications.Xception(weights=None)
+def test_keras_explicit_names_kept_and_residual_layers_named(model, keras_app):
+    ref = keras_app
     ours = {lyr.name for lyr in model.layers}
     keras_named = {
         lyr.name for lyr in ref.layers if lyr.name.startswith("block") or lyr.name in ("avg_pool", "predictions")
@@ -86,10 +91,10 @@ def test_input_tensor_must_be_symbolic():
 
 
 def test_channels_first_matches_channels_last(images):
-    last = kx.Xception(weights=None, include_top=False, input_shape=(SMALL, SMALL, 3))
+    last = small_xception(include_top=False)
     keras.config.set_image_data_format("channels_first")
     try:
-        first = kx.Xception(weights=None, include_top=False, input_shape=(3, SMALL, SMALL))
+        first = small_xception(include_top=False, input_shape=(3, SMALL, SMALL))
         assert first.get_layer("block1_conv1_bn").axis in (1, [1])
         first.set_weights(last.get_weights())
         x = kx.preprocess_input(images)
@@ -97,7 +102,7 @@ def test_channels_first_matches_channels_last(images):
     finally:
         keras.config.set_image_data_format("channels_last")
     out_last = last.predict(x, verbose=0)
-    assert out_first.shape == (2, 2048, 3, 3)
+    assert out_first.shape == (2, 512, 3, 3)
     assert rel_diff(np.transpose(out_first, (0, 2, 3, 1)), out_last) < 1e-4
 
 

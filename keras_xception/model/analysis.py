@@ -25,7 +25,7 @@ import dataclasses
 import keras
 import numpy as np
 
-__all__ = ["LayerCost", "layer_costs", "count_macs", "count_params", "summary", "format_summary", "ABLATIONS"]
+__all__ = ["LayerCost", "layer_costs", "count_macs", "summary", "format_summary", "ABLATIONS"]
 
 #: The variants ``keras-xception summary --ablations`` lists (``Xception`` keyword arguments).
 ABLATIONS = (
@@ -115,20 +115,14 @@ def count_macs(model) -> int:
     return sum(c.macs for c in layer_costs(model))
 
 
-def count_params(model) -> int:
-    """All parameters, trainable or not (BatchNormalization statistics included)."""
-    return int(model.count_params())
-
-
 def summary(model) -> dict:
     """Totals of ``model``: parameters (all / trainable), MACs, input and output shapes."""
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     return {
         "name": model.name,
         "input_shape": tuple(model.input_shape),
         "output_shape": model.output_shape,
-        "params": count_params(model),
-        "trainable_params": trainable,
+        "params": int(model.count_params()),  # BatchNormalization statistics included
+        "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
         "macs": count_macs(model),
     }
 

@@ -35,7 +35,8 @@ import re
 
 import keras
 
-from keras_xception.model.introspect import find_xception, tap_tensors
+from keras_xception.checks import one_of
+from keras_xception.model.introspect import find_xception, pool_stride, tap_tensors
 
 __all__ = ["feature_layers", "feature_extractor", "feature_model", "STRIDES"]
 
@@ -70,10 +71,8 @@ def feature_layers(model) -> dict[int, str]:
     out = {2: "block1_conv2_act"}
     stride = 2
     for n in sorted(last_layer):
-        pool = by_name.get(f"block{n}_pool")
-        if pool is not None:
-            s = pool.strides
-            stride *= s[0] if isinstance(s, (tuple, list)) else s
+        if f"block{n}_pool" in by_name:
+            stride *= pool_stride(by_name[f"block{n}_pool"])
         last = by_name[last_layer[n]]
         out[stride] = adds.get(id(last.output), last.name)
     return out
@@ -85,8 +84,12 @@ def feature_model(model, layers, *, pool=False, name=None) -> keras.Model:
     The one feature-model builder: multi-scale maps (:func:`feature_extractor`),
     pooled vectors for extraction (``pool=True``: 4D outputs are globally
     average pooled, other non-2D ones flattened), a classifier's pooled
-    features for transfer learning. Shares ``model``'s layers and weights; a
-    single layer gives a single output.
+    features for transfer learning. ``model`` may be an Xception or any model
+    containing one (nested or built inline); the new model shares its layers
+    and weights. A single name (a string) gives a single output, a list a list.
+
+    Raises:
+        ValueError: for a name that is no layer of ``model`` (nested models searched too).
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
     inputs, outputs, _ = tap_tensors(model, outputs=layers)
@@ -124,14 +127,11 @@ def feature_extractor(model, strides=(4, 8, 16, 32), *, name=None) -> keras.Mode
             repeated stride, or a stride the model does not have (e.g. 32 with
             ``output_stride=16``).
     """
-    if isinstance(strides, int):
-        strides = (strides,)
-    try:
-        strides = tuple(strides)
-    except TypeError:
-        raise ValueError(f"`strides` must be a tuple of integers from {STRIDES}; received {strides!r}.") from None
-    if not strides or any(isinstance(s, bool) or s not in STRIDES for s in strides):
-        raise ValueError(f"`strides` must be a non-empty tuple of values from {STRIDES}; received strides={strides!r}.")
+    strides = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)
+    if not strides:
+        raise ValueError(f"`strides` must be a non-empty tuple of values from {STRIDES}; received strides=().")
+    for s in strides:
+        one_of(s, "strides", STRIDES)
     if len(set(strides)) != len(strides):
         raise ValueError(f"`strides` must not repeat a stride; received strides={strides!r}.")
     available = feature_layers(model)

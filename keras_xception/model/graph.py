@@ -23,6 +23,7 @@ import warnings
 
 import keras
 
+from keras_xception.checks import one_of, positive_int
 from keras_xception.model.layers import DilatedMaxPooling2D
 from keras_xception.model.preprocessing import preprocessing_layer
 from keras_xception.model.spec import DEFAULT_INPUT_SIZE, MIN_INPUT_SIZE, BlockSpec, XceptionSpec, xception_spec
@@ -169,15 +170,13 @@ def build_model(
     """
     if not isinstance(include_top, bool):
         raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
-    if pooling not in POOLINGS:
-        raise ValueError(f"`pooling` must be one of {POOLINGS}; received pooling={pooling!r}.")
+    one_of(pooling, "pooling", POOLINGS)
+    positive_int(classes, "classes")
     if include_top and pooling is not None:
         warnings.warn(
             f"`pooling={pooling!r}` is ignored when include_top=True (the top always uses global average pooling).",
             stacklevel=3,
         )
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"`classes` must be a positive integer; received classes={classes!r}.")
     spec = spec or xception_spec()
     input_shape = check_input_shape(input_shape, input_tensor, include_top, default_size)
     channel_axis = 1 if _channels_first() else -1

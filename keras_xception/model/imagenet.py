@@ -14,6 +14,8 @@ from importlib import resources
 
 import numpy as np
 
+from keras_xception.checks import positive_int
+
 __all__ = ["decode_predictions", "class_index", "NUM_CLASSES"]
 
 NUM_CLASSES = 1000
@@ -43,7 +45,7 @@ def decode_predictions(preds, top=5):
         ValueError: if ``preds`` is not shaped ``(batch, 1000)`` or ``top`` is
             not an integer in 1..1000.
     """
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= NUM_CLASSES:
+    if positive_int(top, "top") > NUM_CLASSES:
         raise ValueError(f"`top` must be an integer in 1..{NUM_CLASSES}; received top={top!r}.")
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:

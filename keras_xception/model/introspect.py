@@ -30,6 +30,7 @@ __all__ = [
     "weighted_layers",
     "backbone_weighted_layers",
     "find_layer",
+    "pool_stride",
     "tap",
     "tap_tensors",
 ]
@@ -43,6 +44,21 @@ def _is_xception(layers) -> bool:
     return all(n in names for n in _STEM) and any(n.startswith("block2_sepconv1") for n in names)
 
 
+def _models(model):
+    """``model`` and the models nested in it at any depth, breadth first."""
+    queue = [model]
+    while queue:
+        m = queue.pop(0)
+        yield m
+        queue.extend(layer for layer in getattr(m, "layers", None) or [] if isinstance(layer, keras.Model))
+
+
+def pool_stride(layer) -> int:
+    """The stride of a pooling layer (an int; Keras stores a tuple)."""
+    strides = layer.strides
+    return strides[0] if isinstance(strides, (tuple, list)) else strides
+
+
 def find_xception(model) -> keras.Model:
     """The model holding the Xception layers of ``model``: itself, or a nested model (breadth first).
 
@@ -51,14 +67,12 @@ def find_xception(model) -> keras.Model:
             ``block1_conv1``, ``block1_conv2_act`` and ``block2_sepconv1...``);
             the message names those missing from ``model`` and its nested models.
     """
-    stack, seen = [model], set()
-    while stack:
-        m = stack.pop(0)
+    seen = set()
+    for m in _models(model):
         layers = getattr(m, "layers", None) or []
         if _is_xception(layers):
             return m
         seen.update(layer.name for layer in layers)
-        stack.extend(layer for layer in layers if isinstance(layer, keras.Model))
     missing = [n for n in _STEM if n not in seen]
     missing += [] if any(n.startswith("block2_sepconv1") for n in seen) else ["block2_sepconv1"]
     raise ValueError(
@@ -74,10 +88,6 @@ def block_numbers(model) -> list[int]:
     return sorted(
         {int(m.group(1)) for m in (_BLOCK.match(layer.name) for layer in find_xception(model).layers) if m} - {1}
     )
-
-
-def _weighted_shapes(layers):
-    return [(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in layers if layer.weights]
 
 
 def spec_of(model) -> XceptionSpec:
@@ -115,41 +125,29 @@ def spec_of(model) -> XceptionSpec:
         output_stride=2,
     )
     for n in blocks:
-        pool = layers.get(f"block{n}_pool")
-        if pool is not None:
-            strides = pool.strides
-            options["output_stride"] *= strides[0] if isinstance(strides, (tuple, list)) else strides
+        if f"block{n}_pool" in layers:
+            options["output_stride"] *= pool_stride(layers[f"block{n}_pool"])
     try:
         xception_spec(**options)
     except ValueError as e:
         raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
-    got = dict(
-        _weighted_shapes(
-            [layer for layer in xception.layers if _BLOCK.match(layer.name) and "residual" not in layer.name]
-        )
-    )
     exact = options["width_multiplier"]
     for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
         spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
-        if spec and all(got.get(name) in (None, shapes) for name, shapes in _spec_shapes(spec).items()):
+        if spec and _fits(spec, layers):
             return spec
     raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
 
 
-def _spec_shapes(spec):
-    """Kernel shapes of ``block1_conv2`` and of the separable convolutions of ``spec``, by layer name."""
-    shapes = {"block1_conv2": [(3, 3, *spec.stem_filters)]}
-    cin = spec.stem_filters[1]
-    for block in spec.blocks:
-        for i, cout in enumerate(block.filters, start=1):
-            name = f"{block.name}_sepconv{i}"
-            if spec.intermediate_activation is None:
-                shapes[name] = [(3, 3, cin, 1), (1, 1, cin, cout)]
-            else:
-                shapes[f"{name}_depthwise"] = [(3, 3, cin, 1)]
-                shapes[f"{name}_pointwise"] = [(1, 1, cin, cout)]
-            cin = cout
-    return shapes
+def _fits(spec, layers) -> bool:
+    """Whether every convolution of ``spec`` present in ``layers`` (by name) has the spec's output channels."""
+    want = {"block1_conv1": spec.stem_filters[0], "block1_conv2": spec.stem_filters[1]}
+    want.update({f"{b.name}_sepconv{i}": f for b in spec.blocks for i, f in enumerate(b.filters, start=1)})
+    for name, channels in want.items():
+        layer = layers.get(name) or layers.get(f"{name}_pointwise")
+        if layer is not None and layer.weights[-1].shape[-1] != channels:  # the (pointwise) kernel
+            return False
+    return True
 
 
 def weighted_layers(model) -> list:
@@ -175,14 +173,9 @@ def backbone_weighted_layers(model) -> list:
 
 def find_layer(model, name):
     """The layer called ``name`` in ``model`` or in a model nested in it (breadth first), or None."""
-    stack = [model]
-    while stack:
-        m = stack.pop(0)
-        for layer in getattr(m, "layers", None) or []:
-            if layer.name == name:
-                return layer
-        stack.extend(layer for layer in getattr(m, "layers", None) or [] if isinstance(layer, keras.Model))
-    return None
+    return next(
+        (layer for m in _models(model) for layer in getattr(m, "layers", None) or [] if layer.name == name), None
+    )
 
 
 def _contains(model, names) -> bool:

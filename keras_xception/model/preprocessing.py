@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_xception.checks import one_of
+
 __all__ = ["preprocess_input", "preprocessing_layer"]
 
 _DATA_FORMATS = (None, "channels_first", "channels_last")
@@ -31,8 +33,7 @@ def preprocess_input(x, data_format=None):
     Raises:
         ValueError: for an unknown ``data_format`` or non-numeric input.
     """
-    if data_format not in _DATA_FORMATS:
-        raise ValueError(f"`data_format` must be one of {_DATA_FORMATS}; received data_format={data_format!r}.")
+    one_of(data_format, "data_format", _DATA_FORMATS)
     if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)):
         arr = np.asarray(x)
         if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from keras_xception.checks import non_negative_int, one_of, positive_float
+
 __all__ = [
     "BlockSpec",
     "XceptionSpec",
@@ -157,11 +159,6 @@ def scale_channels(channels: int, width_multiplier: float) -> int:
     return out
 
 
-def _check_choice(name, value, allowed):
-    if isinstance(value, bool) or value not in allowed:
-        raise ValueError(f"`{name}` must be one of {allowed}; received {name}={value!r}.")
-
-
 def xception_spec(
     middle_flow_blocks: int = 8,
     *,
@@ -172,78 +169,47 @@ def xception_spec(
 ) -> XceptionSpec:
     """The Xception network: entry flow, ``middle_flow_blocks`` x middle, exit flow.
 
-    With the defaults this is the official architecture. Blocks are numbered
-    from 2 (block 1 is the stem), so with the default 8 middle blocks the exit
-    flow is blocks 13 and 14, as in Keras.
-
-    Args:
-        middle_flow_blocks: Number of middle-flow blocks (8 in the paper).
-        residual: ``False`` removes every residual connection (the 1x1
-            projections and the identity shortcuts): the paper's Fig. 9
-            "non-residual Xception".
-        intermediate_activation: ``None`` (default, no activation between the
-            depthwise and the pointwise convolution), ``"relu"`` or ``"elu"``
-            (the paper's Fig. 10 ablation), or ``"linear"`` (split layers, no
-            activation).
-        width_multiplier: Scales every layer's channel count, rounded by
-            :func:`scale_channels`. Must be positive.
-        output_stride: 32 (default), 16 or 8. Below 32 the last downsamplings
-            (block 13's for 16, blocks 4 and 13 for 8) get stride 1 and every
-            later separable convolution's depthwise kernel (and block 13's
-            pooling window for 8) is dilated by the stride removed so far (2,
-            then 4), as in DeepLab. Weight shapes do not change, and where the
-            stride-16/8 maps have odd sizes (e.g. 299x299 or 71x71 inputs) the
-            result sampled every 2 (16) or 4 (8) pixels is exactly the official
-            model's output.
-
-    Raises:
-        ValueError: for an argument outside the allowed values.
+    The defaults give the official architecture; blocks are numbered from 2
+    (block 1 is the stem), so with 8 middle blocks the exit flow is blocks 13
+    and 14, as in Keras. ``residual=False`` removes every residual connection
+    (the paper's Fig. 9); ``intermediate_activation`` ``"relu"``/``"elu"`` sits
+    between the depthwise and the pointwise convolution (Fig. 10; ``"linear"``:
+    split layers, no activation); ``width_multiplier`` scales every channel
+    count (:func:`scale_channels`). ``output_stride`` 16 or 8 gives the last
+    downsamplings (block 13's; blocks 4 and 13) stride 1 and dilates every
+    later depthwise kernel (and block 13's pooling for 8) by the stride removed
+    so far, as in DeepLab: weight shapes do not change, and where the maps have
+    odd sizes (299x299, 71x71) the output sampled every 2 (16) or 4 (8) pixels
+    is the official model's. ``ValueError`` for an argument outside the allowed values.
     """
-    if isinstance(middle_flow_blocks, bool) or not isinstance(middle_flow_blocks, int) or middle_flow_blocks < 0:
-        raise ValueError(
-            f"`middle_flow_blocks` must be a non-negative integer; received middle_flow_blocks={middle_flow_blocks!r}."
-        )
+    non_negative_int(middle_flow_blocks, "middle_flow_blocks")
     if not isinstance(residual, bool):
         raise ValueError(f"`residual` must be True or False; received residual={residual!r}.")
-    _check_choice("intermediate_activation", intermediate_activation, INTERMEDIATE_ACTIVATIONS)
-    _check_choice("output_stride", output_stride, OUTPUT_STRIDES)
-    if (
-        isinstance(width_multiplier, bool)
-        or not isinstance(width_multiplier, (int, float))
-        or not width_multiplier > 0
-        or width_multiplier == float("inf")
-    ):
-        raise ValueError(
-            "`width_multiplier` must be a positive number (1.0 is the official width); "
-            f"received width_multiplier={width_multiplier!r}."
-        )
+    one_of(intermediate_activation, "intermediate_activation", INTERMEDIATE_ACTIVATIONS)
+    one_of(output_stride, "output_stride", OUTPUT_STRIDES)
+    if positive_float(width_multiplier, "width_multiplier") == float("inf"):
+        raise ValueError("`width_multiplier` must be finite (1.0 is the official width); received inf.")
 
     def c(*channels):
         return tuple(scale_channels(ch, width_multiplier) for ch in channels)
 
-    proj = "conv" if residual else None
-    ident = "identity" if residual else None
-    entry = [
+    proj, ident = ("conv", "identity") if residual else (None, None)
+    n = 5 + middle_flow_blocks  # the first exit-flow block
+    layout = [
         BlockSpec("block2", c(128, 128), proj, True, skip_first_activation=True),
         BlockSpec("block3", c(256, 256), proj, True),
         BlockSpec("block4", c(728, 728), proj, True),
-    ]
-    middle = [BlockSpec(f"block{5 + i}", c(728, 728, 728), ident) for i in range(middle_flow_blocks)]
-    n = 5 + middle_flow_blocks
-    exit_ = [
+        *(BlockSpec(f"block{i}", c(728, 728, 728), ident) for i in range(5, n)),
         BlockSpec(f"block{n}", c(728, 1024), proj, True),
         BlockSpec(f"block{n + 1}", c(1536, 2048), None, activation="post"),
     ]
-    blocks = []
-    stride, dilation = 2, 1
-    for b in entry + middle + exit_:
+    blocks, stride, dilation = [], 2, 1
+    for b in layout:
         b = dataclasses.replace(b, dilation_rate=dilation)
-        if b.downsample:
-            if stride * 2 <= output_stride:
-                stride *= 2
-            else:  # atrous: keep the resolution, dilate what follows
-                b = dataclasses.replace(b, stride=1)
-                dilation *= 2
+        if b.downsample and stride * 2 <= output_stride:
+            stride *= 2
+        elif b.downsample:  # atrous: keep the resolution, dilate what follows
+            b, dilation = dataclasses.replace(b, stride=1), dilation * 2
         blocks.append(b)
     return XceptionSpec(
         stem_filters=c(32, 64),

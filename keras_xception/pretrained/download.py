@@ -1,21 +1,24 @@
 """Verified downloads of registered weight files into Keras's model cache.
 
 Files go to ``$KERAS_HOME/models`` (default ``~/.keras/models``), the cache
-``keras.applications`` uses, so files it already fetched are reused. A
-download goes to a temporary file beside the target, is verified (hash, size)
-and only then moved into place, under a file lock; a failed download leaves
-nothing behind (no partial file, no lock file).
+``keras.applications`` uses, so files it already fetched are reused. Each URL
+is fetched by ``keras.utils.get_file`` (which checks the hash) into a
+temporary name beside the target and moved into place only once verified, under
+a file lock; a failed download leaves nothing behind.
+
+Why not ``keras.utils.get_file`` straight into the cache (Keras 3.15, checked by
+``tests/test_pretrained_download.py::test_keras_get_file_alone_*``): it writes
+into the target itself, so a concurrent process sees (and may return) a partial
+file; a download whose hash does not match stays in the cache; and a failed
+re-download deletes the file that was there (the user's, placed by hand).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
-import tempfile
-import urllib.error
-import urllib.request
+import socket
 import warnings
 
 from keras_xception.pretrained.registry import WeightRecord, get_record
@@ -30,10 +33,7 @@ class WeightsDownloadError(RuntimeError):
 
 
 def cache_dir() -> str:
-    """Keras's own model cache: ``$KERAS_HOME/models`` (default ``~/.keras/models``).
-
-    Files that ``keras.applications`` already downloaded there are reused.
-    """
+    """Keras's own model cache: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
     base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return os.path.join(base, "models")
 
@@ -55,62 +55,50 @@ def file_digest(path: str, algorithm: str = "sha256", chunk_size: int = 1 << 20)
 def verify_file(path: str, record: WeightRecord | str) -> bool:
     """Whether ``path`` has the record's hash (and size, when the record knows it)."""
     record = get_record(record) if isinstance(record, str) else record
-    if not os.path.isfile(path):
-        return False
-    if record.size is not None and os.path.getsize(path) != record.size:
+    if not os.path.isfile(path) or record.size not in (None, os.path.getsize(path)):
         return False
     return file_digest(path, record.hash_algorithm) == record.file_hash
 
 
 def _urls(record: WeightRecord) -> list[str]:
     mirror = os.environ.get(MIRROR_ENV, "").strip()
-    if mirror:
-        return [f"{mirror.rstrip('/')}/{record.file_name}"]
-    return list(record.urls)
+    return [f"{mirror.rstrip('/')}/{record.file_name}"] if mirror else list(record.urls)
 
 
-def _download(url: str, target: str, record: WeightRecord, progress: bool, timeout: float) -> None:
-    """Download ``url`` to a temporary file beside ``target``; move it into place once verified."""
+@contextlib.contextmanager
+def _fetch_settings(progress: bool, timeout: float):
+    """Keras's progress output on or off, and a socket timeout (``get_file`` has none: a stalled server hangs)."""
     import keras
 
-    directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{record.file_name}.", suffix=".part")
+    interactive, old_timeout = keras.config.is_interactive_logging_enabled(), socket.getdefaulttimeout()
+    if not progress:
+        keras.config.disable_interactive_logging()
+    socket.setdefaulttimeout(timeout)
     try:
-        hasher = hashlib.new(record.hash_algorithm)
-        received = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            bar = keras.utils.Progbar(total, unit_name="B") if progress else None
-            if progress:
-                print(f"Downloading {url}")
-            while True:
-                chunk = resp.read(1 << 20)
-                if not chunk:
-                    break
-                out.write(chunk)
-                hasher.update(chunk)
-                received += len(chunk)
-                if bar is not None:
-                    bar.update(received)
-        if total is not None and received != total:
-            raise WeightsDownloadError(f"transfer truncated: got {received} of {total} bytes")
-        digest = hasher.hexdigest()
-        if digest != record.file_hash:
-            raise WeightsDownloadError(
-                f"{record.hash_algorithm} of the download is {digest}, expected {record.file_hash}"
-            )
-        if record.size is not None and received != record.size:
-            raise WeightsDownloadError(f"size {received} bytes, expected {record.size}")
-        os.replace(tmp, target)  # atomic: the cache never holds a partial file
+        yield keras
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        socket.setdefaulttimeout(old_timeout)
+        if interactive:
+            keras.config.enable_interactive_logging()
 
 
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
+def _download(url: str, target: str, record: WeightRecord) -> None:
+    """``keras.utils.get_file`` into a temporary name beside ``target``; moved into place once verified."""
+    import keras
+
+    directory, tmp = os.path.dirname(target), f".{record.file_name}.{os.getpid()}.part"
+    path = os.path.join(directory, tmp)
+    try:
+        path = keras.utils.get_file(
+            tmp, url, file_hash=record.file_hash, hash_algorithm=record.hash_algorithm, cache_dir=directory,
+            cache_subdir="", force_download=True,
+        )  # fmt: skip
+        if record.size not in (None, os.path.getsize(path)):
+            raise WeightsDownloadError(f"size {os.path.getsize(path)} bytes, expected {record.size}")
+        os.replace(path, target)  # atomic: the cache never holds a partial file
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def get_file(
@@ -120,11 +108,11 @@ def get_file(
 
     The file is looked for in :func:`cache_dir` (shared with
     ``keras.applications``). A cached file is used only if its hash matches; a
-    file that fails verification is downloaded again. Downloads go to a
-    temporary file that is moved into place only after verification, under a
-    file lock, so concurrent processes never see or leave a partial file.
-    With ``$KERAS_XCEPTION_WEIGHTS_MIRROR`` set, the file is fetched from
-    ``<mirror>/<file name>`` instead of the record's URLs.
+    file that fails verification is downloaded again. Downloads are moved into
+    place only after verification, under a file lock, so concurrent processes
+    download once and never see or leave a partial file. With
+    ``$KERAS_XCEPTION_WEIGHTS_MIRROR`` set, the file is fetched from
+    ``<mirror>/<file name>`` (``http://`` or ``file://``) instead of the record's URLs.
 
     Raises:
         WeightsDownloadError: naming the URLs tried, the file name, the
@@ -138,8 +126,7 @@ def get_file(
         os.makedirs(os.path.dirname(target), exist_ok=True)
     except OSError as e:
         raise WeightsDownloadError(
-            f"Cannot create the weights cache {os.path.dirname(target)!r} ({e}); set KERAS_HOME "
-            "to a writable directory."
+            f"Cannot create the weights cache ({e}); set KERAS_HOME to a writable directory."
         ) from None
     lock = filelock.FileLock(target + ".lock")
     with lock:
@@ -153,26 +140,24 @@ def get_file(
                     stacklevel=2,
                 )
             failures = []
-            for url in _urls(record):
-                try:
-                    _download(url, target, record, progress, timeout)
-                    return target
-                except (OSError, ValueError, http.client.HTTPException, WeightsDownloadError) as e:
-                    failures.append(f"  {url}: {getattr(e, 'reason', None) or e}")
-            stale = os.path.exists(target)
+            with _fetch_settings(progress, timeout):
+                for url in _urls(record):
+                    try:
+                        _download(url, target, record)
+                        return target
+                    except Exception as e:  # get_file raises bare Exception for HTTP and URL errors
+                        failures.append(f"  {url}: {e}")
         finally:
-            # filelock leaves its (empty) lock file on POSIX; the cache should hold weight files
-            # only. It is removed while still held, so a process waiting for it then locks an
-            # unlinked file, which filelock (4.x) detects and retries on a new one. Where that is
-            # not detected two downloads may overlap, which is still safe: each goes to its own
-            # temporary file and is moved into place atomically once verified.
-            _remove_quietly(lock.lock_file)
+            # filelock leaves its empty lock file on POSIX; the cache should hold weight files only.
+            # Removed while held: a waiting process then locks an unlinked file, which filelock
+            # detects and retries; were it not detected, overlapping downloads are still safe.
+            with contextlib.suppress(OSError):
+                os.remove(lock.lock_file)
+    stale = "\nThe cached file fails verification and was not used." if os.path.exists(target) else ""
     raise WeightsDownloadError(
         f"Could not download the weights {record.name!r} (file {record.file_name}, "
-        f"{record.hash_algorithm} {record.file_hash}).\n"
-        + "\n".join(failures)
-        + (f"\nThe cached file {target} fails verification and was not used." if stale else "")
-        + f"\nTo install it by hand, download it on a machine with access and place it at "
-        f"{target} (or point ${MIRROR_ENV} at a server or file:// directory holding "
-        f"{record.file_name}). Check it with `keras-xception weights verify {record.name}`."
+        f"{record.hash_algorithm} {record.file_hash}).\n" + "\n".join(failures) + stale + "\n"
+        f"To install it by hand, download it on a machine with access and place it at {target} "
+        f"(or point ${MIRROR_ENV} at a server or file:// directory holding {record.file_name}). "
+        f"Check it with `keras-xception weights verify {record.name}`."
     )

@@ -10,14 +10,11 @@ Supported files:
 * Keras 3 ``.keras`` model files (loaded with ``safe_mode=True``) that contain
   an Xception, inline or as a nested model: the backbone's weights are taken.
 
-Every reader gives the same thing (:func:`read_weights`): the file's backbone,
-layer by layer from ``block1_conv1`` to the last block, and its classifier if
-it has one (:func:`top_classes` says how many classes). :func:`match_layers`
-pairs those with a model's layers and checks every shape before anything is
-assigned, naming the first layer that does not fit with both shapes.
-:func:`load_weights` is the strict whole-model load built on them; the
-policy (fresh classifiers, input-channel adaptation, variants, registered
-names) is :func:`keras_xception.pretrained.loading.load_pretrained`'s.
+:func:`read_weights` reads any of them as the file's backbone, layer by layer
+from ``block1_conv1`` to the last block, and its classifier if it has one;
+:func:`match_layers` pairs those with a model's layers and checks every shape
+before anything is assigned, naming the first tensor that does not fit. The
+load policy is :func:`keras_xception.pretrained.loading.load_pretrained`'s.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ __all__ = [
     "top_classes",
     "match_layers",
     "shape_mismatch",
-    "load_weights",
     "adapt_input_kernel",
     "adapt_first_conv",
     "layer_key",
@@ -87,32 +83,21 @@ def _split_top(entries):
     return entries, None
 
 
-def _legacy_group(f):
+def _read_legacy_h5(f):
+    """The weighted layers of a Keras 2 HDF5 file, in order."""
     group = f.get("model_weights", f)
     if "layer_names" not in group.attrs:
         raise WeightsFileError("it has no 'layer_names' attribute (not a Keras 2 weights file)")
-    return group
-
-
-def _read_legacy_h5(f, last_only=False):
-    """The weighted layers of a Keras 2 HDF5 file, in order (only the last one with ``last_only``)."""
-    group = _legacy_group(f)
-    names = [_decode(n) for n in group.attrs["layer_names"]]
     out = []
-    for lname in reversed(names) if last_only else names:
-        g = group[lname]
-        weight_names = [_decode(n) for n in g.attrs.get("weight_names", [])]
+    for lname in map(_decode, group.attrs["layer_names"]):
+        weight_names = [_decode(n) for n in group[lname].attrs.get("weight_names", [])]
         if weight_names:
-            out.append((lname, [np.asarray(g[n]) for n in weight_names]))
-            if last_only:
-                break
+            out.append((lname, [np.asarray(group[lname][n]) for n in weight_names]))
     return out
 
 
 def _vars(group):
-    v = group.get("vars")
-    if v is None:
-        return []
+    v = group.get("vars", {})
     return [np.asarray(v[str(i)]) for i in range(len(v))]
 
 
@@ -151,11 +136,11 @@ def _keras3_top(layers):
 
 
 def _read_keras3_h5(f, model):
-    """The backbone of ``model`` looked up by key, and the file's classifier."""
-    keys = layer_key(find_xception(model))
+    """The backbone of ``model`` looked up by key (none without a model), and the file's classifier."""
     layers = _xception_group(f)
     entries = []
-    for layer in backbone_weighted_layers(model):
+    keys = layer_key(find_xception(model)) if model is not None else {}
+    for layer in backbone_weighted_layers(model) if model is not None else []:
         if layer.name == "predictions":
             continue
         key = keys[layer.name]
@@ -206,7 +191,7 @@ def read_weights(path, model):
     ``backbone`` lists the file's weighted layers from ``block1_conv1`` to the
     last block as ``(name, [arrays])``, in layer order (a ``.weights.h5`` file,
     which stores no names, is read under the keys of ``model``'s backbone
-    layers). ``top`` is the file's classifier, or None: the Xception's
+    layers; only its classifier with ``model=None``). ``top`` is the file's classifier, or None: the Xception's
     ``predictions`` layer in a ``.keras`` file, its Dense layer in a
     ``.weights.h5`` file, a trailing Dense layer in a legacy ``.h5`` file.
     Nothing is checked against ``model`` here (see :func:`match_layers`).
@@ -238,17 +223,9 @@ def top_classes(path):
     (loading it says why). The count is the last axis of the classifier's
     kernel, so this works for every variant (``width_multiplier`` included).
     """
-    path = os.fspath(path)
     try:
-        if path.endswith(".keras"):
-            top = _read_keras_file(path)[1] if zipfile.is_zipfile(path) else None
-        else:
-            with _open_h5(path) as f:
-                if _is_keras3_h5(path, f):
-                    top = _keras3_top(_xception_group(f))
-                else:
-                    top = _split_top(_read_legacy_h5(f, last_only=True))[1]
-    except (WeightsFileError, OSError, KeyError, RuntimeError):
+        top = read_weights(path, None)[1]
+    except (WeightsFileError, OSError):
         return None
     return None if top is None else int(top[1][0].shape[-1])
 
@@ -290,10 +267,13 @@ def adapt_first_conv(entries, layer):
 
 
 def shape_mismatch(layer, arrays):
-    """``(expected, got)`` weight shapes when ``arrays`` do not fit ``layer``, else None."""
+    """``(expected, got, tensor)`` when ``arrays`` do not fit ``layer`` (``tensor``: the first misfit's name), else None."""
     expected = [tuple(w.shape) for w in layer.weights]
     got = [tuple(a.shape) for a in arrays]
-    return None if expected == got else (expected, got)
+    if expected == got:
+        return None
+    k = next((i for i, (e, g) in enumerate(zip(expected, got)) if e != g), min(len(expected), len(got)))
+    return expected, got, layer.weights[k].path.rsplit("/", 1)[-1] if k < len(expected) else f"extra tensor #{k}"
 
 
 def match_layers(path, layers, entries):
@@ -311,12 +291,12 @@ def match_layers(path, layers, entries):
     for i, (layer, (src_name, arrays)) in enumerate(zip(layers, entries)):
         mismatch = shape_mismatch(layer, arrays)
         if mismatch:
-            expected, got = mismatch
+            expected, got, tensor = mismatch
             raise WeightsFileError(
                 f"Cannot load weights from {path!r}: weighted layer #{i} {layer.name!r} "
                 f"({type(layer).__name__}) expects shapes {expected}, but the file's "
-                f"layer {src_name!r} has {got}. The file is for a different architecture, "
-                "input channel count or number of classes."
+                f"layer {src_name!r} has {got} (first misfit: {tensor!r}). The file is for a "
+                "different architecture, input channel count or number of classes."
             )
     if len(entries) != len(layers):
         more = "model" if len(entries) < len(layers) else "file"
@@ -328,37 +308,6 @@ def match_layers(path, layers, entries):
             "middle_flow_blocks, residual or intermediate_activation)."
         )
     return [(layer, arrays) for layer, (_, arrays) in zip(layers, entries)]
-
-
-def load_weights(model, path):
-    """Load the Xception weight file at ``path`` into the Xception ``model``, strictly.
-
-    The file's backbone goes into ``model``'s backbone, and its classifier into
-    ``model``'s ``predictions`` layer, which must then exist in the file with
-    the same shape (a file's classifier is ignored by a model without one).
-    Every shape is checked before any weight is assigned. The forgiving load
-    step (fresh classifiers, input-channel adaptation, variants, registered
-    names) is :func:`keras_xception.pretrained.loading.load_pretrained`.
-
-    Raises:
-        WeightsFileError: naming the file, the first layer that does not fit
-            and the shapes involved.
-    """
-    path = os.fspath(path)
-    layers = backbone_weighted_layers(model)
-    head = layers[-1] if layers[-1].name == "predictions" else None
-    entries, top = read_weights(path, model)
-    if head is not None:
-        if top is None:
-            raise WeightsFileError(
-                f"Cannot load weights from {path!r}: the model has a classifier {head.name!r} "
-                f"(shapes {[tuple(w.shape) for w in head.weights]}) but the file has none."
-            )
-        entries = entries + [top]
-    plan = match_layers(path, layers, entries)
-    for layer, arrays in plan:
-        layer.set_weights(arrays)
-    return model
 
 
 # ----------------------------------------------------------------------------

@@ -2,56 +2,28 @@
 
 :func:`load_pretrained` takes any model built by
 :func:`keras_xception.model.graph.build_model` (the official network or a
-variant, with or without the top, any input size and channel count) and
-loads ``weights``:
+variant, any input size and channel count, with or without the top):
 
-1. a registered name is resolved by the registry and downloaded (the smaller
-   no-top file when the top is not needed); a path is used as it is;
-2. a registered set and a file follow the same rule: weights without a
-   classifier, or with another class count, loaded into a model with a top
-   give the pretrained backbone and a fresh ``predictions`` layer (a warning
-   says so), as ``"imagenet"`` with ``classes=10`` does; a classifier the
-   model has no place for is ignored;
-3. an RGB first convolution is adapted to another input channel count (with
-   a warning);
-4. the official model's weights reach a variant by name (below).
+1. a registered name is downloaded (the smaller no-top file when the top is
+   not needed); a path is used as it is;
+2. weights without a classifier, or with another class count, give a model
+   with a top the pretrained backbone and a fresh ``predictions`` layer (a
+   warning says so; an error with ``strict=True``); a classifier the model
+   has no place for is ignored;
+3. an RGB first convolution is adapted to another input channel count;
+4. a variant whose own file this is not gets the official weights by name
+   (:func:`transfer_weights`, through a throwaway official model):
+   ``output_stride=16/8`` (same layers and shapes: the atrous model evaluates
+   the pretrained network densely), ``intermediate_activation`` (each
+   ``SeparableConv2D`` ``X`` gives ``X_depthwise`` and ``X_pointwise`` their
+   halves; ``"linear"`` computes the official function), ``residual=False``
+   (the residual projections are dropped: an initialization for
+   fine-tuning). ``width_multiplier != 1`` and ``middle_flow_blocks != 8``
+   change the shapes: only a file of that same variant loads.
 
 Every shape is checked before anything is assigned: a load that fails leaves
 the model as it was, and its :class:`~keras_xception.pretrained.formats.WeightsFileError`
 names the file, the layer and both shapes.
-
-Weight files (:func:`keras_xception.pretrained.formats.read_weights`) match
-layers by order and shape, which only works for a model with the official
-layer list. For a variant the official model is built
-(:func:`~keras_xception.model.graph.build_model`), loaded the normal way, and
-copied into the variant with :func:`transfer_weights`, matching layers by name:
-
-* ``output_stride=16/8``: same layers, same shapes (a dilated kernel is the
-  same kernel); everything is copied. Up to the first changed block the
-  variant computes exactly what the official model does, and where the
-  feature maps have odd sizes (299x299 and 71x71 inputs, for instance) its
-  output sampled every 2 (16) or 4 (8) positions *is* the official output:
-  the atrous model evaluates the pretrained network densely. (At even sizes
-  Keras's ``"same"`` pooling window sits half a pixel off the strided 1x1
-  projection, so the dense model differs slightly there.)
-* ``intermediate_activation="relu"/"elu"/"linear"``: every ``SeparableConv2D``
-  ``X`` (weights ``[depthwise (3, 3, Cin, 1), pointwise (1, 1, Cin, Cout)]``)
-  becomes ``X_depthwise`` (``DepthwiseConv2D``, kernel ``(3, 3, Cin, 1)``) and
-  ``X_pointwise`` (1x1 ``Conv2D``, kernel ``(1, 1, Cin, Cout)``), which receive
-  the two halves. ``"linear"`` computes what the official model computes.
-* ``residual=False``: every layer the variant has is copied; the weights of the
-  residual projections the variant lacks (``blockN_residual_conv`` and
-  ``blockN_residual_bn`` for blocks 2, 3, 4 and 13) are dropped. Without the
-  shortcuts the network computes something else, so the copied weights are an
-  initialization for fine-tuning, not a working classifier.
-* ``width_multiplier != 1`` or ``middle_flow_blocks != 8``: the layer shapes or
-  the layer list differ, and no copy would be meaningful; asking for a
-  registered weight set raises ``ValueError``. A file path is still accepted if
-  it holds weights of the same variant (saved with ``model.save_weights``).
-
-Files written by a variant itself are loaded directly (order and shape
-matching) before the official route is tried, so ``model.save_weights`` /
-``Xception(weights=path, <same options>)`` round-trips for every variant.
 """
 
 from __future__ import annotations
@@ -61,7 +33,7 @@ import warnings
 
 import keras
 
-from keras_xception.model.graph import build_model
+from keras_xception.model.graph import build_model, check_input_shape
 from keras_xception.model.introspect import backbone_weighted_layers, find_xception, spec_of, weighted_layers
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained import download, formats
@@ -111,16 +83,26 @@ def _refusal(spec) -> str:
     )
 
 
-def check_pretrained(spec, record) -> None:
-    """Raise ``ValueError`` early if the registered weight set ``record`` cannot go into ``spec``."""
-    if record is not None and not spec.takes_official_weights:
+def check_pretrained(spec, record, include_top=False, classifier_activation=None, input_shape=None, input_tensor=None):
+    """Raise ``ValueError`` before the model is built if the registered set ``record`` cannot go into it."""
+    if record is None:
+        return
+    if not spec.takes_official_weights:
         raise ValueError(f"Cannot use weights={record.name!r}. " + _refusal(spec))
-
-
-def _head(model):
-    """The Xception's own ``predictions`` layer in ``model``, or None."""
-    layers = backbone_weighted_layers(model)
-    return layers[-1] if layers[-1].name == "predictions" else None
+    if include_top is not True:
+        return
+    if classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            f"With pretrained weights {record.name!r} `classifier_activation` must be None "
+            f"or 'softmax'; received {classifier_activation!r}."
+        )
+    size = tuple(record.input_size)
+    shape = check_input_shape(input_shape, input_tensor, True, size)
+    if (shape[1:] if keras.config.image_data_format() == "channels_first" else shape[:2]) != size:
+        raise ValueError(
+            f"With include_top=True and weights={record.name!r} the input must be {size}; received "
+            f"input_shape={shape}. Use include_top=False (with pooling='avg') for other sizes."
+        )
 
 
 def _classes(arrays) -> int:
@@ -128,15 +110,12 @@ def _classes(arrays) -> int:
     return int(arrays[0].shape[-1])
 
 
-def load_pretrained(model, weights, *, stacklevel=2) -> list[str]:
+def load_pretrained(model, weights, *, strict=False, stacklevel=2) -> list[str]:
     """Load ``weights`` (a registered name or record, or a file path) into the Xception ``model``.
 
-    See the module documentation for what is handled. A registered set and a
-    file follow the same rules: a model with a classifier whose shape the
-    weights' classifier does not have (or that the weights lack) gets the
-    pretrained backbone and a fresh ``predictions`` layer, with a warning.
-    Every layer's shapes are checked before anything is assigned, so a
-    failure leaves ``model`` as it was.
+    See the module documentation for what is handled. With ``strict=True`` a
+    model with a classifier needs the weights' classifier of the same shape
+    (else ``WeightsFileError``) instead of getting a fresh one.
 
     Returns:
         The names of the official layers whose weights the model does not use
@@ -153,35 +132,37 @@ def load_pretrained(model, weights, *, stacklevel=2) -> list[str]:
         return []
     spec = spec_of(model)
     check_pretrained(spec, record)
-    head = _head(model)
-    source = record.name if record is not None else path
-    skipped_top = None  # the class count of a registered top left undownloaded
+    backbone = backbone_weighted_layers(model)
+    head = backbone.pop() if backbone[-1].name == "predictions" else None
+    source, skipped_top = record.name if record is not None else path, None  # skipped: a top not downloaded
     if record is not None:
         if record.include_top and record.notop and (head is None or _classes(head.weights) != record.classes):
             skipped_top, record = record.classes, get_record(record.notop)  # the smaller download
         path = download.get_file(record)
-    backbone = [layer for layer in backbone_weighted_layers(model) if layer is not head]
     plan, top, adapted, unused = _backbone_plan(model, spec, path, backbone, direct=record is None)
+    if head is not None and top is None and strict:
+        raise WeightsFileError(
+            f"Cannot load weights from {path!r}: the model has a classifier {head.name!r} "
+            f"(shapes {[tuple(w.shape) for w in head.weights]}) but the file has none."
+        )
     weights_classes = _classes(top[1]) if top is not None else skipped_top
-    fresh_head = head is not None and weights_classes != _classes(head.weights)
+    fresh_head = head is not None and weights_classes != _classes(head.weights) and not strict
     if head is not None and not fresh_head:
         plan += formats.match_layers(path, [head], [top])
     for layer, arrays in plan:  # everything checked: now assign
         layer.set_weights(arrays)
     if adapted:
         warnings.warn(
-            f"Adapting the pretrained 3-channel kernel of {backbone[0].name!r} to "
-            f"{_channels(model)} input channels (summed for 1 channel, repeated and rescaled "
-            "by 3/channels for more).",
+            f"Adapting the pretrained 3-channel kernel of {backbone[0].name!r} to {_channels(model)} input "
+            "channels (summed for 1 channel, repeated and rescaled by 3/channels for more).",
             stacklevel=stacklevel + 1,
         )
     if fresh_head:
         warnings.warn(
             f"weights={source!r} "
             + (f"has a {weights_classes}-class top" if weights_classes is not None else "has no classifier")
-            + f"; building the pretrained backbone with a new, randomly initialised "
-            f"{_classes(head.weights)}-class 'predictions' layer. Train it before use "
-            "(see keras_xception.transfer).",
+            + f"; building the pretrained backbone with a new, randomly initialised {_classes(head.weights)}"
+            "-class 'predictions' layer. Train it before use (see keras_xception.transfer).",
             stacklevel=stacklevel + 1,
         )
     return unused
@@ -199,8 +180,8 @@ def _backbone_plan(model, spec, path, backbone, *, direct):
 
     The official model, and with ``direct`` any variant, reads the file
     directly (a variant's own file fits that way). Otherwise, or if that
-    fails, a variant with the official shapes gets the file through the
-    official model (:func:`transfer_weights`).
+    fails, a variant with the official shapes gets the file's arrays through
+    the official layer list, matched by name (:func:`transfer_weights`).
     """
     direct_error = None
     if spec.is_official or direct:
@@ -212,9 +193,7 @@ def _backbone_plan(model, spec, path, backbone, *, direct):
             if not spec.takes_official_weights:
                 raise WeightsFileError(f"{e} ({_refusal(spec)})") from None
             direct_error = e
-    official = build_model(
-        include_top=False, input_shape=tuple(find_xception(model).input_shape[1:]), name="xception_official"
-    )
+    official = build_model(include_top=False, input_shape=tuple(find_xception(model).input_shape[1:]))
     try:
         official_plan, top, adapted = _read_and_match(official, path, backbone_weighted_layers(official))
     except WeightsFileError as e:
@@ -224,10 +203,8 @@ def _backbone_plan(model, spec, path, backbone, *, direct):
             f"The file fits neither this variant ({direct_error}) nor the official "
             f"Xception, whose weights would be copied into it ({e})."
         ) from None
-    for layer, arrays in official_plan:  # a throwaway model
-        layer.set_weights(arrays)
     try:
-        plan, unused = _transfer_plan(official, backbone)
+        plan, unused = _transfer_plan({layer.name: arrays for layer, arrays in official_plan}, backbone)
     except WeightsFileError as e:
         raise WeightsFileError(f"Cannot load weights from {path!r} into this variant: {e}") from None
     return plan, top, adapted, unused
@@ -238,32 +215,13 @@ def _channels(model) -> int:
     return shape[1] if keras.config.image_data_format() == "channels_first" else shape[-1]
 
 
-def _split_source(src_layers, name):
-    """Weights for a split ``X_depthwise`` / ``X_pointwise`` layer from a ``SeparableConv2D`` ``X``."""
-    for suffix, index in (("_depthwise", 0), ("_pointwise", 1)):
-        base = name[: -len(suffix)]
-        if name.endswith(suffix) and isinstance(src_layers.get(base), keras.layers.SeparableConv2D):
-            return src_layers[base], [src_layers[base].get_weights()[index]]
-    return None, None
-
-
-def _merged_source(src_layers, layer):
-    """Weights for a ``SeparableConv2D`` ``X`` from split ``X_depthwise`` + ``X_pointwise`` layers."""
-    if not isinstance(layer, keras.layers.SeparableConv2D):
-        return None, None
-    dw, pw = src_layers.get(f"{layer.name}_depthwise"), src_layers.get(f"{layer.name}_pointwise")
-    if dw is None or pw is None:
-        return None, None
-    return dw, dw.get_weights() + pw.get_weights()
-
-
-def transfer_weights(source: keras.Model, target: keras.Model, targets=None) -> list[str]:
+def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
     """Copy the weights of ``source`` into ``target``, layer by layer, matched by name.
 
     A ``SeparableConv2D`` ``X`` in one model matches the pair ``X_depthwise`` +
     ``X_pointwise`` in the other (either direction). Every weighted layer of
     ``target`` must find its weights with the same shapes; all are checked
-    before anything is assigned. ``targets``: only these layers of ``target``.
+    before anything is assigned.
 
     Returns:
         The names of the weighted ``source`` layers that were not used (e.g.
@@ -273,41 +231,41 @@ def transfer_weights(source: keras.Model, target: keras.Model, targets=None) -> 
         keras_xception.WeightsFileError: (a ``ValueError``) naming the
             first layer of ``target`` with no counterpart or other shapes.
     """
-    plan, unused = _transfer_plan(source, weighted_layers(target) if targets is None else targets)
-    for layer, arrays in plan:
-        layer.set_weights(arrays)
+    arrays = {layer.name: layer.get_weights() for layer in weighted_layers(source)}
+    plan, unused = _transfer_plan(arrays, weighted_layers(target))
+    for layer, values in plan:
+        layer.set_weights(values)
     return unused
 
 
-def _transfer_plan(source, targets):
-    """``(plan, unused)`` of :func:`transfer_weights`: every shape checked, nothing assigned."""
-    src_layers = {layer.name: layer for layer in weighted_layers(source)}
+def _transfer_plan(source: dict, targets):
+    """``(plan, unused)``: arrays of ``source`` (layer name -> arrays) for each of ``targets``, shapes checked."""
     used, plan = set(), []
     for layer in targets:
-        src = src_layers.get(layer.name)
-        arrays = src.get_weights() if src is not None else None
-        if src is None:
-            src, arrays = _split_source(src_layers, layer.name)
-        if src is None:
-            src, arrays = _merged_source(src_layers, layer)
-            if src is not None:
-                used.add(f"{layer.name}_pointwise")
-        if src is None:
+        name, split = layer.name, layer.name.rsplit("_", 1)
+        if name in source:
+            names = [name]
+            arrays = source[name]
+        elif split[-1] in ("depthwise", "pointwise") and len(source.get(split[0], ())) == 2:
+            names = [split[0]]  # a SeparableConv2D's [depthwise, pointwise] kernels, split
+            arrays = [source[split[0]][split[-1] == "pointwise"]]
+        elif f"{name}_depthwise" in source and f"{name}_pointwise" in source:
+            names = [f"{name}_depthwise", f"{name}_pointwise"]  # merged into one SeparableConv2D
+            arrays = source[names[0]] + source[names[1]]
+        else:
             raise WeightsFileError(
-                f"Cannot copy weights into layer {layer.name!r} ({type(layer).__name__}): "
-                f"the source model {source.name!r} has no layer of that name (nor a "
-                "separable convolution to split or merge)."
+                f"Cannot copy weights into layer {name!r} ({type(layer).__name__}): the source has no "
+                "layer of that name (nor a separable convolution to split or merge)."
             )
         mismatch = formats.shape_mismatch(layer, arrays)
         if mismatch:
-            expected, got = mismatch
             raise WeightsFileError(
-                f"Cannot copy weights into layer {layer.name!r} ({type(layer).__name__}): it "
-                f"expects shapes {expected}, the source layer {src.name!r} has {got}."
+                f"Cannot copy weights into layer {name!r} ({type(layer).__name__}): it expects shapes "
+                f"{mismatch[0]}, the source layer {names[0]!r} has {mismatch[1]} (first misfit: {mismatch[2]!r})."
             )
-        used.add(src.name)
+        used.update(names)
         plan.append((layer, arrays))
-    return plan, [name for name in src_layers if name not in used]
+    return plan, [name for name in source if name not in used]
 
 
 FORMATS = ("weights.h5", "legacy-h5")

@@ -44,45 +44,30 @@ class WeightRecord:
     description: str = ""
     reported_by: str | None = None
 
+    def __post_init__(self):
+        h = str(self.file_hash).lower()
+        if len(h) not in (32, 64) or any(c not in "0123456789abcdef" for c in h):
+            raise ValueError(
+                "`file_hash` must be a sha256 (64 hex digits) or md5 (32 hex digits) "
+                f"digest; received file_hash={self.file_hash!r}."
+            )
+        object.__setattr__(self, "file_hash", h)
+        object.__setattr__(self, "urls", tuple(self.urls))
+        object.__setattr__(self, "input_size", tuple(self.input_size))
+
     @property
     def hash_algorithm(self) -> str:
         """``"sha256"`` or ``"md5"``, from the length of :attr:`file_hash`."""
         return "sha256" if len(self.file_hash) == 64 else "md5"
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["urls"] = list(self.urls)
-        d["input_size"] = list(self.input_size)
-        return d
-
-
-def _validate_hash(file_hash: str) -> str:
-    h = str(file_hash).lower()
-    if len(h) not in (32, 64) or any(c not in "0123456789abcdef" for c in h):
-        raise ValueError(
-            "`file_hash` must be a sha256 (64 hex digits) or md5 (32 hex digits) "
-            f"digest; received file_hash={file_hash!r}."
-        )
-    return h
-
-
-def _record_from_dict(d: dict) -> WeightRecord:
-    fields = {f.name for f in dataclasses.fields(WeightRecord)}
-    unknown = set(d) - fields
-    if unknown:
-        raise ValueError(f"Unknown weight-record fields {sorted(unknown)} in {d.get('name')!r}.")
-    d = dict(d)
-    d["urls"] = tuple(d.get("urls", ()))
-    d["input_size"] = tuple(d.get("input_size", (299, 299)))
-    d["file_hash"] = _validate_hash(d["file_hash"])
-    return WeightRecord(**d)
+        return dict(dataclasses.asdict(self), urls=list(self.urls), input_size=list(self.input_size))
 
 
 def _load_builtin_records() -> None:
     text = resources.files("keras_xception").joinpath("resources/weights.json").read_text()
     for d in json.loads(text)["records"]:
-        rec = _record_from_dict(d)
-        _REGISTRY[rec.name] = rec
+        _REGISTRY[d["name"]] = WeightRecord(**d)
 
 
 def register(
@@ -105,14 +90,12 @@ def register(
         file_name: Cache file name; defaults to the URL's last component.
         overwrite: Replace an existing record of the same name.
         **fields: Any other :class:`WeightRecord` field (``classes``,
-            ``input_size``, ``crop_fraction``, ``top1``, ...). ``notop``
-            names a registered set without the top, downloaded instead of
-            this one when the top would not be used.
+            ``input_size``, ``top1``, ...). ``notop`` names a registered set
+            without the top, downloaded instead when the top is not used.
 
     Raises:
-        ValueError: naming the argument, for a bad name, URL, hash,
-            ``include_top`` or ``notop``, or a name already registered
-            (without ``overwrite=True``).
+        ValueError: naming the argument that is wrong, or a name already
+            registered (without ``overwrite=True``).
     """
     if not isinstance(name, str) or not name or os.sep in name:
         raise ValueError(f"`name` must be a non-empty string without '/'; received {name!r}.")
@@ -129,24 +112,17 @@ def register(
             "`notop` must name a registered weight set without the top (include_top=False); "
             f"received notop={notop!r}. Register that set first."
         )
-    users = _notop_users(name)
-    if users and include_top:
+    if _notop_users(name) and include_top:
         raise ValueError(
-            f"{name!r} is the no-top file (`notop`) of {users}, so it must have "
+            f"{name!r} is the no-top file (`notop`) of {_notop_users(name)}, so it must have "
             "include_top=False; received include_top=True."
         )
-    rec = _record_from_dict(
-        dict(
-            name=name,
-            file_name=file_name or urls[0].rstrip("/").rsplit("/", 1)[-1],
-            urls=urls,
-            file_hash=file_hash,
-            include_top=include_top,
-            **fields,
-        )
-    )
-    _REGISTRY[name] = rec
-    return rec
+    unknown = set(fields) - {f.name for f in dataclasses.fields(WeightRecord)}
+    if unknown:
+        raise ValueError(f"Unknown weight-record fields {sorted(unknown)}; see WeightRecord.")
+    file_name = file_name or urls[0].rstrip("/").rsplit("/", 1)[-1]
+    _REGISTRY[name] = WeightRecord(name, file_name, urls, file_hash, include_top, **fields)
+    return _REGISTRY[name]
 
 
 def unregister(name: str) -> WeightRecord:
