@@ -10,7 +10,16 @@ from __future__ import annotations
 import numbers
 import os
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "one_of", "existing_dir", "argtype"]
+__all__ = [
+    "boolean",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "fraction",
+    "one_of",
+    "existing_dir",
+    "argtype",
+]
 
 
 def _fail(name, what, value):
@@ -19,6 +28,13 @@ def _fail(name, what, value):
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def boolean(value, name):
+    """True or False (nothing else: not 0/1, not None)."""
+    if not isinstance(value, bool):
+        _fail(name, "True or False", value)
+    return value
 
 
 def positive_int(value, name, *, minimum=1, allow_none=False):

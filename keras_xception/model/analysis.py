@@ -1,21 +1,8 @@
-"""Parameters and multiply-accumulates (MACs) of a built model, layer by layer.
+"""Parameters and multiply-accumulates (MACs) of a built model, layer by layer, per image.
 
-Counting convention (the one behind the 8.36 GMACs usually quoted for
-Xception at 299x299, which :func:`count_macs` reproduces: 8,357,403,496):
-
-* ``Conv2D``: ``out_h * out_w * k_h * k_w * (c_in / groups) * c_out``;
-* ``DepthwiseConv2D``: ``out_h * out_w * k_h * k_w * c_in * depth_multiplier``;
-* ``SeparableConv2D``: its depthwise part plus its pointwise part
-  ``out_h * out_w * (c_in * depth_multiplier) * c_out``;
-* ``Dense``: ``units_in * units_out`` per position;
-* everything else 0: BatchNormalization (folded into the convolution before
-  it at inference), activations, pooling, additions and biases are not
-  multiply-accumulates of a weight matrix. Counting one operation per output
-  element for them would add 0.04 G (8.40 G in all).
-
-Dilation changes no count (a dilated 3x3 kernel still has 9 taps), but an
-``output_stride`` of 16 or 8 keeps the exit (and middle) flow at a higher
-resolution, so it multiplies their MACs. Counts are per image.
+A layer's MACs are its kernels' sizes times its output positions (Conv2D, DepthwiseConv2D, both
+parts of SeparableConv2D, Dense); BatchNormalization (folded at inference), activations, pooling,
+additions and biases count 0. This gives the 8.36 GMACs usually quoted for Xception at 299x299.
 """
 
 from __future__ import annotations
@@ -53,35 +40,20 @@ class LayerCost:
     macs: int
 
 
-def _spatial(shape, layer):
-    """(positions, channels) of a layer output shape (batch axis included)."""
-    fmt = getattr(layer, "data_format", None) or keras.config.image_data_format()
-    dims = shape[2:] if fmt == "channels_first" else shape[1:-1]
+def _macs(layer) -> int:
+    """Output positions x the sizes of the layer's kernels (SeparableConv2D: depthwise + pointwise)."""
+    kernels = [w for w in layer.weights if w.name.endswith("kernel")]
+    if not kernels:
+        return 0
+    shape = layer.output.shape
+    dims = shape[2:] if getattr(layer, "data_format", None) == "channels_first" else shape[1:-1]
     if any(d is None for d in dims):
         raise ValueError(
             f"Cannot count MACs of layer {layer.name!r}: its output shape {tuple(shape)} has "
             "unknown spatial sizes. Build the model with a fixed input_shape, e.g. "
             "Xception(..., input_shape=(299, 299, 3))."
         )
-    return int(np.prod(dims))
-
-
-def _macs(layer) -> int:
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        kh, kw, cin, mult = layer.depthwise_kernel.shape
-        cout = layer.pointwise_kernel.shape[-1]
-        return _spatial(layer.output.shape, layer) * (kh * kw * cin * mult + cin * mult * cout)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kh, kw, cin, mult = layer.kernel.shape
-        return _spatial(layer.output.shape, layer) * kh * kw * cin * mult
-    if isinstance(layer, keras.layers.Conv2D):
-        kh, kw, cin_per_group, cout = layer.kernel.shape
-        return _spatial(layer.output.shape, layer) * kh * kw * cin_per_group * cout
-    if isinstance(layer, keras.layers.Dense):
-        units_in, units_out = layer.kernel.shape
-        positions = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) > 2 else 1
-        return positions * units_in * units_out
-    return 0
+    return int(np.prod(dims)) * sum(int(np.prod(k.shape)) for k in kernels)
 
 
 def _leaf_layers(model):

@@ -1,32 +1,6 @@
-"""Multi-scale feature maps of an Xception, for detectors and segmenters.
+"""Multi-scale feature maps of an Xception (detectors, segmenters) and the one feature-model builder.
 
-:func:`feature_extractor` returns a ``keras.Model`` whose outputs are the
-feature maps at the requested strides (input size / map size). For each
-stride it takes the **deepest block output** at that resolution: the output of
-the last block that runs at that stride, i.e. after the block's pooling and
-residual addition (what the next block consumes), not the pre-pooling map
-inside the next downsampling block. For the official model:
-
-======  =======================  ========  ===============  ==============
-stride  layer                    channels  size at 299x299  size at 71x71
-======  =======================  ========  ===============  ==============
-2       ``block1_conv2_act``     64        147              33
-4       ``block2_add``           128       74               17
-8       ``block3_add``           256       37               9
-16      ``block12_add``          728       19               5
-32      ``block14_sepconv2_act`` 2048      10               3
-======  =======================  ========  ===============  ==============
-
-The maps at strides 4, 8 and 16 are residual sums, before the ReLU that
-opens the next block; the stride-2 and stride-32 maps are after a ReLU.
-Stride 16 is the end of the middle flow (``block{4 + middle_flow_blocks}_add``).
-
-With ``output_stride=16`` the exit flow stays at stride 16, so stride 16 is
-``block14_sepconv2_act`` (2048 channels) and stride 32 does not exist; with
-``output_stride=8`` stride 8 is ``block14_sepconv2_act`` and 16/32 do not
-exist. In a variant without residual connections the block outputs are the
-``blockN_pool`` layers (or the last ``_bn`` of a middle block).
-:func:`feature_layers` lists the layers of any Xception model.
+Each stride's map is the deepest block output at that resolution (the table is in docs/variants.md).
 """
 
 from __future__ import annotations
@@ -46,13 +20,11 @@ _BLOCK = re.compile(r"^block(\d+)_")
 
 
 def feature_layers(model) -> dict[int, str]:
-    """Map each stride available in the Xception in ``model`` to the name of its feature layer.
+    """Map each stride of the Xception in ``model`` to its feature layer's name.
 
-    The stride-2 map is the stem's ``block1_conv2_act``; every other stride
-    maps to the output layer of the last block at that stride (``blockN_add``,
-    or the block's last layer when it has no residual addition). Strides are
-    read from the layers' configuration (``blockN_pool`` strides), so models
-    with unknown input sizes work too.
+    Stride 2 is ``block1_conv2_act``; every other stride the output of the last block at that
+    stride (``blockN_add``, or the block's last layer without a residual). Strides are read from
+    the ``blockN_pool`` layers, so unknown input sizes work too.
     """
     xception = find_xception(model)
     last_layer: dict[int, str] = {}
@@ -81,12 +53,9 @@ def feature_layers(model) -> dict[int, str]:
 def feature_model(model, layers, *, pool=False, name=None) -> keras.Model:
     """A model from ``model``'s inputs to the outputs of ``layers`` (names, at any nesting depth).
 
-    The one feature-model builder: multi-scale maps (:func:`feature_extractor`),
-    pooled vectors for extraction (``pool=True``: 4D outputs are globally
-    average pooled, other non-2D ones flattened), a classifier's pooled
-    features for transfer learning. ``model`` may be an Xception or any model
-    containing one (nested or built inline); the new model shares its layers
-    and weights. A single name (a string) gives a single output, a list a list.
+    The one feature-model builder (multi-scale maps, pooled vectors, a classifier's features); it
+    shares ``model``'s layers and weights. ``pool=True`` average-pools 4D outputs and flattens other
+    non-2D ones. A single name (a string) gives a single output, a list a list.
 
     Raises:
         ValueError: for a name that is no layer of ``model`` (nested models searched too).
@@ -109,23 +78,16 @@ def feature_extractor(model, strides=(4, 8, 16, 32), *, name=None) -> keras.Mode
     """A model returning the feature maps of the Xception ``model`` at ``strides``.
 
     Args:
-        model: An Xception (any variant, with or without the top; the
-            Xception may also be nested inside ``model``).
-        strides: Strides to return, from ``(2, 4, 8, 16, 32)``; the outputs
-            come as a list in this order. See the module documentation for
-            the layers and channel counts.
+        model: An Xception (any variant, with or without the top), or a model containing one.
+        strides: Strides from ``(2, 4, 8, 16, 32)``; the outputs come as a list in this order.
         name: Name of the new model (default ``"<model name>_features"``).
 
     Returns:
-        A ``keras.Model`` sharing the layers (and weights) of ``model``, with
-        one output per stride. Its inputs are the Xception's (those of
-        ``model`` itself, or of the nested Xception), so with
-        ``include_preprocessing=True`` it takes raw 0..255 images.
+        A ``keras.Model`` sharing ``model``'s layers and weights, taking the Xception's inputs.
 
     Raises:
-        ValueError: for a stride that is not a power of two in 2..32, a
-            repeated stride, or a stride the model does not have (e.g. 32 with
-            ``output_stride=16``).
+        ValueError: for a stride not in ``STRIDES``, a repeated one, or one the model does not have
+            (e.g. 32 with ``output_stride=16``).
     """
     strides = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)
     if not strides:

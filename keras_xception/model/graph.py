@@ -1,20 +1,7 @@
-"""Building Xception graphs from an :class:`~keras_xception.model.spec.XceptionSpec`, without weights.
+"""Building an Xception ``keras.Model`` from an :class:`~keras_xception.model.spec.XceptionSpec`, without weights.
 
-:func:`build_features` applies the layers of a spec to a Keras tensor;
-:func:`build_model` makes the whole model (input, optional preprocessing,
-features, top or pooling) with the arguments of ``keras.applications.Xception``
-checked. Loading pretrained weights is not done here: see
-:mod:`keras_xception.pretrained.loading` (and :func:`keras_xception.Xception`,
-which does both).
-
-Layer names follow ``keras.applications.Xception`` (``block1_conv1``,
-``block4_sepconv2_bn``, ``block14_sepconv2_act``, ...); the residual-branch
-layers, which Keras leaves unnamed, are called ``blockN_residual_conv``,
-``blockN_residual_bn`` and ``blockN_add``. The layer graph is the same as
-Keras's, so the weighted layers come out in the same order, which is what the
-official (order-keyed) weight files rely on. Only ``keras.layers`` (and
-:class:`~keras_xception.model.layers.DilatedMaxPooling2D` for
-``output_stride=8``) are used, so the model runs on every Keras backend.
+Layer names and order are ``keras.applications.Xception``'s (so order-keyed weight files fit); the
+residual layers it leaves unnamed are ``blockN_residual_conv``, ``blockN_residual_bn``, ``blockN_add``.
 """
 
 from __future__ import annotations
@@ -23,7 +10,7 @@ import warnings
 
 import keras
 
-from keras_xception.checks import one_of, positive_int
+from keras_xception.checks import boolean, one_of, positive_int
 from keras_xception.model.layers import DilatedMaxPooling2D
 from keras_xception.model.preprocessing import preprocessing_layer
 from keras_xception.model.spec import DEFAULT_INPUT_SIZE, MIN_INPUT_SIZE, BlockSpec, XceptionSpec, xception_spec
@@ -168,8 +155,7 @@ def build_model(
     ``default_size`` is the ``(height, width)`` used with the top when no
     shape is given. ``ValueError`` for an invalid one.
     """
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
+    boolean(include_top, "include_top")
     one_of(pooling, "pooling", POOLINGS)
     positive_int(classes, "classes")
     if include_top and pooling is not None:

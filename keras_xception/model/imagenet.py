@@ -1,10 +1,4 @@
-"""ImageNet-1k class index and ``decode_predictions``, offline.
-
-The 1000-class index ships inside the package
-(``keras_xception/resources/imagenet_class_index.json``, same content and format as
-Keras's downloaded ``imagenet_class_index.json``: index -> [WordNet id, name]),
-so decoding never needs the network.
-"""
+"""ImageNet-1k class index and ``decode_predictions``, offline (the index ships in ``resources/``)."""
 
 from __future__ import annotations
 

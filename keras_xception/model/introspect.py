@@ -1,18 +1,8 @@
-"""Finding the Xception inside a built model, and reading its architecture back.
+"""Finding the Xception inside a built model and reading its architecture back.
 
-One finder for every task (transfer learning, Grad-CAM, feature maps, weight
-loading): :func:`find_xception` returns the model whose layers are the
-Xception's, whether that is the model itself, a model nested in it at any
-depth (``Model(inputs, head(xception(inputs)))``), or a larger model into which
-Xception was built inline (``Xception(input_tensor=...)``). Xceptions built by
-this package and by ``keras.applications`` (whose residual layers are unnamed)
-are both recognised, every variant included.
-
-:func:`spec_of` recovers the :class:`~keras_xception.model.spec.XceptionSpec`
-of a built model from its layers, so code that needs the architecture (which
-blocks exist, the output stride) never assumes the official one.
-:func:`tap` builds a model that also returns inner activations, at any
-nesting depth (what Grad-CAM needs for a transfer-learned classifier).
+:func:`find_xception` (the model itself, a nested model at any depth, or one built inline; this
+package's and ``keras.applications``' Xceptions), :func:`spec_of` (its
+:class:`~keras_xception.model.spec.XceptionSpec`), :func:`tap` (inner activations at any depth).
 """
 
 from __future__ import annotations
@@ -91,17 +81,11 @@ def block_numbers(model) -> list[int]:
 
 
 def spec_of(model) -> XceptionSpec:
-    """The spec of the Xception in ``model``, read from its layers.
+    """The spec of the Xception in ``model``, read from its layers and checked against their shapes.
 
-    The options (``middle_flow_blocks``, ``residual``,
-    ``intermediate_activation``, ``width_multiplier``, ``output_stride``) are
-    read off the layers, then :func:`~keras_xception.model.spec.xception_spec`
-    is rebuilt from them and checked against every weighted layer's shapes.
-    Channel counts are rounded (:func:`~keras_xception.model.spec.scale_channels`),
-    so the ``width_multiplier`` read back is the shortest decimal that gives
-    the model's shapes: 0.35 for a model built with 0.35 (720 output channels,
-    not 2048 x 0.35), and possibly another number for one built with many
-    digits, e.g. 0.254 for 0.252 (the same network).
+    Channel counts are rounded (:func:`~keras_xception.model.spec.scale_channels`), so the
+    ``width_multiplier`` read back is the shortest decimal giving the model's shapes (0.35 for 0.35;
+    0.254 for 0.252, the same network).
 
     Raises:
         ValueError: if there is no Xception, or its layers match no spec.

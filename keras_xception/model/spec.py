@@ -1,30 +1,15 @@
-"""The Xception architecture as data: block specifications, no Keras.
+"""The Xception architecture as data (no Keras): :class:`BlockSpec`, :class:`XceptionSpec`, :func:`xception_spec`.
 
-The network (Chollet, CVPR 2017, Fig. 5) is a stem of two plain convolutions
-followed by a chain of *blocks*. Every block is a short chain of 3x3 depthwise
-separable convolutions, each followed by BatchNormalization, with ReLU either
-before each convolution ("pre", the entry/middle/exit blocks 2-13) or after it
-("post", block 14). Most blocks add a residual: a strided 1x1 projection when
-the block downsamples, the identity otherwise.
-
-:func:`xception_spec` returns the official network (or a variant) as an
-:class:`XceptionSpec`; :mod:`keras_xception.model.graph` turns a spec into
-Keras layers and :func:`keras_xception.model.introspect.spec_of` recovers the
-spec of a built model.
-
-Variants (all off by default, see :func:`xception_spec`): no residual
-connections (the paper's Fig. 9 ablation), an activation between the depthwise
-and the pointwise part of every separable convolution (Fig. 10), another
-number of middle-flow blocks, a channel width multiplier, and an output stride
-of 16 or 8 with atrous (dilated) convolutions instead of striding
-(DeepLab-style).
+A stem of two convolutions, then blocks of 3x3 separable convolutions + BatchNormalization with a
+residual; the variants (docs/variants.md) change the residuals, split the separable convolutions,
+the middle flow's depth, the width, or the output stride.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from keras_xception.checks import non_negative_int, one_of, positive_float
+from keras_xception.checks import boolean, non_negative_int, one_of, positive_float
 
 __all__ = [
     "BlockSpec",
@@ -57,20 +42,13 @@ class BlockSpec:
     Attributes:
         name: Layer-name prefix, e.g. ``"block5"``.
         filters: Output channels of each separable convolution, in order.
-        residual: ``"conv"`` (1x1 projection + BatchNormalization),
-            ``"identity"``, or ``None`` (no residual connection).
-        downsample: Whether the block ends with a 3x3/2 max pooling (the
-            residual projection then has stride 2).
-        activation: ``"pre"`` (ReLU before each separable convolution) or
-            ``"post"`` (ReLU after each convolution's BatchNormalization).
-        skip_first_activation: Omit the ReLU before the first convolution
-            (block 2, whose input has just been through the stem's ReLU).
-        stride: Stride of the pooling and of the residual projection of a
-            ``downsample`` block: 2, or 1 where an output stride below 32
-            removes the downsampling (the 3x3 max pooling is kept, stride 1,
-            dilated by ``dilation_rate``: :class:`DilatedMaxPooling2D`).
-        dilation_rate: Dilation of the depthwise part of the block's separable
-            convolutions (1, or 2/4 after removed downsamplings).
+        residual: ``"conv"`` (1x1 projection + BatchNormalization), ``"identity"``, or ``None``.
+        downsample: Whether the block ends with a 3x3 max pooling (stride ``stride``).
+        activation: ``"pre"`` (ReLU before each convolution) or ``"post"`` (after its BatchNormalization).
+        skip_first_activation: No ReLU before the first convolution (block 2, after the stem's ReLU).
+        stride: 2, or 1 where an output stride below 32 removes the downsampling (the pooling is
+            then dilated by ``dilation_rate``: :class:`DilatedMaxPooling2D`).
+        dilation_rate: Dilation of the block's depthwise kernels (1, or 2/4 after removed downsamplings).
     """
 
     name: str
@@ -85,13 +63,10 @@ class BlockSpec:
 
 @dataclasses.dataclass(frozen=True)
 class XceptionSpec:
-    """A whole Xception network: the stem's filters, the blocks, and options.
+    """A whole Xception network: the stem's filters, the blocks, and the options that made them.
 
-    ``intermediate_activation`` is ``None`` (a ``SeparableConv2D`` layer per
-    separable convolution, as in the official model) or an activation name:
-    each separable convolution is then split into ``DepthwiseConv2D``
-    (``<conv>_depthwise``), ``Activation`` (``<conv>_depthwise_act``) and a
-    1x1 ``Conv2D`` (``<conv>_pointwise``).
+    With an ``intermediate_activation`` each separable convolution ``<conv>`` is split into
+    ``<conv>_depthwise``, ``<conv>_depthwise_act`` and a 1x1 ``<conv>_pointwise``.
     """
 
     stem_filters: tuple[int, int]
@@ -144,13 +119,8 @@ class XceptionSpec:
 
 
 def scale_channels(channels: int, width_multiplier: float) -> int:
-    """Channels of a layer under ``width_multiplier``: ``channels * m`` rounded to a multiple of 8.
-
-    The rule: round ``channels * m`` to the nearest multiple of 8 (halves up),
-    at least 8, and add 8 if rounding lost more than 10% of ``channels * m``.
-    Every official channel count (32, 64, 128, 256, 728, 1024, 1536, 2048) is a
-    multiple of 8, so ``m = 1`` changes nothing; ``m = 0.5`` gives 16, 32, 64,
-    128, 368, 512, 768, 1024.
+    """``channels * width_multiplier`` rounded to the nearest multiple of 8 (halves up, at least 8),
+    plus 8 if rounding lost more than 10%. The official counts are multiples of 8, so 1.0 changes nothing.
     """
     target = channels * width_multiplier
     out = max(8, int(target + 4) // 8 * 8)
@@ -167,24 +137,16 @@ def xception_spec(
     width_multiplier: float = 1.0,
     output_stride: int = 32,
 ) -> XceptionSpec:
-    """The Xception network: entry flow, ``middle_flow_blocks`` x middle, exit flow.
+    """The Xception network: entry flow, ``middle_flow_blocks`` x middle, exit flow (blocks numbered from 2).
 
-    The defaults give the official architecture; blocks are numbered from 2
-    (block 1 is the stem), so with 8 middle blocks the exit flow is blocks 13
-    and 14, as in Keras. ``residual=False`` removes every residual connection
-    (the paper's Fig. 9); ``intermediate_activation`` ``"relu"``/``"elu"`` sits
-    between the depthwise and the pointwise convolution (Fig. 10; ``"linear"``:
-    split layers, no activation); ``width_multiplier`` scales every channel
-    count (:func:`scale_channels`). ``output_stride`` 16 or 8 gives the last
-    downsamplings (block 13's; blocks 4 and 13) stride 1 and dilates every
-    later depthwise kernel (and block 13's pooling for 8) by the stride removed
-    so far, as in DeepLab: weight shapes do not change, and where the maps have
-    odd sizes (299x299, 71x71) the output sampled every 2 (16) or 4 (8) pixels
-    is the official model's. ``ValueError`` for an argument outside the allowed values.
+    The defaults are the official architecture. ``residual=False`` removes the residual connections
+    (the paper's Fig. 9); ``intermediate_activation`` sits between the depthwise and the pointwise
+    convolution (Fig. 10; ``"linear"``: split layers, no activation); ``width_multiplier`` scales every
+    channel count (:func:`scale_channels`); ``output_stride`` 16 or 8 turns the last downsamplings into
+    dilations (DeepLab), weight shapes unchanged. ``ValueError`` for an argument outside the allowed values.
     """
     non_negative_int(middle_flow_blocks, "middle_flow_blocks")
-    if not isinstance(residual, bool):
-        raise ValueError(f"`residual` must be True or False; received residual={residual!r}.")
+    boolean(residual, "residual")
     one_of(intermediate_activation, "intermediate_activation", INTERMEDIATE_ACTIVATIONS)
     one_of(output_stride, "output_stride", OUTPUT_STRIDES)
     if positive_float(width_multiplier, "width_multiplier") == float("inf"):

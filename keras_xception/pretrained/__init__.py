@@ -1,10 +1,7 @@
-"""Pretrained weights: the registry of weight sets (:mod:`.registry`), verified downloads
-(:mod:`.download`), weight-file formats (:mod:`.formats`) and the one load step that puts
-weights into a built model (:mod:`.loading`).
+"""Pretrained weights: registry, verified downloads, weight-file formats, the one load step.
 
-This package exports the registry and download API, which needs neither Keras nor
-TensorFlow (so ``keras-xception weights list`` starts at once); it is also reachable as
-``keras_xception.weights``, its name before 0.2. Loading: :func:`keras_xception.load_pretrained`.
+Exports the registry and download API, which import neither Keras nor TensorFlow (also reachable as
+``keras_xception.weights``, its name before 0.2).
 """
 
 from keras_xception.pretrained.download import (

@@ -1,16 +1,10 @@
-"""Verified downloads of registered weight files into Keras's model cache.
+"""Verified downloads of registered weight files into Keras's model cache (``$KERAS_HOME/models``).
 
-Files go to ``$KERAS_HOME/models`` (default ``~/.keras/models``), the cache
-``keras.applications`` uses, so files it already fetched are reused. Each URL
-is fetched by ``keras.utils.get_file`` (which checks the hash) into a
-temporary name beside the target and moved into place only once verified, under
-a file lock; a failed download leaves nothing behind.
-
-Why not ``keras.utils.get_file`` straight into the cache (Keras 3.15, checked by
-``tests/test_pretrained_download.py::test_keras_get_file_alone_*``): it writes
-into the target itself, so a concurrent process sees (and may return) a partial
-file; a download whose hash does not match stays in the cache; and a failed
-re-download deletes the file that was there (the user's, placed by hand).
+Why not ``keras.utils.get_file`` straight into the cache (Keras 3.15, shown by
+``tests/test_pretrained_download.py::test_keras_get_file_alone_*``): a concurrent process sees a
+partial file, a download with the wrong hash stays in the cache, and a failed re-download deletes
+the file that was there. So it downloads to a temporary name and moves the file into place once
+verified, under a file lock.
 """
 
 from __future__ import annotations

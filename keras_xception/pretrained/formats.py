@@ -1,20 +1,5 @@
-"""Xception weight files of every format: reading, checking, writing.
-
-Supported files:
-
-* legacy Keras 2 HDF5 (``.h5``/``.hdf5``, the official ImageNet files and what
-  ``tf_keras`` writes): weighted layers matched **by order**, as Keras does;
-* Keras 3 ``.weights.h5``: layers keyed by class name and order
-  (``layers/separable_conv2d_3/vars/0``), also when the Xception is nested
-  inside a larger model;
-* Keras 3 ``.keras`` model files (loaded with ``safe_mode=True``) that contain
-  an Xception, inline or as a nested model: the backbone's weights are taken.
-
-:func:`read_weights` reads any of them as the file's backbone, layer by layer
-from ``block1_conv1`` to the last block, and its classifier if it has one;
-:func:`match_layers` pairs those with a model's layers and checks every shape
-before anything is assigned, naming the first tensor that does not fit. The
-load policy is :func:`keras_xception.pretrained.loading.load_pretrained`'s.
+"""Xception weight files: legacy Keras 2 ``.h5`` (by layer order), Keras 3 ``.weights.h5`` (by key),
+``.keras`` models holding an Xception; read, shape-checked against a model, written.
 """
 
 from __future__ import annotations

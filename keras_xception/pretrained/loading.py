@@ -1,29 +1,7 @@
 """The one load step: pretrained weights (a registered name or a file) into a built Xception.
 
-:func:`load_pretrained` takes any model built by
-:func:`keras_xception.model.graph.build_model` (the official network or a
-variant, any input size and channel count, with or without the top):
-
-1. a registered name is downloaded (the smaller no-top file when the top is
-   not needed); a path is used as it is;
-2. weights without a classifier, or with another class count, give a model
-   with a top the pretrained backbone and a fresh ``predictions`` layer (a
-   warning says so; an error with ``strict=True``); a classifier the model
-   has no place for is ignored;
-3. an RGB first convolution is adapted to another input channel count;
-4. a variant whose own file this is not gets the official weights by name
-   (:func:`transfer_weights`, through a throwaway official model):
-   ``output_stride=16/8`` (same layers and shapes: the atrous model evaluates
-   the pretrained network densely), ``intermediate_activation`` (each
-   ``SeparableConv2D`` ``X`` gives ``X_depthwise`` and ``X_pointwise`` their
-   halves; ``"linear"`` computes the official function), ``residual=False``
-   (the residual projections are dropped: an initialization for
-   fine-tuning). ``width_multiplier != 1`` and ``middle_flow_blocks != 8``
-   change the shapes: only a file of that same variant loads.
-
-Every shape is checked before anything is assigned: a load that fails leaves
-the model as it was, and its :class:`~keras_xception.pretrained.formats.WeightsFileError`
-names the file, the layer and both shapes.
+What it handles (top or not, class counts, input channels, variants) is in docs/weights.md. Every
+shape is checked before anything is assigned, so a failed load leaves the model as it was.
 """
 
 from __future__ import annotations

@@ -1,13 +1,5 @@
-"""The registry of pretrained weight sets: one :class:`WeightRecord` per set.
-
-A record says where to get the file (URLs, hash, size), what it holds (top or
-not, classes) and how the weights were evaluated (the input transform and the
-reported accuracy): it drives downloading and loading
-(:mod:`keras_xception.pretrained.download`, :mod:`~keras_xception.pretrained.loading`)
-*and* the data transform (:func:`keras_xception.data.transform.resolve_transform`).
-The built-in records live in ``keras_xception/resources/weights.json``
-(``weights/registry.json`` in the repository); :func:`register` adds more at
-run time.
+"""The registry of pretrained weight sets, one :class:`WeightRecord` each (where to get the file, what it
+holds, how it was evaluated); the built-in ones are in ``keras_xception/resources/weights.json``.
 """
 
 from __future__ import annotations
