@@ -1,9 +1,4 @@
-"""Xception, drop-in for ``keras.applications.xception``.
-
-Same names as Keras's module. :func:`Xception` builds the graph
-(:func:`keras_xception.model.graph.build_model`), then loads the weights
-(:func:`keras_xception.pretrained.loading.load_pretrained`).
-"""
+"""Xception, drop-in for ``keras.applications.xception``: :func:`Xception`, :func:`preprocess_input`, :func:`decode_predictions`."""
 
 from __future__ import annotations
 
@@ -35,21 +30,14 @@ def Xception(
 ):
     """Instantiates the Xception architecture (Chollet, CVPR 2017).
 
-    A drop-in for ``keras.applications.Xception``: the same arguments (see its
-    documentation) and weighted layers (names, order, shapes), so weight files
-    written for either load into both. Inputs are at least 71x71 (299x299 by
-    default), scaled to [-1, 1] by :func:`preprocess_input`. Differences: bad
-    arguments raise ``ValueError`` naming the argument; the residual layers
-    have names (``block2_residual_conv``, ...); ``weights`` may also be the path
-    of a legacy ``.h5``, a ``.weights.h5`` or a ``.keras`` model containing an
-    Xception, and other input channels or class counts than the weights' adapt
-    the first convolution or give a new ``predictions`` layer, with a warning
-    (:func:`keras_xception.pretrained.loading.load_pretrained`);
-    ``include_preprocessing=True`` puts :func:`preprocessing_layer` in front, so
-    the model takes raw 0..255 pixels; ``residual``, ``intermediate_activation``,
-    ``middle_flow_blocks``, ``width_multiplier`` and ``output_stride`` build the
-    paper's ablations and atrous variants (:func:`keras_xception.model.spec.xception_spec`).
-    ``ValueError`` for an invalid argument, or a weights file that does not fit.
+    A drop-in for ``keras.applications.Xception``: the same arguments and weighted layers (names,
+    order, shapes), so weight files of either load into both. Beyond it: ``weights`` may be the
+    path of a ``.h5``, ``.weights.h5`` or ``.keras`` file, and other input channels or class counts
+    adapt the first convolution or give a new ``predictions`` layer, with a warning;
+    ``include_preprocessing=True`` takes raw 0..255 pixels; ``residual``,
+    ``intermediate_activation``, ``middle_flow_blocks``, ``width_multiplier`` and ``output_stride``
+    build the paper's ablations and atrous variants (docs/variants.md). ``ValueError`` for an
+    invalid argument or a weights file that does not fit.
     """
     spec = xception_spec(
         middle_flow_blocks,

@@ -93,10 +93,8 @@ def _channels_first() -> bool:
 def check_input_shape(input_shape, input_tensor=None, include_top=True, default_size=None):
     """The model's input shape (no batch axis), checked; ``ValueError`` naming what is wrong.
 
-    ``input_tensor``'s shape wins (``input_shape`` must then match it). With
-    neither, the default is ``default_size`` (``(299, 299)`` unless given)
-    with the top, ``(None, None)`` without, and 3 channels. Spatial sizes must
-    be at least :data:`~keras_xception.model.spec.MIN_INPUT_SIZE`.
+    ``input_tensor``'s shape wins; with neither, ``default_size`` (299x299) with the top,
+    ``(None, None)`` without, and 3 channels.
     """
     channels_first = _channels_first()
     if input_tensor is not None:
@@ -150,10 +148,8 @@ def build_model(
 ):
     """A ``keras.Model`` of ``spec`` (default: the official network) with random weights.
 
-    The arguments are those of :func:`keras_xception.Xception` (see there),
-    in the order the graph is built: input, preprocessing, top or pooling;
-    ``default_size`` is the ``(height, width)`` used with the top when no
-    shape is given. ``ValueError`` for an invalid one.
+    The arguments are :func:`keras_xception.Xception`'s; ``default_size`` is the ``(height, width)``
+    used with the top when no shape is given. ``ValueError`` for an invalid one.
     """
     boolean(include_top, "include_top")
     one_of(pooling, "pooling", POOLINGS)

@@ -27,17 +27,14 @@ def decode_predictions(preds, top=5):
     """Turn ImageNet class scores into ``(wnid, class_name, score)`` tuples.
 
     Args:
-        preds: Scores of shape ``(batch, 1000)`` (NumPy array, list or tensor),
-            e.g. the output of ``Xception(weights="imagenet").predict(x)``.
+        preds: Scores of shape ``(batch, 1000)`` (NumPy array, list or tensor).
         top: How many classes to return per image, 1..1000.
 
     Returns:
-        One list per image of ``top`` tuples ``(wnid, class_name, score)``,
-        best first; ``score`` is a Python float.
+        One list per image of ``top`` tuples ``(wnid, class_name, score)``, best first.
 
     Raises:
-        ValueError: if ``preds`` is not shaped ``(batch, 1000)`` or ``top`` is
-            not an integer in 1..1000.
+        ValueError: if ``preds`` is not shaped ``(batch, 1000)`` or ``top`` is not in 1..1000.
     """
     if positive_int(top, "top") > NUM_CLASSES:
         raise ValueError(f"`top` must be an integer in 1..{NUM_CLASSES}; received top={top!r}.")

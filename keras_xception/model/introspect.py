@@ -29,9 +29,10 @@ _BLOCK = re.compile(r"^block(\d+)_")
 _STEM = ("block1_conv1", "block1_conv2_act")
 
 
-def _is_xception(layers) -> bool:
-    names = {layer.name for layer in layers}
-    return all(n in names for n in _STEM) and any(n.startswith("block2_sepconv1") for n in names)
+def _missing(names) -> list[str]:
+    """The layers that mark an Xception, absent from ``names``."""
+    missing = [n for n in _STEM if n not in names]
+    return missing + ([] if any(n.startswith("block2_sepconv1") for n in names) else ["block2_sepconv1"])
 
 
 def _models(model):
@@ -53,18 +54,16 @@ def find_xception(model) -> keras.Model:
     """The model holding the Xception layers of ``model``: itself, or a nested model (breadth first).
 
     Raises:
-        ValueError: if ``model`` contains no Xception (no model with layers
-            ``block1_conv1``, ``block1_conv2_act`` and ``block2_sepconv1...``);
-            the message names those missing from ``model`` and its nested models.
+        ValueError: if no model has layers ``block1_conv1``, ``block1_conv2_act`` and
+            ``block2_sepconv1...``, naming those missing.
     """
     seen = set()
     for m in _models(model):
         layers = getattr(m, "layers", None) or []
-        if _is_xception(layers):
+        if not _missing({layer.name for layer in layers}):
             return m
         seen.update(layer.name for layer in layers)
-    missing = [n for n in _STEM if n not in seen]
-    missing += [] if any(n.startswith("block2_sepconv1") for n in seen) else ["block2_sepconv1"]
+    missing = _missing(seen)
     raise ValueError(
         f"`model` must be or contain an Xception (built by keras_xception.Xception or "
         f"keras.applications.Xception): a model with layers {_STEM[0]!r}, {_STEM[1]!r} and "
@@ -111,13 +110,12 @@ def spec_of(model) -> XceptionSpec:
     for n in blocks:
         if f"block{n}_pool" in layers:
             options["output_stride"] *= pool_stride(layers[f"block{n}_pool"])
-    try:
-        xception_spec(**options)
-    except ValueError as e:
-        raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
     exact = options["width_multiplier"]
     for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
-        spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
+        try:
+            spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
+        except ValueError as e:
+            raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
         if spec and _fits(spec, layers):
             return spec
     raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
@@ -162,17 +160,10 @@ def find_layer(model, name):
     )
 
 
-def _contains(model, names) -> bool:
-    return any(find_layer(model, n) is not None for n in names)
-
-
 def tap(model, outputs=(), inputs=()) -> keras.Model:
-    """A model computing ``model``'s outputs plus the outputs/inputs of named inner layers.
+    """A model (sharing ``model``'s layers) returning ``[*outputs of outputs, *inputs of inputs, *model.outputs]``.
 
-    ``outputs`` and ``inputs`` name layers anywhere in ``model``, nested
-    models included; the returned model (which shares ``model``'s layers and
-    weights) returns ``[output of each of outputs..., input of each of
-    inputs..., *model.outputs]``.
+    ``outputs`` and ``inputs`` name layers anywhere in ``model``, nested models included.
 
     Raises:
         ValueError: for a name that is no layer of ``model``.
@@ -185,9 +176,8 @@ def tap(model, outputs=(), inputs=()) -> keras.Model:
 def tap_tensors(model, outputs=(), inputs=()):
     """``(inputs, taps, outputs)``: symbolic tensors of a graph equal to ``model`` with inner layers tapped.
 
-    See :func:`tap`. Layers directly in ``model`` are taken from its own graph;
-    a layer inside a nested model is reached by re-tracing ``model`` (sharing
-    every layer) with the nested model replaced by its own tapped version.
+    See :func:`tap`. A layer inside a nested model is reached by re-tracing ``model`` (sharing every
+    layer) with the nested model replaced by its own tapped version.
     """
     names = list(outputs) + list(inputs)
     missing = [n for n in names if find_layer(model, n) is None]
@@ -202,9 +192,10 @@ def tap_tensors(model, outputs=(), inputs=()):
     def call(layer, *args, **kwargs):
         if layer.name in inputs:
             found[("in", layer.name)] = args[0]
-        if isinstance(layer, keras.Model) and layer.name not in outputs and _contains(layer, names):
-            inner_out = [n for n in outputs if find_layer(layer, n) is not None]
-            inner_in = [n for n in inputs if find_layer(layer, n) is not None]
+        nested = isinstance(layer, keras.Model) and layer.name not in outputs
+        inner_out = [n for n in outputs if nested and find_layer(layer, n) is not None]
+        inner_in = [n for n in inputs if nested and find_layer(layer, n) is not None]
+        if inner_out or inner_in:
             result = tap(layer, inner_out, inner_in)(*args, **kwargs)
             for n, t in zip(inner_out, result):
                 found[("out", n)] = t

@@ -9,13 +9,10 @@ __all__ = ["DilatedMaxPooling2D"]
 
 @keras.saving.register_keras_serializable(package="keras_xception")
 class DilatedMaxPooling2D(keras.layers.Layer):
-    """Stride-1 ``"same"`` max pooling whose window taps are ``dilation_rate`` apart.
+    """Stride-1 ``"same"`` max pooling whose window taps are ``dilation_rate`` apart (padding: ``-inf``).
 
-    Used by ``output_stride=8`` for block 13's pooling, which runs after one
-    removed downsampling: a 3x3 window dilated by 2 covers exactly the inputs
-    the official (stride-2) pooling would see, so the atrous model computes the
-    official model's features, only more densely. Padding never wins the max
-    (it is ``-inf``), as in Keras's ``"same"`` pooling.
+    ``output_stride=8``'s block-13 pooling: after one removed downsampling, a 3x3 window dilated by 2
+    sees exactly the inputs of the official stride-2 pooling, so the features are the official ones.
     """
 
     def __init__(self, pool_size=3, dilation_rate=2, data_format=None, **kwargs):

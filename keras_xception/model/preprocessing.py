@@ -19,13 +19,9 @@ def preprocess_input(x, data_format=None):
     1``) but it **never modifies its input**: a new array or tensor is returned.
 
     Args:
-        x: Images with values in [0, 255]: a NumPy array (any numeric dtype;
-            integers such as ``uint8`` become ``keras.config.floatx()``, float
-            arrays keep their dtype), a nested list, a TensorFlow/backend
-            tensor, or a symbolic Keras tensor. Any shape; the scaling is
-            per-element, so batch and layout do not matter.
-        data_format: ``None``, ``"channels_first"`` or ``"channels_last"``.
-            Accepted for API compatibility; "tf" scaling is the same for both.
+        x: Images in [0, 255], any shape: a NumPy array or nested list (integers become
+            ``keras.config.floatx()``, floats keep their dtype), or a backend or symbolic tensor.
+        data_format: ``None``, ``"channels_first"`` or ``"channels_last"`` (the scaling is the same).
 
     Returns:
         A NumPy array for NumPy/list input, otherwise a tensor of the same kind.
@@ -34,29 +30,21 @@ def preprocess_input(x, data_format=None):
         ValueError: for an unknown ``data_format`` or non-numeric input.
     """
     one_of(data_format, "data_format", _DATA_FORMATS)
-    if isinstance(x, (np.ndarray, list, tuple, int, float, np.number)):
-        arr = np.asarray(x)
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            raise ValueError(
-                f"`preprocess_input` expects real-valued images in [0, 255]; received an array of dtype {arr.dtype}."
-            )
-        if not np.issubdtype(arr.dtype, np.floating):
-            arr = arr.astype(keras.config.floatx())
-        return arr / arr.dtype.type(127.5) - arr.dtype.type(1.0)  # new array: input untouched
-    dtype = keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
-    if dtype == "bool" or not (dtype.startswith(("float", "int", "uint", "bfloat"))):
+    numpy = isinstance(x, (np.ndarray, list, tuple, int, float, np.number))
+    x = np.asarray(x) if numpy else x
+    dtype = str(x.dtype) if numpy else keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
+    if dtype == "bool" or not dtype.startswith(("float", "int", "uint", "bfloat")):
+        kind = "an array" if numpy else "a tensor"
         raise ValueError(
-            f"`preprocess_input` expects real-valued images in [0, 255]; received a tensor of dtype {dtype}."
+            f"`preprocess_input` expects real-valued images in [0, 255]; received {kind} of dtype {dtype}."
         )
     if not dtype.startswith(("float", "bfloat")):
-        x = keras.ops.cast(x, keras.config.floatx())
+        x = x.astype(keras.config.floatx()) if numpy else keras.ops.cast(x, keras.config.floatx())
+    if numpy:
+        return x / x.dtype.type(127.5) - x.dtype.type(1.0)  # a new array: the input is untouched
     return x / 127.5 - 1.0
 
 
 def preprocessing_layer(name: str = "preprocess_input") -> keras.layers.Layer:
-    """A Keras layer doing :func:`preprocess_input`, for models that take raw 0..255 images.
-
-    It is a plain ``keras.layers.Rescaling(1 / 127.5, offset=-1)``, so models
-    using it save and load without custom objects.
-    """
+    """:func:`preprocess_input` as a plain ``keras.layers.Rescaling`` (no custom object to save)."""
     return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=name)

@@ -94,11 +94,7 @@ class XceptionSpec:
 
     @property
     def takes_official_weights(self) -> bool:
-        """Whether official weights fit: the official channels and blocks (names and filters).
-
-        True for the official model and for ``residual=False``,
-        ``intermediate_activation`` and ``output_stride`` variants.
-        """
+        """Whether official weights fit (the official channels and blocks: not the width or depth variants)."""
         official = xception_spec()
         return self.stem_filters == official.stem_filters and [(b.name, b.filters) for b in self.blocks] == [
             (b.name, b.filters) for b in official.blocks

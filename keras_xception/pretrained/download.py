@@ -98,15 +98,11 @@ def _download(url: str, target: str, record: WeightRecord) -> None:
 def get_file(
     record: WeightRecord | str, *, force_download: bool = False, progress: bool = True, timeout: float = 60.0
 ) -> str:
-    """Local path of a record's verified file, downloading it on first use.
+    """Local path of a record's verified file in :func:`cache_dir`, downloaded on first use.
 
-    The file is looked for in :func:`cache_dir` (shared with
-    ``keras.applications``). A cached file is used only if its hash matches; a
-    file that fails verification is downloaded again. Downloads are moved into
-    place only after verification, under a file lock, so concurrent processes
-    download once and never see or leave a partial file. With
-    ``$KERAS_XCEPTION_WEIGHTS_MIRROR`` set, the file is fetched from
-    ``<mirror>/<file name>`` (``http://`` or ``file://``) instead of the record's URLs.
+    A cached file is used only if its hash matches, else downloaded again. With
+    ``$KERAS_XCEPTION_WEIGHTS_MIRROR`` set, the file comes from ``<mirror>/<file name>``
+    (``http://`` or ``file://``) instead of the record's URLs.
 
     Raises:
         WeightsDownloadError: naming the URLs tried, the file name, the

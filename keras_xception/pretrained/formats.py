@@ -18,6 +18,7 @@ __all__ = [
     "top_classes",
     "match_layers",
     "shape_mismatch",
+    "check_shapes",
     "adapt_input_kernel",
     "adapt_first_conv",
     "layer_key",
@@ -61,15 +62,8 @@ def _is_classifier(entry) -> bool:
     return len(arrays) == 2 and arrays[0].ndim == 2 and arrays[1].ndim == 1
 
 
-def _split_top(entries):
-    """``(backbone, top)``: a trailing Dense entry is the classifier."""
-    if entries and _is_classifier(entries[-1]):
-        return entries[:-1], entries[-1]
-    return entries, None
-
-
 def _read_legacy_h5(f):
-    """The weighted layers of a Keras 2 HDF5 file, in order."""
+    """``(backbone, top)``: the weighted layers of a Keras 2 HDF5 file, in order; a trailing Dense is the top."""
     group = f.get("model_weights", f)
     if "layer_names" not in group.attrs:
         raise WeightsFileError("it has no 'layer_names' attribute (not a Keras 2 weights file)")
@@ -78,7 +72,9 @@ def _read_legacy_h5(f):
         weight_names = [_decode(n) for n in group[lname].attrs.get("weight_names", [])]
         if weight_names:
             out.append((lname, [np.asarray(group[lname][n]) for n in weight_names]))
-    return out
+    if out and _is_classifier(out[-1]):
+        return out[:-1], out[-1]
+    return out, None
 
 
 def _vars(group):
@@ -96,28 +92,19 @@ def _xception_group(f):
     """The ``layers`` group holding the Xception: the top one, or a nested model's (most convolutions wins)."""
     import h5py
 
-    candidates = []
+    found = []
 
-    def visit(group, depth):
-        if "layers" in group and depth < 4:
-            layers = group["layers"]
-            candidates.append((sum(key.startswith(_XCEPTION_KEYS) for key in layers), layers))
-            for key in layers:
-                if isinstance(layers[key], h5py.Group) and "layers" in layers[key]:
-                    visit(layers[key], depth + 1)
+    def visit(name, obj):
+        if (name == "layers" or name.endswith("/layers")) and isinstance(obj, h5py.Group):
+            found.append(obj)
 
-    visit(f, 0)
-    hits, layers = max(candidates, key=lambda c: c[0], default=(0, None))
-    if not hits:
+    f.visititems(visit)
+    layers = max(found, key=lambda group: sum(key.startswith(_XCEPTION_KEYS) for key in group), default=None)
+    if layers is None or not any(key.startswith(_XCEPTION_KEYS) for key in layers):
         raise WeightsFileError(
             "it has no 'layers' group with convolutions (not a Keras 3 .weights.h5 file of an Xception)"
         )
     return layers
-
-
-def _keras3_top(layers):
-    top = (_TOP_KEY, _vars(layers[_TOP_KEY])) if _TOP_KEY in layers else None
-    return top if top is not None and _is_classifier(top) else None
 
 
 def _read_keras3_h5(f, model):
@@ -135,7 +122,8 @@ def _read_keras3_h5(f, model):
                 f"the file has {len(layers)} layer entries)"
             )
         entries.append((key, _vars(layers[key])))
-    return entries, _keras3_top(layers)
+    top = (_TOP_KEY, _vars(layers[_TOP_KEY])) if _TOP_KEY in layers else None
+    return entries, top if top is not None and _is_classifier(top) else None
 
 
 def _read_keras_file(path):
@@ -157,29 +145,12 @@ def _read_keras_file(path):
     return entries, None
 
 
-def _open_h5(path):
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise WeightsFileError(f"it is not a readable HDF5 file (truncated or corrupt?): {e}") from e
-
-
-def _is_keras3_h5(path, f):
-    return path.endswith(".weights.h5") or ("layers" in f and "layer_names" not in f.attrs)
-
-
 def read_weights(path, model):
-    """The Xception weights in the file at ``path``: ``(backbone, top)``.
+    """The Xception weights in the file at ``path``: ``(backbone, top)``, nothing checked yet.
 
-    ``backbone`` lists the file's weighted layers from ``block1_conv1`` to the
-    last block as ``(name, [arrays])``, in layer order (a ``.weights.h5`` file,
-    which stores no names, is read under the keys of ``model``'s backbone
-    layers; only its classifier with ``model=None``). ``top`` is the file's classifier, or None: the Xception's
-    ``predictions`` layer in a ``.keras`` file, its Dense layer in a
-    ``.weights.h5`` file, a trailing Dense layer in a legacy ``.h5`` file.
-    Nothing is checked against ``model`` here (see :func:`match_layers`).
+    ``backbone``: ``(name, [arrays])`` per weighted layer from ``block1_conv1`` to the last block (a
+    ``.weights.h5`` file is read under the keys of ``model``'s layers; with ``model=None`` only its
+    classifier). ``top``: the file's classifier, or None.
 
     Raises:
         WeightsFileError: naming the file and what is wrong with it.
@@ -190,11 +161,17 @@ def read_weights(path, model):
             if not zipfile.is_zipfile(path):
                 raise WeightsFileError("it is not a zip archive, as .keras files are (truncated or corrupt?)")
             return _read_keras_file(path)
-        with _open_h5(path) as f:
+        import h5py
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise WeightsFileError(f"it is not a readable HDF5 file (truncated or corrupt?): {e}") from e
+        with f:
             try:
-                if _is_keras3_h5(path, f):
+                if path.endswith(".weights.h5") or ("layers" in f and "layer_names" not in f.attrs):
                     return _read_keras3_h5(f, model)
-                return _split_top(_read_legacy_h5(f))
+                return _read_legacy_h5(f)
             except (OSError, KeyError, RuntimeError) as e:
                 raise WeightsFileError(f"reading it failed (truncated or corrupt?): {e}") from e
     except WeightsFileError as e:
@@ -202,12 +179,7 @@ def read_weights(path, model):
 
 
 def top_classes(path):
-    """The class count of the file's classifier (see :func:`read_weights`), or None.
-
-    None for a file without a classifier, and for one that cannot be read
-    (loading it says why). The count is the last axis of the classifier's
-    kernel, so this works for every variant (``width_multiplier`` included).
-    """
+    """The class count of the file's classifier, or None (no classifier, or unreadable: loading says why)."""
     try:
         top = read_weights(path, None)[1]
     except (WeightsFileError, OSError):
@@ -220,12 +192,8 @@ def top_classes(path):
 
 
 def adapt_input_kernel(kernel, channels):
-    """Adapt an RGB first-convolution kernel ``(kh, kw, 3, out)`` to ``channels`` inputs.
-
-    One channel: the sum over RGB (a grey image then gives the response the RGB
-    kernel gives to that grey replicated in R, G and B). More channels: the RGB
-    kernel repeated cyclically and scaled by ``3 / channels``, which keeps the
-    expected activation for inputs of similar statistics.
+    """An RGB kernel ``(kh, kw, 3, out)`` for ``channels`` inputs: summed over RGB for one channel
+    (a grey image responds as grey RGB would), else repeated cyclically and scaled by ``3 / channels``.
     """
     if channels == 1:
         return kernel.sum(axis=2, keepdims=True)
@@ -261,28 +229,34 @@ def shape_mismatch(layer, arrays):
     return expected, got, layer.weights[k].path.rsplit("/", 1)[-1] if k < len(expected) else f"extra tensor #{k}"
 
 
-def match_layers(path, layers, entries):
-    """Pair each of ``layers`` with the file entry at the same position; nothing is assigned.
-
-    Returns:
-        ``[(layer, arrays), ...]``, every shape checked: assign with
-        ``layer.set_weights(arrays)``.
+def check_shapes(source, pairs):
+    """``[(layer, arrays), ...]`` from ``[(layer, source_layer_name, arrays), ...]``, every shape checked.
 
     Raises:
-        WeightsFileError: naming the file, the first layer that does not fit
-            and both shapes, or the first layer without a counterpart.
+        WeightsFileError: naming ``source`` (a file or a model), the first layer that does not fit
+            and both shapes.
     """
-    layers, entries = list(layers), list(entries)
-    for i, (layer, (src_name, arrays)) in enumerate(zip(layers, entries)):
+    for layer, src_name, arrays in pairs:
         mismatch = shape_mismatch(layer, arrays)
         if mismatch:
             expected, got, tensor = mismatch
             raise WeightsFileError(
-                f"Cannot load weights from {path!r}: weighted layer #{i} {layer.name!r} "
-                f"({type(layer).__name__}) expects shapes {expected}, but the file's "
-                f"layer {src_name!r} has {got} (first misfit: {tensor!r}). The file is for a "
-                "different architecture, input channel count or number of classes."
+                f"Cannot load weights from {source!r}: layer {layer.name!r} ({type(layer).__name__}) expects "
+                f"shapes {expected}, but the source layer {src_name!r} has {got} (first misfit: {tensor!r}). "
+                "It is for a different architecture, input channel count or number of classes."
             )
+    return [(layer, arrays) for layer, _, arrays in pairs]
+
+
+def match_layers(path, layers, entries):
+    """``[(layer, arrays), ...]``: each of ``layers`` with the file entry at its position, shapes checked.
+
+    Raises:
+        WeightsFileError: naming the file, the first layer that does not fit and both shapes, or the
+            first layer without a counterpart.
+    """
+    layers, entries = list(layers), list(entries)
+    plan = check_shapes(path, [(layer, name, arrays) for layer, (name, arrays) in zip(layers, entries)])
     if len(entries) != len(layers):
         more = "model" if len(entries) < len(layers) else "file"
         first = layers[len(entries)].name if more == "model" else entries[len(layers)][0]
@@ -292,7 +266,7 @@ def match_layers(path, layers, entries):
             f"is {first!r}. The file is for a different architecture (another "
             "middle_flow_blocks, residual or intermediate_activation)."
         )
-    return [(layer, arrays) for layer, (_, arrays) in zip(layers, entries)]
+    return plan
 
 
 # ----------------------------------------------------------------------------
@@ -300,12 +274,7 @@ def match_layers(path, layers, entries):
 
 
 def save_legacy_h5(model, path):
-    """Write ``model``'s weights in the legacy Keras 2 HDF5 layout of the official files.
-
-    Root attributes ``layer_names``/``backend``/``keras_version``; one group per
-    layer with a ``weight_names`` attribute. ``keras.applications.Xception``,
-    ``tf_keras`` and this package load such files by layer order.
-    """
+    """Write ``model``'s weights in the legacy Keras 2 HDF5 layout of the official files (loaded by order)."""
     import h5py
     import keras
 

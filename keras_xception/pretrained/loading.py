@@ -91,9 +91,8 @@ def _classes(arrays) -> int:
 def load_pretrained(model, weights, *, strict=False, stacklevel=2) -> list[str]:
     """Load ``weights`` (a registered name or record, or a file path) into the Xception ``model``.
 
-    See the module documentation for what is handled. With ``strict=True`` a
-    model with a classifier needs the weights' classifier of the same shape
-    (else ``WeightsFileError``) instead of getting a fresh one.
+    With ``strict=True`` a model with a classifier needs the weights' classifier of the same shape
+    (else ``WeightsFileError``) instead of getting a fresh one (with a warning).
 
     Returns:
         The names of the official layers whose weights the model does not use
@@ -156,10 +155,8 @@ def _read_and_match(model, path, layers):
 def _backbone_plan(model, spec, path, backbone, *, direct):
     """``(plan, top, adapted, unused)`` for the backbone layers of ``model``; nothing is assigned.
 
-    The official model, and with ``direct`` any variant, reads the file
-    directly (a variant's own file fits that way). Otherwise, or if that
-    fails, a variant with the official shapes gets the file's arrays through
-    the official layer list, matched by name (:func:`transfer_weights`).
+    The file is read directly (the official model; with ``direct``, a variant's own file), else,
+    or if that fails, through the official layer list, matched by name (:func:`transfer_weights`).
     """
     direct_error = None
     if spec.is_official or direct:
@@ -181,10 +178,7 @@ def _backbone_plan(model, spec, path, backbone, *, direct):
             f"The file fits neither this variant ({direct_error}) nor the official "
             f"Xception, whose weights would be copied into it ({e})."
         ) from None
-    try:
-        plan, unused = _transfer_plan({layer.name: arrays for layer, arrays in official_plan}, backbone)
-    except WeightsFileError as e:
-        raise WeightsFileError(f"Cannot load weights from {path!r} into this variant: {e}") from None
+    plan, unused = _transfer_plan({layer.name: arrays for layer, arrays in official_plan}, backbone, path)
     return plan, top, adapted, unused
 
 
@@ -194,12 +188,9 @@ def _channels(model) -> int:
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
-    """Copy the weights of ``source`` into ``target``, layer by layer, matched by name.
+    """Copy the weights of ``source`` into ``target``, matched by name, all shapes checked first.
 
-    A ``SeparableConv2D`` ``X`` in one model matches the pair ``X_depthwise`` +
-    ``X_pointwise`` in the other (either direction). Every weighted layer of
-    ``target`` must find its weights with the same shapes; all are checked
-    before anything is assigned.
+    A ``SeparableConv2D`` ``X`` in one model matches ``X_depthwise`` + ``X_pointwise`` in the other.
 
     Returns:
         The names of the weighted ``source`` layers that were not used (e.g.
@@ -210,15 +201,15 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
             first layer of ``target`` with no counterpart or other shapes.
     """
     arrays = {layer.name: layer.get_weights() for layer in weighted_layers(source)}
-    plan, unused = _transfer_plan(arrays, weighted_layers(target))
+    plan, unused = _transfer_plan(arrays, weighted_layers(target), source.name)
     for layer, values in plan:
         layer.set_weights(values)
     return unused
 
 
-def _transfer_plan(source: dict, targets):
+def _transfer_plan(source: dict, targets, label):
     """``(plan, unused)``: arrays of ``source`` (layer name -> arrays) for each of ``targets``, shapes checked."""
-    used, plan = set(), []
+    used, pairs = set(), []
     for layer in targets:
         name, split = layer.name, layer.name.rsplit("_", 1)
         if name in source:
@@ -232,32 +223,21 @@ def _transfer_plan(source: dict, targets):
             arrays = source[names[0]] + source[names[1]]
         else:
             raise WeightsFileError(
-                f"Cannot copy weights into layer {name!r} ({type(layer).__name__}): the source has no "
-                "layer of that name (nor a separable convolution to split or merge)."
-            )
-        mismatch = formats.shape_mismatch(layer, arrays)
-        if mismatch:
-            raise WeightsFileError(
-                f"Cannot copy weights into layer {name!r} ({type(layer).__name__}): it expects shapes "
-                f"{mismatch[0]}, the source layer {names[0]!r} has {mismatch[1]} (first misfit: {mismatch[2]!r})."
+                f"Cannot load weights from {label!r} into layer {name!r} ({type(layer).__name__}): the source "
+                "has no layer of that name (nor a separable convolution to split or merge)."
             )
         used.update(names)
-        plan.append((layer, arrays))
-    return plan, [name for name in source if name not in used]
+        pairs.append((layer, names[0], arrays))
+    return formats.check_shapes(label, pairs), [name for name in source if name not in used]
 
 
 FORMATS = ("weights.h5", "legacy-h5")
 
 
 def xception_from_file(src, *, size=None):
-    """Build the Xception that an Xception weight file fits and load the file into it.
+    """Build the official-layout Xception that a weight file fits (top and classes detected) and load it.
 
-    The source may be a legacy ``.h5`` (official/tf_keras), a Keras 3
-    ``.weights.h5`` or a ``.keras`` model containing an Xception (nested or
-    not), of the official layout. Whether it has the top, and its class
-    count, are detected (:func:`~keras_xception.pretrained.formats.top_classes`).
-    ``size``: the model's ``(height, width)`` (default 299x299); the weights
-    do not depend on it, so checks and conversions build the smallest graph.
+    ``size``: the model's ``(height, width)`` (default 299x299; the weights do not depend on it).
 
     Returns:
         ``(model, include_top)``.

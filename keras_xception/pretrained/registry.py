@@ -9,6 +9,8 @@ import json
 import os
 from importlib import resources
 
+from keras_xception.checks import boolean
+
 __all__ = ["WeightRecord", "register", "unregister", "get_record", "list_records", "is_registered"]
 
 _REGISTRY: dict[str, WeightRecord] = {}
@@ -96,8 +98,7 @@ def register(
     urls = [url] if isinstance(url, str) else list(url)
     if not urls or not all(isinstance(u, str) and u for u in urls):
         raise ValueError(f"`url` must be a URL string or a list of them; received {url!r}.")
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received {include_top!r}.")
+    boolean(include_top, "include_top")
     notop = fields.get("notop")
     if notop is not None and (not is_registered(notop) or _REGISTRY[notop].include_top):
         raise ValueError(
@@ -118,15 +119,10 @@ def register(
 
 
 def unregister(name: str) -> WeightRecord:
-    """Remove the weight set registered as ``name`` and return its record.
-
-    For sets added with :func:`register` (a test's or a session's own); the
-    built-in ones can be removed too, until the process ends.
+    """Remove the weight set registered as ``name`` (built-in ones too, until the process ends); return it.
 
     Raises:
-        ValueError: if no set is registered as ``name`` (listing those that
-            are), or if another set names it as its ``notop`` file (remove
-            that one first).
+        ValueError: if no set is registered as ``name``, or another set names it as its ``notop`` file.
     """
     if not is_registered(name):
         raise ValueError(f"`name` must be a registered weight set {sorted(_REGISTRY)}; received name={name!r}.")
