@@ -66,20 +66,11 @@ def _leaf_layers(model):
 
 def layer_costs(model) -> list[LayerCost]:
     """One :class:`LayerCost` per layer of ``model`` (nested models flattened)."""
-    out = []
-    for layer in _leaf_layers(model):
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        out.append(
-            LayerCost(
-                name=layer.name,
-                class_name=type(layer).__name__,
-                output_shape=tuple(layer.output.shape),
-                params=int(layer.count_params()),
-                macs=int(_macs(layer)),
-            )
-        )
-    return out
+    return [
+        LayerCost(layer.name, type(layer).__name__, tuple(layer.output.shape), layer.count_params(), _macs(layer))
+        for layer in _leaf_layers(model)
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
 
 
 def count_macs(model) -> int:

@@ -27,26 +27,20 @@ def feature_layers(model) -> dict[int, str]:
     the ``blockN_pool`` layers, so unknown input sizes work too.
     """
     xception = find_xception(model)
-    last_layer: dict[int, str] = {}
+    by_name = {layer.name: layer for layer in xception.layers}
+    last_layer = {}  # block number -> its last named layer
+    adds = {}  # id of an Add's input -> the Add (unnamed, "add_3", in keras.applications)
     for layer in xception.layers:
         m = _BLOCK.match(layer.name)
         if m and int(m.group(1)) >= 2:
-            last_layer[int(m.group(1))] = layer.name
-    by_name = {layer.name: layer for layer in xception.layers}
-    # The residual addition that ends a block: named blockN_add here, unnamed ("add_3") in
-    # keras.applications; found as the Add fed by the block's last named layer.
-    adds = {}
-    for layer in xception.layers:
+            last_layer[int(m.group(1))] = layer
         if isinstance(layer, keras.layers.Add):
-            for t in layer.input:
-                adds[id(t)] = layer.name
-    out = {2: "block1_conv2_act"}
-    stride = 2
-    for n in sorted(last_layer):
+            adds.update({id(t): layer.name for t in layer.input})
+    out, stride = {2: "block1_conv2_act"}, 2
+    for n, last in sorted(last_layer.items()):
         if f"block{n}_pool" in by_name:
             stride *= pool_stride(by_name[f"block{n}_pool"])
-        last = by_name[last_layer[n]]
-        out[stride] = adds.get(id(last.output), last.name)
+        out[stride] = adds.get(id(last.output), last.name)  # the residual sum that ends the block
     return out
 
 

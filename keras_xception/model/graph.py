@@ -86,17 +86,13 @@ def build_features(x, spec: XceptionSpec | None = None, channel_axis: int = -1):
     return x
 
 
-def _channels_first() -> bool:
-    return keras.config.image_data_format() == "channels_first"
-
-
 def check_input_shape(input_shape, input_tensor=None, include_top=True, default_size=None):
     """The model's input shape (no batch axis), checked; ``ValueError`` naming what is wrong.
 
     ``input_tensor``'s shape wins; with neither, ``default_size`` (299x299) with the top,
     ``(None, None)`` without, and 3 channels.
     """
-    channels_first = _channels_first()
+    channels_first = keras.config.image_data_format() == "channels_first"
     if input_tensor is not None:
         if not keras.backend.is_keras_tensor(input_tensor):
             raise ValueError(
@@ -161,13 +157,9 @@ def build_model(
         )
     spec = spec or xception_spec()
     input_shape = check_input_shape(input_shape, input_tensor, include_top, default_size)
-    channel_axis = 1 if _channels_first() else -1
-    if input_tensor is None:
-        inputs = img_input = keras.Input(shape=input_shape, name="input_layer")
-    else:
-        img_input = input_tensor
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    x = img_input
+    channel_axis = 1 if keras.config.image_data_format() == "channels_first" else -1
+    x = keras.Input(shape=input_shape, name="input_layer") if input_tensor is None else input_tensor
+    inputs = x if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
     if include_preprocessing:
         x = preprocessing_layer()(x)
     x = build_features(x, spec, channel_axis)

@@ -48,8 +48,5 @@ def decode_predictions(preds, top=5):
     if not np.issubdtype(preds.dtype, np.number):
         raise ValueError(f"`preds` must be numeric; received dtype {preds.dtype}.")
     index = class_index()
-    results = []
-    for row in preds:
-        best = np.argsort(-row, kind="stable")[:top]
-        results.append([(index[i][0], index[i][1], float(row[i])) for i in best])
-    return results
+    best = np.argsort(-preds, axis=1, kind="stable")[:, :top]
+    return [[(*index[i], float(row[i])) for i in row_best] for row, row_best in zip(preds, best)]

@@ -93,17 +93,13 @@ def spec_of(model) -> XceptionSpec:
     layers = {layer.name: layer for layer in xception.layers}
     blocks = block_numbers(xception)
     last = blocks[-1]
-    intermediate = None
     act = layers.get("block2_sepconv1_depthwise_act")
-    if act is not None:
-        intermediate = keras.activations.serialize(act.activation)
-        intermediate = intermediate if isinstance(intermediate, str) else intermediate.get("config", intermediate)
     out = layers.get(f"block{last}_sepconv2_pointwise") or layers.get(f"block{last}_sepconv2")
     channels = out.weights[-1].shape[-1]
     options = dict(
         middle_flow_blocks=len(blocks) - 5,
         residual=any(isinstance(layer, keras.layers.Add) for layer in xception.layers),
-        intermediate_activation=intermediate,
+        intermediate_activation=None if act is None else act.get_config()["activation"],
         width_multiplier=channels / 2048,
         output_stride=2,
     )

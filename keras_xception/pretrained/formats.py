@@ -48,7 +48,6 @@ def layer_key(model):
     return keys
 
 
-# ----------------------------------------------------------------------------
 # Readers. An entry is one weighted layer of a file: (its name, or its .weights.h5 key; [arrays]).
 
 
@@ -187,10 +186,6 @@ def top_classes(path):
     return None if top is None else int(top[1][0].shape[-1])
 
 
-# ----------------------------------------------------------------------------
-# Checking, then assigning
-
-
 def adapt_input_kernel(kernel, channels):
     """An RGB kernel ``(kh, kw, 3, out)`` for ``channels`` inputs: summed over RGB for one channel
     (a grey image responds as grey RGB would), else repeated cyclically and scaled by ``3 / channels``.
@@ -267,10 +262,6 @@ def match_layers(path, layers, entries):
             "middle_flow_blocks, residual or intermediate_activation)."
         )
     return plan
-
-
-# ----------------------------------------------------------------------------
-# Writing and converting
 
 
 def save_legacy_h5(model, path):

@@ -39,7 +39,7 @@ def resolve_weights(weights):
         return None, None
     if isinstance(weights, WeightRecord):
         return weights, None
-    if isinstance(weights, str) and is_registered(weights):
+    if is_registered(weights):
         return get_record(weights), None
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
         return None, os.fspath(weights)
