@@ -224,12 +224,12 @@ def shape_mismatch(layer, arrays):
     return expected, got, layer.weights[k].path.rsplit("/", 1)[-1] if k < len(expected) else f"extra tensor #{k}"
 
 
-def check_shapes(source, pairs):
+def check_shapes(source, pairs, owner="the file's"):
     """``[(layer, arrays), ...]`` from ``[(layer, source_layer_name, arrays), ...]``, every shape checked.
 
     Raises:
-        WeightsFileError: naming ``source`` (a file or a model), the first layer that does not fit
-            and both shapes.
+        WeightsFileError: naming ``source``, the first layer that does not fit and both shapes
+            (``owner``: whose layer the arrays are, a file's or a model's).
     """
     for layer, src_name, arrays in pairs:
         mismatch = shape_mismatch(layer, arrays)
@@ -237,7 +237,7 @@ def check_shapes(source, pairs):
             expected, got, tensor = mismatch
             raise WeightsFileError(
                 f"Cannot load weights from {source!r}: layer {layer.name!r} ({type(layer).__name__}) expects "
-                f"shapes {expected}, but the source layer {src_name!r} has {got} (first misfit: {tensor!r}). "
+                f"shapes {expected}, but {owner} layer {src_name!r} has {got} (first misfit: {tensor!r}). "
                 "It is for a different architecture, input channel count or number of classes."
             )
     return [(layer, arrays) for layer, _, arrays in pairs]

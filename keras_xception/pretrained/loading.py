@@ -201,13 +201,13 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
             first layer of ``target`` with no counterpart or other shapes.
     """
     arrays = {layer.name: layer.get_weights() for layer in weighted_layers(source)}
-    plan, unused = _transfer_plan(arrays, weighted_layers(target), source.name)
+    plan, unused = _transfer_plan(arrays, weighted_layers(target), source.name, "the source model's")
     for layer, values in plan:
         layer.set_weights(values)
     return unused
 
 
-def _transfer_plan(source: dict, targets, label):
+def _transfer_plan(source: dict, targets, label, owner="the file's"):
     """``(plan, unused)``: arrays of ``source`` (layer name -> arrays) for each of ``targets``, shapes checked."""
     used, pairs = set(), []
     for layer in targets:
@@ -228,7 +228,7 @@ def _transfer_plan(source: dict, targets, label):
             )
         used.update(names)
         pairs.append((layer, names[0], arrays))
-    return formats.check_shapes(label, pairs), [name for name in source if name not in used]
+    return formats.check_shapes(label, pairs, owner), [name for name in source if name not in used]
 
 
 FORMATS = ("weights.h5", "legacy-h5")
