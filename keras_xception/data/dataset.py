@@ -1,19 +1,12 @@
-"""The one ``tf.data`` image pipeline, with an explicit policy for files that cannot be read.
+"""The one ``tf.data`` image pipeline over :class:`Records`, with an explicit policy for files that cannot be read.
 
-* :class:`Records`: raw examples ``(name, label, payload)`` in a fixed order,
-  where ``payload`` is encoded image bytes or a file path; made from a file
-  list (:meth:`Records.from_files`) or an ImageNet source
-  (:mod:`keras_xception.data.imagenet`).
-* :func:`decode_records`: ``(index, image, label, ok)``; an example that
-  cannot be read or decoded comes out once, flagged ``ok=False`` (all-zero
-  image), without stopping the run; :func:`explain` gives each one's reason.
-  Evaluation, extraction and prediction build on it.
-* :func:`image_dataset`: batched ``(image, label)`` for training, with
-  ``on_error="skip"`` (bad files are left out and reported by path and reason,
-  once each) or ``"raise"`` (the first bad file stops the iteration, naming it).
+* :func:`decode_records`: every example once, in order, flagged ``ok`` (the evaluation's input);
+* :func:`image_dataset`: batches for training; a bad file is skipped and named, or stops the run;
+* :func:`map_batches`: a function over batches of image files (extraction, prediction, calibration);
+* :func:`explain`: why an example could not be read.
 
-Every image goes through :func:`keras_xception.data.transform.decode_and_transform`,
-the transform of :func:`keras_xception.load_image`.
+Every image goes through :func:`~keras_xception.data.transform.decode_and_transform`, as in
+:func:`keras_xception.load_image`.
 """
 
 from __future__ import annotations
@@ -25,21 +18,11 @@ import warnings
 
 import numpy as np
 
-from keras_xception.checks import one_of, positive_int
+from keras_xception.checks import non_negative_int, one_of, positive_int
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import Transform, decode_and_transform, file_orientation, resolve_transform
 
-__all__ = [
-    "Records",
-    "decode_records",
-    "readable_batches",
-    "map_batches",
-    "explain",
-    "skipped_examples",
-    "reason",
-    "image_dataset",
-    "ON_ERROR",
-]
+__all__ = ["Records", "decode_records", "image_dataset", "map_batches", "explain", "ON_ERROR"]
 
 #: Policies for files that cannot be read or decoded.
 ON_ERROR = ("skip", "raise")
@@ -96,30 +79,37 @@ class Records:
         )
 
 
-def _examples(records, transform):
-    """``(name, label, payload, orientation)``: the records with the EXIF orientation of each file.
+def _upfront(records, transform) -> bool:
+    """Whether the EXIF orientation is read before ``tf.data``, by Pillow from each file's header.
 
-    For files turned upright (``transform.exif_orientation``) it is read up front from each
-    file's header by Pillow: a Python call per image inside ``tf.data`` (``tf.numpy_function``)
-    slowed the whole map down (benchmarks/pipeline.py). Otherwise -1: not known (see :func:`_orientation`).
+    A Python call per image inside ``tf.data`` (``tf.numpy_function``) slowed the whole map down
+    (benchmarks/pipeline.py); records of encoded bytes read it that way all the same.
     """
+    return transform.exif_orientation and records.paths is not None
+
+
+def _examples(records, transform):
+    """``(name, label, payload, orientation)``: the orientation read up front, else -1 (not known)."""
     import tensorflow as tf
 
     if _upfront(records, transform):
-        values = np.array([file_orientation(p) for p in records.paths], np.int32)
-        column = tf.data.Dataset.from_tensor_slices(values)
+        column = tf.data.Dataset.from_tensor_slices(np.array([file_orientation(p) for p in records.paths], np.int32))
     else:
         column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
     return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o))
 
 
-def _upfront(records, transform) -> bool:
-    return transform.exif_orientation and records.paths is not None
+def _decoder(records, transform):
+    """``(payload, orientation) -> image``: reads a path, decodes, crops, resizes (as ``load_image``)."""
+    import tensorflow as tf
 
+    upfront = _upfront(records, transform)
 
-def _orientation(records, transform, column):
-    """The ``orientation`` argument of ``decode_and_transform`` from an :func:`_examples` column."""
-    return column if _upfront(records, transform) else None
+    def decode(payload, orientation):
+        contents = tf.io.read_file(payload) if records.payload_is_path else payload
+        return decode_and_transform(contents, transform, orientation if upfront else None)
+
+    return decode
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
@@ -131,37 +121,31 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
     example that could not be read or decoded; its image is all zeros and it
     must not be counted. Use :func:`explain` for the reason.
     """
-
     if not isinstance(records, Records):
         raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
     positive_int(num_shards, "num_shards")
-    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise ValueError(f"`shard_index` must be an integer in [0, num_shards); received shard_index={shard_index!r}.")
+    if non_negative_int(shard_index, "shard_index") >= num_shards:
+        raise ValueError(f"`shard_index` must be in [0, num_shards); received shard_index={shard_index!r}.")
     ds = _examples(records, transform).enumerate()
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(lambda index, example: (index, *example[1:]))
-    return _decode_each(ds, transform, records)
+    return _decode_each(ds.map(lambda index, example: (index, *example[1:])), transform, records)
 
 
 def _decode_each(ds, transform, records):
     """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
 
-    Each example is decoded in its own tiny pipeline whose errors are ignored,
-    falling back to an all-zero image flagged ``ok=False``: a bad file neither
-    stops the run nor loses its place.
+    Each example is decoded in its own tiny pipeline whose errors are ignored, falling back to an
+    all-zero image flagged ``ok=False``: a bad file neither stops the run nor loses its place.
     """
     import tensorflow as tf
 
+    decode = _decoder(records, transform)
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
-    def decode(key, label, payload, orientation, *rest):
-        contents = tf.io.read_file(payload) if records.payload_is_path else payload
-        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
-        return (key, image, label, tf.constant(True), *rest)
-
     def one(key, label, payload, orientation, *rest):
-        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest)).map(decode).ignore_errors()
+        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest))
+        good = good.map(lambda k, lab, p, o, *r: (k, decode(p, o), lab, tf.constant(True), *r)).ignore_errors()
         bad = tf.data.Dataset.from_tensors((key, zeros, label, tf.constant(False), *rest))
         return good.concatenate(bad).take(1)
 
@@ -173,10 +157,12 @@ def reason(payload, transform, payload_is_path=True) -> str:
     import tensorflow as tf
 
     try:
-        contents = tf.io.read_file(payload) if payload_is_path else payload
-        decode_and_transform(contents, transform)
+        decode_and_transform(tf.io.read_file(payload) if payload_is_path else payload, transform)
     except (tf.errors.OpError, ValueError) as e:
-        text = _error_text(e)
+        text = getattr(e, "message", None) or str(e)
+        text = text.splitlines()[0] if text else type(e).__name__
+        text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+        text = re.sub(r"\s*\[Op:\w+\].*$", "", text).strip()
         if payload_is_path:  # TensorFlow's file errors start with the path: "PATH; No such file or directory"
             path = payload.numpy().decode("utf-8", "replace") if hasattr(payload, "numpy") else os.fspath(payload)
             text = text.removeprefix(f"{path}; ").removeprefix(f"{path}: ")
@@ -184,19 +170,8 @@ def reason(payload, transform, payload_is_path=True) -> str:
     return "decoded on retry (transient read error?)"
 
 
-def _error_text(e) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    msg = msg.splitlines()[0] if msg else type(e).__name__
-    msg = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", msg)
-    return re.sub(r"\s*\[Op:\w+\].*$", "", msg).strip()
-
-
 def explain(records: Records, indices, transform: Transform) -> list:
-    """``[(index, name, reason)]`` for the examples at ``indices`` that fail to decode.
-
-    Re-reads those examples and runs the transform on them eagerly to capture
-    the reader's or decoder's message.
-    """
+    """``[(index, Skipped(name, reason))]`` for the examples at ``indices`` (re-read and decoded eagerly)."""
     import tensorflow as tf
 
     wanted = sorted({int(i) for i in indices})
@@ -207,65 +182,8 @@ def explain(records: Records, indices, transform: Transform) -> list:
     out = []
     for i, (name, _, payload) in found:
         name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
-        out.append((int(i), name, reason(payload, transform, records.payload_is_path)))
+        out.append((int(i), Skipped(name, reason(payload, transform, records.payload_is_path))))
     return out
-
-
-def skipped_examples(records: Records, indices, transform: Transform) -> tuple:
-    """:class:`~keras_xception.data.results.Skipped` for the examples at ``indices`` (see :func:`explain`)."""
-    return tuple(Skipped(name, why) for _, name, why in explain(records, indices, transform))
-
-
-def _read_batches(records, transform, batch_size, strict):
-    """``(index, label, preprocessed images)`` of the readable examples, and the indices of the others.
-
-    Yields ``(readable, unreadable)`` per batch: ``readable`` is ``(index, label, images)`` numpy
-    arrays (None when the batch had no readable example). tf.data decodes and preprocesses the
-    next batches in parallel, in the background, while the caller works on this one. A file that
-    fails is dropped (``ignore_errors``) and found as a gap in the indices (``records.size`` must
-    be known): much cheaper than :func:`decode_records`'s per-example isolation, which keeps the
-    place of every example for the distributed evaluation. ``strict``: ``ValueError`` at the
-    first unreadable example, naming it and the reason.
-    """
-    import tensorflow as tf
-
-    def decode(index, example):
-        _, label, payload, orientation = example
-        contents = tf.io.read_file(payload) if records.payload_is_path else payload
-        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
-        return index, label, transform.preprocess(image)
-
-    ds = _examples(records, transform).enumerate().map(decode, tf.data.AUTOTUNE, deterministic=True)
-    expected = 0
-    for index, label, images in ds.ignore_errors().batch(batch_size).prefetch(2):
-        index = index.numpy()
-        unreadable = np.setdiff1d(np.arange(expected, index[-1] + 1), index)
-        if strict and unreadable.size:
-            raise ValueError(f"Cannot read {skipped_examples(records, unreadable[:1], transform)[0]}.")
-        expected = index[-1] + 1
-        yield (index, label.numpy(), images.numpy()), unreadable
-    if expected < records.size:
-        if strict:
-            raise ValueError(f"Cannot read {skipped_examples(records, [expected], transform)[0]}.")
-        yield None, np.arange(expected, records.size)
-
-
-def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
-    """Deprecated (use :func:`map_batches`); kept until deploy.precision and tasks.labelled move off it.
-
-    Yields ``(readable images, preprocessed, or None; images read)``; appends the indices of the
-    readable examples to ``kept`` (their labels to ``labels``) and of the others to ``bad``.
-    """
-    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
-        bad.extend(int(i) for i in unreadable)
-        if readable is not None:
-            kept.extend(int(i) for i in readable[0])
-            if labels is not None:
-                labels.extend(readable[1])
-        yield (
-            (None if readable is None else readable[2]),
-            len(unreadable) + (0 if readable is None else len(readable[0])),
-        )
 
 
 def image_dataset(
@@ -307,13 +225,12 @@ def image_dataset(
     reported = set()
 
     def report(name, payload):
-        name = name.numpy().decode("utf-8", "replace")
-        why = reason(payload, transform, records.payload_is_path)
+        skipped = Skipped(name.numpy().decode("utf-8", "replace"), reason(payload, transform, records.payload_is_path))
         if on_error == "raise":
-            raise ValueError(f"Cannot read {Skipped(name, why)}.")
-        if name not in reported:
-            reported.add(name)
-            warnings.warn(f"Skipped {Skipped(name, why)}", stacklevel=2)
+            raise ValueError(f"Cannot read {skipped}.")
+        if skipped.path not in reported:
+            reported.add(skipped.path)
+            warnings.warn(f"Skipped {skipped}", stacklevel=2)
         return False
 
     def keep(name, image, label, ok, payload):
@@ -338,25 +255,41 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
         readable), the ``paths`` read, their ``labels`` (when given) and the ``skipped`` files.
     """
     import keras
+    import tensorflow as tf
 
-    paths = [os.fspath(p) for p in paths]
     records = Records.from_files(paths, labels, description=what)
-    outputs, kept, kept_labels, bad = [], [], [], []
-    progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
-    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
-        bad.extend(unreadable)
-        if readable is not None:
-            index, label, images = readable
-            outputs.append(np.asarray(fn(images), dtype="float32"))
-            kept.extend(index)
-            kept_labels.extend(label)
-        progbar.add(len(unreadable) + (0 if readable is None else len(readable[0])))
-    skipped = skipped_examples(records, bad, transform)
+    decode = _decoder(records, transform)
+
+    def read(index, example):
+        return index, transform.preprocess(decode(example[2], example[3]))
+
+    # A file that fails is dropped (ignore_errors) and found as a gap in the indices: much cheaper
+    # than decode_records's per-example isolation, which the distributed evaluation needs.
+    ds = _examples(records, transform).enumerate().map(read, tf.data.AUTOTUNE, deterministic=True)
+    progbar = keras.utils.Progbar(records.size, unit_name="image", verbose=verbose)
+    outputs, kept, bad = [], [], []
+    for index, images in ds.ignore_errors().batch(batch_size).prefetch(2).as_numpy_iterator():
+        seen = len(kept) + len(bad)
+        bad += _unreadable(records, transform, np.setdiff1d(np.arange(seen, index[-1] + 1), index), strict)
+        outputs.append(np.asarray(fn(images), dtype="float32"))
+        kept += index.tolist()
+        progbar.update(len(kept) + len(bad))
+    if len(kept) + len(bad) < records.size:
+        bad += _unreadable(records, transform, np.arange(len(kept) + len(bad), records.size), strict)
+        progbar.update(records.size)
+    skipped = tuple(s for _, s in explain(records, bad, transform))
     for s in skipped:
         warnings.warn(f"Skipped {s}", stacklevel=2)
     return Results(
         np.concatenate(outputs) if outputs else None,
-        [paths[i] for i in kept],
-        None if labels is None else np.asarray(kept_labels, "int64"),
+        [records.paths[i] for i in kept],
+        None if labels is None else np.asarray(labels, "int64")[kept],
         skipped,
     )
+
+
+def _unreadable(records, transform, indices, strict) -> list:
+    """``indices`` as a list; with ``strict``, a ``ValueError`` naming the first and why it cannot be read."""
+    if strict and len(indices):
+        raise ValueError(f"Cannot read {explain(records, indices[:1], transform)[0][1]}.")
+    return [int(i) for i in indices]

@@ -1,14 +1,9 @@
 """The one metadata record of a model file: class names, input transform, how it was made.
 
-Written and read here only, for every place a model travels:
-
-* a ``.keras`` file: a member ``keras_xception.json`` of its zip archive (Keras ignores members it
-  does not know, ``keras.saving.load_model`` still loads the file in safe mode, and the record
-  travels with the one file a user copies);
-* a SavedModel directory: ``keras_xception.json`` inside it;
-* an exported file (``model.onnx``, ``model.xml``): ``model.keras_xception.json`` beside it.
-
-The JSON is readable without TensorFlow (``unzip -p model.keras keras_xception.json``).
+Written and read here only: a member ``keras_xception.json`` of a ``.keras`` zip (Keras ignores it and
+still loads the file in safe mode), ``keras_xception.json`` inside a SavedModel directory, or
+``model.keras_xception.json`` beside an exported ``model.onnx``/``model.xml``. Plain JSON, readable
+without TensorFlow (``unzip -p model.keras keras_xception.json``).
 """
 
 from __future__ import annotations

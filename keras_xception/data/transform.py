@@ -1,41 +1,10 @@
-"""The input transform: one immutable record, resolved from the weights, used everywhere.
+"""The input transform: how an image file becomes a model input, made in one place and applied in one.
 
-A :class:`Transform` says how an image file becomes a model input: the target
-size, the crop (``crop_fraction``, ``resize_mode``), the ``interpolation`` and
-the scaling (``preprocessing``: ``"tf"`` = :func:`keras_xception.preprocess_input`,
-or ``None`` for a model that takes raw 0..255 pixels). There is one place that
-makes it, :func:`resolve_transform` (the weight set's record, then the model's
-input size, then explicit overrides: timm's ``resolve_data_config`` is the
-model), and one place that applies it, :func:`decode_and_transform`, which
-:func:`load_image`, every ``tf.data`` pipeline and every command use, so a
-photo classified on its own and the same photo inside an evaluation run see
-identical pixels.
-
-Two crop protocols (``resize_mode``):
-
-* ``"central"`` (the Inception/TF-slim protocol the Keras ImageNet weights
-  use): keep the central ``crop_fraction`` of each side (the
-  ``tf.image.central_crop`` window), then resize to ``target_size``.
-* ``"shorter-side"`` (the timm/PyTorch protocol: resize the shorter side to
-  ``size / crop_fraction``, centre-crop ``size``): computed as the equivalent
-  crop of the original image (a window of the target's aspect ratio spanning
-  ``crop_fraction`` of the shorter side), then one resize.
-
-JPEGs are decoded and cropped in one step (``tf.io.decode_and_crop_jpeg``);
-other formats (PNG, GIF, BMP) are decoded then cropped. Grayscale and CMYK
-images come out as RGB.
-
-EXIF orientation (``exif_orientation``): a phone stores a photo taken in
-portrait as landscape pixels plus an EXIF ``Orientation`` tag (6: "rotate 90
-degrees clockwise to view"). With ``exif_orientation=True`` a JPEG is turned
-upright as a photo viewer shows it (the tag is read by Pillow from the image
-header, inside ``tf.data`` too), and the crop is taken from the
-upright image. That is the setting of the user-photo paths: ``load_image``
-without a transform, ``extract_features``, ``predict``, ``train`` and a trained
-classifier's transform. The ImageNet evaluation protocol ignores EXIF (the
-reference accuracies were measured on the stored pixels), so the transform of a
-weight set (:func:`resolve_transform`) has ``exif_orientation=False``, and a
-record without the field (an older JSON) means False.
+:class:`Transform` is the immutable record (size, crop, interpolation, scaling, EXIF orientation);
+:func:`resolve_transform` makes it (the weight set's record, then the model, then overrides);
+:func:`decode_and_transform` applies it, for :func:`load_image`, every ``tf.data`` pipeline and every
+command, so one photo gets identical pixels everywhere. The crop protocols and the EXIF policy are
+described in docs/evaluation.md ("The input transform").
 """
 
 from __future__ import annotations
@@ -52,20 +21,7 @@ from keras_xception.model.preprocessing import preprocess_input
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import get_record, is_registered
 
-__all__ = [
-    "Transform",
-    "resolve_transform",
-    "RESIZE_MODES",
-    "INTERPOLATIONS",
-    "PREPROCESSINGS",
-    "IMAGE_EXTENSIONS",
-    "crop_window",
-    "decode_and_transform",
-    "jpeg_orientation",
-    "file_orientation",
-    "apply_orientation",
-    "load_image",
-]
+__all__ = ["Transform", "resolve_transform", "decode_and_transform", "load_image", "IMAGE_EXTENSIONS"]
 
 #: File extensions (lower case) of the formats decode_and_transform decodes.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -82,16 +38,16 @@ class Transform:
     """How an image file becomes a model input (immutable; checked when made).
 
     Attributes:
-        target_size: ``(height, width)`` of the model input (Xception needs
-            at least :data:`~keras_xception.model.spec.MIN_INPUT_SIZE`; the
-            model builder checks that, a transform serves any classifier).
+        target_size: ``(height, width)`` of the model input (an int: square).
         crop_fraction: Fraction of the image kept by the centre crop, in (0, 1].
-        resize_mode: ``"central"`` or ``"shorter-side"`` (see the module docs).
+        resize_mode: ``"central"``: keep the central ``crop_fraction`` of each side (the
+            ``tf.image.central_crop`` window; the Keras ImageNet weights), then resize;
+            ``"shorter-side"`` (timm: shorter side to ``size / crop_fraction``, centre crop
+            ``size``), computed as the equivalent crop of the original, then one resize.
         interpolation: ``"bilinear"`` or ``"bicubic"``.
         preprocessing: ``"tf"`` (:func:`preprocess_input`) or ``None`` (raw 0..255).
-        exif_orientation: Turn JPEGs upright by their EXIF orientation tag
-            before cropping (user photos); False: the stored pixels, as the
-            ImageNet evaluation protocol reads them (the default).
+        exif_orientation: Turn JPEGs upright by their EXIF orientation tag before cropping
+            (user photos); False: the stored pixels, as the ImageNet protocol reads them.
     """
 
     target_size: tuple[int, int]
@@ -118,13 +74,16 @@ class Transform:
             raise ValueError(f"`exif_orientation` must be True or False; received {self.exif_orientation!r}.")
         object.__setattr__(self, "exif_orientation", bool(self.exif_orientation))
 
+    @classmethod
+    def _check_names(cls, names):
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(names) - set(allowed)
+        if unknown:
+            raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {allowed}.")
+
     def replace(self, **overrides) -> Transform:
         """A copy with ``overrides`` (None values keep the current setting); checked."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(
-                f"Unknown transform settings {sorted(unknown)}; allowed: {[f.name for f in dataclasses.fields(self)]}."
-            )
+        self._check_names(overrides)
         changes = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
@@ -141,10 +100,7 @@ class Transform:
         """The transform of a :meth:`to_dict` record (checked; a missing ``exif_orientation`` is False)."""
         if not isinstance(d, dict):
             raise ValueError(f"A transform record must be a dict (Transform.to_dict()); received {d!r}.")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {sorted(names)}.")
+        cls._check_names(d)
         size = d.get("target_size")
         return cls(**dict(d, target_size=tuple(size) if isinstance(size, list) else size))
 
@@ -240,10 +196,8 @@ def file_orientation(source) -> np.int32:
 def jpeg_orientation(contents):
     """The EXIF ``Orientation`` (1..8) of image bytes (scalar string tensor); 1 when absent or malformed.
 
-    Read by :func:`file_orientation` through ``tf.numpy_function``, so it works in ``tf.data``
-    and ``tf.function``. Pillow replaced a parser written in TensorFlow ops here: on 500x375
-    photos the graph parser cost more than the decode (see benchmarks/pipeline.py). For files,
-    the pipeline reads the orientation up front instead (cheaper than a Python call per image).
+    :func:`file_orientation` in a ``tf.numpy_function``: Pillow replaced a parser in TensorFlow ops
+    that cost more than the decode (benchmarks/pipeline.py). Pipelines over files read it up front.
     """
     import tensorflow as tf
 
@@ -257,9 +211,8 @@ def jpeg_orientation(contents):
 def _orientation_ops(orientation):
     """``(transpose, flip_ud, flip_lr)`` (bool tensors) that turn stored pixels upright, in that order.
 
-    EXIF 2: mirror left-right, 3: rotate 180, 4: mirror top-bottom, 5: transpose, 6: rotate 90
-    clockwise (transpose, mirror left-right), 7: transverse, 8: rotate 90 counter-clockwise
-    (transpose, mirror top-bottom); 1 and any other value: as stored (Pillow's exif_transpose table).
+    Pillow's ``exif_transpose`` table: 2 mirror left-right, 3 rotate 180, 4 mirror top-bottom,
+    5 transpose, 6 transpose + mirror left-right, 7 transverse, 8 transpose + mirror top-bottom.
     """
     import tensorflow as tf
 

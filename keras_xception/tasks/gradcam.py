@@ -7,9 +7,8 @@ each channel ``k`` gets the weight
 ``alpha_k = mean_ij dy_c/dA_k(i, j)`` and the heatmap is
 ``relu(sum_k alpha_k A_k)``, scaled to [0, 1].
 
-The gradient is taken with ``tf.GradientTape``, so this module needs the
-TensorFlow backend; it is the only TensorFlow-specific part of prediction.
-Plotting (:func:`save_cam_figure`) uses matplotlib.
+The gradient is taken with ``tf.GradientTape`` (the TensorFlow backend);
+:func:`save_cam_figure` plots with matplotlib.
 """
 
 from __future__ import annotations
@@ -19,10 +18,7 @@ import numpy as np
 from keras_xception.checks import non_negative_int
 from keras_xception.model.introspect import block_numbers, find_layer, tap
 
-__all__ = ["DEFAULT_LAYER", "grad_cam", "save_cam_figure"]
-
-#: The last feature map of the official Xception (the default ``layer`` for it).
-DEFAULT_LAYER = "block14_sepconv2_act"
+__all__ = ["grad_cam", "save_cam_figure"]
 
 
 def grad_cam(model, image, class_index=None, layer=None):
