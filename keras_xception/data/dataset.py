@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import non_negative_int, one_of, positive_int
+from keras_xception.data.files import class_folders
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import Transform, decode_and_transform, file_orientation, resolve_transform
 
@@ -64,6 +65,29 @@ class Records:
             (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
         )
         return cls(ds, True, len(paths), description, paths=tuple(paths))
+
+    @classmethod
+    def from_class_folders(cls, root, class_names, *, strict=False, description=None) -> Records:
+        """Records of a class-per-folder tree (:func:`~keras_xception.data.files.class_folders`) labelled by
+        ``class_names``; a folder not among them is an error. What could not be listed is warned about
+        and kept in ``problems`` (``strict``: ``ValueError`` at the first)."""
+        problems = []
+        paths, labels, folders = class_folders(root, problems)
+        index = {c: i for i, c in enumerate(class_names)}
+        unknown = sorted(set(folders) - set(index))
+        if unknown:
+            known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
+            more = " ..." if len(unknown) > 5 else ""
+            raise ValueError(
+                f"{root!r} has class folders the model does not know: {unknown[:5]}{more}; its classes are {known}."
+            )
+        skipped = tuple(Skipped(path, reason) for path, reason in problems)
+        for s in skipped:
+            if strict:
+                raise ValueError(f"Cannot read {s}.")
+            warnings.warn(f"Skipped {s}", stacklevel=3)
+        records = cls.from_files(paths, [index[folders[k]] for k in labels], description=description or root)
+        return dataclasses.replace(records, problems=skipped)
 
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""

@@ -8,18 +8,15 @@ TensorFlow's classic conversion scripts) give the undecoded examples in a fixed 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import glob
 import importlib.util
 import os
 import re
-import warnings
 
 from keras_xception.checks import non_negative_int
 from keras_xception.data.dataset import Records
-from keras_xception.data.files import list_folder, report_unreadable
-from keras_xception.data.transform import IMAGE_EXTENSIONS
+from keras_xception.data.files import list_folder
 from keras_xception.model.imagenet import class_index
 
 __all__ = ["imagenet_wnids", "validation_ground_truth", "tfds_records", "folder_records", "tfrecord_records"]
@@ -130,10 +127,9 @@ def folder_records(directory, *, strict=False) -> Records:
 
     Two layouts are recognised: flat ``ILSVRC2012_val_00000001.JPEG`` ... (as extracted from
     ``ILSVRC2012_img_val.tar``; other files are ignored), labelled by the official ground truth;
-    or one sub-folder per WordNet id (``n01440764/*.JPEG``; another sub-folder name is an error).
-    Files are listed in sorted order. A class folder that cannot be read is skipped with a
-    warning and listed in the records' ``problems`` (``strict=True``: an error); files that
-    cannot be read or decoded are found by the pipeline.
+    or one sub-folder per WordNet id (``n01440764/*.JPEG``, :meth:`Records.from_class_folders`:
+    another sub-folder name is an error; what cannot be listed is skipped with a warning, or with
+    ``strict=True`` an error). Files that cannot be decoded are found by the pipeline.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -142,43 +138,17 @@ def folder_records(directory, *, strict=False) -> Records:
             f"(`mkdir val && tar -xf {VAL_TAR} -C val`) and pass the folder."
         )
     entries = list_folder(directory)
-    problems = []
-    subdirs = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
-    if subdirs and not any(_VAL_NAME.match(e) for e in entries):
-        names, labels, layout = *_class_tree(directory, subdirs, strict, problems), "class folders"
-    else:
-        names, labels, layout = *_validation_files(directory, entries), "ILSVRC2012_val_*.JPEG"
+    if any(os.path.isdir(os.path.join(directory, e)) for e in entries) and not any(map(_VAL_NAME.match, entries)):
+        description = f"{directory} (class folders)"
+        return Records.from_class_folders(directory, imagenet_wnids(), strict=strict, description=description)
+    names, labels = _validation_files(directory, entries)
     if not names:
         raise ValueError(
             f"No images in {directory!r}: expected ILSVRC2012_val_XXXXXXXX.JPEG files or "
             f"sub-folders named by WordNet id (n01440764/*.JPEG). {DOWNLOAD_HINT} and extract "
             "it into that folder."
         )
-    for path, reason in problems:
-        warnings.warn(f"Skipping unreadable folder {path!r}: {reason}", stacklevel=2)
-    records = Records.from_files(names, labels, description=f"{directory} ({layout})")
-    return dataclasses.replace(records, problems=tuple(problems))
-
-
-def _class_tree(directory, subdirs, strict, problems):
-    """``(paths, labels)`` of a tree of WordNet-id folders; unreadable folders go to ``problems``."""
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
-    unknown = [d for d in subdirs if d not in index]
-    if unknown:
-        raise ValueError(
-            f"{directory!r} looks like a class-per-folder tree, but these sub-folders are not "
-            f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}" + (" ..." if len(unknown) > 5 else "")
-        )
-    names, labels = [], []
-    for d in subdirs:
-        try:
-            files = [f for f in sorted(os.listdir(os.path.join(directory, d))) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        except OSError as e:
-            report_unreadable(problems, os.path.join(directory, d), e.strerror or str(e), strict, "folder")
-            continue
-        names += [os.path.join(directory, d, f) for f in files]
-        labels += [index[d]] * len(files)
-    return names, labels
+    return Records.from_files(names, labels, description=f"{directory} (ILSVRC2012_val_*.JPEG)")
 
 
 def _validation_files(directory, entries):

@@ -21,7 +21,6 @@ import numpy as np
 
 from keras_xception.checks import existing_dir, positive_int
 from keras_xception.data.dataset import Records, decode_records, explain
-from keras_xception.data.files import class_folders
 from keras_xception.data.imagenet import imagenet_wnids
 from keras_xception.data.results import Skipped
 from keras_xception.data.transform import Transform, resolve_transform
@@ -61,8 +60,6 @@ def _strategy_name(strategy) -> str:
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "MultiWorkerMirroredStrategy"  # the class is named CollectiveAllReduceStrategy
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return "MirroredStrategy"
     name = type(strategy).__name__
     return "default" if name == "_DefaultDistributionStrategy" else name
 
@@ -272,23 +269,19 @@ def evaluate(
         strict: Raise ``ValueError`` at the first file that cannot be decoded
             instead of skipping it.
         per_class: Add per-class count/top-1/top-5 to the report.
-        runtime: ``"keras"`` (the model inside the strategy's ``tf.function``)
-            or a :class:`keras_xception.deploy.predictor.Predictor` runtime
-            (``"auto"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``),
-            called from the input pipeline's step; only with the default
-            strategy (one replica).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (a Predictor runtime;
-            not ``"keras"``): measure the top-1 of a reduced-precision model.
+        runtime: ``"keras"`` (the model inside the strategy's ``tf.function``) or a
+            :class:`~keras_xception.Predictor` runtime (``"auto"``, ``"tensorflow"``,
+            ``"onnxruntime"``, ``"openvino"``; the default strategy only).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (a Predictor runtime, not ``"keras"``).
         calibration: int8 calibration images (a directory read with
             ``transform``, a numpy array of model inputs or a ``tf.data.Dataset``).
         verbose: 1 shows a ``keras.utils.Progbar`` (on the chief only).
 
     Returns:
-        The report dict: ``top1``, ``top5`` (None if nothing was evaluated),
-        ``count``, ``top1_correct``, ``top5_correct``, ``skipped`` (a list of
-        ``{"index", "name", "reason"}``), ``transform``, ``batch_size``,
-        ``strategy``, ``num_replicas``, ``elapsed_seconds``,
-        ``images_per_second`` and, on request, ``per_class``.
+        The report dict: ``top1``, ``top5`` (None if nothing was evaluated), ``count``,
+        ``top1_correct``, ``top5_correct``, ``skipped`` (``{"index", "name", "reason"}``),
+        ``source``, ``transform``, ``model``, ``num_classes``, ``batch_size``, ``strategy``,
+        ``num_replicas``, ``elapsed_seconds``, ``images_per_second``, on request ``per_class``.
     """
     import tensorflow as tf
 
@@ -297,9 +290,14 @@ def evaluate(
     records = records.take(limit)
     options = dict(precision=precision, calibration=calibration)
     run = _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose)
-    count = int(run.labels.size)
-    if not count:
+    if not run.labels.size:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
+    return _topk_report(run, batch_size, strategy, per_class)
+
+
+def _topk_report(run, batch_size, strategy, per_class) -> dict:
+    """:func:`evaluate`'s report of the loop's :class:`_Run`."""
+    count = int(run.labels.size)
     c1, c5 = int(np.sum(run.predicted == run.labels)), int(np.sum(run.top5))
     report = dict(
         top1=c1 / count if count else None,
@@ -309,7 +307,7 @@ def evaluate(
         top5_correct=c5,
         skipped=[dict(index=i, name=s.path, reason=s.reason) for i, s in run.skipped],
         **run.common(),
-        model=model.name,
+        model=run.model.name,
         num_classes=run.num_classes,
         batch_size=batch_size,
         strategy=_strategy_name(strategy),
@@ -358,7 +356,7 @@ def evaluate_classifier(
     val_dir = existing_dir(val_dir, "val_dir", "an existing folder of class folders")
     start = time.perf_counter()
     class_names = list(classifier.class_names)
-    records = _class_folder_records(val_dir, class_names, strict)
+    records = Records.from_class_folders(val_dir, class_names, strict=strict)
     options = dict(precision=precision, calibration=calibration)
     strategy = tf.distribute.get_strategy()
     run = _loop(
@@ -375,24 +373,6 @@ def evaluate_classifier(
         precision=precision,
         elapsed_seconds=round(time.perf_counter() - start, 3),
     )
-
-
-def _class_folder_records(val_dir, class_names, strict):
-    """The records of ``val_dir``'s class folders, labelled by ``class_names``; ``problems``: what could not be listed."""
-    problems = []
-    paths, folder_labels, folder_classes = class_folders(val_dir, problems)
-    index = {c: i for i, c in enumerate(class_names)}
-    unknown = sorted(set(folder_classes) - set(index))
-    if unknown:
-        raise ValueError(
-            f"{val_dir!r} has class folders the model does not know: {unknown}; its classes are {class_names}."
-        )
-    for s in (Skipped(path, reason) for path, reason in problems):
-        if strict:
-            raise ValueError(f"Cannot read {s}.")
-        warnings.warn(f"Skipped {s}", stacklevel=3)
-    records = Records.from_files(paths, [index[folder_classes[k]] for k in folder_labels], description=val_dir)
-    return dataclasses.replace(records, problems=tuple(problems))
 
 
 def classification_report(labels, predicted, class_names, *, top5=None) -> dict:
