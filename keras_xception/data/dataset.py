@@ -34,15 +34,13 @@ class Records:
     """Raw examples of one source, before decoding.
 
     Attributes:
-        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: a string
-            naming the example (file path or file name), the int64 class
-            index, and the encoded image bytes or (``payload_is_path``) a path.
+        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: the file path or name, the int64
+            class index, and the encoded image bytes or (``payload_is_path``) a path.
         payload_is_path: Whether ``payload`` is a file path to read.
         size: Number of examples when known without reading them, else None.
         description: Where the examples come from (for reports).
-        problems: ``(path, reason)`` of inputs that could not even be listed
-            (an unreadable folder); reported with the skipped examples.
-        paths: The files, in order, for records made by :meth:`from_files` (else None).
+        problems: ``(path, reason)`` of inputs that could not even be listed (reported as skipped).
+        paths: The files, in order, for records of files (else None).
     """
 
     dataset: object
@@ -103,68 +101,52 @@ class Records:
         )
 
 
-def _upfront(records, transform) -> bool:
-    """Whether the EXIF orientation is read before ``tf.data``, by Pillow from each file's header.
-
-    A Python call per image inside ``tf.data`` (``tf.numpy_function``) slowed the whole map down
-    (benchmarks/pipeline.py); records of encoded bytes read it that way all the same.
-    """
-    return transform.exif_orientation and records.paths is not None
-
-
 def _examples(records, transform):
-    """``(name, label, payload, orientation)``: the orientation read up front, else -1 (not known)."""
+    """``(examples, decode)``: ``(name, label, payload, orientation)`` and ``(payload, orientation) -> image``.
+
+    For files turned upright, Pillow reads the EXIF orientation from each header up front: a
+    ``tf.numpy_function`` per image slowed the whole map (benchmarks/pipeline.py). Otherwise it is
+    -1 and ``decode`` reads it from the bytes when needed (:func:`decode_and_transform`).
+    """
     import tensorflow as tf
 
-    if _upfront(records, transform):
+    upfront = transform.exif_orientation and records.paths is not None
+    if upfront:
         column = tf.data.Dataset.from_tensor_slices(np.array([file_orientation(p) for p in records.paths], np.int32))
     else:
         column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
-    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o))
-
-
-def _decoder(records, transform):
-    """``(payload, orientation) -> image``: reads a path, decodes, crops, resizes (as ``load_image``)."""
-    import tensorflow as tf
-
-    upfront = _upfront(records, transform)
 
     def decode(payload, orientation):
         contents = tf.io.read_file(payload) if records.payload_is_path else payload
         return decode_and_transform(contents, transform, orientation if upfront else None)
 
-    return decode
+    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o)), decode
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
     """Decode and transform records: a dataset of ``(index, image, label, ok)``.
 
-    ``index`` (int64) is the position of the example in ``records``; every
-    example comes out once, in order (after sharding by index: shard ``s`` of
-    ``n`` gets the indices ``i`` with ``i % n == s``). ``ok`` is False for an
-    example that could not be read or decoded; its image is all zeros and it
-    must not be counted. Use :func:`explain` for the reason.
+    ``index`` (int64) is the position in ``records``; every example comes out once, in order (shard
+    ``s`` of ``n`` gets the indices ``i % n == s``). ``ok`` is False for an example that could not be
+    read or decoded (all-zero image, not to be counted; :func:`explain` says why).
     """
     if not isinstance(records, Records):
         raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
     positive_int(num_shards, "num_shards")
     if non_negative_int(shard_index, "shard_index") >= num_shards:
         raise ValueError(f"`shard_index` must be in [0, num_shards); received shard_index={shard_index!r}.")
-    ds = _examples(records, transform).enumerate()
+    ds, decode = _examples(records, transform)
+    ds = ds.enumerate()
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    return _decode_each(ds.map(lambda index, example: (index, *example[1:])), transform, records)
+    return _decode_each(ds.map(lambda index, example: (index, *example[1:])), decode, transform)
 
 
-def _decode_each(ds, transform, records):
-    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
-
-    Each example is decoded in its own tiny pipeline whose errors are ignored, falling back to an
-    all-zero image flagged ``ok=False``: a bad file neither stops the run nor loses its place.
-    """
+def _decode_each(ds, decode, transform):
+    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input:
+    each example is decoded in its own tiny pipeline, an error falling back to zeros with ``ok=False``."""
     import tensorflow as tf
 
-    decode = _decoder(records, transform)
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
     def one(key, label, payload, orientation, *rest):
@@ -229,10 +211,8 @@ def image_dataset(
         labels: With a list of paths: one integer label per path (default 0).
         batch_size: Images per batch (the last batch may be smaller).
         shuffle: Reshuffle the examples every epoch (``seed`` for the order).
-        on_error: ``"skip"``: a file that cannot be read or decoded is left
-            out and reported (a warning naming the path and the reason, once
-            per file); ``"raise"``: iterating fails at the first such file
-            with an error naming it.
+        on_error: ``"skip"``: a file that cannot be read or decoded is left out and warned
+            about (path and reason, once); ``"raise"``: iterating fails there, naming it.
     """
     import tensorflow as tf
 
@@ -241,11 +221,11 @@ def image_dataset(
     if not isinstance(records, Records):
         records = Records.from_files(records, labels)
     transform = transform or resolve_transform()
-    examples = _examples(records, transform)
+    examples, decode = _examples(records, transform)
     if shuffle:
         examples = examples.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
     examples = examples.map(lambda name, label, payload, o: (name, label, payload, o, payload))
-    ds = _decode_each(examples, transform, records)  # (name, image, label, ok, payload)
+    ds = _decode_each(examples, decode, transform)  # (name, image, label, ok, payload)
     reported = set()
 
     def report(name, payload):
@@ -267,12 +247,10 @@ def image_dataset(
 def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=False, verbose=1, what="images"):
     """``fn`` over batches of the readable images of ``paths``: the one run over many files.
 
-    Each batch is read with ``transform`` (decoded, cropped, resized, preprocessed) and passed to
-    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); the
-    next batches are decoded in the background meanwhile. A ``keras.utils.Progbar`` counts the
-    files (``verbose``: 0 silent, 1 animated, 2 one line). Files that cannot be read are skipped,
-    each warned about once as ``"Skipped path: reason"``, or with ``strict`` the first one raises
-    ``ValueError``.
+    Each batch is read with ``transform`` (preprocessed too) and passed to ``fn`` (numpy in, numpy
+    out, e.g. ``predict_on_batch``) while the next ones are decoded. ``verbose``: a
+    ``keras.utils.Progbar`` (0 silent, 1 animated, 2 one line). An unreadable file is skipped and
+    warned about once (``"Skipped path: reason"``); with ``strict`` it raises ``ValueError``.
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``outputs`` (float32, None when no file was
@@ -282,14 +260,14 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     import tensorflow as tf
 
     records = Records.from_files(paths, labels, description=what)
-    decode = _decoder(records, transform)
+    examples, decode = _examples(records, transform)
 
     def read(index, example):
         return index, transform.preprocess(decode(example[2], example[3]))
 
     # A file that fails is dropped (ignore_errors) and found as a gap in the indices: much cheaper
     # than decode_records's per-example isolation, which the distributed evaluation needs.
-    ds = _examples(records, transform).enumerate().map(read, tf.data.AUTOTUNE, deterministic=True)
+    ds = examples.enumerate().map(read, tf.data.AUTOTUNE, deterministic=True)
     progbar = keras.utils.Progbar(records.size, unit_name="image", verbose=verbose)
     outputs, kept, bad = [], [], []
     for index, images in ds.ignore_errors().batch(batch_size).prefetch(2).as_numpy_iterator():

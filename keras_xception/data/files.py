@@ -27,11 +27,8 @@ def list_folder(directory) -> list:
 
 
 def report_unreadable(problems, path, reason, strict, what="file"):
-    """The one policy for an input that cannot be read: raise (``strict``), collect, or warn.
-
-    Appends ``(path, reason)`` to ``problems`` when it is a list, else warns;
-    with ``strict`` raises ``ValueError`` naming the path and the reason.
-    """
+    """The one policy for an input that cannot be read: ``ValueError`` (``strict``), else appended to
+    ``problems`` as ``(path, reason)``, or warned about when ``problems`` is None."""
     if strict:
         raise ValueError(f"Cannot read the {what} {path!r}: {reason}.")
     if problems is None:
@@ -43,16 +40,10 @@ def report_unreadable(problems, path, reason, strict, what="file"):
 def list_images(directory, *, problems=None, strict=False) -> list[str]:
     """Paths of the image files under ``directory``, recursively, in sorted order.
 
-    A file counts as an image by its extension (:data:`IMAGE_EXTENSIONS`, any
-    case); hidden files and folders (names starting with ``.``) are ignored.
-
-    Unreadable sub-folders and image files (no permission) are not silently
-    left out: each is appended to ``problems`` as ``(path, reason)`` when a
-    list is given, else warned about; ``strict=True`` raises instead.
-    Files that cannot be *decoded* are found later, by the pipeline.
-
-    Raises:
-        ValueError: ``directory`` is not a folder, or cannot be read (the reason is given).
+    An image by its extension (:data:`IMAGE_EXTENSIONS`, any case); hidden files and folders are
+    ignored. Unreadable sub-folders and files go through :func:`report_unreadable` (``problems``,
+    ``strict``); files that cannot be *decoded* are found later, by the pipeline. ``ValueError``
+    when ``directory`` is not a readable folder.
     """
     list_folder(existing_dir(directory, "directory"))
     found = []
@@ -122,13 +113,9 @@ def class_folders(root, problems, *, min_classes=1):
 def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
     """Split a class-per-folder image tree into training and validation files.
 
-    Every sub-directory of ``data_dir`` is a class (sorted by name: label 0 is
-    the first); its images (found recursively) are shuffled with ``seed`` and
-    ``round(val_split * n)`` of them go to validation, per class, so every
-    class is represented in both parts whenever it has at least 2 images.
-    Files that do not start like an image and unreadable files and folders
-    are skipped, each with its path and reason: appended to ``problems`` when
-    a list is given, else warned about.
+    The classes and files are :func:`class_folders`'; each class's files are shuffled with ``seed``
+    and ``round(val_split * n)`` go to validation (at least one in each part from 2 images on).
+    What is skipped is appended to ``problems`` as ``(path, reason)``, or warned about.
 
     Returns:
         ``(train_paths, train_labels, val_paths, val_labels, class_names)``;

@@ -54,18 +54,13 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
 
     Args:
         data_dir: tfds data directory (holds or will hold ``imagenet2012/``).
-        manual_dir: Directory holding ``ILSVRC2012_img_val.tar``; used only
-            when ``data_dir`` has no prepared ``imagenet2012`` yet. Only the
-            validation tar is given to the tfds builder (through a folder of
-            links inside ``data_dir``), so only the validation split is built.
-            tfds labels the images by pairing the sorted names in the tar with
-            the official ground truth, so a partial tar must hold the *first*
-            N validation images.
+        manual_dir: Folder holding ``ILSVRC2012_img_val.tar``, used when ``data_dir`` has no
+            prepared ``imagenet2012``: only that tar is linked in for the builder, so only the
+            validation split is built (a partial tar must hold the *first* N images).
         split: A tfds split spec (``"validation"``, ``"validation[:1000]"``).
 
     Raises:
-        ValueError: when the data is neither prepared nor preparable, saying
-            what to download and where to put it.
+        ValueError: the data is neither prepared nor preparable (saying what to download, where).
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -169,17 +164,14 @@ def _validation_files(directory, entries):
 def tfrecord_records(file_pattern, label_offset=1) -> Records:
     """TFRecord shards in the layout of TensorFlow's classic ImageNet conversion scripts.
 
-    Each ``tf.train.Example`` holds ``image/encoded`` (JPEG bytes),
-    ``image/class/label`` (int64) and optionally ``image/filename``.
+    Each ``tf.train.Example`` holds ``image/encoded`` (JPEG bytes), ``image/class/label`` (int64)
+    and optionally ``image/filename``.
 
     Args:
-        file_pattern: A glob (``/data/imagenet/validation-*``) or a list of files.
-            Files are read in sorted order, one after the other.
-        label_offset: Subtracted from ``image/class/label`` to get the Keras
-            class index. The classic scripts (``build_imagenet_data.py``) write
-            1..1000 with 0 reserved for "background": use 1 (the default). Use
-            0 for shards that already store 0-based indices. A label that ends
-            up outside [0, classes) makes the evaluation fail, naming the offset.
+        file_pattern: A glob (``/data/imagenet/validation-*``) or a list of files (read sorted).
+        label_offset: Subtracted from ``image/class/label``: 1 (the default) for the classic scripts'
+            1..1000 (0 was "background"), 0 for 0-based shards. A label outside the classes makes
+            the evaluation fail, naming the offset.
     """
     import tensorflow as tf
 

@@ -105,40 +105,17 @@ class Transform:
         return cls(**dict(d, target_size=tuple(size) if isinstance(size, list) else size))
 
 
-def _model_size(model):
-    """The fixed ``(height, width)`` of ``model``'s input, or None."""
-    import keras
-
-    shape = model.input_shape
-    spatial = shape[2:4] if keras.config.image_data_format() == "channels_first" else shape[1:3]
-    return tuple(spatial) if None not in spatial else None
-
-
-def _takes_raw_pixels(model) -> bool:
-    """Whether ``model`` scales its own input (its first layer is the ``preprocess_input`` Rescaling)."""
-    from keras_xception.model.introspect import find_layer
-
-    layer = find_layer(model, "preprocess_input")
-    return layer is not None and type(layer).__name__ == "Rescaling"
-
-
 _KEEP = object()
 
 
 def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEEP, **overrides) -> Transform:
-    """The transform for ``weights`` (and ``model``), with overrides.
+    """The transform for ``weights`` (and ``model``), with overrides; ``ValueError`` names an invalid setting.
 
-    In order: the record of ``weights`` when it is a registered name (else,
-    for a file path or None, the :data:`DEFAULT_WEIGHTS` record); then
-    ``model``'s fixed input size and whether it scales its own input
-    (``include_preprocessing=True``, a transfer-learning classifier: then
-    ``preprocessing=None``); then the overrides: ``target_size`` (an int or
-    ``(height, width)``), ``crop_fraction``, ``resize_mode``,
-    ``interpolation``, ``exif_orientation`` (None keeps the value) and
-    ``preprocessing`` (``"tf"`` or ``None``).
-
-    Raises:
-        ValueError: for an invalid value, naming the setting.
+    In order: the record of ``weights`` when it is a registered name (else the
+    :data:`DEFAULT_WEIGHTS` record); then ``model``'s fixed input size and whether it scales its
+    own input (then ``preprocessing=None``); then the overrides: ``target_size`` (an int or
+    ``(height, width)``), ``crop_fraction``, ``resize_mode``, ``interpolation``,
+    ``exif_orientation`` (None keeps the value) and ``preprocessing`` (``"tf"`` or ``None``).
     """
     record = get_record(weights if isinstance(weights, str) and is_registered(weights) else DEFAULT_WEIGHTS)
     t = Transform(
@@ -149,8 +126,15 @@ def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEE
         preprocessing=record.preprocessing,
     )
     if model is not None:
-        t = t.replace(target_size=_model_size(model))
-        if _takes_raw_pixels(model):
+        import keras
+
+        from keras_xception.model.introspect import find_layer
+
+        shape = model.input_shape
+        spatial = shape[2:4] if keras.config.image_data_format() == "channels_first" else shape[1:3]
+        t = t.replace(target_size=None if None in spatial else tuple(spatial))
+        layer = find_layer(model, "preprocess_input")
+        if layer is not None and type(layer).__name__ == "Rescaling":  # the model scales its own input
             t = dataclasses.replace(t, preprocessing=None)
     t = t.replace(**overrides)
     return t if preprocessing is _KEEP else dataclasses.replace(t, preprocessing=preprocessing)
@@ -179,10 +163,7 @@ def crop_window(height, width, target_size, crop_fraction, resize_mode):
 
 
 def file_orientation(source) -> np.int32:
-    """The EXIF ``Orientation`` (1..8) of an image file (a path or file object), read by Pillow; 1 when absent or unusable.
-
-    Pillow parses the header only (no decoding): about 0.1 ms a photo.
-    """
+    """The EXIF ``Orientation`` (1..8) of an image file or file object (Pillow, header only); 1 when unusable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -208,8 +189,9 @@ def jpeg_orientation(contents):
     return orientation
 
 
-def _orientation_ops(orientation):
-    """``(transpose, flip_ud, flip_lr)`` (bool tensors) that turn stored pixels upright, in that order.
+def _stored_window(stored_shape, orientation, size, fraction, mode):
+    """``(window, turn)``: the crop window in stored pixels whose upright view is the crop of the upright
+    image, and the function that turns the decoded window upright.
 
     Pillow's ``exif_transpose`` table: 2 mirror left-right, 3 rotate 180, 4 mirror top-bottom,
     5 transpose, 6 transpose + mirror left-right, 7 transverse, 8 transpose + mirror top-bottom.
@@ -218,27 +200,16 @@ def _orientation_ops(orientation):
 
     o = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation, 1)
     has = lambda *values: tf.reduce_any(tf.equal(o, values))  # noqa: E731
-    return o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
-
-
-def apply_orientation(image, orientation):
-    """``image`` (H, W, C) as seen upright for an EXIF ``orientation`` (1..8; others leave it as is)."""
-    import tensorflow as tf
-
-    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
-    image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
-    return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
-
-
-def _stored_window(stored_shape, orientation, size, fraction, mode):
-    """The crop window in stored pixels whose upright view is the crop of the upright image."""
-    import tensorflow as tf
-
-    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
+    transpose, flip_ud, flip_lr = o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
     h, w = tf.unstack(tf.where(transpose, stored_shape[1::-1], stored_shape[:2]))  # upright size
     oy, ox, ch, cw = tf.unstack(crop_window(h, w, size, fraction, mode))
     oy, ox = tf.where(flip_ud, h - oy - ch, oy), tf.where(flip_lr, w - ox - cw, ox)
-    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw]))
+
+    def turn(image):
+        image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
+        return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
+
+    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw])), turn
 
 
 #: A JPEG's end-of-image marker, and how far into a file an EXIF thumbnail's own marker can lie
@@ -249,11 +220,10 @@ TRUNCATED_JPEG = "truncated JPEG (the file ends before its end-of-image marker)"
 
 
 def _complete_jpeg(contents):
-    """Whether JPEG bytes hold their end-of-image marker (a scalar bool tensor).
+    """Whether JPEG bytes hold their end-of-image marker (a scalar bool tensor; data after it is allowed).
 
-    TensorFlow's decoder writes "Premature end of JPEG data" to stderr (a C++ ``LOG(ERROR)``,
-    ``try_recover_truncated`` or not) for a file cut short, before failing; such a file is
-    refused here first, in our words. Data after the marker (motion photos) is allowed.
+    TensorFlow's decoder logs "Premature end of JPEG data" (C++, to stderr) for a file cut short
+    before failing: such a file is refused here first, in our words.
     """
     import tensorflow as tf
 
@@ -270,12 +240,9 @@ def _complete_jpeg(contents):
 def decode_and_transform(contents, transform: Transform, orientation=None):
     """Encoded image bytes (scalar string tensor) -> float32 ``target_size + (3,)`` in [0, 255].
 
-    Works eagerly and inside ``tf.data``/``tf.function``. Raises
-    ``tf.errors.InvalidArgumentError`` for bytes that are not a decodable image.
-    With ``transform.exif_orientation`` a JPEG is cropped where its upright view
-    is cropped (the window mapped to the stored pixels), then turned upright; ``orientation``
-    (int32 scalar, 1..8) is the one read up front (:func:`file_orientation`); None: read
-    from ``contents`` (:func:`jpeg_orientation`).
+    Eager or in ``tf.data``/``tf.function``; ``tf.errors.InvalidArgumentError`` for bytes that are not
+    a decodable image. ``orientation``: the EXIF orientation read up front (:func:`file_orientation`),
+    used with ``transform.exif_orientation``; None: read from ``contents`` (:func:`jpeg_orientation`).
     """
     import tensorflow as tf
 
@@ -295,8 +262,8 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
             return tf.io.decode_and_crop_jpeg(contents, crop_window(shape[0], shape[1], size, fraction, mode), 3)
         # Only without a known orientation: a Python call in the graph slows all of tf.data's map.
         value = jpeg_orientation(contents) if orientation is None else tf.cast(orientation, tf.int32)
-        window = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
-        return apply_orientation(tf.io.decode_and_crop_jpeg(contents, window, channels=3), value)
+        window, turn = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
+        return turn(tf.io.decode_and_crop_jpeg(contents, window, channels=3))
 
     def other():
         return crop(tf.io.decode_image(contents, channels=3, expand_animations=False))
@@ -313,22 +280,16 @@ def load_image(path, transform: Transform | None = None, **overrides):
 
     Args:
         path: Path of a JPEG, PNG, GIF or BMP file.
-        transform: A :class:`Transform` (default: :func:`resolve_transform`,
-            the ImageNet weights' 299x299, crop 0.875, central, bilinear, with
-            ``exif_orientation=True``: a photo is read upright, as a viewer shows it).
-        **overrides: Transform settings replacing ``transform``'s
-            (``target_size``, ``crop_fraction``, ``resize_mode``, ``interpolation``,
-            ``exif_orientation``).
+        transform: A :class:`Transform` (default: :func:`resolve_transform` with
+            ``exif_orientation=True``: 299x299, crop 0.875, a photo read upright).
+        **overrides: Transform settings replacing ``transform``'s (``target_size``, ...).
 
     Returns:
-        A float32 NumPy array of shape ``(height, width, 3)``, RGB, values in
-        [0, 255] (not yet scaled: pass the batch through ``transform.preprocess``
-        or :func:`preprocess_input`).
+        float32 ``(height, width, 3)``, RGB in [0, 255] (scale the batch with ``transform.preprocess``).
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        PermissionError: if it cannot be read.
-        ValueError: for bad arguments or a file that is not a decodable image.
+        FileNotFoundError, PermissionError: the file is missing or unreadable.
+        ValueError: bad arguments, or a file that is not a decodable image.
     """
     import tensorflow as tf
 

@@ -71,7 +71,7 @@ def is_chief(strategy) -> bool:
 
 
 def _scores_function(model, runtime, replicas, num_classes, options):
-    """``images -> class scores`` inside the evaluation step, on the Keras model or a Predictor."""
+    """``images -> class scores`` inside the evaluation step: the Keras model, or a Predictor from NumPy."""
     import tensorflow as tf
 
     predictor = Predictor(model, runtime, **options)  # for "keras": checks the options (float32 only)
@@ -162,12 +162,6 @@ class _Run:
     top5: np.ndarray
     skipped: list  # (index, Skipped); index None for an input that could not even be listed
     elapsed: float
-    records: Records
-    transform: Transform
-
-    def common(self) -> dict:
-        """The report fields of both evaluations."""
-        return dict(source=self.records.description, transform=self.transform.to_dict())
 
 
 def _prepare(model, records, strategy, transform, batch_size):
@@ -234,7 +228,7 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
     for _, s in skipped if chief else []:  # (unreadable folders were warned about when listed)
         warnings.warn(f"Skipped {s}", stacklevel=3)
     skipped += [(None, Skipped(path, reason)) for path, reason in records.problems]
-    return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed, records, transform)
+    return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed)
 
 
 def evaluate(
@@ -255,26 +249,20 @@ def evaluate(
     """Top-1/top-5 accuracy of a classifier over ImageNet records.
 
     Args:
-        model: A Keras model mapping a batch of (preprocessed) images to
-            class scores (logits or probabilities), or a zero-argument
-            function returning one; with a distribution strategy pass the
-            function, so that the model is built in the strategy's scope.
+        model: A Keras model (preprocessed images -> class scores), or a function returning one
+            (pass that with a distribution strategy: the model is built in its scope).
         records: :class:`keras_xception.data.Records` (``*_records``).
-        transform: A :class:`~keras_xception.data.transform.Transform`
-            (default: :func:`~keras_xception.data.transform.resolve_transform`
-            for the model: the ``imagenet`` transform at its input size).
+        transform: A :class:`~keras_xception.Transform` (default: the ``imagenet`` one at the model's size).
         batch_size: Global batch size (split over the replicas).
         limit: Evaluate only the first ``limit`` records.
         strategy: A ``tf.distribute.Strategy`` (default: the current one).
-        strict: Raise ``ValueError`` at the first file that cannot be decoded
-            instead of skipping it.
+        strict: ``ValueError`` at the first file that cannot be decoded (else it is skipped).
         per_class: Add per-class count/top-1/top-5 to the report.
         runtime: ``"keras"`` (the model inside the strategy's ``tf.function``) or a
             :class:`~keras_xception.Predictor` runtime (``"auto"``, ``"tensorflow"``,
             ``"onnxruntime"``, ``"openvino"``; the default strategy only).
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (a Predictor runtime, not ``"keras"``).
-        calibration: int8 calibration images (a directory read with
-            ``transform``, a numpy array of model inputs or a ``tf.data.Dataset``).
+        calibration: int8 calibration images (a directory, an array of inputs, a ``tf.data.Dataset``).
         verbose: 1 shows a ``keras.utils.Progbar`` (on the chief only).
 
     Returns:
@@ -292,10 +280,10 @@ def evaluate(
     run = _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose)
     if not run.labels.size:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
-    return _topk_report(run, batch_size, strategy, per_class)
+    return _topk_report(run, records, transform, batch_size, strategy, per_class)
 
 
-def _topk_report(run, batch_size, strategy, per_class) -> dict:
+def _topk_report(run, records, transform, batch_size, strategy, per_class) -> dict:
     """:func:`evaluate`'s report of the loop's :class:`_Run`."""
     count = int(run.labels.size)
     c1, c5 = int(np.sum(run.predicted == run.labels)), int(np.sum(run.top5))
@@ -306,7 +294,8 @@ def _topk_report(run, batch_size, strategy, per_class) -> dict:
         top1_correct=c1,
         top5_correct=c5,
         skipped=[dict(index=i, name=s.path, reason=s.reason) for i, s in run.skipped],
-        **run.common(),
+        source=records.description,
+        transform=transform.to_dict(),
         model=run.model.name,
         num_classes=run.num_classes,
         batch_size=batch_size,
@@ -337,18 +326,13 @@ def evaluate_classifier(
 ) -> dict:
     """Accuracy, per-class figures and the confusion matrix of ``classifier`` on class folders.
 
-    ``classifier``: any object with ``.model`` (class probabilities), ``.class_names`` and
-    ``.transform`` (a trained :class:`~keras_xception.tasks.classifier.Classifier`).
-    ``val_dir/<class>/*``: every sub-folder must be named like one of the classifier's classes
-    (a subset is fine). ``runtime``, ``precision`` and ``calibration`` (read with the
-    classifier's transform) as in :func:`~keras_xception.tasks.extraction.extract_features`.
+    ``classifier``: has ``.model`` (class probabilities), ``.class_names`` and ``.transform`` (a
+    :class:`~keras_xception.tasks.classifier.Classifier`). Each ``val_dir/<class>`` folder must be
+    one of its classes. ``runtime``, ``precision``, ``calibration``: as in :func:`evaluate`.
 
     Returns:
-        ``accuracy``, ``count``, ``per_class`` (precision, recall, f1, support),
-        ``confusion_matrix`` (rows: true class, columns: predicted, in ``class_names`` order),
-        ``class_names``, ``skipped`` (``{"path", "reason"}``), ``source``, ``transform``,
-        ``runtime``, ``precision``, ``elapsed_seconds`` (and ``top5_accuracy`` with more than 5
-        classes).
+        :func:`classification_report`'s dict, and ``class_names``, ``skipped`` (``{"path",
+        "reason"}``), ``source``, ``transform``, ``runtime``, ``precision``, ``elapsed_seconds``.
     """
     import tensorflow as tf
 
@@ -368,7 +352,8 @@ def evaluate_classifier(
         classification_report(run.labels, run.predicted, class_names, top5=run.top5),
         class_names=class_names,
         skipped=[dict(path=s.path, reason=s.reason) for _, s in run.skipped],
-        **run.common(),
+        source=val_dir,
+        transform=classifier.transform.to_dict(),
         runtime=runtime,
         precision=precision,
         elapsed_seconds=round(time.perf_counter() - start, 3),

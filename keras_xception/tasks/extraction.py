@@ -99,30 +99,21 @@ def extract_features(
         source: A directory (searched by :func:`~keras_xception.data.files.list_images`) or a list of paths.
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
-        image_size: Square side (or ``(height, width)``); default: the
-            weights' evaluation size, 299.
+        image_size: Square side (or ``(height, width)``); default: the weights' size, 299.
         batch_size: Images per forward pass.
-        model: A ready model to run instead of :func:`pooled_feature_model`
-            (its input size must match the transform's; any single-input
-            model, e.g. a classifier: its outputs are returned).
+        model: A ready single-input model instead of :func:`pooled_feature_model` (its input
+            size must match the transform's; e.g. a classifier: its outputs are returned).
         transform: The :class:`~keras_xception.data.transform.Transform` (default: ``resolve_transform``
             of ``weights`` and ``model`` at ``image_size``, ``exif_orientation=True``: photos upright).
-        runtime: ``"keras"`` (``model.predict_on_batch``) or a
-            :class:`keras_xception.Predictor` runtime (``"auto"``,
-            ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (not with ``runtime="keras"``).
-        calibration: int8 calibration images: a directory (read with
-            ``transform``), a numpy array of model inputs or a ``tf.data.Dataset``
-            (see :class:`keras_xception.Predictor`).
+        runtime, precision, calibration: as for :class:`keras_xception.Predictor` (``"keras"``:
+            ``predict_on_batch``, float32 only; int8 calibration images: a directory read with
+            ``transform``, an array of model inputs or a ``tf.data.Dataset``).
         verbose: 0 silent, 1 a progress bar, 2 one line at the end.
-        strict: Raise ``ValueError`` at the first file or folder that cannot
-            be read instead of skipping it.
+        strict: ``ValueError`` at the first file or folder that cannot be read (else skipped).
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``features`` (N x D float32, also
-        ``outputs``), ``paths`` (the N images in row order) and ``skipped``
-        (:class:`~keras_xception.data.results.Skipped`: every file or folder that could not be
-        read, warned about once each as ``Skipped path: reason``).
+        ``outputs``), ``paths`` (row order) and ``skipped`` (each warned about once).
 
     Raises:
         ValueError: bad arguments, no image files, or no readable image.

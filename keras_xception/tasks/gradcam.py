@@ -25,20 +25,14 @@ def grad_cam(model, image, class_index=None, layer=None):
     """Grad-CAM heatmap of ``model`` for one preprocessed image.
 
     Args:
-        model: A Keras classifier, e.g. ``Xception(include_top=True)`` or a
-            :func:`~keras_xception.tasks.transfer.build_classifier` model
-            (nested backbone and head). When its last layer (or its nested
-            head's) is a Dense layer, the gradient is taken of that layer's
-            pre-activation output (the logit), as Grad-CAM prescribes.
-        image: One image as ``model`` takes it (scaled by ``preprocess_input``
-            for ``Xception``, raw [0, 255] for a ``build_classifier`` model
-            with preprocessing), shape ``(H, W, 3)`` or ``(1, H, W, 3)``.
+        model: A Keras classifier, e.g. ``Xception(include_top=True)`` or a ``build_classifier``
+            model (nested backbone and head). When its last layer (or its head's) is Dense, the
+            gradient is taken of the logit (its pre-activation output), as Grad-CAM prescribes.
+        image: One image as ``model`` takes it, ``(H, W, 3)`` or ``(1, H, W, 3)``.
         class_index: The class to explain (default: the top-scoring class).
-        layer: Name of the convolutional layer whose activations are
-            weighted, anywhere in ``model`` (nested models included). Default:
-            the last feature map of the Xception in ``model``
-            (``block14_sepconv2_act`` for the official model,
-            ``block7_sepconv2_act`` for ``middle_flow_blocks=1``).
+        layer: The convolutional layer whose activations are weighted, anywhere in ``model``
+            (nested models included). Default: the Xception's last feature map
+            (``block14_sepconv2_act`` for the official model).
 
     Returns:
         ``(heatmap, class_index)``: a float32 array of the layer's spatial
