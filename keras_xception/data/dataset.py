@@ -75,10 +75,7 @@ class Records:
         unknown = sorted(set(folders) - set(index))
         if unknown:
             known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
-            more = " ..." if len(unknown) > 5 else ""
-            raise ValueError(
-                f"{root!r} has class folders the model does not know: {unknown[:5]}{more}; its classes are {known}."
-            )
+            raise ValueError(f"{root!r} has class folders the model does not know: {unknown}; its classes are {known}.")
         skipped = tuple(Skipped(path, reason) for path, reason in problems)
         for s in skipped:
             if strict:

@@ -250,11 +250,6 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
         raise ValueError(f"`transform` must be a keras_xception Transform; received {type(transform).__name__}.")
     size, fraction, mode = transform.target_size, transform.crop_fraction, transform.resize_mode
 
-    def crop(image):
-        shape = tf.shape(image)
-        oy, ox, ch, cw = tf.unstack(crop_window(shape[0], shape[1], size, fraction, mode))
-        return image[oy : oy + ch, ox : ox + cw, :]
-
     def jpeg():
         with tf.control_dependencies([tf.debugging.assert_equal(_complete_jpeg(contents), True, TRUNCATED_JPEG)]):
             shape = tf.io.extract_jpeg_shape(contents)
@@ -266,7 +261,9 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
         return turn(tf.io.decode_and_crop_jpeg(contents, window, channels=3))
 
     def other():
-        return crop(tf.io.decode_image(contents, channels=3, expand_animations=False))
+        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        oy, ox, ch, cw = tf.unstack(crop_window(tf.shape(image)[0], tf.shape(image)[1], size, fraction, mode))
+        return image[oy : oy + ch, ox : ox + cw, :]
 
     image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     image = tf.image.resize(image, size, method=transform.interpolation)

@@ -338,7 +338,6 @@ def evaluate_classifier(
 
     batch_size = positive_int(batch_size, "batch_size")
     val_dir = existing_dir(val_dir, "val_dir", "an existing folder of class folders")
-    start = time.perf_counter()
     class_names = list(classifier.class_names)
     records = Records.from_class_folders(val_dir, class_names, strict=strict)
     options = dict(precision=precision, calibration=calibration)
@@ -356,7 +355,7 @@ def evaluate_classifier(
         transform=classifier.transform.to_dict(),
         runtime=runtime,
         precision=precision,
-        elapsed_seconds=round(time.perf_counter() - start, 3),
+        elapsed_seconds=round(run.elapsed, 3),
     )
 
 
