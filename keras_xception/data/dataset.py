@@ -1,12 +1,6 @@
-"""The one ``tf.data`` image pipeline over :class:`Records`, with an explicit policy for files that cannot be read.
-
-* :func:`decode_records`: every example once, in order, flagged ``ok`` (the evaluation's input);
-* :func:`image_dataset`: batches for training; a bad file is skipped and named, or stops the run;
-* :func:`map_batches`: a function over batches of image files (extraction, prediction, calibration);
-* :func:`explain`: why an example could not be read.
-
-Every image goes through :func:`~keras_xception.data.transform.decode_and_transform`, as in
-:func:`keras_xception.load_image`.
+"""The one ``tf.data`` image pipeline over :class:`Records` (every image decoded as :func:`load_image` does):
+:func:`decode_records` (every example once, flagged ``ok``: evaluation), :func:`image_dataset` (training
+batches) and :func:`map_batches` (a function over batches of files), with :func:`explain` for bad files.
 """
 
 from __future__ import annotations

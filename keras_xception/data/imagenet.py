@@ -1,9 +1,6 @@
-"""ImageNet validation data, from the formats people hold it in, as :class:`~keras_xception.data.dataset.Records`.
+"""ImageNet validation data as :class:`~keras_xception.data.dataset.Records`: tfds, a folder, or TFRecords.
 
-:func:`tfds_records` (the tfds ``imagenet2012`` validation split), :func:`folder_records` (extracted
-``ILSVRC2012_val_*.JPEG`` or ``n01440764/*.JPEG`` class folders) and :func:`tfrecord_records` (shards of
-TensorFlow's classic conversion scripts) give the undecoded examples in a fixed order. Class ``i`` is the
-``i``-th WordNet id in sorted order: the output index of the Keras ImageNet models and the tfds label.
+Class ``i`` is the ``i``-th WordNet id in sorted order (the Keras models' output index, the tfds label).
 """
 
 from __future__ import annotations

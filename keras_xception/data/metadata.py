@@ -1,9 +1,6 @@
-"""The one metadata record of a model file: class names, input transform, how it was made.
-
-Written and read here only: a member ``keras_xception.json`` of a ``.keras`` zip (Keras ignores it and
-still loads the file in safe mode), ``keras_xception.json`` inside a SavedModel directory, or
-``model.keras_xception.json`` beside an exported ``model.onnx``/``model.xml``. Plain JSON, readable
-without TensorFlow (``unzip -p model.keras keras_xception.json``).
+"""The one metadata record of a model file (class names, input transform, how it was made), as JSON: a
+member ``keras_xception.json`` of a ``.keras`` zip (Keras ignores it, safe mode too), that file inside a
+SavedModel directory, or ``model.keras_xception.json`` beside an exported ``model.onnx``/``model.xml``.
 """
 
 from __future__ import annotations

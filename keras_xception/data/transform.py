@@ -1,10 +1,5 @@
-"""The input transform: how an image file becomes a model input, made in one place and applied in one.
-
-:class:`Transform` is the immutable record (size, crop, interpolation, scaling, EXIF orientation);
-:func:`resolve_transform` makes it (the weight set's record, then the model, then overrides);
-:func:`decode_and_transform` applies it, for :func:`load_image`, every ``tf.data`` pipeline and every
-command, so one photo gets identical pixels everywhere. The crop protocols and the EXIF policy are
-described in docs/evaluation.md ("The input transform").
+"""The input transform (docs/evaluation.md): :class:`Transform`, made by :func:`resolve_transform` and
+applied by :func:`decode_and_transform` for :func:`load_image`, every pipeline and every command alike.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Evaluation: one loop for ImageNet top-1/top-5 (:func:`evaluate`) and for a classifier on class folders
 (:func:`evaluate_classifier`, with scikit-learn's per-class figures: :func:`classification_report`).
 
-The loop runs a ``tf.distribute`` strategy (default, mirrored or multi-worker) and counts every image
-exactly once: each input pipeline decodes its shard of the records (by index, before decoding), then
-pads with examples flagged invalid, so that every replica gets full batches; each step gathers per
-example its index, whether it decoded, its label, the top-1 class and the top-5 hit, and the loop ends
-at the first step in which no replica saw a real example. Undecodable files are explained at the end.
+Under any ``tf.distribute`` strategy each image counts once: every input pipeline decodes its shard of
+the records by index, then pads with invalid examples (full batches on every replica); the loop ends at
+the first step in which no replica saw a real example.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Feature extraction: one vector per image file, for search, clustering or a new classifier.
-
-Each image is read as :func:`keras_xception.load_image` reads it, scaled with the transform's
-preprocessing and run through Xception without its top: the globally average-pooled output of the
-last block (``block14_sepconv2_act``, 2048-d) by default, or of the layer named by ``layer=``
-(pooled over the spatial axes when it is a feature map; a vector is used as it is).
+"""Feature extraction: one vector per image file (read as :func:`keras_xception.load_image` reads it), the
+globally average-pooled output of Xception's last block (2048-d) or of the layer named by ``layer=``.
 """
 
 from __future__ import annotations
@@ -30,7 +26,8 @@ __all__ = ["pooled_feature_model", "extract_features", "save_features"]
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
     """A Keras model: preprocessed images (``image_size``, default: the weights') -> N x D features.
 
-    ``layer``: see the module docstring; ``ValueError`` for an unknown one (the message lists valid names).
+    ``layer``: default the last block's; a feature map is average pooled, a vector used as it is;
+    ``ValueError`` for an unknown one (the message lists valid names).
     """
     size = resolve_transform(weights, target_size=image_size).target_size
     base = Xception(include_top=False, weights=weights, input_shape=size + (3,), pooling=None)

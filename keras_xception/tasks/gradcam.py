@@ -1,14 +1,8 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017): where in the image the evidence for a class is.
 
-For a class ``c`` with score ``y_c`` (the logit, before softmax) and the
-activations ``A`` of a convolutional layer (by default the last feature map
-of the Xception in the model: ``block14_sepconv2_act`` for the official one),
-each channel ``k`` gets the weight
-``alpha_k = mean_ij dy_c/dA_k(i, j)`` and the heatmap is
-``relu(sum_k alpha_k A_k)``, scaled to [0, 1].
-
-The gradient is taken with ``tf.GradientTape`` (the TensorFlow backend);
-:func:`save_cam_figure` plots with matplotlib.
+For the score ``y_c`` of class ``c`` (the logit) and the activations ``A`` of a convolutional layer
+(default: the Xception's last feature map), channel ``k`` weighs ``alpha_k = mean_ij dy_c/dA_k(i, j)``
+and the heatmap is ``relu(sum_k alpha_k A_k)``, scaled to [0, 1]. TensorFlow backend (``tf.GradientTape``).
 """
 
 from __future__ import annotations
