@@ -12,7 +12,6 @@ import os
 import numpy as np
 
 from keras_xception.checks import fraction, one_of, positive_int
-from keras_xception.model.preprocessing import preprocess_input
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import get_record, is_registered
 
@@ -84,6 +83,8 @@ class Transform:
 
     def preprocess(self, images):
         """Scale a batch of 0..255 images as the model expects (a new array/tensor)."""
+        from keras_xception.model.preprocessing import preprocess_input  # imports Keras, hence TensorFlow
+
         return preprocess_input(images) if self.preprocessing == "tf" else images
 
     def to_dict(self) -> dict:
