@@ -1,7 +1,7 @@
 """The data layer: the input transform, image files and folders, the one ``tf.data`` pipeline,
 and the ImageNet validation sources. TensorFlow is imported only when a pipeline is built."""
 
-from keras_xception.data.dataset import Records, decode_records, explain, image_dataset
+from keras_xception.data.dataset import Records, decode_records, explain, image_dataset, map_batches
 from keras_xception.data.files import class_folder_split, list_images
 from keras_xception.data.imagenet import folder_records, imagenet_wnids, tfds_records, tfrecord_records
 from keras_xception.data.synthetic import write_synthetic_tree
@@ -16,6 +16,7 @@ __all__ = [
     "decode_records",
     "explain",
     "image_dataset",
+    "map_batches",
     "list_images",
     "class_folder_split",
     "folder_records",

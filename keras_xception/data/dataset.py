@@ -1,19 +1,6 @@
-"""The one ``tf.data`` image pipeline, with an explicit policy for files that cannot be read.
-
-* :class:`Records`: raw examples ``(name, label, payload)`` in a fixed order,
-  where ``payload`` is encoded image bytes or a file path; made from a file
-  list (:meth:`Records.from_files`) or an ImageNet source
-  (:mod:`keras_xception.data.imagenet`).
-* :func:`decode_records`: ``(index, image, label, ok)``; an example that
-  cannot be read or decoded comes out once, flagged ``ok=False`` (all-zero
-  image), without stopping the run; :func:`explain` gives each one's reason.
-  Evaluation, extraction and prediction build on it.
-* :func:`image_dataset`: batched ``(image, label)`` for training, with
-  ``on_error="skip"`` (bad files are left out and reported by path and reason,
-  once each) or ``"raise"`` (the first bad file stops the iteration, naming it).
-
-Every image goes through :func:`keras_xception.data.transform.decode_and_transform`,
-the transform of :func:`keras_xception.load_image`.
+"""The one ``tf.data`` image pipeline over :class:`Records` (every image decoded as :func:`load_image` does):
+:func:`decode_records` (every example once, flagged ``ok``: evaluation), :func:`image_dataset` (training
+batches) and :func:`map_batches` (a function over batches of files), with :func:`explain` for bad files.
 """
 
 from __future__ import annotations
@@ -25,21 +12,12 @@ import warnings
 
 import numpy as np
 
-from keras_xception.checks import one_of, positive_int
+from keras_xception.checks import non_negative_int, one_of, positive_int
+from keras_xception.data.files import class_folders
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import Transform, decode_and_transform, file_orientation, resolve_transform
 
-__all__ = [
-    "Records",
-    "decode_records",
-    "readable_batches",
-    "map_batches",
-    "explain",
-    "skipped_examples",
-    "reason",
-    "image_dataset",
-    "ON_ERROR",
-]
+__all__ = ["Records", "decode_records", "image_dataset", "map_batches", "explain", "ON_ERROR"]
 
 #: Policies for files that cannot be read or decoded.
 ON_ERROR = ("skip", "raise")
@@ -50,15 +28,13 @@ class Records:
     """Raw examples of one source, before decoding.
 
     Attributes:
-        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: a string
-            naming the example (file path or file name), the int64 class
-            index, and the encoded image bytes or (``payload_is_path``) a path.
+        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: the file path or name, the int64
+            class index, and the encoded image bytes or (``payload_is_path``) a path.
         payload_is_path: Whether ``payload`` is a file path to read.
         size: Number of examples when known without reading them, else None.
         description: Where the examples come from (for reports).
-        problems: ``(path, reason)`` of inputs that could not even be listed
-            (an unreadable folder); reported with the skipped examples.
-        paths: The files, in order, for records made by :meth:`from_files` (else None).
+        problems: ``(path, reason)`` of inputs that could not even be listed (reported as skipped).
+        paths: The files, in order, for records of files (else None).
     """
 
     dataset: object
@@ -82,6 +58,26 @@ class Records:
         )
         return cls(ds, True, len(paths), description, paths=tuple(paths))
 
+    @classmethod
+    def from_class_folders(cls, root, class_names, *, strict=False, description=None) -> Records:
+        """Records of a class-per-folder tree (:func:`~keras_xception.data.files.class_folders`) labelled by
+        ``class_names``; a folder not among them is an error. What could not be listed is warned about
+        and kept in ``problems`` (``strict``: ``ValueError`` at the first)."""
+        problems = []
+        paths, labels, folders = class_folders(root, problems)
+        index = {c: i for i, c in enumerate(class_names)}
+        unknown = sorted(set(folders) - set(index))
+        if unknown:
+            known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
+            raise ValueError(f"{root!r} has class folders the model does not know: {unknown}; its classes are {known}.")
+        skipped = tuple(Skipped(path, reason) for path, reason in problems)
+        for s in skipped:
+            if strict:
+                raise ValueError(f"Cannot read {s}.")
+            warnings.warn(f"Skipped {s}", stacklevel=3)
+        records = cls.from_files(paths, [index[folders[k]] for k in labels], description=description or root)
+        return dataclasses.replace(records, problems=skipped)
+
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""
         if positive_int(limit, "limit", allow_none=True) is None:
@@ -97,71 +93,56 @@ class Records:
 
 
 def _examples(records, transform):
-    """``(name, label, payload, orientation)``: the records with the EXIF orientation of each file.
+    """``(examples, decode)``: ``(name, label, payload, orientation)`` and ``(payload, orientation) -> image``.
 
-    For files turned upright (``transform.exif_orientation``) it is read up front from each
-    file's header by Pillow: a Python call per image inside ``tf.data`` (``tf.numpy_function``)
-    slowed the whole map down (benchmarks/pipeline.py). Otherwise -1: not known (see :func:`_orientation`).
+    For files turned upright, Pillow reads the EXIF orientation from each header up front: a
+    ``tf.numpy_function`` per image slowed the whole map (benchmarks/pipeline.py). Otherwise it is
+    -1 and ``decode`` reads it from the bytes when needed (:func:`decode_and_transform`).
     """
     import tensorflow as tf
 
-    if _upfront(records, transform):
-        values = np.array([file_orientation(p) for p in records.paths], np.int32)
-        column = tf.data.Dataset.from_tensor_slices(values)
+    upfront = transform.exif_orientation and records.paths is not None
+    if upfront:
+        column = tf.data.Dataset.from_tensor_slices(np.array([file_orientation(p) for p in records.paths], np.int32))
     else:
         column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
-    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o))
 
+    def decode(payload, orientation):
+        contents = tf.io.read_file(payload) if records.payload_is_path else payload
+        return decode_and_transform(contents, transform, orientation if upfront else None)
 
-def _upfront(records, transform) -> bool:
-    return transform.exif_orientation and records.paths is not None
-
-
-def _orientation(records, transform, column):
-    """The ``orientation`` argument of ``decode_and_transform`` from an :func:`_examples` column."""
-    return column if _upfront(records, transform) else None
+    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o)), decode
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
     """Decode and transform records: a dataset of ``(index, image, label, ok)``.
 
-    ``index`` (int64) is the position of the example in ``records``; every
-    example comes out once, in order (after sharding by index: shard ``s`` of
-    ``n`` gets the indices ``i`` with ``i % n == s``). ``ok`` is False for an
-    example that could not be read or decoded; its image is all zeros and it
-    must not be counted. Use :func:`explain` for the reason.
+    ``index`` (int64) is the position in ``records``; every example comes out once, in order (shard
+    ``s`` of ``n`` gets the indices ``i % n == s``). ``ok`` is False for an example that could not be
+    read or decoded (all-zero image, not to be counted; :func:`explain` says why).
     """
-
     if not isinstance(records, Records):
         raise ValueError(f"`records` must be keras_xception.data.Records; received {type(records).__name__}.")
     positive_int(num_shards, "num_shards")
-    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise ValueError(f"`shard_index` must be an integer in [0, num_shards); received shard_index={shard_index!r}.")
-    ds = _examples(records, transform).enumerate()
+    if non_negative_int(shard_index, "shard_index") >= num_shards:
+        raise ValueError(f"`shard_index` must be in [0, num_shards); received shard_index={shard_index!r}.")
+    ds, decode = _examples(records, transform)
+    ds = ds.enumerate()
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(lambda index, example: (index, *example[1:]))
-    return _decode_each(ds, transform, records)
+    return _decode_each(ds.map(lambda index, example: (index, *example[1:])), decode, transform)
 
 
-def _decode_each(ds, transform, records):
-    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input.
-
-    Each example is decoded in its own tiny pipeline whose errors are ignored,
-    falling back to an all-zero image flagged ``ok=False``: a bad file neither
-    stops the run nor loses its place.
-    """
+def _decode_each(ds, decode, transform):
+    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input:
+    each example is decoded in its own tiny pipeline, an error falling back to zeros with ``ok=False``."""
     import tensorflow as tf
 
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
-    def decode(key, label, payload, orientation, *rest):
-        contents = tf.io.read_file(payload) if records.payload_is_path else payload
-        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
-        return (key, image, label, tf.constant(True), *rest)
-
     def one(key, label, payload, orientation, *rest):
-        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest)).map(decode).ignore_errors()
+        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest))
+        good = good.map(lambda k, lab, p, o, *r: (k, decode(p, o), lab, tf.constant(True), *r)).ignore_errors()
         bad = tf.data.Dataset.from_tensors((key, zeros, label, tf.constant(False), *rest))
         return good.concatenate(bad).take(1)
 
@@ -173,10 +154,12 @@ def reason(payload, transform, payload_is_path=True) -> str:
     import tensorflow as tf
 
     try:
-        contents = tf.io.read_file(payload) if payload_is_path else payload
-        decode_and_transform(contents, transform)
+        decode_and_transform(tf.io.read_file(payload) if payload_is_path else payload, transform)
     except (tf.errors.OpError, ValueError) as e:
-        text = _error_text(e)
+        text = getattr(e, "message", None) or str(e)
+        text = text.splitlines()[0] if text else type(e).__name__
+        text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+        text = re.sub(r"\s*\[Op:\w+\].*$", "", text).strip()
         if payload_is_path:  # TensorFlow's file errors start with the path: "PATH; No such file or directory"
             path = payload.numpy().decode("utf-8", "replace") if hasattr(payload, "numpy") else os.fspath(payload)
             text = text.removeprefix(f"{path}; ").removeprefix(f"{path}: ")
@@ -184,19 +167,8 @@ def reason(payload, transform, payload_is_path=True) -> str:
     return "decoded on retry (transient read error?)"
 
 
-def _error_text(e) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    msg = msg.splitlines()[0] if msg else type(e).__name__
-    msg = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", msg)
-    return re.sub(r"\s*\[Op:\w+\].*$", "", msg).strip()
-
-
 def explain(records: Records, indices, transform: Transform) -> list:
-    """``[(index, name, reason)]`` for the examples at ``indices`` that fail to decode.
-
-    Re-reads those examples and runs the transform on them eagerly to capture
-    the reader's or decoder's message.
-    """
+    """``[(index, Skipped(name, reason))]`` for the examples at ``indices`` (re-read and decoded eagerly)."""
     import tensorflow as tf
 
     wanted = sorted({int(i) for i in indices})
@@ -207,65 +179,8 @@ def explain(records: Records, indices, transform: Transform) -> list:
     out = []
     for i, (name, _, payload) in found:
         name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
-        out.append((int(i), name, reason(payload, transform, records.payload_is_path)))
+        out.append((int(i), Skipped(name, reason(payload, transform, records.payload_is_path))))
     return out
-
-
-def skipped_examples(records: Records, indices, transform: Transform) -> tuple:
-    """:class:`~keras_xception.data.results.Skipped` for the examples at ``indices`` (see :func:`explain`)."""
-    return tuple(Skipped(name, why) for _, name, why in explain(records, indices, transform))
-
-
-def _read_batches(records, transform, batch_size, strict):
-    """``(index, label, preprocessed images)`` of the readable examples, and the indices of the others.
-
-    Yields ``(readable, unreadable)`` per batch: ``readable`` is ``(index, label, images)`` numpy
-    arrays (None when the batch had no readable example). tf.data decodes and preprocesses the
-    next batches in parallel, in the background, while the caller works on this one. A file that
-    fails is dropped (``ignore_errors``) and found as a gap in the indices (``records.size`` must
-    be known): much cheaper than :func:`decode_records`'s per-example isolation, which keeps the
-    place of every example for the distributed evaluation. ``strict``: ``ValueError`` at the
-    first unreadable example, naming it and the reason.
-    """
-    import tensorflow as tf
-
-    def decode(index, example):
-        _, label, payload, orientation = example
-        contents = tf.io.read_file(payload) if records.payload_is_path else payload
-        image = decode_and_transform(contents, transform, _orientation(records, transform, orientation))
-        return index, label, transform.preprocess(image)
-
-    ds = _examples(records, transform).enumerate().map(decode, tf.data.AUTOTUNE, deterministic=True)
-    expected = 0
-    for index, label, images in ds.ignore_errors().batch(batch_size).prefetch(2):
-        index = index.numpy()
-        unreadable = np.setdiff1d(np.arange(expected, index[-1] + 1), index)
-        if strict and unreadable.size:
-            raise ValueError(f"Cannot read {skipped_examples(records, unreadable[:1], transform)[0]}.")
-        expected = index[-1] + 1
-        yield (index, label.numpy(), images.numpy()), unreadable
-    if expected < records.size:
-        if strict:
-            raise ValueError(f"Cannot read {skipped_examples(records, [expected], transform)[0]}.")
-        yield None, np.arange(expected, records.size)
-
-
-def readable_batches(records, transform, batch_size, *, strict, kept, bad, labels=None):
-    """Deprecated (use :func:`map_batches`); kept until deploy.precision and tasks.labelled move off it.
-
-    Yields ``(readable images, preprocessed, or None; images read)``; appends the indices of the
-    readable examples to ``kept`` (their labels to ``labels``) and of the others to ``bad``.
-    """
-    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
-        bad.extend(int(i) for i in unreadable)
-        if readable is not None:
-            kept.extend(int(i) for i in readable[0])
-            if labels is not None:
-                labels.extend(readable[1])
-        yield (
-            (None if readable is None else readable[2]),
-            len(unreadable) + (0 if readable is None else len(readable[0])),
-        )
 
 
 def image_dataset(
@@ -287,10 +202,8 @@ def image_dataset(
         labels: With a list of paths: one integer label per path (default 0).
         batch_size: Images per batch (the last batch may be smaller).
         shuffle: Reshuffle the examples every epoch (``seed`` for the order).
-        on_error: ``"skip"``: a file that cannot be read or decoded is left
-            out and reported (a warning naming the path and the reason, once
-            per file); ``"raise"``: iterating fails at the first such file
-            with an error naming it.
+        on_error: ``"skip"``: a file that cannot be read or decoded is left out and warned
+            about (path and reason, once); ``"raise"``: iterating fails there, naming it.
     """
     import tensorflow as tf
 
@@ -299,21 +212,20 @@ def image_dataset(
     if not isinstance(records, Records):
         records = Records.from_files(records, labels)
     transform = transform or resolve_transform()
-    examples = _examples(records, transform)
+    examples, decode = _examples(records, transform)
     if shuffle:
         examples = examples.shuffle(max(records.size or 1, 1), seed=seed, reshuffle_each_iteration=True)
     examples = examples.map(lambda name, label, payload, o: (name, label, payload, o, payload))
-    ds = _decode_each(examples, transform, records)  # (name, image, label, ok, payload)
+    ds = _decode_each(examples, decode, transform)  # (name, image, label, ok, payload)
     reported = set()
 
     def report(name, payload):
-        name = name.numpy().decode("utf-8", "replace")
-        why = reason(payload, transform, records.payload_is_path)
+        skipped = Skipped(name.numpy().decode("utf-8", "replace"), reason(payload, transform, records.payload_is_path))
         if on_error == "raise":
-            raise ValueError(f"Cannot read {Skipped(name, why)}.")
-        if name not in reported:
-            reported.add(name)
-            warnings.warn(f"Skipped {Skipped(name, why)}", stacklevel=2)
+            raise ValueError(f"Cannot read {skipped}.")
+        if skipped.path not in reported:
+            reported.add(skipped.path)
+            warnings.warn(f"Skipped {skipped}", stacklevel=2)
         return False
 
     def keep(name, image, label, ok, payload):
@@ -326,37 +238,51 @@ def image_dataset(
 def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=False, verbose=1, what="images"):
     """``fn`` over batches of the readable images of ``paths``: the one run over many files.
 
-    Each batch is read with ``transform`` (decoded, cropped, resized, preprocessed) and passed to
-    ``fn`` (a numpy batch -> a numpy batch of outputs, e.g. a model's ``predict_on_batch``); the
-    next batches are decoded in the background meanwhile. A ``keras.utils.Progbar`` counts the
-    files (``verbose``: 0 silent, 1 animated, 2 one line). Files that cannot be read are skipped,
-    each warned about once as ``"Skipped path: reason"``, or with ``strict`` the first one raises
-    ``ValueError``.
+    Each batch is read with ``transform`` (preprocessed too) and passed to ``fn`` (numpy in, numpy
+    out, e.g. ``predict_on_batch``) while the next ones are decoded. ``verbose``: a
+    ``keras.utils.Progbar`` (0 silent, 1 animated, 2 one line). An unreadable file is skipped and
+    warned about once (``"Skipped path: reason"``); with ``strict`` it raises ``ValueError``.
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``outputs`` (float32, None when no file was
         readable), the ``paths`` read, their ``labels`` (when given) and the ``skipped`` files.
     """
     import keras
+    import tensorflow as tf
 
-    paths = [os.fspath(p) for p in paths]
     records = Records.from_files(paths, labels, description=what)
-    outputs, kept, kept_labels, bad = [], [], [], []
-    progbar = keras.utils.Progbar(len(paths), unit_name="image", verbose=verbose)
-    for readable, unreadable in _read_batches(records, transform, batch_size, strict):
-        bad.extend(unreadable)
-        if readable is not None:
-            index, label, images = readable
-            outputs.append(np.asarray(fn(images), dtype="float32"))
-            kept.extend(index)
-            kept_labels.extend(label)
-        progbar.add(len(unreadable) + (0 if readable is None else len(readable[0])))
-    skipped = skipped_examples(records, bad, transform)
+    examples, decode = _examples(records, transform)
+
+    def read(index, example):
+        return index, transform.preprocess(decode(example[2], example[3]))
+
+    # A file that fails is dropped (ignore_errors) and found as a gap in the indices: much cheaper
+    # than decode_records's per-example isolation, which the distributed evaluation needs.
+    ds = examples.enumerate().map(read, tf.data.AUTOTUNE, deterministic=True)
+    progbar = keras.utils.Progbar(records.size, unit_name="image", verbose=verbose)
+    outputs, kept, bad = [], [], []
+    for index, images in ds.ignore_errors().batch(batch_size).prefetch(2).as_numpy_iterator():
+        seen = len(kept) + len(bad)
+        bad += _unreadable(records, transform, np.setdiff1d(np.arange(seen, index[-1] + 1), index), strict)
+        outputs.append(np.asarray(fn(images), dtype="float32"))
+        kept += index.tolist()
+        progbar.update(len(kept) + len(bad))
+    if len(kept) + len(bad) < records.size:
+        bad += _unreadable(records, transform, np.arange(len(kept) + len(bad), records.size), strict)
+        progbar.update(records.size)
+    skipped = tuple(s for _, s in explain(records, bad, transform))
     for s in skipped:
         warnings.warn(f"Skipped {s}", stacklevel=2)
     return Results(
         np.concatenate(outputs) if outputs else None,
-        [paths[i] for i in kept],
-        None if labels is None else np.asarray(kept_labels, "int64"),
+        [records.paths[i] for i in kept],
+        None if labels is None else np.asarray(labels, "int64")[kept],
         skipped,
     )
+
+
+def _unreadable(records, transform, indices, strict) -> list:
+    """``indices`` as a list; with ``strict``, a ``ValueError`` naming the first and why it cannot be read."""
+    if strict and len(indices):
+        raise ValueError(f"Cannot read {explain(records, indices[:1], transform)[0][1]}.")
+    return [int(i) for i in indices]

@@ -1,8 +1,4 @@
-"""Image folders: finding image files and class-per-folder splits.
-
-* :func:`list_images` - every image file under a directory (recursive, sorted).
-* :func:`class_folder_split` - a class-per-folder tree (``root/<class>/*.jpg``)
-  split into training and validation files, per class and seeded.
+"""Image folders: the image files under a folder, a class-per-folder tree, and its seeded train/validation split.
 
 The ``tf.data`` pipeline over the files is :func:`keras_xception.data.dataset.image_dataset`.
 """
@@ -14,43 +10,25 @@ import warnings
 
 import numpy as np
 
+from keras_xception.checks import existing_dir, fraction
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "list_images",
-    "looks_like_image",
-    "class_folders",
-    "class_folder_split",
-    "report_unreadable",
-]
-
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "list_folder", "class_folders", "class_folder_split", "report_unreadable"]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
-def looks_like_image(path) -> bool:
-    """Whether the file starts like a JPEG, PNG, GIF or BMP (a cheap check, no decoding).
-
-    Raises ``OSError`` when the file cannot be read (the caller reports it).
-    """
-    with open(path, "rb") as f:
-        head = f.read(8)
-    return any(head.startswith(m) for m in _MAGIC)
-
-
-def _check_dir(directory, argument):
-    if not isinstance(directory, (str, os.PathLike)) or not os.path.isdir(directory):
-        raise ValueError(f"`{argument}` must be an existing directory; received {argument}={directory!r}.")
-    return os.fspath(directory)
+def list_folder(directory) -> list:
+    """The sorted entries of a folder; ``ValueError`` naming it and the reason when it cannot be read."""
+    try:
+        return sorted(os.listdir(directory))
+    except OSError as e:
+        raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
 
 
 def report_unreadable(problems, path, reason, strict, what="file"):
-    """The one policy for an input that cannot be read: raise (``strict``), collect, or warn.
-
-    Appends ``(path, reason)`` to ``problems`` when it is a list, else warns;
-    with ``strict`` raises ``ValueError`` naming the path and the reason.
-    """
+    """The one policy for an input that cannot be read: ``ValueError`` (``strict``), else appended to
+    ``problems`` as ``(path, reason)``, or warned about when ``problems`` is None."""
     if strict:
         raise ValueError(f"Cannot read the {what} {path!r}: {reason}.")
     if problems is None:
@@ -62,28 +40,18 @@ def report_unreadable(problems, path, reason, strict, what="file"):
 def list_images(directory, *, problems=None, strict=False) -> list[str]:
     """Paths of the image files under ``directory``, recursively, in sorted order.
 
-    A file counts as an image by its extension (:data:`IMAGE_EXTENSIONS`, any
-    case); hidden files and folders (names starting with ``.``) are ignored.
-
-    Unreadable sub-folders and image files (no permission) are not silently
-    left out: each is appended to ``problems`` as ``(path, reason)`` when a
-    list is given, else warned about; ``strict=True`` raises instead.
-    Files that cannot be *decoded* are found later, by the pipeline.
-
-    Raises:
-        ValueError: ``directory`` is not a folder, or cannot be read (the reason is given).
+    An image by its extension (:data:`IMAGE_EXTENSIONS`, any case); hidden files and folders are
+    ignored. Unreadable sub-folders and files go through :func:`report_unreadable` (``problems``,
+    ``strict``); files that cannot be *decoded* are found later, by the pipeline. ``ValueError``
+    when ``directory`` is not a readable folder.
     """
-    directory = _check_dir(directory, "directory")
-    try:
-        os.listdir(directory)
-    except OSError as e:
-        raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
+    list_folder(existing_dir(directory, "directory"))
     found = []
 
     def on_error(e):
         report_unreadable(problems, e.filename, e.strerror or str(e), strict, "folder")
 
-    for root, dirs, files in os.walk(directory, onerror=on_error):
+    for root, dirs, files in os.walk(os.fspath(directory), onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
@@ -93,6 +61,23 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
                 else:
                     report_unreadable(problems, path, "Permission denied", strict, "file")
     return found
+
+
+def _image_files(folder, problems):
+    """The files under ``folder`` that start like a JPEG, PNG, GIF or BMP; the others go to ``problems``."""
+    files = []
+    for path in list_images(folder, problems=problems):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError as e:
+            problems.append((path, e.strerror or str(e)))
+            continue
+        if any(head.startswith(m) for m in _MAGIC):
+            files.append(path)
+        else:
+            problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
+    return files
 
 
 def class_folders(root, problems, *, min_classes=1):
@@ -106,11 +91,8 @@ def class_folders(root, problems, *, min_classes=1):
         ValueError: ``root`` is not a readable folder, has fewer than ``min_classes`` class
             folders, or a class folder holds no image file.
     """
-    root = _check_dir(root, "directory")
-    try:
-        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    except OSError as e:
-        raise ValueError(f"Cannot read the folder {root!r}: {e.strerror or e}.") from None
+    root = existing_dir(root, "directory")
+    names = [d for d in list_folder(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")]
     if len(names) < min_classes:
         raise ValueError(
             f"{root!r} must hold one sub-folder of images per class (at least {min_classes} classes); it has "
@@ -118,15 +100,7 @@ def class_folders(root, problems, *, min_classes=1):
         )
     paths, labels = [], []
     for label, name in enumerate(names):
-        files = []
-        for path in list_images(os.path.join(root, name), problems=problems):
-            try:
-                if looks_like_image(path):
-                    files.append(path)
-                else:
-                    problems.append((path, "not a JPEG, PNG, GIF or BMP image"))
-            except OSError as e:
-                problems.append((path, e.strerror or str(e)))
+        files = _image_files(os.path.join(root, name), problems)
         if not files:
             raise ValueError(
                 f"Class folder {os.path.join(root, name)!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})."
@@ -139,25 +113,17 @@ def class_folders(root, problems, *, min_classes=1):
 def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
     """Split a class-per-folder image tree into training and validation files.
 
-    Every sub-directory of ``data_dir`` is a class (sorted by name: label 0 is
-    the first); its images (found recursively) are shuffled with ``seed`` and
-    ``round(val_split * n)`` of them go to validation, per class, so every
-    class is represented in both parts whenever it has at least 2 images.
-    Files that do not start like an image (:func:`looks_like_image`) and
-    unreadable files and folders are skipped, each with its path and reason:
-    appended to ``problems`` when a list is given, else warned about.
+    The classes and files are :func:`class_folders`'; each class's files are shuffled with ``seed``
+    and ``round(val_split * n)`` go to validation (at least one in each part from 2 images on).
+    What is skipped is appended to ``problems`` as ``(path, reason)``, or warned about.
 
     Returns:
         ``(train_paths, train_labels, val_paths, val_labels, class_names)``;
         paths are lists of strings, labels int32 arrays.
     """
-    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
-        raise ValueError(f"`val_split` must be a number in [0, 1); received val_split={val_split!r}.")
-    _check_dir(data_dir, "data_dir")
-    warn = problems is None
-    problems = [] if warn else problems
-    reported = len(problems)
-    paths, labels, class_names = class_folders(data_dir, problems, min_classes=2)
+    fraction(val_split, "val_split", low_open=False, high_open=True)
+    found = []
+    paths, labels, class_names = class_folders(existing_dir(data_dir, "data_dir"), found, min_classes=2)
     rng = np.random.default_rng(seed)
     train, val = [], []
     for label in range(len(class_names)):
@@ -168,9 +134,11 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
             n_val = min(max(n_val, 1), len(files) - 1)
         val += [(files[i], label) for i in order[:n_val]]
         train += [(files[i], label) for i in order[n_val:]]
-
-    for path, reason in problems[reported:] if warn else []:
-        warnings.warn(f"Skipping {path!r}: {reason}", stacklevel=2)
+    for path, reason in found:
+        if problems is None:
+            warnings.warn(f"Skipping {path!r}: {reason}", stacklevel=2)
+        else:
+            problems.append((path, reason))
 
     def unzip(pairs):
         return [p for p, _ in pairs], np.array([label for _, label in pairs], dtype="int32")

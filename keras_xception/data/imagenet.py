@@ -1,29 +1,6 @@
-"""ImageNet validation data, from the formats people hold it in, as :class:`~keras_xception.data.dataset.Records`.
+"""ImageNet validation data as :class:`~keras_xception.data.dataset.Records`: tfds, a folder, or TFRecords.
 
-Each ``*_records(...)`` function returns the raw, undecoded examples
-``(name, label, payload)`` in a deterministic order, where ``payload`` is the
-encoded image (tfds, TFRecords) or its path (folders); decoding, with its
-bad-file policy, is :mod:`keras_xception.data.dataset`'s, and
-:func:`keras_xception.evaluate` consumes them.
-
-Sources:
-
-1. :func:`tfds_records`: the tfds ``imagenet2012`` validation split, read from
-   a prepared ``data_dir`` or prepared on the spot from a manual dir holding
-   ``ILSVRC2012_img_val.tar`` (only that tar is handed to tfds, so a train tar
-   lying next to it is never converted).
-2. :func:`folder_records`: ``ILSVRC2012_val_XXXXXXXX.JPEG`` files labelled by
-   the official validation ground truth (the copy tfds ships), or a
-   class-per-folder tree ``n01440764/*.JPEG``.
-3. :func:`tfrecord_records`: shards written by TensorFlow's classic ImageNet
-   conversion scripts (``image/encoded``, ``image/class/label``). Those labels
-   are 1-based (0 was "background" in the Inception scripts): the Keras
-   class index is ``label - label_offset`` with ``label_offset=1`` by default.
-
-Class index ``i`` is the ``i``-th WordNet id in sorted order, which is the
-output index of the Keras ImageNet models and the tfds ``label``.
-
-CMYK and grayscale JPEGs and PNGs named ``.JPEG`` decode fine (to RGB).
+Class ``i`` is the ``i``-th WordNet id in sorted order (the Keras models' output index, the tfds label).
 """
 
 from __future__ import annotations
@@ -33,23 +10,13 @@ import glob
 import importlib.util
 import os
 import re
-import warnings
 
+from keras_xception.checks import non_negative_int
 from keras_xception.data.dataset import Records
-from keras_xception.data.files import report_unreadable
-from keras_xception.data.transform import IMAGE_EXTENSIONS
+from keras_xception.data.files import list_folder
 from keras_xception.model.imagenet import class_index
 
-__all__ = [
-    "Records",
-    "imagenet_wnids",
-    "validation_ground_truth",
-    "tfds_records",
-    "folder_records",
-    "tfrecord_records",
-    "VAL_TAR",
-    "DOWNLOAD_HINT",
-]
+__all__ = ["imagenet_wnids", "validation_ground_truth", "tfds_records", "folder_records", "tfrecord_records"]
 
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DOWNLOAD_HINT = (
@@ -57,35 +24,26 @@ DOWNLOAD_HINT = (
     "needed) from https://image-net.org/download-images"
 )
 _VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpe?g|png)$", re.IGNORECASE)
-_WNID = re.compile(r"^n\d{8}$")
-
-
-def _tfds_file(name):
-    """Path of a file in tfds's imagenet2012 folder, without importing tfds."""
-    spec = importlib.util.find_spec("tensorflow_datasets")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("tensorflow-datasets is required for the ImageNet label files.")
-    return os.path.join(spec.submodule_search_locations[0], "datasets", "imagenet2012", name)
 
 
 @functools.cache
 def imagenet_wnids() -> tuple:
     """The 1000 ImageNet-1k WordNet ids in model-output order (from the shipped class index)."""
-
     return tuple(wnid for wnid, _ in class_index())
 
 
 @functools.cache
 def validation_ground_truth() -> tuple:
-    """Class index of each validation image: element ``k`` is ILSVRC2012_val_{k+1:08d}."""
+    """Class index of each validation image: element ``k`` is ILSVRC2012_val_{k+1:08d} (tfds's copy of the truth)."""
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("tensorflow-datasets is required for the ImageNet validation labels.")
     index = {w: i for i, w in enumerate(imagenet_wnids())}
-    with open(_tfds_file("validation_labels.txt")) as f:
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "imagenet2012", "validation_labels.txt")
+    with open(path) as f:
         labels = tuple(index[line.strip()] for line in f if line.strip())
     assert len(labels) == 50000, "unexpected validation_labels.txt"
     return labels
-
-
-# --------------------------------------------------------------------------- sources
 
 
 def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
@@ -93,32 +51,20 @@ def tfds_records(data_dir, manual_dir=None, split="validation") -> Records:
 
     Args:
         data_dir: tfds data directory (holds or will hold ``imagenet2012/``).
-        manual_dir: Directory holding ``ILSVRC2012_img_val.tar``; used only
-            when ``data_dir`` has no prepared ``imagenet2012`` yet. Only the
-            validation tar is given to the tfds builder (through a folder of
-            links inside ``data_dir``), so only the validation split is built.
-            tfds labels the images by pairing the sorted names in the tar with
-            the official ground truth, so a partial tar must hold the *first*
-            N validation images.
+        manual_dir: Folder holding ``ILSVRC2012_img_val.tar``, used when ``data_dir`` has no
+            prepared ``imagenet2012``: only that tar is linked in for the builder, so only the
+            validation split is built (a partial tar must hold the *first* N images).
         split: A tfds split spec (``"validation"``, ``"validation[:1000]"``).
 
     Raises:
-        ValueError: when the data is neither prepared nor preparable, saying
-            what to download and where to put it.
+        ValueError: the data is neither prepared nor preparable (saying what to download, where).
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     data_dir = os.path.abspath(os.fspath(data_dir))
     builder = tfds.builder("imagenet2012", data_dir=data_dir)
-    if not _tfds_prepared(builder):
-        if manual_dir is None:
-            raise ValueError(
-                f"No prepared tfds 'imagenet2012' in data_dir={data_dir!r}. {DOWNLOAD_HINT}, "
-                "put it in a folder and pass that folder as the manual dir "
-                "(--tfds-manual-dir / manual_dir=); the validation split is then prepared "
-                f"into {data_dir!r} once (about 6.4 GB)."
-            )
+    if not tf.io.gfile.exists(os.path.join(os.fspath(builder.data_dir), "dataset_info.json")):
         _prepare_from_tar(builder, data_dir, manual_dir)
     splits = builder.info.splits
     try:
@@ -145,6 +91,13 @@ def _prepare_from_tar(builder, data_dir, manual_dir):
     """Prepare the validation split from ``manual_dir/ILSVRC2012_img_val.tar`` (only that tar is linked in)."""
     import tensorflow_datasets as tfds
 
+    if manual_dir is None:
+        raise ValueError(
+            f"No prepared tfds 'imagenet2012' in data_dir={data_dir!r}. {DOWNLOAD_HINT}, "
+            "put it in a folder and pass that folder as the manual dir "
+            "(--tfds-manual-dir / manual_dir=); the validation split is then prepared "
+            f"into {data_dir!r} once (about 6.4 GB)."
+        )
     tar = os.path.join(os.path.abspath(os.fspath(manual_dir)), VAL_TAR)
     if not os.path.isfile(tar):
         raise ValueError(
@@ -161,78 +114,33 @@ def _prepare_from_tar(builder, data_dir, manual_dir):
     )
 
 
-def _tfds_prepared(builder) -> bool:
-    import tensorflow as tf
-
-    return tf.io.gfile.exists(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))
-
-
 def folder_records(directory, *, strict=False) -> Records:
     """Images in a folder, labelled by the ImageNet validation ground truth or by sub-folder.
 
-    Two layouts are recognised:
-
-    * flat: ``ILSVRC2012_val_00000001.JPEG`` ... (as extracted from
-      ``ILSVRC2012_img_val.tar``), labelled by the official ground truth;
-    * class tree: one sub-folder per WordNet id (``n01440764/*.JPEG``).
-
-    Files are listed in sorted order. Other files in a flat folder are
-    ignored; a class tree with a sub-folder that is not an ImageNet-1k WordNet
-    id is an error. A class folder that cannot be read is skipped with a
-    warning and listed in the records' ``problems`` (``strict=True``: an
-    error); files that cannot be read or decoded are found by the pipeline.
+    Two layouts are recognised: flat ``ILSVRC2012_val_00000001.JPEG`` ... (as extracted from
+    ``ILSVRC2012_img_val.tar``; other files are ignored), labelled by the official ground truth;
+    or one sub-folder per WordNet id (``n01440764/*.JPEG``, :meth:`Records.from_class_folders`:
+    another sub-folder name is an error; what cannot be listed is skipped with a warning, or with
+    ``strict=True`` an error). Files that cannot be decoded are found by the pipeline.
     """
-    import tensorflow as tf
-
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise ValueError(
             f"No such folder: {directory!r}. {DOWNLOAD_HINT}, extract it "
             f"(`mkdir val && tar -xf {VAL_TAR} -C val`) and pass the folder."
         )
-    try:
-        entries = sorted(os.listdir(directory))
-    except OSError as e:
-        raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
-    problems = []
-    subdirs = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
-    if subdirs and not any(_VAL_NAME.match(e) for e in entries):
-        names, labels, layout = *_class_tree(directory, subdirs, strict, problems), "class folders"
-    else:
-        names, labels, layout = *_validation_files(directory, entries), "ILSVRC2012_val_*.JPEG"
+    entries = list_folder(directory)
+    if any(os.path.isdir(os.path.join(directory, e)) for e in entries) and not any(map(_VAL_NAME.match, entries)):
+        description = f"{directory} (class folders)"
+        return Records.from_class_folders(directory, imagenet_wnids(), strict=strict, description=description)
+    names, labels = _validation_files(directory, entries)
     if not names:
         raise ValueError(
             f"No images in {directory!r}: expected ILSVRC2012_val_XXXXXXXX.JPEG files or "
             f"sub-folders named by WordNet id (n01440764/*.JPEG). {DOWNLOAD_HINT} and extract "
             "it into that folder."
         )
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(names), tf.constant(labels, tf.int64), tf.constant(names)))
-    for path, reason in problems:
-        warnings.warn(f"Skipping unreadable folder {path!r}: {reason}", stacklevel=2)
-    return Records(ds, True, len(names), f"{directory} ({layout})", problems=tuple(problems))
-
-
-def _class_tree(directory, subdirs, strict, problems):
-    """``(paths, labels)`` of a tree of WordNet-id folders; unreadable folders go to ``problems``."""
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
-    unknown = [d for d in subdirs if d not in index]
-    if unknown:
-        raise ValueError(
-            f"{directory!r} looks like a class-per-folder tree, but these sub-folders are not "
-            f"ImageNet-1k WordNet ids (n01440764 ...): {unknown[:5]}" + (" ..." if len(unknown) > 5 else "")
-        )
-    names, labels = [], []
-    for d in subdirs:
-        try:
-            files = sorted(os.listdir(os.path.join(directory, d)))
-        except OSError as e:
-            report_unreadable(problems, os.path.join(directory, d), e.strerror or str(e), strict, "folder")
-            continue
-        for f in files:
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-                names.append(os.path.join(directory, d, f))
-                labels.append(index[d])
-    return names, labels
+    return Records.from_files(names, labels, description=f"{directory} (ILSVRC2012_val_*.JPEG)")
 
 
 def _validation_files(directory, entries):
@@ -253,22 +161,18 @@ def _validation_files(directory, entries):
 def tfrecord_records(file_pattern, label_offset=1) -> Records:
     """TFRecord shards in the layout of TensorFlow's classic ImageNet conversion scripts.
 
-    Each ``tf.train.Example`` holds ``image/encoded`` (JPEG bytes),
-    ``image/class/label`` (int64) and optionally ``image/filename``.
+    Each ``tf.train.Example`` holds ``image/encoded`` (JPEG bytes), ``image/class/label`` (int64)
+    and optionally ``image/filename``.
 
     Args:
-        file_pattern: A glob (``/data/imagenet/validation-*``) or a list of files.
-            Files are read in sorted order, one after the other.
-        label_offset: Subtracted from ``image/class/label`` to get the Keras
-            class index. The classic scripts (``build_imagenet_data.py``) write
-            1..1000 with 0 reserved for "background": use 1 (the default). Use
-            0 for shards that already store 0-based indices. A label that ends
-            up outside [0, classes) makes the evaluation fail, naming the offset.
+        file_pattern: A glob (``/data/imagenet/validation-*``) or a list of files (read sorted).
+        label_offset: Subtracted from ``image/class/label``: 1 (the default) for the classic scripts'
+            1..1000 (0 was "background"), 0 for 0-based shards. A label outside the classes makes
+            the evaluation fail, naming the offset.
     """
     import tensorflow as tf
 
-    if isinstance(label_offset, bool) or not isinstance(label_offset, int):
-        raise ValueError(f"`label_offset` must be an integer (usually 1 or 0); received {label_offset!r}.")
+    non_negative_int(label_offset, "label_offset")
     patterns = [file_pattern] if isinstance(file_pattern, (str, os.PathLike)) else list(file_pattern)
     files = sorted({f for p in patterns for f in glob.glob(os.fspath(p))})
     if not files:

@@ -1,14 +1,6 @@
-"""The one metadata record of a model file: class names, input transform, how it was made.
-
-Written and read here only, for every place a model travels:
-
-* a ``.keras`` file: a member ``keras_xception.json`` of its zip archive (Keras ignores members it
-  does not know, ``keras.saving.load_model`` still loads the file in safe mode, and the record
-  travels with the one file a user copies);
-* a SavedModel directory: ``keras_xception.json`` inside it;
-* an exported file (``model.onnx``, ``model.xml``): ``model.keras_xception.json`` beside it.
-
-The JSON is readable without TensorFlow (``unzip -p model.keras keras_xception.json``).
+"""The one metadata record of a model file (class names, input transform, how it was made), as JSON: a
+member ``keras_xception.json`` of a ``.keras`` zip (Keras ignores it, safe mode too), that file inside a
+SavedModel directory, or ``model.keras_xception.json`` beside an exported ``model.onnx``/``model.xml``.
 """
 
 from __future__ import annotations

@@ -44,10 +44,3 @@ class Results:
     def features(self):
         """``outputs`` under the name :func:`keras_xception.extract_features` users know."""
         return self.outputs
-
-    def summary(self, what="images") -> str | None:
-        """One line when inputs were skipped (each is listed elsewhere), else None."""
-        if not self.skipped:
-            return None
-        total = len(self.paths) + len(self.skipped)
-        return f"{len(self.skipped)} of {total} {what} could not be read and were skipped."

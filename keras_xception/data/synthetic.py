@@ -16,14 +16,10 @@ def write_synthetic_tree(
 ):
     """Write a small class-per-folder image tree for tests, benchmarks and demos.
 
-    Class ``k`` (folder ``class_k``) has images of one base colour (up to 6
-    classes) with random brightness, noise and class-specific stripes, so a
-    linear classifier on almost any image features can separate the classes.
-    ``colour_noise`` in [0, 1] makes the task harder: each image's colour is
-    blended with a random palette colour at a weight drawn from
-    ``[0, colour_noise]``.
-    Image sides are drawn from ``sizes`` (inclusive range); files alternate
-    between ``formats``. Returns the list of written paths.
+    Class ``k`` (folder ``class_k``, up to 6) has images of one base colour with random brightness,
+    noise and class-specific stripes: linearly separable on almost any features. ``colour_noise``
+    in [0, 1] blends each colour with a random one (weight up to it) to make the task harder. Sides
+    are drawn from ``sizes`` (inclusive); files alternate between ``formats``. Returns the paths.
     """
     import tensorflow as tf
 

@@ -1,41 +1,5 @@
-"""The input transform: one immutable record, resolved from the weights, used everywhere.
-
-A :class:`Transform` says how an image file becomes a model input: the target
-size, the crop (``crop_fraction``, ``resize_mode``), the ``interpolation`` and
-the scaling (``preprocessing``: ``"tf"`` = :func:`keras_xception.preprocess_input`,
-or ``None`` for a model that takes raw 0..255 pixels). There is one place that
-makes it, :func:`resolve_transform` (the weight set's record, then the model's
-input size, then explicit overrides: timm's ``resolve_data_config`` is the
-model), and one place that applies it, :func:`decode_and_transform`, which
-:func:`load_image`, every ``tf.data`` pipeline and every command use, so a
-photo classified on its own and the same photo inside an evaluation run see
-identical pixels.
-
-Two crop protocols (``resize_mode``):
-
-* ``"central"`` (the Inception/TF-slim protocol the Keras ImageNet weights
-  use): keep the central ``crop_fraction`` of each side (the
-  ``tf.image.central_crop`` window), then resize to ``target_size``.
-* ``"shorter-side"`` (the timm/PyTorch protocol: resize the shorter side to
-  ``size / crop_fraction``, centre-crop ``size``): computed as the equivalent
-  crop of the original image (a window of the target's aspect ratio spanning
-  ``crop_fraction`` of the shorter side), then one resize.
-
-JPEGs are decoded and cropped in one step (``tf.io.decode_and_crop_jpeg``);
-other formats (PNG, GIF, BMP) are decoded then cropped. Grayscale and CMYK
-images come out as RGB.
-
-EXIF orientation (``exif_orientation``): a phone stores a photo taken in
-portrait as landscape pixels plus an EXIF ``Orientation`` tag (6: "rotate 90
-degrees clockwise to view"). With ``exif_orientation=True`` a JPEG is turned
-upright as a photo viewer shows it (the tag is read by Pillow from the image
-header, inside ``tf.data`` too), and the crop is taken from the
-upright image. That is the setting of the user-photo paths: ``load_image``
-without a transform, ``extract_features``, ``predict``, ``train`` and a trained
-classifier's transform. The ImageNet evaluation protocol ignores EXIF (the
-reference accuracies were measured on the stored pixels), so the transform of a
-weight set (:func:`resolve_transform`) has ``exif_orientation=False``, and a
-record without the field (an older JSON) means False.
+"""The input transform (docs/evaluation.md): :class:`Transform`, made by :func:`resolve_transform` and
+applied by :func:`decode_and_transform` for :func:`load_image`, every pipeline and every command alike.
 """
 
 from __future__ import annotations
@@ -48,24 +12,10 @@ import os
 import numpy as np
 
 from keras_xception.checks import fraction, one_of, positive_int
-from keras_xception.model.preprocessing import preprocess_input
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import get_record, is_registered
 
-__all__ = [
-    "Transform",
-    "resolve_transform",
-    "RESIZE_MODES",
-    "INTERPOLATIONS",
-    "PREPROCESSINGS",
-    "IMAGE_EXTENSIONS",
-    "crop_window",
-    "decode_and_transform",
-    "jpeg_orientation",
-    "file_orientation",
-    "apply_orientation",
-    "load_image",
-]
+__all__ = ["Transform", "resolve_transform", "decode_and_transform", "load_image", "IMAGE_EXTENSIONS"]
 
 #: File extensions (lower case) of the formats decode_and_transform decodes.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -82,16 +32,16 @@ class Transform:
     """How an image file becomes a model input (immutable; checked when made).
 
     Attributes:
-        target_size: ``(height, width)`` of the model input (Xception needs
-            at least :data:`~keras_xception.model.spec.MIN_INPUT_SIZE`; the
-            model builder checks that, a transform serves any classifier).
+        target_size: ``(height, width)`` of the model input (an int: square).
         crop_fraction: Fraction of the image kept by the centre crop, in (0, 1].
-        resize_mode: ``"central"`` or ``"shorter-side"`` (see the module docs).
+        resize_mode: ``"central"``: keep the central ``crop_fraction`` of each side (the
+            ``tf.image.central_crop`` window; the Keras ImageNet weights), then resize;
+            ``"shorter-side"`` (timm: shorter side to ``size / crop_fraction``, centre crop
+            ``size``), computed as the equivalent crop of the original, then one resize.
         interpolation: ``"bilinear"`` or ``"bicubic"``.
         preprocessing: ``"tf"`` (:func:`preprocess_input`) or ``None`` (raw 0..255).
-        exif_orientation: Turn JPEGs upright by their EXIF orientation tag
-            before cropping (user photos); False: the stored pixels, as the
-            ImageNet evaluation protocol reads them (the default).
+        exif_orientation: Turn JPEGs upright by their EXIF orientation tag before cropping
+            (user photos); False: the stored pixels, as the ImageNet protocol reads them.
     """
 
     target_size: tuple[int, int]
@@ -118,18 +68,23 @@ class Transform:
             raise ValueError(f"`exif_orientation` must be True or False; received {self.exif_orientation!r}.")
         object.__setattr__(self, "exif_orientation", bool(self.exif_orientation))
 
+    @classmethod
+    def _check_names(cls, names):
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(names) - set(allowed)
+        if unknown:
+            raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {allowed}.")
+
     def replace(self, **overrides) -> Transform:
         """A copy with ``overrides`` (None values keep the current setting); checked."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(
-                f"Unknown transform settings {sorted(unknown)}; allowed: {[f.name for f in dataclasses.fields(self)]}."
-            )
+        self._check_names(overrides)
         changes = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
     def preprocess(self, images):
         """Scale a batch of 0..255 images as the model expects (a new array/tensor)."""
+        from keras_xception.model.preprocessing import preprocess_input  # imports Keras, hence TensorFlow
+
         return preprocess_input(images) if self.preprocessing == "tf" else images
 
     def to_dict(self) -> dict:
@@ -141,48 +96,22 @@ class Transform:
         """The transform of a :meth:`to_dict` record (checked; a missing ``exif_orientation`` is False)."""
         if not isinstance(d, dict):
             raise ValueError(f"A transform record must be a dict (Transform.to_dict()); received {d!r}.")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Unknown transform settings {sorted(unknown)}; allowed: {sorted(names)}.")
+        cls._check_names(d)
         size = d.get("target_size")
         return cls(**dict(d, target_size=tuple(size) if isinstance(size, list) else size))
-
-
-def _model_size(model):
-    """The fixed ``(height, width)`` of ``model``'s input, or None."""
-    import keras
-
-    shape = model.input_shape
-    spatial = shape[2:4] if keras.config.image_data_format() == "channels_first" else shape[1:3]
-    return tuple(spatial) if None not in spatial else None
-
-
-def _takes_raw_pixels(model) -> bool:
-    """Whether ``model`` scales its own input (its first layer is the ``preprocess_input`` Rescaling)."""
-    from keras_xception.model.introspect import find_layer
-
-    layer = find_layer(model, "preprocess_input")
-    return layer is not None and type(layer).__name__ == "Rescaling"
 
 
 _KEEP = object()
 
 
 def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEEP, **overrides) -> Transform:
-    """The transform for ``weights`` (and ``model``), with overrides.
+    """The transform for ``weights`` (and ``model``), with overrides; ``ValueError`` names an invalid setting.
 
-    In order: the record of ``weights`` when it is a registered name (else,
-    for a file path or None, the :data:`DEFAULT_WEIGHTS` record); then
-    ``model``'s fixed input size and whether it scales its own input
-    (``include_preprocessing=True``, a transfer-learning classifier: then
-    ``preprocessing=None``); then the overrides: ``target_size`` (an int or
-    ``(height, width)``), ``crop_fraction``, ``resize_mode``,
-    ``interpolation``, ``exif_orientation`` (None keeps the value) and
-    ``preprocessing`` (``"tf"`` or ``None``).
-
-    Raises:
-        ValueError: for an invalid value, naming the setting.
+    In order: the record of ``weights`` when it is a registered name (else the
+    :data:`DEFAULT_WEIGHTS` record); then ``model``'s fixed input size and whether it scales its
+    own input (then ``preprocessing=None``); then the overrides: ``target_size`` (an int or
+    ``(height, width)``), ``crop_fraction``, ``resize_mode``, ``interpolation``,
+    ``exif_orientation`` (None keeps the value) and ``preprocessing`` (``"tf"`` or ``None``).
     """
     record = get_record(weights if isinstance(weights, str) and is_registered(weights) else DEFAULT_WEIGHTS)
     t = Transform(
@@ -193,8 +122,15 @@ def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEE
         preprocessing=record.preprocessing,
     )
     if model is not None:
-        t = t.replace(target_size=_model_size(model))
-        if _takes_raw_pixels(model):
+        import keras
+
+        from keras_xception.model.introspect import find_layer
+
+        shape = model.input_shape
+        spatial = shape[2:4] if keras.config.image_data_format() == "channels_first" else shape[1:3]
+        t = t.replace(target_size=None if None in spatial else tuple(spatial))
+        layer = find_layer(model, "preprocess_input")
+        if layer is not None and type(layer).__name__ == "Rescaling":  # the model scales its own input
             t = dataclasses.replace(t, preprocessing=None)
     t = t.replace(**overrides)
     return t if preprocessing is _KEEP else dataclasses.replace(t, preprocessing=preprocessing)
@@ -223,10 +159,7 @@ def crop_window(height, width, target_size, crop_fraction, resize_mode):
 
 
 def file_orientation(source) -> np.int32:
-    """The EXIF ``Orientation`` (1..8) of an image file (a path or file object), read by Pillow; 1 when absent or unusable.
-
-    Pillow parses the header only (no decoding): about 0.1 ms a photo.
-    """
+    """The EXIF ``Orientation`` (1..8) of an image file or file object (Pillow, header only); 1 when unusable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -240,10 +173,8 @@ def file_orientation(source) -> np.int32:
 def jpeg_orientation(contents):
     """The EXIF ``Orientation`` (1..8) of image bytes (scalar string tensor); 1 when absent or malformed.
 
-    Read by :func:`file_orientation` through ``tf.numpy_function``, so it works in ``tf.data``
-    and ``tf.function``. Pillow replaced a parser written in TensorFlow ops here: on 500x375
-    photos the graph parser cost more than the decode (see benchmarks/pipeline.py). For files,
-    the pipeline reads the orientation up front instead (cheaper than a Python call per image).
+    :func:`file_orientation` in a ``tf.numpy_function``: Pillow replaced a parser in TensorFlow ops
+    that cost more than the decode (benchmarks/pipeline.py). Pipelines over files read it up front.
     """
     import tensorflow as tf
 
@@ -254,38 +185,27 @@ def jpeg_orientation(contents):
     return orientation
 
 
-def _orientation_ops(orientation):
-    """``(transpose, flip_ud, flip_lr)`` (bool tensors) that turn stored pixels upright, in that order.
+def _stored_window(stored_shape, orientation, size, fraction, mode):
+    """``(window, turn)``: the crop window in stored pixels whose upright view is the crop of the upright
+    image, and the function that turns the decoded window upright.
 
-    EXIF 2: mirror left-right, 3: rotate 180, 4: mirror top-bottom, 5: transpose, 6: rotate 90
-    clockwise (transpose, mirror left-right), 7: transverse, 8: rotate 90 counter-clockwise
-    (transpose, mirror top-bottom); 1 and any other value: as stored (Pillow's exif_transpose table).
+    Pillow's ``exif_transpose`` table: 2 mirror left-right, 3 rotate 180, 4 mirror top-bottom,
+    5 transpose, 6 transpose + mirror left-right, 7 transverse, 8 transpose + mirror top-bottom.
     """
     import tensorflow as tf
 
     o = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation, 1)
     has = lambda *values: tf.reduce_any(tf.equal(o, values))  # noqa: E731
-    return o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
-
-
-def apply_orientation(image, orientation):
-    """``image`` (H, W, C) as seen upright for an EXIF ``orientation`` (1..8; others leave it as is)."""
-    import tensorflow as tf
-
-    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
-    image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
-    return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
-
-
-def _stored_window(stored_shape, orientation, size, fraction, mode):
-    """The crop window in stored pixels whose upright view is the crop of the upright image."""
-    import tensorflow as tf
-
-    transpose, flip_ud, flip_lr = _orientation_ops(orientation)
+    transpose, flip_ud, flip_lr = o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
     h, w = tf.unstack(tf.where(transpose, stored_shape[1::-1], stored_shape[:2]))  # upright size
     oy, ox, ch, cw = tf.unstack(crop_window(h, w, size, fraction, mode))
     oy, ox = tf.where(flip_ud, h - oy - ch, oy), tf.where(flip_lr, w - ox - cw, ox)
-    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw]))
+
+    def turn(image):
+        image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
+        return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
+
+    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw])), turn
 
 
 #: A JPEG's end-of-image marker, and how far into a file an EXIF thumbnail's own marker can lie
@@ -296,11 +216,10 @@ TRUNCATED_JPEG = "truncated JPEG (the file ends before its end-of-image marker)"
 
 
 def _complete_jpeg(contents):
-    """Whether JPEG bytes hold their end-of-image marker (a scalar bool tensor).
+    """Whether JPEG bytes hold their end-of-image marker (a scalar bool tensor; data after it is allowed).
 
-    TensorFlow's decoder writes "Premature end of JPEG data" to stderr (a C++ ``LOG(ERROR)``,
-    ``try_recover_truncated`` or not) for a file cut short, before failing; such a file is
-    refused here first, in our words. Data after the marker (motion photos) is allowed.
+    TensorFlow's decoder logs "Premature end of JPEG data" (C++, to stderr) for a file cut short
+    before failing: such a file is refused here first, in our words.
     """
     import tensorflow as tf
 
@@ -317,23 +236,15 @@ def _complete_jpeg(contents):
 def decode_and_transform(contents, transform: Transform, orientation=None):
     """Encoded image bytes (scalar string tensor) -> float32 ``target_size + (3,)`` in [0, 255].
 
-    Works eagerly and inside ``tf.data``/``tf.function``. Raises
-    ``tf.errors.InvalidArgumentError`` for bytes that are not a decodable image.
-    With ``transform.exif_orientation`` a JPEG is cropped where its upright view
-    is cropped (the window mapped to the stored pixels), then turned upright; ``orientation``
-    (int32 scalar, 1..8) is the one read up front (:func:`file_orientation`); None: read
-    from ``contents`` (:func:`jpeg_orientation`).
+    Eager or in ``tf.data``/``tf.function``; ``tf.errors.InvalidArgumentError`` for bytes that are not
+    a decodable image. ``orientation``: the EXIF orientation read up front (:func:`file_orientation`),
+    used with ``transform.exif_orientation``; None: read from ``contents`` (:func:`jpeg_orientation`).
     """
     import tensorflow as tf
 
     if not isinstance(transform, Transform):
         raise ValueError(f"`transform` must be a keras_xception Transform; received {type(transform).__name__}.")
     size, fraction, mode = transform.target_size, transform.crop_fraction, transform.resize_mode
-
-    def crop(image):
-        shape = tf.shape(image)
-        oy, ox, ch, cw = tf.unstack(crop_window(shape[0], shape[1], size, fraction, mode))
-        return image[oy : oy + ch, ox : ox + cw, :]
 
     def jpeg():
         with tf.control_dependencies([tf.debugging.assert_equal(_complete_jpeg(contents), True, TRUNCATED_JPEG)]):
@@ -342,11 +253,13 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
             return tf.io.decode_and_crop_jpeg(contents, crop_window(shape[0], shape[1], size, fraction, mode), 3)
         # Only without a known orientation: a Python call in the graph slows all of tf.data's map.
         value = jpeg_orientation(contents) if orientation is None else tf.cast(orientation, tf.int32)
-        window = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
-        return apply_orientation(tf.io.decode_and_crop_jpeg(contents, window, channels=3), value)
+        window, turn = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
+        return turn(tf.io.decode_and_crop_jpeg(contents, window, channels=3))
 
     def other():
-        return crop(tf.io.decode_image(contents, channels=3, expand_animations=False))
+        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        oy, ox, ch, cw = tf.unstack(crop_window(tf.shape(image)[0], tf.shape(image)[1], size, fraction, mode))
+        return image[oy : oy + ch, ox : ox + cw, :]
 
     image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     image = tf.image.resize(image, size, method=transform.interpolation)
@@ -360,22 +273,16 @@ def load_image(path, transform: Transform | None = None, **overrides):
 
     Args:
         path: Path of a JPEG, PNG, GIF or BMP file.
-        transform: A :class:`Transform` (default: :func:`resolve_transform`,
-            the ImageNet weights' 299x299, crop 0.875, central, bilinear, with
-            ``exif_orientation=True``: a photo is read upright, as a viewer shows it).
-        **overrides: Transform settings replacing ``transform``'s
-            (``target_size``, ``crop_fraction``, ``resize_mode``, ``interpolation``,
-            ``exif_orientation``).
+        transform: A :class:`Transform` (default: :func:`resolve_transform` with
+            ``exif_orientation=True``: 299x299, crop 0.875, a photo read upright).
+        **overrides: Transform settings replacing ``transform``'s (``target_size``, ...).
 
     Returns:
-        A float32 NumPy array of shape ``(height, width, 3)``, RGB, values in
-        [0, 255] (not yet scaled: pass the batch through ``transform.preprocess``
-        or :func:`preprocess_input`).
+        float32 ``(height, width, 3)``, RGB in [0, 255] (scale the batch with ``transform.preprocess``).
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        PermissionError: if it cannot be read.
-        ValueError: for bad arguments or a file that is not a decodable image.
+        FileNotFoundError, PermissionError: the file is missing or unreadable.
+        ValueError: bad arguments, or a file that is not a decodable image.
     """
     import tensorflow as tf
 

@@ -1,32 +1,17 @@
-"""ImageNet evaluation: top-1/top-5 of any Keras classifier over :mod:`keras_xception.data` records.
+"""Evaluation: one loop for ImageNet top-1/top-5 (:func:`evaluate`) and for a classifier on class folders
+(:func:`evaluate_classifier`, with scikit-learn's per-class figures: :func:`classification_report`).
 
-:func:`evaluate` runs one ``tf.distribute`` strategy (the default one, a
-``MirroredStrategy`` over several devices, or a ``MultiWorkerMirroredStrategy``
-over several hosts) over the decoded records and returns a report dict.
-
-How each image is evaluated exactly once: every worker decodes the records
-whose index ``i`` has ``i % num_workers == worker`` (sharding by index, before
-decoding), then appends padding examples flagged invalid without end, so all
-replicas always receive full batches and run the same number of steps. Each
-step gathers, from every replica, per example: its index (-1 for padding),
-whether it decoded, its label, the top-1 class and whether the label is in the
-top 5 (Keras's ``sparse_top_k_categorical_accuracy``); the loop ends at the
-first step in which no replica saw a real example. Examples that failed to
-decode are explained at the end (or, with ``strict=True``, at once, as an error).
-
-:func:`evaluate_classifier` (a trained classifier on class folders) runs the
-same loop and reports precision, recall, F1 and the confusion matrix by
-scikit-learn (:func:`classification_report`).
-
-The code is in that order: the input (``_replica_dataset``), the step
-(``_replica_step`` on each replica, ``_distributed_step`` across them), the
-loop (``_loop``), then :func:`evaluate` and :func:`evaluate_classifier` with their reports.
+Under any ``tf.distribute`` strategy each image counts once: every input pipeline decodes its shard of
+the records by index, then pads with invalid examples (full batches on every replica); the loop ends at
+the first step in which no replica saw a real example.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import time
 import warnings
 
@@ -34,15 +19,13 @@ import numpy as np
 
 from keras_xception.checks import existing_dir, positive_int
 from keras_xception.data.dataset import Records, decode_records, explain
-from keras_xception.data.files import class_folders
 from keras_xception.data.imagenet import imagenet_wnids
 from keras_xception.data.results import Skipped
 from keras_xception.data.transform import Transform, resolve_transform
-from keras_xception.deploy.predictor import predict_function
+from keras_xception.deploy.predictor import Predictor
+from keras_xception.tasks.options import STRATEGIES
 
 __all__ = ["evaluate", "evaluate_classifier", "classification_report", "make_strategy", "is_chief", "STRATEGIES"]
-
-STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def make_strategy(name="default"):
@@ -51,27 +34,23 @@ def make_strategy(name="default"):
     ``multi-worker`` reads the cluster from the ``TF_CONFIG`` environment
     variable and must be created before TensorFlow runs any operation.
     """
-    import json
-    import os
-
     import tensorflow as tf
 
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        try:
-            cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
-        except (KeyError, ValueError, TypeError):
-            raise ValueError(
-                "strategy='multi-worker' needs the TF_CONFIG environment variable, e.g. "
-                '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": '
-                '"worker", "index": 0}}, set on every worker (index 0 is the chief).'
-            ) from None
-        del cluster
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"`strategy` must be one of {STRATEGIES}; received {name!r}.")
+    if name != "multi-worker":
+        raise ValueError(f"`strategy` must be one of {STRATEGIES}; received {name!r}.")
+    try:
+        json.loads(os.environ["TF_CONFIG"])["cluster"]
+    except (KeyError, ValueError, TypeError):
+        raise ValueError(
+            "strategy='multi-worker' needs the TF_CONFIG environment variable, e.g. "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": '
+            '"worker", "index": 0}}, set on every worker (index 0 is the chief).'
+        ) from None
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def _strategy_name(strategy) -> str:
@@ -79,8 +58,6 @@ def _strategy_name(strategy) -> str:
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "MultiWorkerMirroredStrategy"  # the class is named CollectiveAllReduceStrategy
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return "MirroredStrategy"
     name = type(strategy).__name__
     return "default" if name == "_DefaultDistributionStrategy" else name
 
@@ -92,39 +69,29 @@ def is_chief(strategy) -> bool:
 
 
 def _scores_function(model, runtime, replicas, num_classes, options):
-    """``images -> class scores`` inside the evaluation step, on the Keras model or a Predictor."""
+    """``images -> class scores`` inside the evaluation step: the Keras model, or a Predictor from NumPy."""
     import tensorflow as tf
 
+    predictor = Predictor(model, runtime, **options)  # for "keras": checks the options (float32 only)
     if runtime == "keras":
-        predict_function(model, runtime, **options)  # checks the options (keras runs float32 only)
         return lambda x: model(x, training=False)
     if replicas != 1:
         raise ValueError(
             f"runtime={runtime!r} runs outside TensorFlow and needs the default strategy (one "
             f"replica); this strategy has {replicas}. Use runtime='keras' with tf.distribute."
         )
-    predict = predict_function(model, runtime, **options)
 
     def scores(x):
-        out = tf.numpy_function(lambda a: np.asarray(predict(a), np.float32), [x], tf.float32)
+        out = tf.numpy_function(lambda a: np.asarray(predictor.predict(a), np.float32), [x], tf.float32)
         out.set_shape((None, num_classes))
         return out
 
     return scores
 
 
-# ---------------------------------------------------------------- input
-
-
 def _replica_dataset(ctx, *, records, transform, batch_size):
-    """The batches of one input pipeline (``ctx``: a ``tf.distribute.InputContext``).
-
-    Its shard of the records (by index, before decoding: see
-    :func:`~keras_xception.data.dataset.decode_records`), then padding
-    examples without end (index -1, a zero image, label 0, ``ok`` False), in
-    per-replica batches of ``(index, image, label, ok)``: every replica gets
-    full batches for as long as the loop runs.
-    """
+    """One input pipeline's per-replica batches of ``(index, image, label, ok)``: its shard, then padding
+    without end (index -1, a zero image, label 0, ``ok`` False)."""
     import tensorflow as tf
 
     per_replica = ctx.get_per_replica_batch_size(batch_size)
@@ -135,15 +102,10 @@ def _replica_dataset(ctx, *, records, transform, batch_size):
     return ds.concatenate(pad).batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-# ---------------------------------------------------------------- step
-
-
 def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes):
     """One replica's batch -> per example ``(index, ok, label, top-1 class, top-5 hit)``.
 
-    Padding examples have index -1; ``ok`` is False for them and for examples that failed to
-    decode. A label outside the model's classes fails an assertion whose message names
-    ``label_offset``.
+    A label outside the model's classes fails an assertion whose message names ``label_offset``.
     """
     import keras
     import tensorflow as tf
@@ -161,48 +123,43 @@ def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes)
     return index, tf.cast(ok, tf.int64), label, top1, tf.cast(hit5, tf.int64)  # (strategy.gather takes no bool)
 
 
-def _distributed_step(strategy, replica_step):
-    """A ``tf.function``: a distributed batch -> the per-example outputs of all replicas, gathered."""
+def _distributed_step(strategy, replica_step, records, num_classes):
+    """A distributed batch -> the per-example outputs of all replicas, gathered, in NumPy.
+
+    A label outside ``[0, num_classes)`` becomes a ``ValueError`` about ``label_offset``.
+    """
     import tensorflow as tf
 
     @tf.function
     def step(batch):
         return [strategy.gather(t, axis=0) for t in strategy.run(replica_step, args=batch)]
 
-    return step
+    def run(batch):
+        try:
+            return [t.numpy() for t in step(batch)]
+        except tf.errors.InvalidArgumentError as e:
+            if "label_offset" not in e.message:
+                raise
+            raise ValueError(
+                f"{records.description}: a class label is outside [0, {num_classes}). Wrong "
+                "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
+                "0-based ones need label_offset=0."
+            ) from None
 
-
-def _run_step(step, batch, records, num_classes):
-    """``step(batch)`` in NumPy; a label outside ``[0, num_classes)`` becomes a ``ValueError`` about ``label_offset``."""
-    import tensorflow as tf
-
-    try:
-        return [t.numpy() for t in step(batch)]
-    except tf.errors.InvalidArgumentError as e:
-        if "label_offset" not in e.message:
-            raise
-        raise ValueError(
-            f"{records.description}: a class label is outside [0, {num_classes}). Wrong "
-            "label_offset? TFRecords from the classic scripts store 1..1000 (label_offset=1); "
-            "0-based ones need label_offset=0."
-        ) from None
-
-
-# ---------------------------------------------------------------- the loop
+    return run
 
 
 @dataclasses.dataclass
 class _Run:
-    """What the loop saw: per evaluated example its label, top-1 class and top-5 hit; the skipped ones."""
+    """What the loop saw: per evaluated example its label, top-1 class and top-5 hit; the skipped inputs."""
 
     model: object
     num_classes: int
     labels: np.ndarray
     predicted: np.ndarray
     top5: np.ndarray
-    skipped: list  # (index, name, reason)
+    skipped: list  # (index, Skipped); index None for an input that could not even be listed
     elapsed: float
-    chief: bool
 
 
 def _prepare(model, records, strategy, transform, batch_size):
@@ -237,11 +194,10 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
     import keras
 
     num_classes = int(model.output_shape[-1])
-    if runtime != "keras":
-        options = dict(options, transform=transform)  # reads a calibration directory as the evaluation does
+    options = options if runtime == "keras" else dict(options, transform=transform)  # reads a calibration dir
     scores_of = _scores_function(model, runtime, strategy.num_replicas_in_sync, num_classes, options)
     replica_step = functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
-    step = _distributed_step(strategy, replica_step)
+    step = _distributed_step(strategy, replica_step, records, num_classes)
     chief = is_chief(strategy)
     progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
     kept, bad, hits = [], [], 0
@@ -250,13 +206,15 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
         functools.partial(_replica_dataset, records=records, transform=transform, batch_size=batch_size)
     )
     for batch in batches:
-        index, ok, label, top1, hit5 = _run_step(step, batch, records, num_classes)
+        index, ok, label, top1, hit5 = step(batch)
         real, ok = index >= 0, ok.astype(bool)
         if not real.any():  # no replica saw a real example: every shard is exhausted
             break
         if strict and (real & ~ok).any():
-            index, name, reason = explain(records, index[real & ~ok][:1], transform)[0]
-            raise ValueError(f"Cannot decode {name} (example {index}): {reason}. Without strict it would be skipped.")
+            index, skipped = explain(records, index[real & ~ok][:1], transform)[0]
+            raise ValueError(
+                f"Cannot decode {skipped.path} (example {index}): {skipped.reason}. Without strict it would be skipped."
+            )
         bad += [int(i) for i in index[real & ~ok]]
         kept.append(np.stack([index, label, top1, hit5])[:, real & ok])
         hits += int(np.sum(kept[-1][1] == kept[-1][2]))
@@ -265,12 +223,10 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
     elapsed = time.perf_counter() - start
     index, labels, predicted, top5 = np.concatenate(kept, axis=1) if kept else np.zeros((4, 0), np.int64)
     skipped = explain(records, bad, transform)
-    for _, name, reason in skipped if chief else []:  # (unreadable folders were warned about when listed)
-        warnings.warn(f"Skipped {Skipped(name, reason)}", stacklevel=3)
-    return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed, chief)
-
-
-# ---------------------------------------------------------------- ImageNet
+    for _, s in skipped if chief else []:  # (unreadable folders were warned about when listed)
+        warnings.warn(f"Skipped {s}", stacklevel=3)
+    skipped += [(None, Skipped(path, reason)) for path, reason in records.problems]
+    return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed)
 
 
 def evaluate(
@@ -291,37 +247,27 @@ def evaluate(
     """Top-1/top-5 accuracy of a classifier over ImageNet records.
 
     Args:
-        model: A Keras model mapping a batch of (preprocessed) images to
-            class scores (logits or probabilities), or a zero-argument
-            function returning one; with a distribution strategy pass the
-            function, so that the model is built in the strategy's scope.
+        model: A Keras model (preprocessed images -> class scores), or a function returning one
+            (pass that with a distribution strategy: the model is built in its scope).
         records: :class:`keras_xception.data.Records` (``*_records``).
-        transform: A :class:`~keras_xception.data.transform.Transform`
-            (default: :func:`~keras_xception.data.transform.resolve_transform`
-            for the model: the ``imagenet`` transform at its input size).
+        transform: A :class:`~keras_xception.Transform` (default: the ``imagenet`` one at the model's size).
         batch_size: Global batch size (split over the replicas).
         limit: Evaluate only the first ``limit`` records.
         strategy: A ``tf.distribute.Strategy`` (default: the current one).
-        strict: Raise ``ValueError`` at the first file that cannot be decoded
-            instead of skipping it.
+        strict: ``ValueError`` at the first file that cannot be decoded (else it is skipped).
         per_class: Add per-class count/top-1/top-5 to the report.
-        runtime: ``"keras"`` (the model inside the strategy's ``tf.function``)
-            or a :class:`keras_xception.deploy.predictor.Predictor` runtime
-            (``"auto"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``),
-            called from the input pipeline's step; only with the default
-            strategy (one replica).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (a Predictor runtime;
-            not ``"keras"``): measure the top-1 of a reduced-precision model.
-        calibration: int8 calibration images (a directory read with
-            ``transform``, a numpy array of model inputs or a ``tf.data.Dataset``).
+        runtime: ``"keras"`` (the model inside the strategy's ``tf.function``) or a
+            :class:`~keras_xception.Predictor` runtime (``"auto"``, ``"tensorflow"``,
+            ``"onnxruntime"``, ``"openvino"``; the default strategy only).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (a Predictor runtime, not ``"keras"``).
+        calibration: int8 calibration images (a directory, an array of inputs, a ``tf.data.Dataset``).
         verbose: 1 shows a ``keras.utils.Progbar`` (on the chief only).
 
     Returns:
-        The report dict: ``top1``, ``top5`` (None if nothing was evaluated),
-        ``count``, ``top1_correct``, ``top5_correct``, ``skipped`` (a list of
-        ``{"index", "name", "reason"}``), ``transform``, ``batch_size``,
-        ``strategy``, ``num_replicas``, ``elapsed_seconds``,
-        ``images_per_second`` and, on request, ``per_class``.
+        The report dict: ``top1``, ``top5`` (None if nothing was evaluated), ``count``,
+        ``top1_correct``, ``top5_correct``, ``skipped`` (``{"index", "name", "reason"}``),
+        ``source``, ``transform``, ``model``, ``num_classes``, ``batch_size``, ``strategy``,
+        ``num_replicas``, ``elapsed_seconds``, ``images_per_second``, on request ``per_class``.
     """
     import tensorflow as tf
 
@@ -330,28 +276,26 @@ def evaluate(
     records = records.take(limit)
     options = dict(precision=precision, calibration=calibration)
     run = _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose)
-    if run.labels.size == 0:
+    if not run.labels.size:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
     return _topk_report(run, records, transform, batch_size, strategy, per_class)
 
 
 def _topk_report(run, records, transform, batch_size, strategy, per_class) -> dict:
-    """:func:`evaluate`'s report of a :class:`_Run`."""
+    """:func:`evaluate`'s report of the loop's :class:`_Run`."""
     count = int(run.labels.size)
     c1, c5 = int(np.sum(run.predicted == run.labels)), int(np.sum(run.top5))
-    skipped = [dict(index=i, name=n, reason=r) for i, n, r in run.skipped]
-    skipped += [dict(index=None, name=path, reason=reason) for path, reason in records.problems]
     report = dict(
         top1=c1 / count if count else None,
         top5=c5 / count if count else None,
         count=count,
         top1_correct=c1,
         top5_correct=c5,
-        skipped=skipped,
+        skipped=[dict(index=i, name=s.path, reason=s.reason) for i, s in run.skipped],
         source=records.description,
+        transform=transform.to_dict(),
         model=run.model.name,
         num_classes=run.num_classes,
-        transform=transform.to_dict(),
         batch_size=batch_size,
         strategy=_strategy_name(strategy),
         num_replicas=strategy.num_replicas_in_sync,
@@ -375,72 +319,42 @@ def _per_class_topk(run) -> dict:
     }
 
 
-# ---------------------------------------------------------------- class folders
-
-
 def evaluate_classifier(
     classifier, val_dir, *, batch_size=32, runtime="keras", precision="fp32", calibration=None, strict=False, verbose=1
 ) -> dict:
     """Accuracy, per-class figures and the confusion matrix of ``classifier`` on class folders.
 
-    ``classifier``: any object with ``.model`` (class probabilities), ``.class_names`` and
-    ``.transform`` (a trained :class:`~keras_xception.tasks.classifier.Classifier`).
-    ``val_dir/<class>/*``: every sub-folder must be named like one of the classifier's classes
-    (a subset is fine). ``runtime``, ``precision`` and ``calibration`` (read with the
-    classifier's transform) as in :func:`~keras_xception.tasks.extraction.extract_features`.
-    The loop is :func:`evaluate`'s.
+    ``classifier``: has ``.model`` (class probabilities), ``.class_names`` and ``.transform`` (a
+    :class:`~keras_xception.tasks.classifier.Classifier`). Each ``val_dir/<class>`` folder must be
+    one of its classes. ``runtime``, ``precision``, ``calibration``: as in :func:`evaluate`.
 
     Returns:
-        ``accuracy``, ``count``, ``per_class`` (precision, recall, f1, support),
-        ``confusion_matrix`` (rows: true class, columns: predicted, in ``class_names`` order),
-        ``class_names``, ``skipped`` (``{"path", "reason"}``), ``source``, ``transform``,
-        ``runtime``, ``precision``, ``elapsed_seconds`` (and ``top5_accuracy`` with more than 5
-        classes).
+        :func:`classification_report`'s dict, and ``class_names``, ``skipped`` (``{"path",
+        "reason"}``), ``source``, ``transform``, ``runtime``, ``precision``, ``elapsed_seconds``.
     """
     import tensorflow as tf
 
     batch_size = positive_int(batch_size, "batch_size")
     val_dir = existing_dir(val_dir, "val_dir", "an existing folder of class folders")
-    start = time.perf_counter()
     class_names = list(classifier.class_names)
-    records, skipped = _class_folder_records(val_dir, class_names, strict)
-    strategy = tf.distribute.get_strategy()
+    records = Records.from_class_folders(val_dir, class_names, strict=strict)
     options = dict(precision=precision, calibration=calibration)
+    strategy = tf.distribute.get_strategy()
     run = _loop(
         classifier.model, records, classifier.transform, batch_size, strategy, runtime, options, strict, verbose
     )
     if run.labels.size == 0:
         raise ValueError(f"None of the {records.size} images under {val_dir!r} could be read.")
-    report = classification_report(run.labels, run.predicted, class_names, top5=run.top5)
-    report.update(
+    return dict(
+        classification_report(run.labels, run.predicted, class_names, top5=run.top5),
         class_names=class_names,
-        skipped=[dict(path=s.path, reason=s.reason) for s in skipped + [Skipped(n, r) for _, n, r in run.skipped]],
+        skipped=[dict(path=s.path, reason=s.reason) for _, s in run.skipped],
         source=val_dir,
         transform=classifier.transform.to_dict(),
         runtime=runtime,
         precision=precision,
-        elapsed_seconds=round(time.perf_counter() - start, 3),
+        elapsed_seconds=round(run.elapsed, 3),
     )
-    return report
-
-
-def _class_folder_records(val_dir, class_names, strict):
-    """The records of ``val_dir``'s class folders, labelled by ``class_names``, and what could not be listed."""
-    problems = []
-    paths, folder_labels, folder_classes = class_folders(val_dir, problems)
-    index = {c: i for i, c in enumerate(class_names)}
-    unknown = sorted(set(folder_classes) - set(index))
-    if unknown:
-        raise ValueError(
-            f"{val_dir!r} has class folders the model does not know: {unknown}; its classes are {class_names}."
-        )
-    skipped = [Skipped(path, reason) for path, reason in problems]
-    for s in skipped:
-        if strict:
-            raise ValueError(f"Cannot read {s}.")
-        warnings.warn(f"Skipped {s}", stacklevel=3)
-    labels = [index[folder_classes[k]] for k in folder_labels]
-    return Records.from_files(paths, labels, description=val_dir), skipped
 
 
 def classification_report(labels, predicted, class_names, *, top5=None) -> dict:

@@ -1,14 +1,5 @@
-"""Feature extraction: one vector per image file, for search, clustering or a new classifier.
-
-Each image is read with :func:`keras_xception.load_image` (the evaluation
-transform of the weights) and scaled with :func:`keras_xception.preprocess_input`,
-exactly as for classification, then run through Xception without its top.
-
-The vector is the globally average-pooled output of the last block
-(``block14_sepconv2_act``, 2048-d) by default. With ``layer=NAME`` it is that
-layer's output, **globally average pooled** over the spatial axes when it is a
-feature map (so the length is the layer's channel count and does not depend on
-the image size); outputs that are already vectors are used as they are.
+"""Feature extraction: one vector per image file (read as :func:`keras_xception.load_image` reads it), the
+globally average-pooled output of Xception's last block (2048-d) or of the layer named by ``layer=``.
 """
 
 from __future__ import annotations
@@ -24,19 +15,19 @@ from keras_xception.data.dataset import map_batches
 from keras_xception.data.files import list_images
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
-from keras_xception.deploy.predictor import predict_function
+from keras_xception.deploy.predictor import Predictor
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
 from keras_xception.xception import Xception
 
-__all__ = ["pooled_feature_model", "extract_features", "save_features", "predict_batches"]
+__all__ = ["pooled_feature_model", "extract_features", "save_features"]
 
 
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
     """A Keras model: preprocessed images (``image_size``, default: the weights') -> N x D features.
 
-    See the module docstring for what the features are. Raises ``ValueError``
-    for an unknown ``layer`` (the message lists valid names).
+    ``layer``: default the last block's; a feature map is average pooled, a vector used as it is;
+    ``ValueError`` for an unknown one (the message lists valid names).
     """
     size = resolve_transform(weights, target_size=image_size).target_size
     base = Xception(include_top=False, weights=weights, input_shape=size + (3,), pooling=None)
@@ -51,26 +42,6 @@ def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
             "Xception(include_top=False).summary())."
         )
     return feature_model(base, layer, pool=True, name="xception_features")
-
-
-def predict_batches(predict, batches, *, total=None, unit_name="image", verbose=1):
-    """Deprecated: use :func:`keras_xception.data.dataset.map_batches`; kept while tasks.transfer imports it.
-
-    Runs ``predict`` over ``batches`` of ``(x or None, done)`` with a progress bar of ``total``;
-    the outputs concatenated (float32), None when ``predict`` was never called.
-    """
-    import keras
-
-    outputs, seen = [], 0
-    progbar = keras.utils.Progbar(total, unit_name=unit_name, verbose=verbose)
-    for x, done in batches:
-        if x is not None:
-            outputs.append(np.asarray(predict(x), dtype="float32"))
-        seen += done
-        progbar.update(seen)
-    if total is None or seen < total:
-        progbar.update(seen, finalize=True)
-    return np.concatenate(outputs) if outputs else None
 
 
 def _image_files(source, strict):
@@ -125,30 +96,21 @@ def extract_features(
         source: A directory (searched by :func:`~keras_xception.data.files.list_images`) or a list of paths.
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
-        image_size: Square side (or ``(height, width)``); default: the
-            weights' evaluation size, 299.
+        image_size: Square side (or ``(height, width)``); default: the weights' size, 299.
         batch_size: Images per forward pass.
-        model: A ready model to run instead of :func:`pooled_feature_model`
-            (its input size must match the transform's; any single-input
-            model, e.g. a classifier: its outputs are returned).
+        model: A ready single-input model instead of :func:`pooled_feature_model` (its input
+            size must match the transform's; e.g. a classifier: its outputs are returned).
         transform: The :class:`~keras_xception.data.transform.Transform` (default: ``resolve_transform``
             of ``weights`` and ``model`` at ``image_size``, ``exif_orientation=True``: photos upright).
-        runtime: ``"keras"`` (``model.predict_on_batch``) or a
-            :class:`keras_xception.Predictor` runtime (``"auto"``,
-            ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (not with ``runtime="keras"``).
-        calibration: int8 calibration images: a directory (read with
-            ``transform``), a numpy array of model inputs or a ``tf.data.Dataset``
-            (see :class:`keras_xception.Predictor`).
+        runtime, precision, calibration: as for :class:`keras_xception.Predictor` (``"keras"``:
+            ``predict_on_batch``, float32 only; int8 calibration images: a directory read with
+            ``transform``, an array of model inputs or a ``tf.data.Dataset``).
         verbose: 0 silent, 1 a progress bar, 2 one line at the end.
-        strict: Raise ``ValueError`` at the first file or folder that cannot
-            be read instead of skipping it.
+        strict: ``ValueError`` at the first file or folder that cannot be read (else skipped).
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``features`` (N x D float32, also
-        ``outputs``), ``paths`` (the N images in row order) and ``skipped``
-        (:class:`~keras_xception.data.results.Skipped`: every file or folder that could not be
-        read, warned about once each as ``Skipped path: reason``).
+        ``outputs``), ``paths`` (row order) and ``skipped`` (each warned about once).
 
     Raises:
         ValueError: bad arguments, no image files, or no readable image.
@@ -158,7 +120,7 @@ def extract_features(
     if transform is None:
         transform = resolve_transform(weights, model=model, target_size=image_size, exif_orientation=True)
     model = _feature_model(model, weights, layer, transform)
-    predict = predict_function(model, runtime, precision=precision, calibration=calibration, transform=transform)
+    predict = Predictor(model, runtime, precision=precision, calibration=calibration, transform=transform).predict
     results = map_batches(predict, paths, transform, batch_size=batch_size, strict=strict, verbose=verbose)
     if results.outputs is None:
         raise ValueError(f"None of the {len(paths)} image files could be read; the first: {results.skipped[0]}.")

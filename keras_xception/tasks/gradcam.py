@@ -1,15 +1,8 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017): where in the image the evidence for a class is.
 
-For a class ``c`` with score ``y_c`` (the logit, before softmax) and the
-activations ``A`` of a convolutional layer (by default the last feature map
-of the Xception in the model: ``block14_sepconv2_act`` for the official one),
-each channel ``k`` gets the weight
-``alpha_k = mean_ij dy_c/dA_k(i, j)`` and the heatmap is
-``relu(sum_k alpha_k A_k)``, scaled to [0, 1].
-
-The gradient is taken with ``tf.GradientTape``, so this module needs the
-TensorFlow backend; it is the only TensorFlow-specific part of prediction.
-Plotting (:func:`save_cam_figure`) uses matplotlib.
+For the score ``y_c`` of class ``c`` (the logit) and the activations ``A`` of a convolutional layer
+(default: the Xception's last feature map), channel ``k`` weighs ``alpha_k = mean_ij dy_c/dA_k(i, j)``
+and the heatmap is ``relu(sum_k alpha_k A_k)``, scaled to [0, 1]. TensorFlow backend (``tf.GradientTape``).
 """
 
 from __future__ import annotations
@@ -19,30 +12,21 @@ import numpy as np
 from keras_xception.checks import non_negative_int
 from keras_xception.model.introspect import block_numbers, find_layer, tap
 
-__all__ = ["DEFAULT_LAYER", "grad_cam", "save_cam_figure"]
-
-#: The last feature map of the official Xception (the default ``layer`` for it).
-DEFAULT_LAYER = "block14_sepconv2_act"
+__all__ = ["grad_cam", "save_cam_figure"]
 
 
 def grad_cam(model, image, class_index=None, layer=None):
     """Grad-CAM heatmap of ``model`` for one preprocessed image.
 
     Args:
-        model: A Keras classifier, e.g. ``Xception(include_top=True)`` or a
-            :func:`~keras_xception.tasks.transfer.build_classifier` model
-            (nested backbone and head). When its last layer (or its nested
-            head's) is a Dense layer, the gradient is taken of that layer's
-            pre-activation output (the logit), as Grad-CAM prescribes.
-        image: One image as ``model`` takes it (scaled by ``preprocess_input``
-            for ``Xception``, raw [0, 255] for a ``build_classifier`` model
-            with preprocessing), shape ``(H, W, 3)`` or ``(1, H, W, 3)``.
+        model: A Keras classifier, e.g. ``Xception(include_top=True)`` or a ``build_classifier``
+            model (nested backbone and head). When its last layer (or its head's) is Dense, the
+            gradient is taken of the logit (its pre-activation output), as Grad-CAM prescribes.
+        image: One image as ``model`` takes it, ``(H, W, 3)`` or ``(1, H, W, 3)``.
         class_index: The class to explain (default: the top-scoring class).
-        layer: Name of the convolutional layer whose activations are
-            weighted, anywhere in ``model`` (nested models included). Default:
-            the last feature map of the Xception in ``model``
-            (``block14_sepconv2_act`` for the official model,
-            ``block7_sepconv2_act`` for ``middle_flow_blocks=1``).
+        layer: The convolutional layer whose activations are weighted, anywhere in ``model``
+            (nested models included). Default: the Xception's last feature map
+            (``block14_sepconv2_act`` for the official model).
 
     Returns:
         ``(heatmap, class_index)``: a float32 array of the layer's spatial
