@@ -12,7 +12,7 @@ from conftest import SMALL, rel_diff, small_xception
 from keras_xception import cli
 from keras_xception.data.metadata import read_record
 from keras_xception.data.transform import load_image, resolve_transform
-from keras_xception.deploy import int8 as prec
+from keras_xception.deploy import calibration as prec
 from keras_xception.deploy import runtimes
 from keras_xception.deploy.export import export
 from keras_xception.deploy.predictor import Predictor, predict_function

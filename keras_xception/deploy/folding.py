@@ -1,25 +1,11 @@
-"""BatchNormalization folding: an inference-only copy of a model with every
-BatchNormalization that directly follows a convolution merged into it.
+"""BatchNormalization folding: an inference-only copy of a model with every BatchNormalization that
+directly follows a convolution merged into it (kernel scaled by ``gamma / sqrt(var + eps)`` along the output
+channels, the pointwise kernel of a SeparableConv2D; bias ``scale * (b - mean) + beta``). Layers keep their
+names; each folded BatchNormalization becomes an ``Identity``. Exact up to float rounding (about 1e-6).
 
-Used only where it measurably wins: the TensorFlow runtime and SavedModel exports (TensorFlow does
-not fuse them: full-size Xception, 299x299, CPU time per call 1434 against 1609 ms at batch 8 and
-205 against 227 ms at batch 1). OpenVINO and ONNX Runtime fuse Conv+BatchNormalization themselves:
-folding first changed neither their speed (within 3%) nor their outputs (the same max relative
-difference to Keras, 5.3e-7 and 3.2e-7) nor their int8 agreement (digits model: ONNX Runtime
-identical; OpenVINO 385 against 386 of 397 top-1), and cost 4-8 s per export.
-
-In inference mode BatchNormalization is a per-channel affine map,
-``y = s * (z - mean) + beta`` with ``s = gamma / sqrt(var + eps)``. When ``z``
-is the output of a convolution ``z = W * x + b`` (and nothing else reads
-``z``), the pair equals one convolution with kernel ``s * W`` (scaled along the
-output-channel axis) and bias ``s * (b - mean) + beta``. For a
-SeparableConv2D only the pointwise kernel is scaled. The result is exact up to
-float rounding (relative differences around 1e-6 in float32).
-
-The folded model has the same layers, names and connectivity as the original:
-each folded convolution gets ``use_bias=True`` and each folded
-BatchNormalization becomes a ``keras.layers.Identity`` with the same name,
-which costs nothing once the model is traced into a graph.
+Used for the TensorFlow runtime and SavedModel exports only, which do not fuse them (299x299, CPU time per
+call 1434 against 1609 ms at batch 8: ``python benchmarks/inference.py``). OpenVINO and ONNX Runtime fuse
+them themselves: folding first changed neither their speed (within 3%) nor their outputs.
 """
 
 from __future__ import annotations
@@ -83,14 +69,9 @@ def _bn_scale_shift(bn):
 
 
 def fold_batchnorm(model, name: str | None = None):
-    """Return a copy of the functional ``model`` with BatchNormalization folded
-    into the preceding Conv2D / SeparableConv2D layers (see the module docstring).
-
-    The copy is for inference only (it has no BatchNormalization left to train)
-    and gives the same outputs as ``model(x, training=False)`` up to float
-    rounding. Layers keep their names; the original model is not modified.
-    BatchNormalization layers that cannot be folded (shared input, other
-    producers) are kept as they are.
+    """A copy of the functional ``model`` with BatchNormalization folded into the preceding Conv2D /
+    SeparableConv2D layers, for inference: ``model(x, training=False)``'s outputs up to float rounding.
+    ``model`` is not modified; a BatchNormalization that cannot be folded (shared input) is kept.
 
     Args:
         model: A functional (or Sequential) ``keras.Model``.

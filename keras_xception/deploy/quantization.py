@@ -1,10 +1,5 @@
-"""Reduced precision with its accuracy measured: :func:`quantize` and :func:`agreement`.
-
-Post-training int8 usually costs a fraction of a point of top-1, and
-sometimes collapses (a bad calibration set, an unlucky layer), so the
-reduced-precision model is compared with the float32 Keras model on held-out
-images every time, and written only when it agrees.
-"""
+"""Reduced precision with its accuracy measured: :func:`quantize` compares the model with float32 on
+held-out images (:func:`agreement`) and writes it only when it agrees."""
 
 from __future__ import annotations
 
@@ -16,17 +11,16 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import fraction
-from keras_xception.deploy.int8 import calibration_images, warn_if_few
+from keras_xception.deploy.calibration import calibration_images, warn_if_few
 from keras_xception.deploy.predictor import Predictor
-from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities
+from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities, runtime_of_file
 
 __all__ = ["agreement", "quantize", "out_runtime", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
 
 #: Default threshold of :func:`quantize`: top-1 agreement (classifiers) or mean cosine (features).
 DEFAULT_MIN_AGREEMENT = 0.99
 
-#: What the small-calibration warning advises inside :func:`quantize` (the Python function and the
-#: ``keras-xception quantize`` command alike): the measurement is already under way.
+#: What the small-calibration warning advises inside :func:`quantize` (the measurement is under way).
 _ADVICE = "the agreement measured on the holdout images in this run says whether it is close enough to float32."
 
 
@@ -45,7 +39,7 @@ def outputs_are_classes(model) -> bool:
 
 def out_runtime(out, runtime: str = "auto") -> str:
     """The runtime that writes ``out`` (``.xml``: openvino, ``.onnx``: onnxruntime), checked against ``runtime``."""
-    found = {".xml": "openvino", ".onnx": "onnxruntime"}.get(os.path.splitext(os.fspath(out))[1])
+    found = runtime_of_file(out)
     if found is None:
         raise ValueError(f"`out` must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {out!r}.")
     if runtime not in ("auto", found):
