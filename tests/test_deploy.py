@@ -46,7 +46,7 @@ def _installed(runtime):
     if runtime == "keras":
         return True
     try:
-        runtimes.resolve_runtime(runtime)
+        runtimes.runtime_for(runtime)
     except RuntimeNotInstalledError:
         return False
     return True
@@ -131,7 +131,7 @@ def test_predictor_matches_keras(runtime, model, x, expected):
 
 
 def test_predictor_auto_picks_the_first_installed_runtime():
-    assert runtimes.resolve_runtime("auto") == runtimes.available_runtimes()[0]
+    assert runtimes.runtime_for("auto") == runtimes.available_runtimes()[0]
     assert "tensorflow" in runtimes.available_runtimes()
 
 

@@ -1,11 +1,7 @@
-"""The backends behind :class:`~keras_xception.deploy.predictor.Predictor`, one class per runtime: how it
-builds from a Keras model or reads its file, quantizes to int8 (NNCF for OpenVINO, ONNX Runtime's static
-QDQ quantizer for ONNX), runs one chunk on all threads (``run_one``) or several on concurrent streams
-(``run_many``), and writes its file (``save``).
-
-Each is built as ``Backend(source, threads, workers, precision, calibrate)``, ``calibrate(input_shape)``
-returning the int8 calibration images, and has ``input_shape`` and ``precision``.
-"""
+"""The backends of :class:`~keras_xception.deploy.predictor.Predictor`, one class per runtime, built as
+``Backend(source, threads, workers, precision, calibrate)`` (``calibrate(input_shape)``: the int8 calibration
+images): how it builds from a Keras model or reads its file, quantizes to int8, runs one chunk on all threads
+(``run_one``) or several on concurrent streams (``run_many``) and writes its file (``save``)."""
 
 from __future__ import annotations
 
@@ -106,28 +102,30 @@ class _OnnxRuntimeBackend:
     threads run from ``workers`` Python threads at once (ONNX Runtime releases the GIL)."""
 
     def __init__(self, source, threads, workers, precision, calibrate):
+        import onnx
         import onnxruntime  # noqa: F401  (fail early if missing)
 
         if isinstance(source, str):
-            with open(source, "rb") as f:
-                self._onnx = f.read()
+            self._onnx = onnx.load(source)
         else:
-            self._onnx = _exported(source, "onnx", "model.onnx")[".onnx"]
-        nodes = {node.op_type for node in _onnx_graph(self._onnx).node}
+            self._onnx = onnx.load_from_string(_exported(source, "onnx", "model.onnx")[".onnx"])
+        dims = self._onnx.graph.input[0].type.tensor_type.shape.dim[1:]
+        self.input_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        nodes = {node.op_type for node in self._onnx.graph.node}
         self.precision = "int8" if nodes & {"QuantizeLinear", "QLinearConv"} else "fp32"
         if precision == "int8" and self.precision != "int8":
-            self._quantize(calibrate(_onnx_input_shape(self._onnx)))
+            self._quantize(calibrate(self.input_shape))
         self._threads, self._workers = threads, workers
         self._latency, self._throughput = self._session(threads), None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="keras-xception")
         self._input = self._latency.get_inputs()[0].name
-        self.input_shape = _onnx_input_shape(self._onnx)
 
     def _quantize(self, images):
         """Static QDQ int8: per-channel int8 weights, uint8 activations, MinMax calibration on ``images``."""
+        import onnx
         from onnxruntime import quantization as q
 
-        graph = _onnx_graph(self._onnx)
+        graph = self._onnx.graph
         feed = iter({graph.input[0].name: images[i : i + 1]} for i in range(len(images)))
 
         class Reader(q.CalibrationDataReader):
@@ -139,8 +137,7 @@ class _OnnxRuntimeBackend:
         keep_float = [node.name for node in graph.node if node.op_type == "Softmax"]
         with tempfile.TemporaryDirectory(prefix="keras-xception-") as tmp:
             src, pre, out = (os.path.join(tmp, n) for n in ("model.onnx", "pre.onnx", "int8.onnx"))
-            with open(src, "wb") as f:
-                f.write(self._onnx)
+            onnx.save(self._onnx, src)  # a path: onnxruntime 1.18 reads no ModelProto here
             q.quant_pre_process(src, pre, skip_symbolic_shape=True)
             q.quantize_static(
                 pre,
@@ -152,8 +149,7 @@ class _OnnxRuntimeBackend:
                 weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=keep_float,
             )
-            with open(out, "rb") as f:
-                self._onnx, self.precision = f.read(), "int8"
+            self._onnx, self.precision = onnx.load(out), "int8"
 
     def _session(self, threads):
         import onnxruntime as ort
@@ -163,7 +159,7 @@ class _OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Busy-waiting threads steal the CPU from the others on a shared machine (measured: up to 2x slower).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(self._onnx.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def run_one(self, x, session=None):
         return (session or self._latency).run(None, {self._input: x})[0]
@@ -174,19 +170,9 @@ class _OnnxRuntimeBackend:
         return list(self._pool.map(lambda c: self.run_one(c, self._throughput), chunks))
 
     def save(self, path):
-        with open(path, "wb") as f:
-            f.write(self._onnx)
+        import onnx
 
-
-def _onnx_graph(onnx_bytes):
-    import onnx
-
-    return onnx.load_from_string(onnx_bytes).graph
-
-
-def _onnx_input_shape(onnx_bytes):
-    dims = _onnx_graph(onnx_bytes).input[0].type.tensor_type.shape.dim[1:]
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        onnx.save(self._onnx, path)
 
 
 class _OpenVINOBackend:

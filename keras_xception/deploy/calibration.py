@@ -29,21 +29,18 @@ def calibration_images(
     """Model inputs from ``source`` as one float32 array of at most ``limit`` images.
 
     Args:
-        source: A numpy array (a batch of model inputs, already preprocessed),
-            a ``tf.data.Dataset`` yielding such batches, single images, or
-            ``(inputs, labels)`` pairs, a directory of image files (searched
-            recursively), or a list of image paths. Files are read with
-            ``transform`` (a random sample of ``limit`` of them when there
-            are more, so every class folder is represented); unreadable ones
-            are warned about and left out.
+        source: A numpy array (a batch of model inputs, already preprocessed), a ``tf.data.Dataset`` yielding
+            such batches, single images, or ``(inputs, labels)`` pairs, a directory of image files (searched
+            recursively), or a list of image paths. Files are read with ``transform`` (a random sample of
+            ``limit`` of them when there are more, so every class folder is represented); unreadable ones are
+            warned about and left out.
         input_shape: The model's input shape without the batch dimension.
         transform: How files become model inputs (required for files).
         limit: The most images to take (None: all).
         what: The argument's name, for messages (``"calibration"``, ``"holdout"``).
 
     Raises:
-        ValueError: ``source`` is None, of another type, of the wrong shape,
-            holds no image, or holds non-finite values.
+        ValueError: ``source`` is None, of another type or shape, holds no image or non-finite values.
     """
     import tensorflow as tf
 
@@ -55,7 +52,8 @@ def calibration_images(
         )
     cap = positive_int(limit, f"{what}_size", allow_none=True) or np.iinfo(np.int64).max
     input_shape = tuple(input_shape)
-    if isinstance(source, (str, os.PathLike)) or _is_path_list(source):
+    paths = isinstance(source, (list, tuple)) and bool(source) and isinstance(source[0], (str, os.PathLike))
+    if paths or isinstance(source, (str, os.PathLike)):
         images = _read_files(source, transform, cap, seed, what)
     elif isinstance(source, tf.data.Dataset):
         images = _take_from_dataset(source, input_shape, cap, what)
@@ -71,10 +69,6 @@ def calibration_images(
     if not np.all(np.isfinite(images)):
         raise ValueError(f"`{what}` images contain NaN or infinite values.")
     return np.ascontiguousarray(images, dtype=np.float32)
-
-
-def _is_path_list(source) -> bool:
-    return isinstance(source, (list, tuple)) and bool(source) and isinstance(source[0], (str, os.PathLike))
 
 
 def _read_files(source, transform, cap, seed, what):
@@ -105,7 +99,7 @@ def _take_from_dataset(dataset, input_shape, cap, what):
         count += len(parts[-1])
         if count >= cap:
             break
-    return np.concatenate(parts) if parts else np.zeros((0,) + input_shape, np.float32)
+    return np.concatenate(parts) if parts else None
 
 
 def as_batch(x, input_shape, what: str = "x", one: bool = False) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Export a model for serving (:func:`export`): the runtime's :class:`~keras_xception.deploy.predictor.Predictor`
-writes it with its metadata record, then the file is read back and compared with the model."""
+"""Export a model for serving (:func:`export`): the format's runtime (a
+:class:`~keras_xception.deploy.predictor.Predictor`) writes it with its metadata record, then the file is read back
+and compared with the model."""
 
 from __future__ import annotations
 
@@ -57,17 +58,7 @@ def export(
         RuntimeNotInstalledError: the format's packages are missing (names the extra).
         ParityError: the exported artifact disagrees (the artifact is removed).
     """
-    path = check_export_path(path, format)
-    check_precision(precision)
-    require(FORMATS[format], what=f"format={format!r}")
-    if precision == "bf16":
-        raise ValueError(
-            "precision='bf16' is chosen when a model is compiled, not stored in the file: export in "
-            "precision='fp32' and run it with Predictor(path, precision='bf16') (keras-xception predict "
-            "--precision bf16)."
-        )
-    if precision == "int8" and format == "savedmodel":
-        raise ValueError("precision='int8' is written for format='onnx' or 'openvino'; received format='savedmodel'.")
+    path = _check_file(path, format, precision)
     built = Predictor(
         model,
         FORMATS[format],
@@ -85,6 +76,22 @@ def export(
         except BaseException:
             _remove(path, format)  # a model that fails its check is not left behind
             raise
+    return path
+
+
+def _check_file(path, format, precision):
+    """``path`` checked for ``format`` and ``precision`` (what a file can hold), the format's runtime installed."""
+    path = check_export_path(path, format)
+    check_precision(precision)
+    require(FORMATS[format], what=f"format={format!r}")
+    if precision == "bf16":
+        raise ValueError(
+            "precision='bf16' is chosen when a model is compiled, not stored in the file: export in "
+            "precision='fp32' and run it with Predictor(path, precision='bf16') (keras-xception predict "
+            "--precision bf16)."
+        )
+    if precision == "int8" and format == "savedmodel":
+        raise ValueError("precision='int8' is written for format='onnx' or 'openvino'; received format='savedmodel'.")
     return path
 
 

@@ -3,6 +3,7 @@ batch, on any runtime (keras, tensorflow, onnxruntime, openvino) and precision (
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -116,7 +117,15 @@ class Predictor:
             source = self._open_file(os.fspath(model), runtime, precision, transform)
         else:
             source, wanted = self._take_model(model, runtime, precision or "fp32", transform), precision or "fp32"
-        calibrate = self._calibrator(calibration, calibration_size)
+
+        @functools.cache
+        def calibrate(shape):  # the int8 calibration images, read once
+            images = calibration_images(
+                calibration, input_shape=shape, transform=self.transform, limit=calibration_size
+            )
+            self.calibration_count = len(images)
+            return images
+
         if wanted == "int8" and self._output_shape is not None:
             calibrate(self.input_shape)  # bad calibration data fails before the slow export
         self._backend = BACKENDS[self.runtime](source, self.threads, self.workers, wanted, calibrate)
@@ -163,19 +172,6 @@ class Predictor:
         self.class_names = None
         # TensorFlow does not fuse Conv+BatchNormalization; folded: 11% less CPU time (deploy/folding.py).
         return fold_batchnorm(model) if self.runtime == "tensorflow" else model
-
-    def _calibrator(self, calibration, limit):
-        """``calibrate(input_shape)``: the int8 calibration images, read once."""
-        images = None
-
-        def calibrate(shape):
-            nonlocal images
-            if images is None:
-                images = calibration_images(calibration, input_shape=shape, transform=self.transform, limit=limit)
-                self.calibration_count = len(images)
-            return images
-
-        return calibrate
 
     def _check_built(self, source, precision, calibration):
         """The precision asked of a file is the one it holds; warnings about what was built."""

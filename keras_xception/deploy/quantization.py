@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import time
 import warnings
 
@@ -53,16 +54,13 @@ def agreement(reference, candidate, *, classes: bool = True, k: int = 5) -> dict
     Args:
         reference: float32 outputs, shape ``(n, ...)``.
         candidate: The reduced-precision outputs of the same images.
-        classes: The outputs are class scores: also report top-1 agreement
-            and top-``k`` overlap.
+        classes: The outputs are class scores: also report top-1 agreement and top-``k`` overlap.
 
     Returns:
-        ``count``; ``max_abs_diff`` and ``mean_abs_diff`` of the outputs
-        (probabilities for a softmax classifier); ``cosine_mean`` and
-        ``cosine_min`` of the per-image output vectors (features); with
-        ``classes``: ``top1_agreement`` (fraction of images whose top class is
-        the same) and ``top{k}_overlap`` (mean fraction of the reference's
-        top ``k`` classes found in the candidate's top ``k``).
+        ``count``; ``max_abs_diff`` and ``mean_abs_diff`` of the outputs (probabilities for a softmax
+        classifier); ``cosine_mean`` and ``cosine_min`` of the per-image output vectors (features); with
+        ``classes``: ``top1_agreement`` (fraction of images whose top class is the same) and
+        ``top{k}_overlap`` (mean fraction of the reference's top ``k`` classes in the candidate's top ``k``).
     """
     ref = np.asarray(reference, np.float64)
     got = np.asarray(candidate, np.float64)
@@ -106,13 +104,13 @@ def quantize(
     """Make a reduced-precision model, measure it against float32 on held-out images, write it if it agrees.
 
     Args:
-        model: A single-input Keras model containing an Xception (classifier,
-            feature model, transfer-learned classifier; any input size).
+        model: A single-input Keras model containing an Xception (classifier, feature model,
+            transfer-learned classifier; any input size).
         calibration: int8 calibration images (see :class:`Predictor`); None for bf16.
         holdout: Images to compare on, in the same forms, apart from the calibration images.
         precision: ``"int8"`` or ``"bf16"``.
-        runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); for
-            ``out``, default: the runtime of its suffix (``.xml``, ``.onnx``).
+        runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); default for ``out``: the runtime of
+            its suffix (``.xml``, ``.onnx``).
         out: Where to write the model (``Predictor.save``), only if it agrees.
         min_agreement: The least top-1 agreement (classifiers) or mean cosine (features) to write it.
         calibration_size, holdout_size: The most images used of each.
@@ -120,12 +118,11 @@ def quantize(
         report: Also write the returned report as JSON to this path.
 
     Returns:
-        The report: ``precision``, ``runtime``, ``passed``, ``gate`` (the figure
-        compared with ``min_agreement``) and its ``value``, ``min_agreement``,
-        ``written`` (the path, or None), the figures of :func:`agreement`,
-        ``calibration_images``, ``holdout_images``, ``quantize_seconds``,
-        ``cpu_capabilities`` (OpenVINO's, empty without it) and ``transform``.
-        A model that does not agree is not written, and a warning says so.
+        The report: ``precision``, ``runtime``, ``passed``, ``gate`` (the figure compared with
+        ``min_agreement``) and its ``value``, ``min_agreement``, ``written`` (the path, or None), the figures
+        of :func:`agreement`, ``calibration_images``, ``holdout_images``, ``quantize_seconds``,
+        ``cpu_capabilities`` (OpenVINO's, empty without it), ``transform`` and ``measured_at``. A model that
+        does not agree is not written, and a warning says so.
     """
     _check_arguments(model, precision, min_agreement)
     if out is not None:
@@ -189,9 +186,7 @@ def _reduced(model, runtime, precision, calibration, calibration_size, transform
 
 def _write_json(path, result):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    pathlib.Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _check_arguments(model, precision, min_agreement):

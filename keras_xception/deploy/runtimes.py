@@ -1,6 +1,5 @@
-"""The inference runtimes in one table (what each needs installed, the precisions it runs, the file it
-reads and writes, its images per call), the checks made against it, and OpenVINO's CPU capability query.
-Imports no TensorFlow (the command-line parser reads it)."""
+"""The inference runtimes in one table (what each needs installed, its precisions, images per call and file),
+the checks made against it, and OpenVINO's CPU capability query. No TensorFlow import (the CLI parser reads it)."""
 
 from __future__ import annotations
 
@@ -21,10 +20,7 @@ class Runtime(NamedTuple):
     suffix: str | None  # what such a file's path ends with
 
 
-# Images per call: benchmarks/inference.py (2-core AVX-512/AMX CPU, 299x299; figures in
-# docs/deployment.md): TensorFlow whole batches (batch 32: 23.6 img/s against 20.4 in single-image
-# streams), ONNX Runtime single images (24.0 against 18.5), OpenVINO fp32 single images (25.4 against
-# 23.8), OpenVINO bf16/int8 four (int8 batch 8: 93.9 against 75.0 in one call and 80.4 one by one).
+# Images per call: OpenVINO int8 at batch 8 93.9 img/s in calls of 4, 75.0 in one (python benchmarks/inference.py).
 TABLE = {
     # nncf: precision="int8" with OpenVINO (post-training quantization).
     "openvino": Runtime(
@@ -37,12 +33,10 @@ TABLE = {
     "keras": Runtime((), None, ("fp32",), dict(fp32=32), None, None),  # the Keras model itself
 }
 
-#: Runtime names in the order "auto" prefers them (a fixed rule from benchmarks/inference.py: OpenVINO was
-#: the fastest at batch 1 and 32 and builds in 4 s with 1.5 GB, against 8-20 s and 5.7 GB for tf2onnx).
+#: The order "auto" prefers (OpenVINO builds in 4 s with 1.5 GB, tf2onnx 8-20 s, 5.7 GB: benchmarks/inference.py).
 RUNTIMES = ("openvino", "onnxruntime", "tensorflow")
 
-#: Inference precisions: bf16 is OpenVINO's INFERENCE_PRECISION_HINT (a compile setting, not a file);
-#: int8 is post-training quantization (keras_xception.deploy.backends).
+#: Inference precisions: bf16 is a compile setting of OpenVINO, int8 post-training quantization.
 PRECISIONS = ("fp32", "bf16", "int8")
 
 #: runtime -> the precisions it runs.
@@ -84,22 +78,7 @@ def require(runtime: str, what: str | None = None) -> None:
 
 def available_runtimes() -> list[str]:
     """The runtimes whose packages are installed, in the order of :data:`RUNTIMES`."""
-    return [name for name in RUNTIMES if not any(not is_installed(m) for m in TABLE[name].modules)]
-
-
-def resolve_runtime(runtime: str = "auto") -> str:
-    """``runtime`` checked and installed; ``"auto"``: the first installed runtime of :data:`RUNTIMES`.
-
-    Raises:
-        ValueError: an unknown runtime name.
-        RuntimeNotInstalledError: a known runtime that is not installed (names the extra to install).
-    """
-    if runtime == "auto":
-        return available_runtimes()[0]
-    if runtime not in RUNTIMES:
-        raise ValueError(f"`runtime` must be 'auto' or one of {sorted(RUNTIMES)}; received runtime={runtime!r}.")
-    require(runtime)
-    return runtime
+    return [name for name in RUNTIMES if all(is_installed(m) for m in TABLE[name].modules)]
 
 
 def check_precision(precision, runtime: str | None = None) -> str:
@@ -115,25 +94,32 @@ def check_precision(precision, runtime: str | None = None) -> str:
     return precision
 
 
-def runtime_for(runtime: str, precision: str) -> str:
-    """``runtime`` resolved for ``precision`` ("auto": the first installed runtime that runs it)."""
+def runtime_for(runtime: str = "auto", precision: str = "fp32") -> str:
+    """``runtime`` checked for ``precision`` and installed. ``"auto"``: the first installed runtime of
+    :data:`RUNTIMES` (fastest first) that runs ``precision``; ``"keras"``: the Keras model itself, fp32 only.
+
+    Raises:
+        ValueError: an unknown runtime name, or a precision the runtime does not run.
+        RuntimeNotInstalledError: a runtime that is not installed (an ImportError; names the extra to install).
+    """
     if runtime == "keras" and precision != "fp32":
         raise ValueError(
             f"runtime='keras' runs in float32 only; received precision={precision!r}. "
             "Use runtime='auto' (or 'openvino', 'onnxruntime') for bf16 or int8."
         )
-    if runtime == "keras":
-        return runtime
-    if runtime != "auto":
-        check_precision(precision, resolve_runtime(runtime))
-        return runtime
-    able = [r for r in available_runtimes() if precision in SUPPORTED[r]]
-    if not able:
-        raise RuntimeNotInstalledError(
-            f"precision={precision!r} needs OpenVINO (or ONNX Runtime for int8). Install it with: "
-            'pip install "keras-xception[openvino]"'
-        )
-    return able[0]
+    if runtime == "auto":
+        able = [r for r in available_runtimes() if precision in SUPPORTED[r]]
+        if not able:
+            raise RuntimeNotInstalledError(
+                f"precision={precision!r} needs OpenVINO (or ONNX Runtime for int8). Install it with: "
+                'pip install "keras-xception[openvino]"'
+            )
+        return able[0]
+    if runtime not in TABLE:
+        raise ValueError(f"`runtime` must be 'auto' or one of {sorted(TABLE)}; received runtime={runtime!r}.")
+    require(runtime)
+    check_precision(precision, runtime)
+    return runtime
 
 
 def check_export_path(path, format: str) -> str:
