@@ -25,7 +25,6 @@ from keras_xception.deploy.runtimes import (
     check_precision,
     format_of,
     hardware_warning,
-    require,
     runtime_for,
 )
 
@@ -144,9 +143,7 @@ class Predictor:
                 f"{path!r} is a {fmt} model, run by runtime={self.runtime!r}; received runtime={runtime!r}. "
                 "Leave runtime='auto' for an exported file."
             )
-        require(self.runtime)
-        if precision is not None:
-            check_precision(precision, self.runtime)
+        runtime_for(self.runtime, precision or "fp32")  # installed, and runs ``precision``
         record = read_metadata(path)
         self.transform = transform or (record.transform if record else None)
         self.class_names = record.class_names if record else None
