@@ -211,7 +211,7 @@ def main(argv=None):
         action="store_true",
         help="also time each configuration with the whole batch in one call on all threads "
         "(batch_size=1024, workers=1) and in single-image calls (batch_size=1), to show what the "
-        "default chunking (DEFAULT_BATCH_SIZE) brings",
+        "default chunking (deploy.runtimes.TABLE batch_size) brings",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
@@ -221,7 +221,7 @@ def main(argv=None):
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1; received {args.repeats}")
 
-    from keras_xception.deploy.runtimes import available_runtimes, resolve_runtime
+    from keras_xception.deploy.runtimes import available_runtimes, runtime_for
 
     runtimes = args.runtimes or available_runtimes()
     size = args.image_size
@@ -235,7 +235,7 @@ def main(argv=None):
     reference = _reference(size)
     configs["keras.applications"], _ = _build(None, reference)
     gflop = gflop_per_image(reference)
-    runtimes = [resolve_runtime(rt) for rt in runtimes]
+    runtimes = [runtime_for(rt) for rt in runtimes]
     for name, (rt, precision) in _configurations(runtimes, args.precisions).items():
         configs[name], build_seconds[name] = _build(rt, reference, precision, args.calibration)
         print(f"  {name}: ready in {build_seconds[name]:.1f} s", flush=True)

@@ -46,7 +46,7 @@ def _installed(runtime):
     if runtime == "keras":
         return True
     try:
-        runtimes.resolve_runtime(runtime)
+        runtimes.runtime_for(runtime)
     except RuntimeNotInstalledError:
         return False
     return True
@@ -131,7 +131,7 @@ def test_predictor_matches_keras(runtime, model, x, expected):
 
 
 def test_predictor_auto_picks_the_first_installed_runtime():
-    assert runtimes.resolve_runtime("auto") == runtimes.available_runtimes()[0]
+    assert runtimes.runtime_for("auto") == runtimes.available_runtimes()[0]
     assert "tensorflow" in runtimes.available_runtimes()
 
 
@@ -165,6 +165,10 @@ def test_bad_predictor_arguments(model):
     with pytest.raises(ValueError, match="one input and one output"):
         inp = keras.Input((4,))
         Predictor(keras.Model(inp, [inp, inp]), runtime="tensorflow")
+    with pytest.raises(ValueError, match="must be a Transform"):
+        Predictor(model, runtime="tensorflow", transform="tf")
+    with pytest.raises(ValueError, match="runtime='keras' Predictor cannot be saved"):
+        Predictor(model, runtime="keras").save("m.xml")
 
 
 def test_predict_rejects_a_wrong_shape(model, x):
@@ -184,6 +188,8 @@ def test_export_savedmodel_round_trip(tmp_path, model, x, expected):
     path = exporting.export(model, tmp_path / "sm", format="savedmodel")
     loaded = tf.saved_model.load(path)
     assert rel_diff(loaded.serve(tf.constant(x)).numpy(), expected) < 1e-4
+    with pytest.raises(ValueError, match="copy that directory"):  # a SavedModel read back is not written again
+        Predictor(path).save(tmp_path / "again")
     # The input transform travels with the artifact: the model's size, the ImageNet crop and scaling.
     assert read_record(path).transform.to_dict() == dict(
         target_size=[SIZE, SIZE],

@@ -12,7 +12,7 @@ from conftest import SMALL, rel_diff, small_xception
 from keras_xception import cli
 from keras_xception.data.metadata import read_record
 from keras_xception.data.transform import load_image, resolve_transform
-from keras_xception.deploy import int8 as prec
+from keras_xception.deploy import calibration as prec
 from keras_xception.deploy import runtimes
 from keras_xception.deploy.export import export
 from keras_xception.deploy.predictor import Predictor, predict_function
@@ -257,8 +257,13 @@ def test_cli_quantize_and_precision_flags(digits, tmp_path, capsys):
     assert cli.main([*base, "--precision", "bf16", "--calibration", digits["train_dir"]]) == 2
     err = capsys.readouterr().err
     assert "--precision int8 needs --calibration DIR" in err and "--runtime keras runs fp32 only" in err
-    assert cli.main([*base, "--precision", "int8", "--calibration", digits["train_dir"]]) == 0
-    assert np.load(str(tmp_path / "f.npz"))["features"].shape == (40, 2048)
+    # the real int8 extract on the small digits classifier (--model): the full-width model changes nothing here
+    real = ["extract", digits["test_dir"], "--model", model_path, "--out", str(tmp_path / "f")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a plain model.save file: classes named by index
+        assert cli.main([*real, "--precision", "int8", "--calibration", digits["train_dir"]]) == 0
+    width = digits["model"].get_layer("avg_pool").output.shape[-1]
+    assert np.load(str(tmp_path / "f.npz"))["features"].shape == (40, width)
 
 
 def test_evaluate_in_reduced_precision(digits):

@@ -1,25 +1,9 @@
-"""BatchNormalization folding: an inference-only copy of a model with every
-BatchNormalization that directly follows a convolution merged into it.
+"""BatchNormalization folding: an inference-only copy of a model with every BatchNormalization that directly
+follows a convolution merged into it (kernel scaled by ``gamma / sqrt(var + eps)`` on the output channels, bias
+``scale * (b - mean) + beta``); layers keep their names, each folded BatchNormalization becomes an ``Identity``.
 
-Used only where it measurably wins: the TensorFlow runtime and SavedModel exports (TensorFlow does
-not fuse them: full-size Xception, 299x299, CPU time per call 1434 against 1609 ms at batch 8 and
-205 against 227 ms at batch 1). OpenVINO and ONNX Runtime fuse Conv+BatchNormalization themselves:
-folding first changed neither their speed (within 3%) nor their outputs (the same max relative
-difference to Keras, 5.3e-7 and 3.2e-7) nor their int8 agreement (digits model: ONNX Runtime
-identical; OpenVINO 385 against 386 of 397 top-1), and cost 4-8 s per export.
-
-In inference mode BatchNormalization is a per-channel affine map,
-``y = s * (z - mean) + beta`` with ``s = gamma / sqrt(var + eps)``. When ``z``
-is the output of a convolution ``z = W * x + b`` (and nothing else reads
-``z``), the pair equals one convolution with kernel ``s * W`` (scaled along the
-output-channel axis) and bias ``s * (b - mean) + beta``. For a
-SeparableConv2D only the pointwise kernel is scaled. The result is exact up to
-float rounding (relative differences around 1e-6 in float32).
-
-The folded model has the same layers, names and connectivity as the original:
-each folded convolution gets ``use_bias=True`` and each folded
-BatchNormalization becomes a ``keras.layers.Identity`` with the same name,
-which costs nothing once the model is traced into a graph.
+For the TensorFlow runtime and SavedModel exports only: TensorFlow does not fuse them (CPU time per call at batch
+8, 299x299: 1434 against 1609 ms, python benchmarks/inference.py); OpenVINO and ONNX Runtime do.
 """
 
 from __future__ import annotations
@@ -32,65 +16,37 @@ __all__ = ["fold_batchnorm", "foldable_pairs"]
 _CONVS = ("Conv2D", "SeparableConv2D")
 
 
-def _single_producer(layer):
-    """The layer whose only consumer is ``layer`` and which is its only input, or None."""
-    if len(layer._inbound_nodes) != 1:
+def _conv_before(bn):
+    """The Conv2D/SeparableConv2D whose output only ``bn`` reads, normalised along its channel axis, or None."""
+    nodes = bn._inbound_nodes
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
         return None
-    node = layer._inbound_nodes[0]
-    if len(node.input_tensors) != 1:
+    conv = nodes[0].input_tensors[0]._keras_history.operation
+    if type(conv).__name__ not in _CONVS or len(conv._inbound_nodes) != 1 or len(conv._outbound_nodes) != 1:
         return None
-    producer = node.input_tensors[0]._keras_history.operation
-    if type(producer).__name__ not in _CONVS:
-        return None
-    if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
-        return None
-    return producer
-
-
-def _channel_axis_ok(bn, conv) -> bool:
-    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
-    if axis is None:
-        return False
+    axes = [bn.axis] if isinstance(bn.axis, int) else list(bn.axis)
     rank = len(conv.output.shape)
-    axis = axis % rank
-    want = rank - 1 if conv.data_format == "channels_last" else 1
-    return axis == want
+    channel = rank - 1 if conv.data_format == "channels_last" else 1
+    return conv if len(axes) == 1 and axes[0] % rank == channel else None
 
 
 def foldable_pairs(model) -> dict:
-    """``{bn_layer_name: conv_layer_name}`` for every BatchNormalization of
-    ``model`` that can be folded: its single input is a Conv2D/SeparableConv2D
-    whose output feeds nothing else, normalised along the channel axis."""
-    pairs = {}
-    for layer in model.layers:
-        if type(layer).__name__ != "BatchNormalization":
-            continue
-        conv = _single_producer(layer)
-        if conv is not None and _channel_axis_ok(layer, conv):
-            pairs[layer.name] = conv.name
-    return pairs
+    """``{bn_layer_name: conv_layer_name}`` for every BatchNormalization of ``model`` that can be folded."""
+    convs = {layer.name: _conv_before(layer) for layer in model.layers if type(layer).__name__ == "BatchNormalization"}
+    return {bn: conv.name for bn, conv in convs.items() if conv is not None}
 
 
 def _bn_scale_shift(bn):
     """(scale, shift) as float64 arrays so that bn(z) == scale * z + shift."""
     weights = {w.path.split("/")[-1]: np.asarray(w.numpy(), np.float64) for w in bn.weights}
-    mean = weights["moving_mean"]
-    var = weights["moving_variance"]
-    gamma = weights.get("gamma", np.ones_like(mean))
-    beta = weights.get("beta", np.zeros_like(mean))
-    scale = gamma / np.sqrt(var + bn.epsilon)
-    return scale, beta - scale * mean
+    scale = weights.get("gamma", 1.0) / np.sqrt(weights["moving_variance"] + bn.epsilon)
+    return scale, weights.get("beta", 0.0) - scale * weights["moving_mean"]
 
 
 def fold_batchnorm(model, name: str | None = None):
-    """Return a copy of the functional ``model`` with BatchNormalization folded
-    into the preceding Conv2D / SeparableConv2D layers (see the module docstring).
-
-    The copy is for inference only (it has no BatchNormalization left to train)
-    and gives the same outputs as ``model(x, training=False)`` up to float
-    rounding. Layers keep their names; the original model is not modified.
-    BatchNormalization layers that cannot be folded (shared input, other
-    producers) are kept as they are.
+    """A copy of the functional ``model`` with BatchNormalization folded into the preceding Conv2D /
+    SeparableConv2D layers, for inference: ``model(x, training=False)``'s outputs up to float rounding.
+    ``model`` is not modified; a BatchNormalization that cannot be folded (shared input) is kept.
 
     Args:
         model: A functional (or Sequential) ``keras.Model``.
@@ -142,9 +98,7 @@ def _copy_weights(model, folded, pairs):
         scale, shift = _bn_scale_shift(model.get_layer(conv_to_bn[layer.name]))
         weights = [np.asarray(w, np.float64) for w in layer.get_weights()]
         bias = weights.pop() if layer.use_bias else np.zeros_like(scale)
-        # The kernel that produces the output channels is the last one
-        # (Conv2D: the kernel; SeparableConv2D: the pointwise kernel), with
-        # output channels on its last axis.
+        # The last kernel makes the output channels, on its last axis (SeparableConv2D: the pointwise one).
         weights[-1] = weights[-1] * scale
         weights.append(scale * bias + shift)
         new.set_weights([w.astype(layer.dtype if layer.dtype else "float32") for w in weights])

@@ -1,12 +1,9 @@
-"""Fast CPU inference: :class:`Predictor`, the one way to run a model (Keras, or an exported file) on a
-numpy batch, on any runtime (keras, tensorflow, onnxruntime, openvino) and precision (fp32, bf16, int8).
-
-OpenVINO and ONNX Runtime get the model as it is (they fuse Conv+BatchNormalization themselves);
-the TensorFlow runtime gets it with BatchNormalization folded (:mod:`keras_xception.deploy.folding`).
-"""
+"""Fast CPU inference: :class:`Predictor`, the one way to run a Keras model or an exported file on a numpy
+batch, on any runtime (keras, tensorflow, onnxruntime, openvino) and precision (fp32, bf16, int8)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -18,42 +15,20 @@ from keras_xception.checks import positive_int
 from keras_xception.data.metadata import ModelRecord, read_record, write_record
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.backends import BACKENDS, cpu_threads
+from keras_xception.deploy.calibration import as_batch, calibration_images, warn_if_few
 from keras_xception.deploy.folding import fold_batchnorm
-from keras_xception.deploy.int8 import calibration_images, warn_if_few
 from keras_xception.deploy.runtimes import (
     FORMATS,
     RECOMMENDED_CALIBRATION,
+    TABLE,
     check_export_path,
     check_precision,
     format_of,
     hardware_warning,
-    require,
     runtime_for,
 )
 
-__all__ = ["Predictor", "predict_function", "read_metadata", "DEFAULT_BATCH_SIZE"]
-
-#: Images per runtime call by default, per (runtime, precision), from
-#: benchmarks/inference.py on 2-core AVX-512 CPUs at 299x299. A single call
-#: (an input of at most this many images) runs on all threads (latency mode);
-#: more images are split into calls of this size, run on ``workers`` concurrent
-#: single-threaded streams (throughput mode).
-#: * fp32, ONNX Runtime and OpenVINO: one image per call (batch 32: ONNX Runtime
-#:   24.0 vs 18.5 img/s in one call, OpenVINO 25.4 vs 23.8); TensorFlow: the
-#:   whole batch in one call (batch 32: 23.6 vs 20.4 img/s in streams of one).
-#: * OpenVINO bf16 and int8 (a 2-core Xeon with AMX; benchmarks/results/inference_strategies.txt):
-#:   four images per call (int8, batch 8: 93.9 img/s against 75.0 in one call and 80.4 in
-#:   single-image calls; batch 32: 92.6 against 73.9 and 90.0; bf16, batch 8: 76.2 against 70.6
-#:   and 71.7). ONNX Runtime int8: one image per call (batch 8: 47.3 against 42.5 in one call).
-DEFAULT_BATCH_SIZE = {
-    ("keras", "fp32"): 32,
-    ("tensorflow", "fp32"): 32,
-    ("onnxruntime", "fp32"): 1,
-    ("onnxruntime", "int8"): 1,
-    ("openvino", "fp32"): 1,
-    ("openvino", "bf16"): 4,
-    ("openvino", "int8"): 4,
-}
+__all__ = ["Predictor", "predict_function", "read_metadata"]
 
 _ADVICE = (
     "measure its agreement with float32 with keras_xception.quantize (`keras-xception quantize` on the command line)."
@@ -61,11 +36,8 @@ _ADVICE = (
 
 
 def read_metadata(path) -> ModelRecord | None:
-    """The metadata record of the exported model at ``path``, or None.
-
-    Files exported by keras-xception 0.2 carry only their transform, in a sidecar
-    (``model.transform.json``, in a SavedModel ``keras_xception_transform.json``): read as a record.
-    """
+    """The metadata record of the exported model at ``path``, or None; a file exported by keras-xception 0.2
+    carries only its transform, in ``model.transform.json`` (in a SavedModel ``keras_xception_transform.json``)."""
     record = read_record(path)
     path = os.fspath(path)
     old = os.path.join(path, "keras_xception_transform.json") if os.path.isdir(path) else None
@@ -80,71 +52,43 @@ def read_metadata(path) -> ModelRecord | None:
 
 
 class Predictor:
-    """Fast CPU inference for a single-input, single-output Keras model or an exported one.
+    """A single-input, single-output Keras model or exported file on a CPU runtime, in fp32, bf16 or int8.
 
-    Runtimes: ``"keras"``: the Keras model itself (``predict_on_batch``; no export
-    step: the quickest start for a handful of images), float32; ``"tensorflow"``:
-    a ``tf.function`` with a fixed input signature, float32; ``"onnxruntime"``:
-    the model exported to ONNX (tf2onnx), float32 or int8 (extra ``onnx``);
-    ``"openvino"``: the model exported to OpenVINO IR, float32, bfloat16 or int8
-    with NNCF (extra ``openvino``). fp32 returns ``model.predict(x)``'s values up
-    to float rounding (relative max difference well below 1e-4); bf16 and int8
-    trade a little accuracy for speed: measure it with :func:`keras_xception.quantize`.
-
-    Example::
-
-        model = keras_xception.Xception()
-        predictor = Predictor(model)                       # fastest installed runtime, float32
-        probs = predictor.predict(preprocess_input(images))
-        int8 = Predictor(model, precision="int8", calibration="my_photos/")
-        int8.save("xception_int8.xml")                     # build once ...
-        int8 = Predictor("xception_int8.xml")              # ... reuse
+    ``predict(x)`` gives ``model.predict(x)``'s values up to float rounding in fp32 (relative max difference
+    well below 1e-4); bf16 and int8 trade a little accuracy for speed (measure it with
+    :func:`keras_xception.quantize`). docs/deployment.md shows the use and the measured speeds.
 
     Args:
-        model: A functional Keras model with one input and one output (exported
-            as it is now; later changes to ``model`` do not reach the predictor,
-            except with ``runtime="keras"``), or the path of a model written by
-            :func:`keras_xception.export` or :meth:`save`.
-        runtime: ``"auto"`` (default), ``"keras"``, ``"tensorflow"``, ``"onnxruntime"``
-            or ``"openvino"``. ``"auto"`` picks the fastest installed runtime
-            that runs ``precision``; for a file, the runtime of its format.
-        precision: ``"fp32"`` (default for a Keras model), ``"bf16"``
-            (OpenVINO) or ``"int8"`` (OpenVINO with NNCF, or ONNX Runtime);
-            for a file, default: the file's own (``"int8"`` for a quantized one).
-        calibration: For ``precision="int8"`` (unless the file is already
-            quantized): images to calibrate the quantization on, seen as the
-            model sees them: a directory of image files (read with
-            ``transform``), a list of image paths, a numpy array of model
-            inputs (preprocessed) or a ``tf.data.Dataset`` of them (or of
-            ``(inputs, labels)``). About 300 images are recommended; fewer
-            are warned about.
-        calibration_size: The most calibration images used (a random sample
-            of a larger directory).
-        transform: How image files become this model's inputs (default: the
-            file's metadata record, else ``resolve_transform(model=model)``);
-            used to read a calibration directory, and kept as ``self.transform``.
-        batch_size: Images per runtime call; ``predict`` splits larger inputs
-            into chunks of this size (the last one may be smaller). Default:
-            :data:`DEFAULT_BATCH_SIZE` of the runtime and precision.
-        threads: CPU threads to use (default: the CPUs this process may use).
-            TensorFlow uses its process-wide thread pools, which this class
-            never changes.
-        workers: Chunks run at the same time when an input has several
-            (default: ``threads``). A single chunk runs alone on all threads
-            (latency mode); several run on ``workers`` streams of
+        model: A functional Keras model with one input and one output (exported as it is now; later changes
+            to ``model`` do not reach the predictor, except with ``runtime="keras"``), or the path of a model
+            written by :func:`keras_xception.export` or :meth:`save`.
+        runtime: ``"auto"`` (default), ``"keras"``, ``"tensorflow"``, ``"onnxruntime"`` or ``"openvino"``.
+            ``"auto"`` picks the fastest installed runtime that runs ``precision``; for a file, its format's.
+        precision: ``"fp32"`` (default for a Keras model), ``"bf16"`` (OpenVINO) or ``"int8"`` (OpenVINO
+            with NNCF, or ONNX Runtime); for a file, default: the file's own (``"int8"`` for a quantized one).
+        calibration: For ``precision="int8"`` (unless the file is already quantized): images to calibrate
+            on, seen as the model sees them: a directory of image files (read with ``transform``), a list of
+            image paths, a numpy array of model inputs (preprocessed) or a ``tf.data.Dataset`` of them (or of
+            ``(inputs, labels)``). About 300 images are recommended; fewer are warned about.
+        calibration_size: The most calibration images used (a random sample of a larger directory).
+        transform: How image files become this model's inputs (default: the file's metadata record, else
+            ``resolve_transform(model=model)``); reads a calibration directory, kept as ``self.transform``
+            and written by :meth:`save`.
+        batch_size: Images per runtime call; ``predict`` splits larger inputs into chunks of this size.
+            Default: the runtime's for the precision (``deploy.runtimes.TABLE``).
+        threads: CPU threads to use (default: the CPUs this process may use). TensorFlow uses its
+            process-wide thread pools, which this class never changes.
+        workers: Chunks run at the same time when an input has several (default: ``threads``). A single
+            chunk runs alone on all threads (latency mode); several run on ``workers`` streams of
             ``threads // workers`` threads each (throughput mode).
 
-    Warns when OpenVINO says the CPU has no native bf16 (for ``precision="bf16"``)
-    and when int8 calibration uses fewer than 300 images.
-
-    A Predictor is not thread-safe: give each thread its own (it already
-    uses every CPU for one call).
+    Warns when OpenVINO says the CPU has no native bf16 (``precision="bf16"``) and when int8 calibration
+    uses fewer than 300 images. Not thread-safe: give each thread its own (one call uses every CPU).
 
     Attributes:
         runtime, precision: In use (``"auto"`` and defaults resolved).
         transform: The input :class:`~keras_xception.data.transform.Transform` (None if unknown).
-        class_names: The class names of an exported classifier's record (None if unknown);
-            :meth:`save` writes them.
+        class_names: The class names of an exported classifier's record (None if unknown); saved.
         calibration_count: Images the int8 model was calibrated on here (None otherwise).
         build_seconds: Time to export (and quantize) the model.
         batch_size, threads, workers: As given (defaults resolved).
@@ -164,53 +108,49 @@ class Predictor:
         workers: int | None = None,
     ):
         started = time.perf_counter()
-        if precision is not None:
-            check_precision(precision)
-        positive_int(calibration_size, "calibration_size")
+        _check_arguments(precision, calibration, calibration_size, transform, batch_size)
         self.threads = positive_int(threads, "threads", allow_none=True) or cpu_threads()
         self.workers = positive_int(workers, "workers", allow_none=True) or self.threads
-        positive_int(batch_size, "batch_size", allow_none=True)
-        if calibration is not None and precision != "int8":
-            raise ValueError(
-                f"`calibration` is only used with precision='int8'; received precision={precision!r}. "
-                "Leave calibration out, or ask for precision='int8'."
-            )
-        self.calibration_count = None
+        self.calibration_count, self._output_shape, wanted = None, None, precision
         if isinstance(model, (str, os.PathLike)):
             source = self._open_file(os.fspath(model), runtime, precision, transform)
-            wanted, input_shape, self._output_shape = precision, None, None
         else:
-            source = self._take_model(model, runtime, precision or "fp32", transform)
-            wanted, input_shape, self._output_shape = precision or "fp32", model.input_shape[1:], model.output_shape[1:]
-        calibrate = self._calibrator(calibration, calibration_size)
-        if wanted == "int8" and input_shape is not None:
-            calibrate(input_shape)  # bad calibration data fails before the slow export
+            source, wanted = self._take_model(model, runtime, precision or "fp32", transform), precision or "fp32"
+
+        @functools.cache
+        def calibrate(shape):  # the int8 calibration images, read once
+            images = calibration_images(
+                calibration, input_shape=shape, transform=self.transform, limit=calibration_size
+            )
+            self.calibration_count = len(images)
+            return images
+
+        if wanted == "int8" and self._output_shape is not None:
+            calibrate(self.input_shape)  # bad calibration data fails before the slow export
         self._backend = BACKENDS[self.runtime](source, self.threads, self.workers, wanted, calibrate)
-        self.input_shape = tuple(input_shape or self._backend.input_shape)
+        self.input_shape = tuple(self._backend.input_shape if self._output_shape is None else self.input_shape)
         self.precision = self._backend.precision
         self._check_built(source, precision, calibration)
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[(self.runtime, self.precision)]
+        self.batch_size = batch_size or TABLE[self.runtime].batch_size[self.precision]
         self.build_seconds = time.perf_counter() - started
 
     def _open_file(self, path, runtime, precision, transform):
         """Runtime, transform and class names of the exported model at ``path``; returns ``path``."""
         fmt = format_of(path)
-        self.runtime = FORMATS[fmt][2]
+        self.runtime = FORMATS[fmt]
         if runtime not in ("auto", self.runtime):
             raise ValueError(
                 f"{path!r} is a {fmt} model, run by runtime={self.runtime!r}; received runtime={runtime!r}. "
                 "Leave runtime='auto' for an exported file."
             )
-        require(self.runtime)
-        if precision is not None:
-            check_precision(precision, self.runtime)
+        runtime_for(self.runtime, precision or "fp32")  # installed, and runs ``precision``
         record = read_metadata(path)
         self.transform = transform or (record.transform if record else None)
         self.class_names = record.class_names if record else None
         return path
 
     def _take_model(self, model, runtime, precision, transform):
-        """Runtime and transform for the Keras ``model``; returns it."""
+        """Runtime, shapes and transform of the Keras ``model``; returns what the runtime is given."""
         import keras
 
         if not isinstance(model, keras.Model):
@@ -224,23 +164,11 @@ class Predictor:
                 f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
             )
         self.runtime = runtime_for(runtime, precision)
+        self.input_shape, self._output_shape = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
         self.transform = transform or resolve_transform(model=model)
         self.class_names = None
-        # TensorFlow does not fuse Conv+BatchNormalization: folded, 11% less CPU time (deploy/folding.py).
+        # TensorFlow does not fuse Conv+BatchNormalization; folded: 11% less CPU time (deploy/folding.py).
         return fold_batchnorm(model) if self.runtime == "tensorflow" else model
-
-    def _calibrator(self, calibration, limit):
-        """``calibrate(input_shape)``: the int8 calibration images, read once."""
-        images = None
-
-        def calibrate(shape):
-            nonlocal images
-            if images is None:
-                images = calibration_images(calibration, input_shape=shape, transform=self.transform, limit=limit)
-                self.calibration_count = len(images)
-            return images
-
-        return calibrate
 
     def _check_built(self, source, precision, calibration):
         """The precision asked of a file is the one it holds; warnings about what was built."""
@@ -257,31 +185,14 @@ class Predictor:
         if message:
             warnings.warn(message, stacklevel=3)
 
-    def _check(self, x):
-        x = np.asarray(x)
-        if x.ndim != len(self.input_shape) + 1:
-            raise ValueError(
-                f"`x` must be a batch of shape (batch,) + {self.input_shape}; received an array "
-                f"of shape {x.shape}. For a single image use x[None]."
-            )
-        for got, want in zip(x.shape[1:], self.input_shape):
-            if want is not None and got != want:
-                raise ValueError(f"`x` must have shape (batch,) + {self.input_shape}; received {x.shape}.")
-        if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"`x` must be numeric; received dtype {x.dtype}.")
-        return np.ascontiguousarray(x, dtype=np.float32)
-
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
-        """Outputs for the batch ``x`` (numpy, any batch size), as a float32 numpy array.
-
-        In fp32 the same values as ``model.predict(x)`` up to float rounding.
-        ``x`` is split into chunks of ``batch_size`` images (default: ``self.batch_size``).
-        """
-        x = self._check(x)
+        """Outputs for the batch ``x`` (numpy, any batch size and numeric dtype), as a float32 numpy array,
+        computed in chunks of ``batch_size`` images (default: ``self.batch_size``)."""
+        x = as_batch(x, self.input_shape)
         batch_size = batch_size or self.batch_size
         if len(x) == 0:
             if self._output_shape is not None and None not in self._output_shape:
-                return np.zeros((0,) + tuple(self._output_shape), np.float32)
+                return np.zeros((0,) + self._output_shape, np.float32)
             raise ValueError("`x` holds no image.")
         if len(x) <= batch_size:
             return np.asarray(self._backend.run_one(x), np.float32)
@@ -291,18 +202,17 @@ class Predictor:
     __call__ = predict
 
     def save(self, path) -> str:
-        """Write the runtime's model (int8 included) to ``path`` with its metadata record.
+        """Write the runtime's model (int8 included) to ``path`` with its metadata record; returns ``path``.
 
-        ``.xml`` (plus ``.bin``) for OpenVINO, ``.onnx`` for ONNX Runtime;
-        ``Predictor(path)`` loads it again. A bf16 predictor writes the
-        float32 model (bf16 is chosen when a model is compiled): load it with
-        ``Predictor(path, precision="bf16")``.
+        ``.xml`` (and ``.bin``) for OpenVINO, ``.onnx`` for ONNX Runtime, a SavedModel directory for
+        TensorFlow; ``Predictor(path)`` reads it back. bf16 is chosen when a model is compiled: a bf16
+        predictor writes the float32 model (run it with ``Predictor(path, precision="bf16")``).
         """
-        fmt = {"openvino": "openvino", "onnxruntime": "onnx"}.get(self.runtime)
+        fmt = TABLE[self.runtime].format
         if fmt is None:
             raise ValueError(
                 f"A runtime={self.runtime!r} Predictor cannot be saved; write the Keras model with "
-                "keras_xception.export(model, path, format='savedmodel')."
+                "keras_xception.export(model, path, format=...)."
             )
         path = check_export_path(path, fmt)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -318,7 +228,21 @@ class Predictor:
         )
 
 
+def _check_arguments(precision, calibration, calibration_size, transform, batch_size):
+    """The arguments that need no model, checked first."""
+    if precision is not None:
+        check_precision(precision)
+    positive_int(calibration_size, "calibration_size")
+    positive_int(batch_size, "batch_size", allow_none=True)
+    if calibration is not None and precision != "int8":
+        raise ValueError(
+            f"`calibration` is only used with precision='int8'; received precision={precision!r}. "
+            "Leave calibration out, or ask for precision='int8'."
+        )
+    if transform is not None and not isinstance(transform, Transform):
+        raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
+
+
 def predict_function(model, runtime: str = "auto", **kwargs):
-    """``Predictor(model, runtime, **kwargs).predict``: a numpy -> numpy function (kept for the callers
-    of keras-xception 0.2; new code builds the :class:`Predictor`)."""
+    """``Predictor(model, runtime, **kwargs).predict`` (for tasks.extraction and tasks.evaluation)."""
     return Predictor(model, runtime, **kwargs).predict

@@ -1,32 +1,27 @@
-"""Reduced precision with its accuracy measured: :func:`quantize` and :func:`agreement`.
-
-Post-training int8 usually costs a fraction of a point of top-1, and
-sometimes collapses (a bad calibration set, an unlucky layer), so the
-reduced-precision model is compared with the float32 Keras model on held-out
-images every time, and written only when it agrees.
-"""
+"""Reduced precision with its accuracy measured: :func:`quantize` compares the model with float32 on
+held-out images (:func:`agreement`) and writes it only when it agrees."""
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import time
 import warnings
 
 import numpy as np
 
 from keras_xception.checks import fraction
-from keras_xception.deploy.int8 import calibration_images, warn_if_few
+from keras_xception.deploy.calibration import calibration_images, warn_if_few
 from keras_xception.deploy.predictor import Predictor
-from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities
+from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities, runtime_of_file
 
 __all__ = ["agreement", "quantize", "out_runtime", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
 
 #: Default threshold of :func:`quantize`: top-1 agreement (classifiers) or mean cosine (features).
 DEFAULT_MIN_AGREEMENT = 0.99
 
-#: What the small-calibration warning advises inside :func:`quantize` (the Python function and the
-#: ``keras-xception quantize`` command alike): the measurement is already under way.
+#: What the small-calibration warning advises inside :func:`quantize` (the measurement is under way).
 _ADVICE = "the agreement measured on the holdout images in this run says whether it is close enough to float32."
 
 
@@ -45,7 +40,7 @@ def outputs_are_classes(model) -> bool:
 
 def out_runtime(out, runtime: str = "auto") -> str:
     """The runtime that writes ``out`` (``.xml``: openvino, ``.onnx``: onnxruntime), checked against ``runtime``."""
-    found = {".xml": "openvino", ".onnx": "onnxruntime"}.get(os.path.splitext(os.fspath(out))[1])
+    found = runtime_of_file(out)
     if found is None:
         raise ValueError(f"`out` must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {out!r}.")
     if runtime not in ("auto", found):
@@ -59,16 +54,13 @@ def agreement(reference, candidate, *, classes: bool = True, k: int = 5) -> dict
     Args:
         reference: float32 outputs, shape ``(n, ...)``.
         candidate: The reduced-precision outputs of the same images.
-        classes: The outputs are class scores: also report top-1 agreement
-            and top-``k`` overlap.
+        classes: The outputs are class scores: also report top-1 agreement and top-``k`` overlap.
 
     Returns:
-        ``count``; ``max_abs_diff`` and ``mean_abs_diff`` of the outputs
-        (probabilities for a softmax classifier); ``cosine_mean`` and
-        ``cosine_min`` of the per-image output vectors (features); with
-        ``classes``: ``top1_agreement`` (fraction of images whose top class is
-        the same) and ``top{k}_overlap`` (mean fraction of the reference's
-        top ``k`` classes found in the candidate's top ``k``).
+        ``count``; ``max_abs_diff`` and ``mean_abs_diff`` of the outputs (probabilities for a softmax
+        classifier); ``cosine_mean`` and ``cosine_min`` of the per-image output vectors (features); with
+        ``classes``: ``top1_agreement`` (fraction of images whose top class is the same) and
+        ``top{k}_overlap`` (mean fraction of the reference's top ``k`` classes in the candidate's top ``k``).
     """
     ref = np.asarray(reference, np.float64)
     got = np.asarray(candidate, np.float64)
@@ -112,13 +104,13 @@ def quantize(
     """Make a reduced-precision model, measure it against float32 on held-out images, write it if it agrees.
 
     Args:
-        model: A single-input Keras model containing an Xception (classifier,
-            feature model, transfer-learned classifier; any input size).
+        model: A single-input Keras model containing an Xception (classifier, feature model,
+            transfer-learned classifier; any input size).
         calibration: int8 calibration images (see :class:`Predictor`); None for bf16.
         holdout: Images to compare on, in the same forms, apart from the calibration images.
         precision: ``"int8"`` or ``"bf16"``.
-        runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); for
-            ``out``, default: the runtime of its suffix (``.xml``, ``.onnx``).
+        runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); default for ``out``: the runtime of
+            its suffix (``.xml``, ``.onnx``).
         out: Where to write the model (``Predictor.save``), only if it agrees.
         min_agreement: The least top-1 agreement (classifiers) or mean cosine (features) to write it.
         calibration_size, holdout_size: The most images used of each.
@@ -126,12 +118,11 @@ def quantize(
         report: Also write the returned report as JSON to this path.
 
     Returns:
-        The report: ``precision``, ``runtime``, ``passed``, ``gate`` (the figure
-        compared with ``min_agreement``) and its ``value``, ``min_agreement``,
-        ``written`` (the path, or None), the figures of :func:`agreement`,
-        ``calibration_images``, ``holdout_images``, ``quantize_seconds``,
-        ``cpu_capabilities`` (OpenVINO's, empty without it) and ``transform``.
-        A model that does not agree is not written, and a warning says so.
+        The report: ``precision``, ``runtime``, ``passed``, ``gate`` (the figure compared with
+        ``min_agreement``) and its ``value``, ``min_agreement``, ``written`` (the path, or None), the figures
+        of :func:`agreement`, ``calibration_images``, ``holdout_images``, ``quantize_seconds``,
+        ``cpu_capabilities`` (OpenVINO's, empty without it), ``transform`` and ``measured_at``. A model that
+        does not agree is not written, and a warning says so.
     """
     _check_arguments(model, precision, min_agreement)
     if out is not None:
@@ -195,9 +186,7 @@ def _reduced(model, runtime, precision, calibration, calibration_size, transform
 
 def _write_json(path, result):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    pathlib.Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _check_arguments(model, precision, min_agreement):
