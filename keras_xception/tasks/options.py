@@ -1,10 +1,8 @@
-"""The options of :func:`~keras_xception.tasks.training.train`, written once.
+"""The options of :func:`~keras_xception.tasks.training.train`, written once: :class:`TrainOptions`.
 
-:class:`TrainOptions` is the one list: each field carries its default, its check (from
-:mod:`keras_xception.checks`) and its help text. ``train()``'s keyword arguments are its fields,
-the ``train`` command's options are derived from it (:func:`add_arguments`), and so is the
-report's ``settings`` (:meth:`TrainOptions.settings`). No TensorFlow here: the command line checks
-its options with this module before TensorFlow is imported.
+Each field carries its default, its check and its help text; ``train()``'s signature, the ``train``
+command's options (:func:`add_arguments`) and the report's ``settings`` are derived from it. No
+TensorFlow here: the command line checks its options before importing it.
 """
 
 from __future__ import annotations
