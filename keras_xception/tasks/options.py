@@ -131,14 +131,13 @@ class TrainOptions:
 def add_arguments(parser) -> None:
     """The command-line options of :class:`TrainOptions` (the fields with a help text), checked by the same checks."""
     for field in dataclasses.fields(TrainOptions):
-        help, cli = field.metadata["help"], dict(field.metadata["cli"])
+        help, cli, check = field.metadata["help"], dict(field.metadata["cli"]), field.metadata["check"]
         if help is None:
             continue
+        if check is _flag:
+            cli["action"] = "store_true"
+        elif "choices" not in cli and check is not _path:
+            cli["type"] = checks.argtype(check)
+        default = "" if field.default is None or check is _flag else f" (default {field.default})"
         flag = cli.pop("flag", "--" + field.name.replace("_", "-"))
-        if field.metadata["check"] is _flag:
-            parser.add_argument(flag, dest=field.name, action="store_true", help=help)
-            continue
-        if "choices" not in cli and field.metadata["check"] is not _path:
-            cli["type"] = checks.argtype(field.metadata["check"])
-        default = "" if field.default is None else f" (default {field.default})"
         parser.add_argument(flag, dest=field.name, default=field.default, help=help + default, **cli)

@@ -39,23 +39,14 @@ def classification_report(labels, probabilities, class_names) -> dict:
     return report
 
 
-def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(path, head_history, fine_tune_history=None, best=None):
     """Training curves (accuracy and loss, training and validation) of both phases, as a PNG."""
-    import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
     fine_tune_history = fine_tune_history or {}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     n_head = len(head_history.get("loss", []))
     for ax, metric in zip(axes, ("accuracy", "loss")):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -67,7 +58,7 @@ def plot_curves(path, head_history, fine_tune_history=None, best=None):
             ax.text(n_head + 0.7, 0.98, "fine-tuning", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         if best:
             ax.axvline(best, color="green", lw=0.8, ls=":", label=f"kept (epoch {best})")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (head on cached features" + (", then fine-tuning)" if fine_tune_history else ")"))
         ax.set_title(metric)
         ax.legend(fontsize=8)
@@ -76,12 +67,13 @@ def plot_curves(path, head_history, fine_tune_history=None, best=None):
 
 def plot_confusion_matrix(path, matrix, class_names, title="validation"):
     """The confusion matrix as a PNG (scikit-learn's display): counts in the cells, colour by the row's fraction."""
+    from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _pyplot()
     cm, n = np.asarray(matrix, np.int64), len(class_names)
     side = min(max(4.0, 0.45 * n + 2.5), 30.0)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
     display = ConfusionMatrixDisplay(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), display_labels=class_names)
     display.plot(ax=ax, cmap="Blues", im_kw=dict(vmin=0, vmax=1), include_values=n <= 40, colorbar=False)
     fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
@@ -96,7 +88,6 @@ def plot_confusion_matrix(path, matrix, class_names, title="validation"):
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
     return path
 
 

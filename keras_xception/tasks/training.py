@@ -277,21 +277,13 @@ def _one_device_validation(model, dataset, labels):
 
 def _fine_tune_data(run, model, features, transform):
     """The fine-tuning datasets, the callbacks they need, and the augmentation's layer names (or False)."""
-    train_ds, val_ds = (
-        image_dataset(
-            r.paths,
-            transform,
-            labels=r.labels,
-            batch_size=run.batch_size,
-            shuffle=r is features["train"],
-            seed=run.seed,
-        )
-        for r in (features["train"], features["val"])
-    )
+    train, val, common = features["train"], features["val"], dict(batch_size=run.batch_size, seed=run.seed)
+    train_ds = image_dataset(train.paths, transform, labels=train.labels, shuffle=True, **common)
+    val_ds = image_dataset(val.paths, transform, labels=val.labels, shuffle=False, **common)
     callbacks = [keras.callbacks.EarlyStopping(patience=run.fine_tune_epochs, restore_best_weights=True)]
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # no batch may leave a replica empty
-        callbacks.insert(0, _one_device_validation(model, val_ds, features["val"].labels))
-        batch = transfer.even_batch(len(features["train"].labels), run.batch_size, "training images")
+        callbacks.insert(0, _one_device_validation(model, val_ds, val.labels))
+        batch = transfer.even_batch(len(train.labels), run.batch_size, "training images")
         train_ds, val_ds = train_ds.unbatch().batch(batch, drop_remainder=True), None
     layers = False
     if run.augment:

@@ -28,9 +28,8 @@ _POOL_NAME = "avg_pool"
 def build_backbone(weights="imagenet", input_shape=None):
     """A frozen Xception without its top (4D feature map output), named ``xception``.
 
-    ``weights`` is anything :func:`keras_xception.Xception` accepts (``None``,
-    a registered name, or a weights file, including a ``.keras`` model that
-    contains an Xception). ``input_shape`` defaults to ``(None, None, 3)``.
+    ``weights``: anything :func:`keras_xception.Xception` accepts (``None``, a registered name, a
+    weights file or a ``.keras`` model containing an Xception); ``input_shape``: default any size.
     """
     backbone = Xception(include_top=False, weights=weights, input_shape=input_shape)
     backbone.trainable = False
@@ -40,10 +39,9 @@ def build_backbone(weights="imagenet", input_shape=None):
 def build_head(num_classes, feature_dim=2048, dropout=0.2, activation="softmax", name="head", dtype=None):
     """The new classifier head: a small Keras model, pooled features -> class scores.
 
-    ``Input(feature_dim) -> Dropout(dropout) -> Dense(num_classes, activation)``;
-    the Dense layer is called ``predictions``. ``dtype``: the layers' dtype
-    policy (default: the global one); ``"float32"`` keeps the head, and so
-    the class scores, in float32 under a mixed-precision policy.
+    ``Input(feature_dim) -> Dropout(dropout) -> Dense(num_classes, activation)`` (named ``predictions``).
+    ``dtype``: the layers' dtype policy (default: the global one); ``"float32"`` keeps the head, and
+    so the class scores, in float32 under a mixed-precision policy.
     """
     num_classes = checks.positive_int(num_classes, "num_classes", minimum=2)
     feature_dim = checks.positive_int(feature_dim, "feature_dim")
@@ -204,9 +202,8 @@ def unfreeze_top_blocks(classifier, blocks):
     """Make the top ``blocks`` Xception blocks of the backbone trainable, BatchNorm excluded.
 
     Blocks are those of the backbone's own spec (:func:`~keras_xception.model.introspect.spec_of`:
-    ``block2`` .. ``block14`` for the official model, fewer or more for a
-    variant); ``blocks=2`` unfreezes the last two (``block13`` and ``block14``).
-    Returns the names of the layers made trainable.
+    ``block2`` .. ``block14`` for the official model, fewer or more for a variant); ``blocks=2``
+    unfreezes the last two (``block13`` and ``block14``). Returns the names of the layers made trainable.
     """
     backbone = find_xception(classifier)
     spec = spec_of(backbone)
@@ -215,13 +212,10 @@ def unfreeze_top_blocks(classifier, blocks):
         raise ValueError(f"`blocks` must be at most the backbone's {len(spec.blocks)} blocks; received {blocks}.")
     names = {b.name for b in spec.blocks[-blocks:]}
     backbone.trainable = True  # sets every sub-layer; now choose
-    unfrozen = []
     for layer in backbone.layers:
-        is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = layer.name.split("_", 1)[0] in names and not is_bn
-        if layer.trainable and layer.weights:
-            unfrozen.append(layer.name)
-    return unfrozen
+        batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = layer.name.split("_", 1)[0] in names and not batchnorm
+    return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
 
 
 def fine_tune(classifier, train_data, validation_data=None, epochs=2, blocks=2, learning_rate=1e-5, **fit):
