@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -80,16 +81,12 @@ def save_classifier(model, path, class_names, transform, info=None) -> str:
 
     path = keras_path(path, "path")
     classifier = Classifier(model, class_names, transform, dict(info or {}))  # checks the names and transform
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
-    try:
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
+        tmp = os.path.join(folder, "model.keras")  # beside `path`: os.replace stays on one file system
         # An uncompiled model over the same layers: Keras saves a compiled model's optimizer.
         keras.Model(model.input, model.output, name=model.name).save(tmp)
         write_record(tmp, ModelRecord(transform, classifier.class_names, classifier.info))
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
