@@ -1,8 +1,7 @@
 """The options of :func:`~keras_xception.tasks.training.train`, written once: :class:`TrainOptions`.
 
-Each field carries its default, its check and its help text; ``train()``'s signature, the ``train``
-command's options (:func:`add_arguments`) and the report's ``settings`` are derived from it. No
-TensorFlow here: the command line checks its options before importing it.
+Each field carries its default, its check and its help text; ``train()``'s signature, the command's
+options (:func:`add_arguments`) and the report's ``settings`` derive from it. No TensorFlow here.
 """
 
 from __future__ import annotations

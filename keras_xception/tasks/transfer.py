@@ -1,9 +1,7 @@
-"""Transfer learning with a pretrained Xception, step by step (the recipe: docs/training.md).
+"""Transfer learning step by step: :func:`build_classifier`, :func:`train_head`, :func:`fine_tune` (docs/training.md).
 
-:func:`build_classifier` (frozen backbone + new head, one ordinary Keras model), :func:`train_head`
-(on features the backbone computes once, or plain ``fit``), :func:`unfreeze_top_blocks` and
-:func:`fine_tune`. BatchNormalization is frozen (``trainable=False``) rather than only called with
-``training=False``: a Keras 3 functional model passes its own ``training`` flag to nested models.
+BatchNormalization is frozen (``trainable=False``) rather than only called with ``training=False``:
+a Keras 3 functional model passes its own ``training`` flag to nested models.
 """
 
 from __future__ import annotations
