@@ -28,8 +28,6 @@ from keras_xception.tasks.options import TrainOptions
 
 __all__ = ["train", "augmentation"]
 
-#: What the report says about the head phase.
-HEAD_NOTE = "The head was trained on cached features (the frozen backbone ran once), without augmentation."
 #: Pooled features whose largest spread over the training images is below this are degenerate (an untrained
 #: Xception: about 4e-5 at 71 px; the small random test backbone: 5e-4; pretrained: units).
 DEGENERATE_SPREAD = 1e-4
@@ -177,10 +175,9 @@ def _features(run, data, model, strategy) -> dict:
     if spread < DEGENERATE_SPREAD:  # the head cannot learn from features that barely differ between images
         warnings.warn(
             f"The backbone's pooled features barely differ between the {len(x)} training images (largest spread "
-            f"{spread:.1e}, mean magnitude {float(np.mean(np.abs(x))):.1e}; backbone weights: "
-            f"{run.weights if run.backbone is None else 'the given backbone'!r}): the head cannot learn from them "
-            "and will predict about the same class for every image. An untrained backbone (weights=None / --weights "
-            "none) does this; train with pretrained weights (weights='imagenet' or a weights file).",
+            f"{spread:.1e}; backbone weights: {run.weights if run.backbone is None else 'the given backbone'!r}): "
+            "the head cannot learn from them and will predict about the same class for every image. An untrained "
+            "backbone (weights=None / --weights none) does this; train with pretrained weights ('imagenet' or a file).",
             stacklevel=3,
         )
     skipped = data["skipped"] + [s for r in runs.values() for s in r.skipped]
@@ -242,7 +239,7 @@ def _head_phase(run, model, features, class_weight):
         t0,
         cached_features=True,
         augmentation=False,
-        note=HEAD_NOTE,
+        note="The head was trained on cached features (the frozen backbone ran once), without augmentation.",
         epochs_run=len(losses),
         stopped_early=auto and len(losses) < epochs,
         max_epochs=epochs,
