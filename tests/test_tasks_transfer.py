@@ -30,8 +30,14 @@ def data(tree):
     return train, val, classes
 
 
+FEATURES = 512  # the small backbone's pooled features
+
+
 def _backbone(seed=0):
-    return randomize(transfer.build_backbone(None, SHAPE), seed=seed)
+    """The small variant without its top, frozen as build_backbone leaves it (random BN statistics)."""
+    backbone = randomize(small_xception(include_top=False), seed=seed)
+    backbone.trainable = False
+    return backbone
 
 
 # ---------------------------------------------------------------- model structure
@@ -79,10 +85,10 @@ def test_cached_fast_path_trains_the_same_head_as_plain_fit(data):
     """One full-batch step each: the cached path must produce the plain path's head."""
     train, val, classes = data
     backbone = _backbone(seed=1)
-    init = transfer.build_head(len(classes), dropout=0.0).get_weights()
+    init = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0).get_weights()
     heads = {}
     for cached in (False, True):
-        head = transfer.build_head(len(classes), dropout=0.0)
+        head = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0)
         head.set_weights(init)
         model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
         hist = transfer.train_head(model, train, val, epochs=1, cached=cached, batch_size=32, verbose=0)
@@ -122,17 +128,17 @@ def test_train_head_takes_images_once_or_given_features(data):
 
     train, val, classes = data
     backbone = _backbone(seed=4)
-    init = transfer.build_head(len(classes), dropout=0.0).get_weights()
+    init = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0).get_weights()
     heads = []
     for given in (False, True):
-        head = transfer.build_head(len(classes), dropout=0.0)
+        head = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0)
         head.set_weights(init)
         model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
         if given:
             extractor = feature_model(model, "avg_pool")
             pairs = [(extractor.predict_on_batch(x), y.numpy()) for x, y in train]
             train_data = (np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))
-            assert train_data[0].shape == (len(train_data[1]), 2048)
+            assert train_data[0].shape == (len(train_data[1]), FEATURES)
         transfer.train_head(model, train_data if given else train, epochs=1, batch_size=32, verbose=0)
         heads.append(head.get_weights()[0])
     np.testing.assert_allclose(heads[0], heads[1], rtol=1e-5, atol=1e-6)
@@ -144,7 +150,7 @@ def test_train_head_takes_images_once_or_given_features(data):
 
 def test_train_head_arguments(data):
     train, val, _ = data
-    model = transfer.build_classifier(2, backbone=transfer.build_backbone(None, SHAPE), input_shape=SHAPE)
+    model = transfer.build_classifier(2, backbone=_backbone(), input_shape=SHAPE)
     with pytest.raises(ValueError, match="epochs"):
         transfer.train_head(model, train, epochs=0)
     with pytest.raises(ValueError, match="learning_rate"):
@@ -214,7 +220,7 @@ def test_fine_tune_changes_only_the_top_blocks(data):
         for name, ws in snapshot.items()
         if not all(np.array_equal(a, b) for a, b in zip(ws, backbone.get_layer(name).get_weights()))
     }
-    assert changed == {"block14_sepconv1", "block14_sepconv2"}  # BN statistics and gammas untouched
+    assert changed == {"block7_sepconv1", "block7_sepconv2"}  # the top block; BN statistics and gammas untouched
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
     x = next(iter(val))[0].numpy()
     assert rel_diff(model(x, training=True), model(x, training=False)) < 1e-6

@@ -1,21 +1,15 @@
 """A trained classifier and its file: :class:`Classifier`, :func:`save_classifier`, :func:`load_classifier`.
 
-A :class:`Classifier` is what :func:`~keras_xception.tasks.training.train`
-returns: the Keras model, its class names and its input transform.
-
-The saved classifier is an ordinary ``.keras`` file (``keras.saving.load_model(path)``
-loads it in safe mode with no custom objects: raw 0..255 RGB images in, class
-probabilities out), without optimizer state, plus the model's record
-(:mod:`keras_xception.data.metadata`: class names, input transform, how it was
-trained) as a member of the archive. A model re-saved by plain ``model.save``
-loses the record; :func:`load_classifier` then names the classes by index, with
-a warning.
+The file is an ordinary ``.keras`` archive without optimizer state (``keras.saving.load_model`` loads
+it in safe mode: raw 0..255 RGB images in, class probabilities out) with the model's record
+(:mod:`keras_xception.data.metadata`: class names, transform, how it was trained) inside.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -29,15 +23,13 @@ __all__ = ["Classifier", "save_classifier", "load_classifier"]
 
 @dataclasses.dataclass(frozen=True)
 class Classifier:
-    """A trained classifier: the Keras model, its class names and its input transform.
+    """A trained classifier.
 
     Attributes:
-        model: ``keras.Model``: a batch of raw RGB images (0..255, the
-            transform's size) -> class probabilities (float32).
+        model: ``keras.Model``: raw RGB images (0..255, the transform's size) -> class probabilities.
         class_names: One name per output, in order.
-        transform: How an image file becomes the model's input
-            (:class:`~keras_xception.data.transform.Transform`; ``preprocessing``
-            is None: the model scales its input itself).
+        transform: How an image file becomes the model's input (a
+            :class:`~keras_xception.data.transform.Transform` without ``preprocessing``).
         info: What else the file says (weights, training settings, versions).
     """
 
@@ -80,43 +72,34 @@ class Classifier:
 
 
 def save_classifier(model, path, class_names, transform, info=None) -> str:
-    """Save ``model`` as ``.keras`` with ``class_names`` and ``transform`` inside the archive.
+    """Save ``model`` as ``.keras`` with ``class_names``, ``transform`` and ``info`` in its record.
 
-    An ordinary Keras archive (``keras.saving.load_model(path)`` loads it in
-    safe mode) without the optimizer's state (a compiled model's Adam slots
-    would double the file), plus the model's record. Written to a temporary
-    file and moved into place, so a failure leaves no half-written model.
+    Without the optimizer's state (a compiled model's Adam slots would double the file); written to a
+    temporary file and moved into place, so a failure leaves no half-written model.
     """
     import keras
 
     path = keras_path(path, "path")
     classifier = Classifier(model, class_names, transform, dict(info or {}))  # checks the names and transform
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
-    try:
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
+        tmp = os.path.join(folder, "model.keras")  # beside `path`: os.replace stays on one file system
         # An uncompiled model over the same layers: Keras saves a compiled model's optimizer.
         keras.Model(model.input, model.output, name=model.name).save(tmp)
         write_record(tmp, ModelRecord(transform, classifier.class_names, classifier.info))
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
 def load_classifier(path) -> Classifier:
     """Load a classifier saved by :func:`train` / :func:`save_classifier` (safe mode, no custom objects).
 
-    Files written by keras-xception 0.2 load too. A ``.keras`` classifier
-    without the keras-xception record (saved by plain ``model.save``) loads
-    with a warning: its classes are named by index (``"0"``, ``"1"``, ...)
-    and its transform is resolved from the model (input size; raw pixels
-    when it starts with the ``preprocess_input`` layer) with EXIF orientation
-    applied.
+    Files of keras-xception 0.2 load too. A ``.keras`` model without the record (saved by plain
+    ``model.save``) loads with a warning: classes named by index (``"0"``, ``"1"``, ...), the
+    transform resolved from the model.
 
     Raises:
-        ValueError: not an existing ``.keras`` file, a model that is not a
-            single-input classifier, or a record that does not fit the model.
+        ValueError: not an existing ``.keras`` file, a model that is not a single-input classifier,
+            or a record that does not fit the model.
     """
     import keras
 

@@ -1,10 +1,7 @@
-"""The options of :func:`~keras_xception.tasks.training.train`, written once.
+"""The options of :func:`~keras_xception.tasks.training.train`, written once: :class:`TrainOptions`.
 
-:class:`TrainOptions` is the one list: each field carries its default, its check (from
-:mod:`keras_xception.checks`) and its help text. ``train()``'s keyword arguments are its fields,
-the ``train`` command's options are derived from it (:func:`add_arguments`), and so is the
-report's ``settings`` (:meth:`TrainOptions.settings`). No TensorFlow here: the command line checks
-its options with this module before TensorFlow is imported.
+Each field carries its default, its check and its help text; ``train()``'s signature, the command's
+options (:func:`add_arguments`) and the report's ``settings`` derive from it. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -133,14 +130,13 @@ class TrainOptions:
 def add_arguments(parser) -> None:
     """The command-line options of :class:`TrainOptions` (the fields with a help text), checked by the same checks."""
     for field in dataclasses.fields(TrainOptions):
-        help, cli = field.metadata["help"], dict(field.metadata["cli"])
+        help, cli, check = field.metadata["help"], dict(field.metadata["cli"]), field.metadata["check"]
         if help is None:
             continue
+        if check is _flag:
+            cli["action"] = "store_true"
+        elif "choices" not in cli and check is not _path:
+            cli["type"] = checks.argtype(check)
+        default = "" if field.default is None or check is _flag else f" (default {field.default})"
         flag = cli.pop("flag", "--" + field.name.replace("_", "-"))
-        if field.metadata["check"] is _flag:
-            parser.add_argument(flag, dest=field.name, action="store_true", help=help)
-            continue
-        if "choices" not in cli and field.metadata["check"] is not _path:
-            cli["type"] = checks.argtype(field.metadata["check"])
-        default = "" if field.default is None else f" (default {field.default})"
         parser.add_argument(flag, dest=field.name, default=field.default, help=help + default, **cli)

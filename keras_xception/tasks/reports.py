@@ -1,19 +1,12 @@
-"""The reports of a trained classifier: its figures, the report of ``train()``, the files beside the model.
-
-:func:`classification_report` turns labels and class probabilities into
-accuracy, per-class precision/recall/F1/support and the confusion matrix
-(scikit-learn's metrics); :func:`plot_curves` and :func:`plot_confusion_matrix`
-draw the training curves and the confusion matrix with matplotlib (the Agg
-backend unless a non-interactive one is set); :func:`summary` is the one-line
-outcome of a training run; :func:`write_outputs` writes the model, the PNGs
-and the JSON report that :func:`~keras_xception.tasks.training.train` was
-asked for.
+"""The reports of a trained classifier: its figures (scikit-learn), its plots (matplotlib), the one-line
+summary of a training run, and the files that ``train()`` writes beside the model.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 
@@ -46,23 +39,14 @@ def classification_report(labels, probabilities, class_names) -> dict:
     return report
 
 
-def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(path, head_history, fine_tune_history=None, best=None):
     """Training curves (accuracy and loss, training and validation) of both phases, as a PNG."""
-    import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
     fine_tune_history = fine_tune_history or {}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     n_head = len(head_history.get("loss", []))
     for ax, metric in zip(axes, ("accuracy", "loss")):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -74,41 +58,36 @@ def plot_curves(path, head_history, fine_tune_history=None, best=None):
             ax.text(n_head + 0.7, 0.98, "fine-tuning", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         if best:
             ax.axvline(best, color="green", lw=0.8, ls=":", label=f"kept (epoch {best})")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (head on cached features" + (", then fine-tuning)" if fine_tune_history else ")"))
         ax.set_title(metric)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion_matrix(path, matrix, class_names, title="validation"):
-    """The confusion matrix as a PNG: counts in the cells, colour by the row's fraction."""
-    plt = _pyplot()
-    cm = np.asarray(matrix, np.float64)
-    n = len(class_names)
+    """The confusion matrix as a PNG (scikit-learn's display): counts in the cells, colour by the row's fraction."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm, n = np.asarray(matrix, np.int64), len(class_names)
     side = min(max(4.0, 0.45 * n + 2.5), 30.0)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
-    fractions = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    im = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    ax.set_xticks(range(n), labels=class_names, rotation=90 if n > 6 else 45, ha="center" if n > 6 else "right")
-    ax.set_yticks(range(n), labels=class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
+    display = ConfusionMatrixDisplay(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), display_labels=class_names)
+    display.plot(ax=ax, cmap="Blues", im_kw=dict(vmin=0, vmax=1), include_values=n <= 40, colorbar=False)
+    fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    for (i, j), text in np.ndenumerate(display.text_ if n <= 40 else np.empty((0, 0))):
+        text.set_text(str(cm[i, j]) if cm[i, j] else "")
+    ax.tick_params(axis="x", labelrotation=90 if n > 6 else 45)
     total = int(cm.sum())
     ax.set_title(f"Confusion matrix, {title}\n{total} images, accuracy {np.trace(cm) / max(total, 1):.3f}", fontsize=10)
-    if n <= 40:
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    colour = "white" if fractions[i, j] > 0.5 else "black"
-                    ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color=colour, fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -139,31 +118,27 @@ def summary(report) -> str:
 def write_outputs(report, classifier, run, histories, started):
     """Write what ``train()`` was asked for (``run``: its options; None on a worker that is not the chief).
 
-    The classifier at ``run.out`` (``.keras``) with the curves and confusion-matrix PNGs beside it
-    (unless given elsewhere), and the report as JSON at ``run.report_path``; fills
-    ``report["outputs"]`` and ``report["timings"]["total_seconds"]`` (from ``started``, a
-    ``time.perf_counter()``).
+    The classifier at ``run.out`` with the curves and confusion-matrix PNGs beside it (unless given
+    elsewhere), the report as JSON at ``run.report_path``; fills ``report["outputs"]`` and
+    ``report["timings"]["total_seconds"]`` (from ``started``, a ``time.perf_counter()``).
     """
-    import time
-
-    curves = confusion = None
-    if run is not None:
-        curves, confusion = run.curves_path, run.confusion_path
-        if run.out is not None:
-            report["outputs"]["model"] = classifier.save(run.out)
-            stem = os.path.splitext(run.out)[0]
-            curves, confusion = curves or stem + "_curves.png", confusion or stem + "_confusion.png"
-        if run.report_path:
-            report["outputs"]["report"] = run.report_path
+    outputs, stem = report["outputs"], None
+    if run is not None and run.out is not None:
+        outputs["model"] = classifier.save(run.out)
+        stem = os.path.splitext(run.out)[0]
+    curves = run and (run.curves_path or stem and stem + "_curves.png")
+    confusion = run and (run.confusion_path or stem and stem + "_confusion.png")
     if curves:  # mark the epoch (over both phases, from 1) whose weights the classifier has
         head, tune = report["head"], report["fine_tune"]
         best = head["epochs_run"] + tune["best_epoch"] if tune and tune["kept"] else head["best_epoch"]
-        report["outputs"]["curves"] = plot_curves(curves, *histories, best=best)
+        outputs["curves"] = plot_curves(curves, *histories, best=best)
     if confusion:
-        matrix, names = report["confusion_matrix"], report["class_names"]
-        report["outputs"]["confusion_matrix"] = plot_confusion_matrix(confusion, matrix, names)
+        outputs["confusion_matrix"] = plot_confusion_matrix(
+            confusion, report["confusion_matrix"], report["class_names"]
+        )
     report["timings"]["total_seconds"] = round(time.perf_counter() - started, 3)
     if run is not None and run.report_path:
+        outputs["report"] = run.report_path
         with open(run.report_path, "w") as f:
             json.dump(report, f, indent=2, default=float)
             f.write("\n")

@@ -1,42 +1,26 @@
 """Transfer learning as one call: :func:`train` a classifier on a class-per-folder image tree.
 
-``train("photos/")`` (``photos/<class>/*.jpg``) returns a :class:`~keras_xception.tasks.classifier.Classifier`
-and a report dict, following the recipe of :mod:`keras_xception.tasks.transfer`:
-
-1. **Data**: each class folder split (``val_split``, seeded) into training and validation files, or
-   the validation files from ``val_dir``; images read with the weights' transform at ``image_size``,
-   upright by their EXIF orientation. Unreadable files are skipped and listed in the report.
-2. **Head**: the frozen backbone runs once over the images; the head is fit on those cached pooled
-   features, without augmentation. ``epochs="auto"``: Keras's ``EarlyStopping`` on the validation
-   loss (``patience``; any decrease is an improvement: ``min_delta`` 0), the best epoch's weights
-   restored, at most ``max_epochs``. Features that barely differ between images (an untrained
-   backbone) are warned about: the head cannot learn from them.
-3. **Fine-tuning** (``fine_tune_epochs``): the top ``fine_tune_blocks`` blocks unfrozen (BatchNorm
-   stays frozen), on the images, with :func:`augmentation` in the ``tf.data`` pipeline when
-   ``augment`` (the saved model has no random layers); its best epoch is kept if it beat the head.
-4. **Report**: accuracy, per-class figures, confusion matrix, timings, settings; with ``out`` the
-   classifier (``.keras``, no optimizer state), a training-curves PNG and a confusion-matrix PNG.
-
-The options are the fields of :class:`~keras_xception.tasks.options.TrainOptions`. ``strategy``
-(a name or a ``tf.distribute.Strategy``) builds and trains in its scope, ``batch_size`` the global
-batch; ``mixed_precision`` builds the backbone under ``mixed_float16`` (GPU) or ``mixed_bfloat16``
-with a float32 head. Progress goes to standard output: ``verbose="auto"`` is Keras's animated bars
-on a terminal, else one line per epoch without colour codes (``verbose=2``); 0 is silent.
+The recipe and the report are described in docs/training.md; the steps are :mod:`keras_xception.tasks.transfer`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import sys
 import time
 import warnings
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from keras_xception import checks
+from keras_xception import __version__, checks
+from keras_xception.data.dataset import image_dataset, map_batches
+from keras_xception.data.files import class_folder_split, class_folders
 from keras_xception.data.results import Skipped
+from keras_xception.data.transform import resolve_transform
+from keras_xception.model.features import feature_model
 from keras_xception.tasks import reports, transfer
 from keras_xception.tasks.classifier import Classifier
 from keras_xception.tasks.evaluation import is_chief, make_strategy
@@ -44,11 +28,6 @@ from keras_xception.tasks.options import TrainOptions
 
 __all__ = ["train", "augmentation"]
 
-#: What the report says about the head phase.
-HEAD_NOTE = (
-    "The head was trained on cached backbone features (the frozen backbone ran once over the training "
-    "and validation images), without augmentation."
-)
 #: Pooled features whose largest spread over the training images is below this are degenerate (an untrained
 #: Xception: about 4e-5 at 71 px; the small random test backbone: 5e-4; pretrained: units).
 DEGENERATE_SPREAD = 1e-4
@@ -57,47 +36,44 @@ DEGENERATE_SPREAD = 1e-4
 def train(data_dir, **options):
     """Train a classifier on a class-per-folder image tree; returns ``(classifier, report)``.
 
-    See the module documentation for the recipe, and
-    :class:`~keras_xception.tasks.options.TrainOptions` for the options (each
-    one's default and meaning); ``backbone`` is a function returning the
-    backbone to use instead of ``Xception(include_top=False, weights=weights)``
-    (``weights`` then only chooses the transform), called in the strategy scope.
+    Args:
+        data_dir: A folder with one sub-folder of images per class.
+        **options: The fields of :class:`~keras_xception.tasks.options.TrainOptions` (each one's
+            default and meaning); ``backbone`` is a function returning the backbone to use instead
+            of ``Xception(include_top=False, weights=weights)``, called in the strategy scope.
 
     Returns:
-        ``(classifier, report)``: a :class:`~keras_xception.tasks.classifier.Classifier`
-        and the report dict (``val_accuracy``, ``per_class``, ``confusion_matrix``,
-        ``class_names``, ``skipped``, ``head``, ``fine_tune``, ``timings``,
-        ``settings``, ``outputs``).
+        ``(classifier, report)``: a :class:`~keras_xception.tasks.classifier.Classifier` and the
+        report dict (``val_accuracy``, ``per_class``, ``confusion_matrix``, ``head``, ``fine_tune``,
+        ``skipped``, ``timings``, ``settings``, ``outputs``, ...).
 
     Raises:
-        ValueError: bad arguments or data (fewer than 2 classes, an empty
-            class, an image size below 71, no readable image in a class), each
-            message naming the argument or the folder.
+        ValueError: bad arguments or data (fewer than 2 classes, an empty class, an image size
+            below 71, no readable image in a class), each message naming the argument or folder.
     """
     started = time.perf_counter()
     run = TrainOptions(**options)
     data_dir = checks.existing_dir(data_dir, "data_dir", "an existing folder of class folders")
-    run = dataclasses.replace(run, verbose=(1 if sys.stdout.isatty() else 2) if run.verbose == "auto" else run.verbose)
-    strategy = _strategy(run)
+    if run.verbose == "auto":  # Keras's animated bars on a terminal, else one line per epoch
+        run = dataclasses.replace(run, verbose=1 if sys.stdout.isatty() else 2)
+    strategy = make_strategy(run.strategy) if isinstance(run.strategy, str) else run.strategy
+    if run.batch_size % strategy.num_replicas_in_sync:
+        replicas = strategy.num_replicas_in_sync
+        raise ValueError(f"`batch_size` must be a multiple of the {replicas} replicas; received {run.batch_size}.")
     data = _files(run, data_dir)
     model, policy = _build(run, data, strategy)
     features = _features(run, data, model, strategy)
-    weights_by_class = class_weights(features["y_train"], data["class_names"], run.class_weight)
+    weights_by_class = class_weights(features["train"].labels, data["class_names"], run.class_weight)
     with strategy.scope():
         head, head_history = _head_phase(run, model, features, weights_by_class)
         tune, tune_history = None, {}
         if run.fine_tune_epochs:
             tune, tune_history = _fine_tune_phase(run, model, features, data["transform"], weights_by_class, head)
-    fine_tuned = bool(tune and tune["kept"])
-    t0 = time.perf_counter()
-    evaluation = _evaluate(run, model, features, data, fine_tuned, strategy)
-    settings = dict(
-        data_dir=data_dir, **run.settings(data["transform"].target_size[0], policy, strategy.num_replicas_in_sync)
-    )
-    report = _report(data, features, evaluation, head, tune, weights_by_class, settings)
-    report["timings"]["evaluation_seconds"] = round(time.perf_counter() - t0, 3)
-    info = dict(weights=settings["weights"], trained=dict(fine_tuned=fine_tuned, settings=settings))
-    info["trained"].update({k: report[k] for k in ("val_accuracy", "num_train", "num_val")})
+    replicas = strategy.num_replicas_in_sync
+    settings = dict(data_dir=data_dir, **run.settings(data["transform"].target_size[0], policy, replicas))
+    report = _report(model, data, features, (head, tune), weights_by_class, settings, strategy)
+    trained = {k: report[k] for k in ("val_accuracy", "num_train", "num_val", "settings")}
+    info = dict(weights=run.weights, trained=dict(trained, fine_tuned=bool(tune and tune["kept"])))
     classifier = Classifier(model, data["class_names"], data["transform"], info)
     chief = is_chief(strategy)  # the other workers of a multi-worker strategy write nothing
     reports.write_outputs(report, classifier, run if chief else None, (head_history, tune_history), started)
@@ -113,20 +89,8 @@ train.__signature__ = inspect.Signature(
 )
 
 
-def _strategy(run):
-    """The ``tf.distribute`` strategy (a name is created here; multi-worker: before any TF op)."""
-    strategy = make_strategy(run.strategy) if isinstance(run.strategy, str) else run.strategy
-    replicas = strategy.num_replicas_in_sync
-    if run.batch_size % replicas:
-        raise ValueError(f"`batch_size` must be a multiple of the {replicas} replicas; received {run.batch_size}.")
-    return strategy
-
-
 def _files(run, data_dir) -> dict:
     """Training and validation files and labels, the class names, the transform, the files skipped while listing."""
-    from keras_xception.data.files import class_folder_split, class_folders
-    from keras_xception.data.transform import resolve_transform
-
     problems = []
     split = 0.0 if run.val_dir is not None else run.val_split
     tp, tl, vp, vl, classes = class_folder_split(data_dir, split, run.seed, problems=problems)
@@ -154,55 +118,41 @@ def _files(run, data_dir) -> dict:
     return dict(train=(tp, tl), val=(vp, vl), class_names=list(classes), skipped=skipped, transform=transform)
 
 
-@contextlib.contextmanager
-def _dtype_policy(mixed):
-    """The global Keras dtype policy for building the model: a mixed one (its name), or unchanged (None)."""
-    import keras
-    import tensorflow as tf
-
-    previous = keras.config.dtype_policy()
-    name = ("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16") if mixed else None
-    if name:
-        keras.config.set_dtype_policy(name)
-    try:
-        yield name
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def _build(run, data, strategy):
     """Seed, then build the classifier in the strategy scope: ``(model, mixed policy or None)``."""
-    import keras
-
-    shape = data["transform"].target_size + (3,)
+    shape, classes = data["transform"].target_size + (3,), len(data["class_names"])
     keras.utils.set_random_seed(run.seed)
     if run.verbose:
         print(
-            f"{len(data['class_names'])} classes, {len(data['train'][0])} training and {len(data['val'][0])} "
+            f"{classes} classes, {len(data['train'][0])} training and {len(data['val'][0])} "
             f"validation images, {shape[0]}x{shape[1]}, {strategy.num_replicas_in_sync} replica(s)",
             flush=True,
         )
-    with _dtype_policy(run.mixed_precision) as policy, strategy.scope():
-        backbone = transfer.build_backbone(run.weights, shape) if run.backbone is None else run.backbone()
-        features = int(backbone.output.shape[-1])
-        head = transfer.build_head(len(data["class_names"]), feature_dim=features, dropout=run.dropout, dtype="float32")
-        model = transfer.build_classifier(backbone=backbone, head=head, input_shape=shape)
+    previous = keras.config.dtype_policy()
+    mixed = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    policy = mixed if run.mixed_precision else None
+    try:
+        keras.config.set_dtype_policy(policy or previous)  # the backbone's; the head is float32
+        with strategy.scope():
+            backbone = transfer.build_backbone(run.weights, shape) if run.backbone is None else run.backbone()
+            features = int(backbone.output.shape[-1])
+            head = transfer.build_head(classes, feature_dim=features, dropout=run.dropout, dtype="float32")
+            model = transfer.build_classifier(backbone=backbone, head=head, input_shape=shape)
+    finally:
+        keras.config.set_dtype_policy(previous)
     return model, policy
 
 
 def _predictor(model, strategy):
-    """numpy batch -> numpy outputs under ``strategy`` (``predict_on_batch`` would run every replica on
-    the whole batch under a multi-replica strategy; ``predict`` splits it)."""
+    """numpy batch -> numpy outputs: ``predict_on_batch`` (3x faster than ``predict`` per batch), but
+    ``predict`` under several replicas (``predict_on_batch`` would run each on the whole batch)."""
     if strategy.num_replicas_in_sync == 1:
         return model.predict_on_batch
     return lambda x: model.predict(x, batch_size=len(x), verbose=0)
 
 
 def _features(run, data, model, strategy) -> dict:
-    """The frozen backbone once over the training and validation images: pooled features, labels, paths, skipped."""
-    from keras_xception.data.dataset import map_batches
-    from keras_xception.model.features import feature_model
-
+    """The frozen backbone once over the training and validation images: their ``Results`` (pooled features)."""
     t0 = time.perf_counter()
     with strategy.scope():  # its predict is distributed
         extractor = feature_model(model, "avg_pool", pool=True, name="features")
@@ -220,28 +170,18 @@ def _features(run, data, model, strategy) -> dict:
     empty = [name for c, name in enumerate(data["class_names"]) if not np.any(labels == c)]
     if empty:
         raise ValueError(f"No readable training image in the class folders {empty}.")
-    _warn_if_degenerate(runs["train"].outputs, run.weights if run.backbone is None else "the given backbone")
-    out = {f"{k}_{part}": getattr(r, attr) for part, r in runs.items() for k, attr in _FIELDS}
-    return dict(
-        out, skipped=data["skipped"] + [s for r in runs.values() for s in r.skipped], seconds=time.perf_counter() - t0
-    )
-
-
-_FIELDS = (("x", "outputs"), ("y", "labels"), ("paths", "paths"))
-
-
-def _warn_if_degenerate(x, weights):
-    """Warn when the pooled features barely differ between images: the head cannot learn from them."""
+    x = runs["train"].outputs
     spread = float(np.max(np.ptp(x, axis=0))) if len(x) > 1 else float("inf")
-    if spread < DEGENERATE_SPREAD:
+    if spread < DEGENERATE_SPREAD:  # the head cannot learn from features that barely differ between images
         warnings.warn(
-            f"The backbone's pooled features barely differ between the {len(x)} training images (largest "
-            f"spread {spread:.1e}, mean magnitude {float(np.mean(np.abs(x))):.1e}; backbone weights: {weights!r}): "
-            "the head cannot learn from them and will predict about the same class for every image. An "
-            "untrained backbone (weights=None / --weights none) does this; train with pretrained weights "
-            "(weights='imagenet' or a weights file).",
-            stacklevel=4,
+            f"The backbone's pooled features barely differ between the {len(x)} training images (largest spread "
+            f"{spread:.1e}; backbone weights: {run.weights if run.backbone is None else 'the given backbone'!r}): "
+            "the head cannot learn from them and will predict about the same class for every image. An untrained "
+            "backbone (weights=None / --weights none) does this; train with pretrained weights ('imagenet' or a file).",
+            stacklevel=3,
         )
+    skipped = data["skipped"] + [s for r in runs.values() for s in r.skipped]
+    return dict(runs, skipped=skipped, seconds=time.perf_counter() - t0)
 
 
 def class_weights(labels, class_names, class_weight):
@@ -262,18 +202,29 @@ def class_weights(labels, class_names, class_weight):
     return out
 
 
+def _phase_report(history, best, t0, **fields) -> dict:
+    """A phase's report: ``fields``, the kept epoch (``best``, from 0) and its figures, the time, the history."""
+    return dict(
+        fields,
+        best_epoch=best + 1,
+        val_loss=float(history["val_loss"][best]),
+        val_accuracy=float(history["val_accuracy"][best]),
+        seconds=round(time.perf_counter() - t0, 3),
+        history={k: [float(v) for v in vs] for k, vs in history.items()},
+    )
+
+
 def _head_phase(run, model, features, class_weight):
     """The head on the cached features (Keras's ``EarlyStopping`` with ``epochs="auto"``): ``(report, history)``."""
-    import keras
-
     auto = run.epochs == "auto"
     epochs = run.max_epochs if auto else run.epochs
+    # Any decrease is an improvement (min_delta 0): an untrained backbone's loss falls by less than 1e-4.
     stopping = dict(monitor="val_loss", patience=run.patience, min_delta=0.0, restore_best_weights=True)
     t0 = time.perf_counter()
     history = transfer.train_head(
         model,
-        (features["x_train"], features["y_train"]),
-        (features["x_val"], features["y_val"]),
+        (features["train"].outputs, features["train"].labels),
+        (features["val"].outputs, features["val"].labels),
         epochs=epochs,
         learning_rate=run.learning_rate,
         batch_size=run.batch_size,
@@ -282,33 +233,22 @@ def _head_phase(run, model, features, class_weight):
         class_weight=class_weight,
     ).history
     losses = history["val_loss"]
-    best = int(np.argmin(losses)) + 1 if auto else len(losses)  # the epoch EarlyStopping restored
-    report = dict(
+    report = _phase_report(
+        history,
+        int(np.argmin(losses)) if auto else len(losses) - 1,  # the epoch EarlyStopping restored
+        t0,
         cached_features=True,
         augmentation=False,
-        note=HEAD_NOTE,
+        note="The head was trained on cached features (the frozen backbone ran once), without augmentation.",
         epochs_run=len(losses),
-        best_epoch=best,
         stopped_early=auto and len(losses) < epochs,
         max_epochs=epochs,
         early_stopping=stopping if auto else None,
         learning_rate=run.learning_rate,
-        val_loss=float(losses[best - 1]),
-        val_accuracy=float(history["val_accuracy"][best - 1]),
-        seconds=round(time.perf_counter() - t0, 3),
-        history={k: [float(v) for v in vs] for k, vs in history.items()},
     )
     if run.verbose:
         print(reports.head_line(report), flush=True)
     return report, history
-
-
-def _image_data(run, paths, labels, transform, shuffle, what):
-    """Batches of readable images (the files the feature pass read), the first batch even over the replicas."""
-    from keras_xception.data.dataset import image_dataset
-
-    batch = transfer.even_batch(len(paths), run.batch_size, what)
-    return image_dataset(paths, transform, labels=labels, batch_size=batch, shuffle=shuffle, seed=run.seed)
 
 
 def _one_device_validation(model, dataset, labels):
@@ -319,39 +259,39 @@ def _one_device_validation(model, dataset, labels):
     [0,8,8,3]"; tests/test_tasks_training.py reproduces it), and 3 validation images on 2 replicas
     cannot be batched otherwise. Must come before ``EarlyStopping`` in the callbacks.
     """
-    import keras
-    import tensorflow as tf
-
     scores = tf.function(lambda x: model(x, training=False))
 
-    class Validation(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            probs = np.concatenate([np.asarray(scores(x)) for x, _ in dataset])
-            losses = keras.losses.sparse_categorical_crossentropy(labels, probs)  # clipped as Keras clips it
-            logs["val_loss"] = float(np.mean(keras.ops.convert_to_numpy(losses)))
-            logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == labels))
+    def validate(epoch, logs):
+        probs = np.concatenate([np.asarray(scores(x)) for x, _ in dataset])
+        losses = keras.losses.sparse_categorical_crossentropy(labels, probs)  # clipped as Keras clips it
+        logs["val_loss"] = float(np.mean(keras.ops.convert_to_numpy(losses)))
+        logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == labels))
 
-    return Validation()
+    return keras.callbacks.LambdaCallback(on_epoch_end=validate)
 
 
-def _fine_tune_phase(run, model, features, transform, class_weight, head):
-    """Fine-tune the top blocks on the images; the head-only weights back unless it lowered the loss."""
-    import keras
-    import tensorflow as tf
-
-    t0, head_weights = time.perf_counter(), model.get_weights()
-    train_ds = _image_data(run, features["paths_train"], features["y_train"], transform, True, "training images")
-    val_ds = _image_data(run, features["paths_val"], features["y_val"], transform, False, "validation images")
+def _fine_tune_data(run, model, features, transform):
+    """The fine-tuning datasets, the callbacks they need, and the augmentation's layer names (or False)."""
+    train, val, common = features["train"], features["val"], dict(batch_size=run.batch_size, seed=run.seed)
+    train_ds = image_dataset(train.paths, transform, labels=train.labels, shuffle=True, **common)
+    val_ds = image_dataset(val.paths, transform, labels=val.labels, shuffle=False, **common)
     callbacks = [keras.callbacks.EarlyStopping(patience=run.fine_tune_epochs, restore_best_weights=True)]
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # no batch may leave a replica empty
-        callbacks.insert(0, _one_device_validation(model, val_ds, features["y_val"]))
-        batch = transfer.even_batch(len(features["y_train"]), run.batch_size)
+        callbacks.insert(0, _one_device_validation(model, val_ds, val.labels))
+        batch = transfer.even_batch(len(train.labels), run.batch_size, "training images")
         train_ds, val_ds = train_ds.unbatch().batch(batch, drop_remainder=True), None
     layers = False
     if run.augment:
         aug = augmentation(seed=run.seed)
         layers = [type(layer).__name__ for layer in aug.layers]
         train_ds = train_ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return train_ds, val_ds, callbacks, layers
+
+
+def _fine_tune_phase(run, model, features, transform, class_weight, head):
+    """Fine-tune the top blocks on the images; the head-only weights back unless it lowered the loss."""
+    t0, head_weights = time.perf_counter(), model.get_weights()
+    train_ds, val_ds, callbacks, layers = _fine_tune_data(run, model, features, transform)
     if run.verbose:
         print(
             f"fine-tuning the top {run.fine_tune_blocks} blocks for {run.fine_tune_epochs} epochs "
@@ -375,49 +315,37 @@ def _fine_tune_phase(run, model, features, transform, class_weight, head):
         model.set_weights(head_weights)
         if run.verbose:
             print("fine-tuning did not lower the validation loss: the head-only weights are kept", flush=True)
-    report = dict(
+    return _phase_report(
+        history,
+        best,
+        t0,
         epochs=run.fine_tune_epochs,
         blocks=run.fine_tune_blocks,
         learning_rate=run.fine_tune_learning_rate,
         augmentation=layers,
         batchnorm="frozen (inference mode)",
-        best_epoch=best + 1,
-        val_loss=float(history["val_loss"][best]),
         kept=kept,
-        seconds=round(time.perf_counter() - t0, 3),
-        history={k: [float(v) for v in vs] for k, vs in history.items()},
-    )
-    return report, history
+    ), history
 
 
-def _evaluate(run, model, features, data, fine_tuned, strategy):
-    """The final model on the validation images (the head on the cached features when not fine-tuned)."""
-    if fine_tuned:
-        from keras_xception.data.dataset import map_batches
-
-        paths, labels = features["paths_val"], features["y_val"]
-        result = map_batches(_predictor(model, strategy), paths, data["transform"], labels=labels, verbose=0)
+def _report(model, data, features, phases, class_weight, settings, strategy) -> dict:
+    """The report dict of :func:`train`, with the final model's figures on the validation images (the
+    head on the cached features unless fine-tuning was kept); ``outputs`` and the total time come later."""
+    t0, (head, tune), val = time.perf_counter(), phases, features["val"]
+    if tune and tune["kept"]:
+        result = map_batches(_predictor(model, strategy), val.paths, data["transform"], labels=val.labels, verbose=0)
         probs, labels = result.outputs, result.labels
     else:
-        probs = np.asarray(model.get_layer("head").predict(features["x_val"], batch_size=256, verbose=0))
-        labels = features["y_val"]
-    return reports.classification_report(labels, probs, data["class_names"])
-
-
-def _report(data, features, evaluation, head, tune, class_weight, settings) -> dict:
-    """The report dict of :func:`train` (``outputs`` and the total time are filled in when written)."""
-    import keras
-
-    import keras_xception
-
+        probs, labels = model.get_layer("head").predict(val.outputs, batch_size=256, verbose=0), val.labels
+    evaluation = reports.classification_report(labels, probs, data["class_names"])
     names = data["class_names"]
     report = dict(
         val_accuracy=evaluation["accuracy"],
         val_loss=tune["val_loss"] if tune and tune["kept"] else head["val_loss"],
         class_names=names,
         num_classes=len(names),
-        num_train=len(features["paths_train"]),
-        num_val=len(features["paths_val"]),
+        num_train=len(features["train"].paths),
+        num_val=len(val.paths),
         per_class=evaluation["per_class"],
         confusion_matrix=evaluation["confusion_matrix"],
         skipped=[dict(path=s.path, reason=s.reason) for s in features["skipped"]],
@@ -430,8 +358,9 @@ def _report(data, features, evaluation, head, tune, class_weight, settings) -> d
             features_seconds=round(features["seconds"], 3),
             head_seconds=head["seconds"],
             fine_tune_seconds=tune["seconds"] if tune else 0.0,
+            evaluation_seconds=round(time.perf_counter() - t0, 3),
         ),
-        versions=dict(keras=keras.__version__, keras_xception=keras_xception.__version__),
+        versions=dict(keras=keras.__version__, keras_xception=__version__),
         outputs={},
     )
     if "top5_accuracy" in evaluation:
@@ -442,12 +371,9 @@ def _report(data, features, evaluation, head, tune, class_weight, settings) -> d
 def augmentation(seed=None, rotation=0.03, zoom=0.1, translation=0.1):
     """The fine-tuning augmentation: Keras preprocessing layers, active only when called with ``training=True``.
 
-    ``RandomFlip("horizontal")``, ``RandomRotation(rotation)`` (a fraction of
-    a full turn: 0.03 is about +-11 degrees), ``RandomZoom(zoom)`` and
-    ``RandomTranslation(translation, translation)``, reflecting at the borders.
+    Horizontal flips, rotation (a fraction of a turn: 0.03 is about +-11 degrees), zoom and
+    translation, reflecting at the borders.
     """
-    import keras
-
     return keras.Sequential(
         [
             keras.layers.RandomFlip("horizontal", seed=seed),

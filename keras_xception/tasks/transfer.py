@@ -1,28 +1,16 @@
-"""Transfer learning with a pretrained Xception: the recipe's steps.
+"""Transfer learning step by step: :func:`build_classifier`, :func:`train_head`, :func:`fine_tune` (docs/training.md).
 
-1. :func:`build_classifier`: a frozen pretrained backbone + a new head (global average pooling,
-   dropout, Dense): one ordinary Keras model that saves to ``.keras`` and reloads with
-   ``keras.saving.load_model(path)`` (safe mode, no custom objects).
-2. :func:`train_head`: the backbone runs **once** over the data (``cached=True``, the fast path)
-   and the head, which the classifier shares, is fit on the pooled features; ``cached=False`` is
-   plain ``fit`` on backbone + head.
-3. :func:`fine_tune` (optional): the top blocks unfrozen, recompiled at a low learning rate, fit.
-
-Data: a ``tf.data.Dataset`` (or any iterable) of batches ``(images, labels)`` with integer labels;
-images in [0, 255] when the classifier includes the preprocessing (the default).
-
-BatchNormalization is frozen (``trainable=False``, so always in inference mode) rather than only
-called with ``training=False``: in Keras 3 a functional model passes its own ``training`` flag to
-nested models, overriding the one given when the graph was built (checked with Keras 3.15).
+BatchNormalization is frozen (``trainable=False``) rather than only called with ``training=False``:
+a Keras 3 functional model passes its own ``training`` flag to nested models.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_xception import checks
 from keras_xception.model.features import feature_model
@@ -30,15 +18,7 @@ from keras_xception.model.introspect import find_xception, spec_of
 from keras_xception.model.preprocessing import preprocessing_layer
 from keras_xception.xception import Xception
 
-__all__ = [
-    "build_backbone",
-    "build_head",
-    "build_classifier",
-    "even_batch",
-    "train_head",
-    "unfreeze_top_blocks",
-    "fine_tune",
-]
+__all__ = ["build_backbone", "build_head", "build_classifier", "train_head", "unfreeze_top_blocks", "fine_tune"]
 
 _POOL_NAME = "avg_pool"
 
@@ -46,9 +26,8 @@ _POOL_NAME = "avg_pool"
 def build_backbone(weights="imagenet", input_shape=None):
     """A frozen Xception without its top (4D feature map output), named ``xception``.
 
-    ``weights`` is anything :func:`keras_xception.Xception` accepts (``None``,
-    a registered name, or a weights file, including a ``.keras`` model that
-    contains an Xception). ``input_shape`` defaults to ``(None, None, 3)``.
+    ``weights``: anything :func:`keras_xception.Xception` accepts (``None``, a registered name, a
+    weights file or a ``.keras`` model containing an Xception); ``input_shape``: default any size.
     """
     backbone = Xception(include_top=False, weights=weights, input_shape=input_shape)
     backbone.trainable = False
@@ -58,10 +37,9 @@ def build_backbone(weights="imagenet", input_shape=None):
 def build_head(num_classes, feature_dim=2048, dropout=0.2, activation="softmax", name="head", dtype=None):
     """The new classifier head: a small Keras model, pooled features -> class scores.
 
-    ``Input(feature_dim) -> Dropout(dropout) -> Dense(num_classes, activation)``;
-    the Dense layer is called ``predictions``. ``dtype``: the layers' dtype
-    policy (default: the global one); ``"float32"`` keeps the head, and so
-    the class scores, in float32 under a mixed-precision policy.
+    ``Input(feature_dim) -> Dropout(dropout) -> Dense(num_classes, activation)`` (named ``predictions``).
+    ``dtype``: the layers' dtype policy (default: the global one); ``"float32"`` keeps the head, and
+    so the class scores, in float32 under a mixed-precision policy.
     """
     num_classes = checks.positive_int(num_classes, "num_classes", minimum=2)
     feature_dim = checks.positive_int(feature_dim, "feature_dim")
@@ -85,21 +63,19 @@ def build_classifier(
 ):
     """Backbone + head as one ordinary Keras model (saves to ``.keras``, reloads safely).
 
-    Layers: [``preprocess_input`` (Rescaling, with ``include_preprocessing``)] ->
-    backbone (called with ``training=False``; frozen) -> ``avg_pool``
-    (GlobalAveragePooling2D) -> ``head`` (see :func:`build_head`).
+    Layers: [``preprocess_input`` (Rescaling)] -> backbone (frozen, called with ``training=False``)
+    -> ``avg_pool`` (GlobalAveragePooling2D) -> ``head`` (see :func:`build_head`).
 
     Args:
         num_classes: Number of classes of a new head (ignored when ``head`` is given).
-        backbone: A Keras model with a 4D feature-map output (default:
-            :func:`build_backbone` with ``weights`` and ``input_shape``).
-            It is frozen, BatchNormalization included.
-        head: A trained or new head (default: :func:`build_head`).
+        backbone: A Keras model with a 4D feature-map output (default: :func:`build_backbone`
+            with ``weights`` and ``input_shape``); frozen, BatchNormalization included.
+        head: A trained or new head (default: :func:`build_head` with ``dropout``).
         weights: Backbone weights when ``backbone`` is None.
         input_shape: Image shape, e.g. ``(224, 224, 3)``; default: the backbone's.
         dropout: Dropout rate of a new head.
-        include_preprocessing: Whether the model takes raw [0, 255] images
-            (the default) or images already scaled by ``preprocess_input``.
+        include_preprocessing: Whether the model takes raw [0, 255] images (the default) or
+            images already scaled by ``preprocess_input``.
         name: Model name.
     """
     backbone = build_backbone(weights, input_shape) if backbone is None else backbone
@@ -132,16 +108,12 @@ def _find_head(model):
 
 
 def even_batch(n, batch_size, what="images"):
-    """``batch_size``, or for fewer than ``batch_size`` examples the largest batch that splits evenly over the replicas.
+    """``batch_size``, or for fewer examples the largest batch that splits evenly over the replicas.
 
-    Keras 3.15's ``fit``/``evaluate`` under a multi-replica ``tf.distribute`` strategy build the
-    model from the first distributed batch and fail (``InvalidArgumentError``: "Inputs to operation
-    AddN ... must have the same size and shape") when the replicas' shares of it differ, e.g. 3
-    validation images on 2 replicas; later uneven batches are fine
-    (tests/test_tasks_training.py reproduces both). Uses the replicas of the current strategy.
+    Keras 3.15's ``fit`` under a multi-replica strategy fails ("Inputs to operation AddN ... must
+    have the same size and shape") when the first batch splits unevenly over the replicas, e.g. 3
+    validation images on 2; later uneven batches are fine (tests/test_tasks_training.py reproduces it).
     """
-    import tensorflow as tf
-
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if replicas == 1 or n >= batch_size:
         return batch_size
@@ -150,14 +122,13 @@ def even_batch(n, batch_size, what="images"):
     return n - n % replicas
 
 
-@contextlib.contextmanager
-def _unknown_length_ok(*datasets):
-    """Keras warns "Your input ran out of data" at the end of the first epoch of a dataset whose length
-    it cannot know (e.g. one that skips unreadable files), though a finite dataset is expected here."""
+def _fit(model, data, validation_data, **fit):
+    """``model.fit`` on batched data, without the "Your input ran out of data" warning that Keras gives
+    at the end of the first epoch of a dataset of unknown length (one that skips unreadable files)."""
     with warnings.catch_warnings():
-        if any(hasattr(d, "cardinality") and int(d.cardinality()) < 0 for d in datasets):
+        if any(hasattr(d, "cardinality") and int(d.cardinality()) < 0 for d in (data, validation_data)):
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-        yield
+        return model.fit(data, validation_data=validation_data, shuffle=False, **fit)
 
 
 def _compile(model, learning_rate, head, optimizer=None):
@@ -187,37 +158,24 @@ def _pooled(extractor, data):
 
 
 def train_head(
-    classifier,
-    train_data,
-    validation_data=None,
-    epochs=5,
-    learning_rate=1e-3,
-    cached=True,
-    batch_size=32,
-    verbose=1,
-    callbacks=None,
-    class_weight=None,
+    classifier, train_data, validation_data=None, epochs=5, learning_rate=1e-3, cached=True, batch_size=32, **fit
 ):
     """Train the head of ``classifier`` with the backbone frozen; returns the ``History``.
 
-    With ``cached=True`` (the fast path) the pooled features of ``train_data``
-    and ``validation_data`` are computed once (or given: a pair ``(features,
-    labels)`` of 2-D features) and the head is fit on them in mini-batches of
-    ``batch_size``, reshuffled every epoch; the classifier shares the head, so
-    afterwards it is the trained model. With ``cached=False`` it is
-    ``classifier.fit(train_data, ...)``, the backbone running every epoch.
-    ``callbacks`` and ``class_weight`` as in ``Model.fit``. The classifier is
-    left compiled (Adam at ``learning_rate``, with the optimizer's state).
-    Call it in the ``tf.distribute`` strategy scope the classifier was built in.
+    With ``cached=True`` (the fast path) the pooled features of ``train_data`` and
+    ``validation_data`` are computed once (or given: a pair ``(features, labels)`` of 2-D
+    features) and the head, which the classifier shares, is fit on them in mini-batches of
+    ``batch_size``, reshuffled every epoch. With ``cached=False`` it is
+    ``classifier.fit(train_data, ...)``, the backbone running every epoch. ``fit``: further
+    ``Model.fit`` arguments (``verbose``, ``callbacks``, ``class_weight``). The classifier is left
+    compiled (Adam at ``learning_rate``). Call it in the strategy scope the classifier was built in.
     """
-    epochs = checks.positive_int(epochs, "epochs")
+    fit["epochs"] = checks.positive_int(epochs, "epochs")
     head = _find_head(classifier)
     find_xception(classifier).trainable = False
-    fit = dict(epochs=epochs, verbose=verbose, callbacks=callbacks, class_weight=class_weight)
     if not cached:
         _compile(classifier, learning_rate, head)
-        with _unknown_length_ok(train_data, validation_data):
-            return classifier.fit(train_data, validation_data=validation_data, shuffle=False, **fit)
+        return _fit(classifier, train_data, validation_data, **fit)
     batch_size = checks.positive_int(batch_size, "batch_size")
     extractor = feature_model(classifier, _POOL_NAME, pool=True, name="features")
     x, y = _pooled(extractor, train_data)
@@ -242,9 +200,8 @@ def unfreeze_top_blocks(classifier, blocks):
     """Make the top ``blocks`` Xception blocks of the backbone trainable, BatchNorm excluded.
 
     Blocks are those of the backbone's own spec (:func:`~keras_xception.model.introspect.spec_of`:
-    ``block2`` .. ``block14`` for the official model, fewer or more for a
-    variant); ``blocks=2`` unfreezes the last two (``block13`` and ``block14``).
-    Returns the names of the layers made trainable.
+    ``block2`` .. ``block14`` for the official model, fewer or more for a variant); ``blocks=2``
+    unfreezes the last two (``block13`` and ``block14``). Returns the names of the layers made trainable.
     """
     backbone = find_xception(classifier)
     spec = spec_of(backbone)
@@ -253,46 +210,22 @@ def unfreeze_top_blocks(classifier, blocks):
         raise ValueError(f"`blocks` must be at most the backbone's {len(spec.blocks)} blocks; received {blocks}.")
     names = {b.name for b in spec.blocks[-blocks:]}
     backbone.trainable = True  # sets every sub-layer; now choose
-    unfrozen = []
     for layer in backbone.layers:
-        is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = layer.name.split("_", 1)[0] in names and not is_bn
-        if layer.trainable and layer.weights:
-            unfrozen.append(layer.name)
-    return unfrozen
+        batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = layer.name.split("_", 1)[0] in names and not batchnorm
+    return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
 
 
-def fine_tune(
-    classifier,
-    train_data,
-    validation_data=None,
-    epochs=2,
-    blocks=2,
-    learning_rate=1e-5,
-    verbose=1,
-    callbacks=None,
-    initial_epoch=0,
-    class_weight=None,
-):
+def fine_tune(classifier, train_data, validation_data=None, epochs=2, blocks=2, learning_rate=1e-5, **fit):
     """Fine-tune the top ``blocks`` backbone blocks and the head at a low learning rate; the ``History``.
 
-    Unfreezes as :func:`unfreeze_top_blocks` (BatchNormalization stays frozen,
-    so in inference mode), recompiles with Adam(``learning_rate``) and fits
-    (``callbacks``, ``class_weight`` as in ``Model.fit``). Train the head first
-    (:func:`train_head`): a random head's large gradients would wreck the
+    Unfreezes as :func:`unfreeze_top_blocks`, recompiles with Adam(``learning_rate``) and fits
+    ``epochs`` more epochs (``fit``: further ``Model.fit`` arguments, ``initial_epoch`` included).
+    Train the head first (:func:`train_head`): a random head's large gradients would wreck the
     pretrained features.
     """
     epochs = checks.positive_int(epochs, "epochs")
     unfreeze_top_blocks(classifier, blocks)
     _compile(classifier, learning_rate, _find_head(classifier))
-    with _unknown_length_ok(train_data, validation_data):
-        return classifier.fit(
-            train_data,
-            validation_data=validation_data,
-            epochs=initial_epoch + epochs,
-            initial_epoch=initial_epoch,
-            verbose=verbose,
-            callbacks=callbacks,
-            shuffle=False,
-            class_weight=class_weight,
-        )
+    fit["epochs"] = fit.get("initial_epoch", 0) + epochs  # Keras counts to `epochs` from `initial_epoch`
+    return _fit(classifier, train_data, validation_data, **fit)
