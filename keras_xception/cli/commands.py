@@ -20,9 +20,6 @@ def sample_image() -> str:
     return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-# ---------------------------------------------------------------- checks before TensorFlow (os only)
-
-
 def check(args) -> None:
     """Every check that needs no model, run before TensorFlow is imported; ``ValueError`` says what is wrong.
 
@@ -152,17 +149,14 @@ def runtime_of(args) -> str:
             "--precision int8 needs --calibration DIR: a folder of images like the ones to be run (about 300), "
             "read with the model's transform."
         )
-    if args.calibration is not None and not os.path.isdir(args.calibration):
-        raise ValueError(f"--calibration must be an existing folder of images; received {args.calibration!r}.")
+    if args.calibration is not None:
+        _check_folder(args.calibration, "--calibration")
     if runtime == "keras" and args.precision != "fp32":
         raise ValueError(
             f"--runtime keras runs fp32 only; for --precision {args.precision} use --runtime auto, openvino"
             + (" or onnxruntime." if args.precision == "int8" else ".")
         )
     return runtime
-
-
-# ---------------------------------------------------------------- shared by the commands
 
 
 def inference(args) -> dict:
@@ -187,14 +181,23 @@ def _run_model(source, model, transform, args):
     return extract_features(source, model=model, transform=transform, **options)
 
 
-def _xception(args, **kwargs):
-    """The Xception of ``--weights`` and ``--image-size`` (``kwargs``: its other arguments) and its transform."""
+def _model(args, **kwargs):
+    """``(model, transform, classifier)`` of ``--model`` (a classifier from ``train``; for ``quantize``, any saved
+    Keras model) or of ``--weights`` and ``--image-size`` (``kwargs``: the Xception's other arguments)."""
+    from keras_xception.data.metadata import read_record
     from keras_xception.data.transform import resolve_transform
     from keras_xception.xception import Xception
 
-    shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-    model = Xception(weights=args.weights, input_shape=shape, **kwargs)
-    return model, resolve_transform(args.weights, model=model)
+    if args.model is None:
+        shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+        model = Xception(weights=args.weights, input_shape=shape, **kwargs)
+        return model, resolve_transform(args.weights, model=model), None
+    if args.command == "quantize" and read_record(args.model) is None:  # a Keras model not made by `train`
+        import keras
+
+        return keras.saving.load_model(args.model), None, None
+    classifier = classifier_of(args)
+    return classifier.model, classifier.transform, classifier
 
 
 def _report_skipped(skipped, total, what="images"):
@@ -228,9 +231,6 @@ def _print_per_class(report, class_names, stdout):
     _print_table(rows, stdout)
 
 
-# ---------------------------------------------------------------- predict
-
-
 def predict(args, stdout) -> int:
     """Top classes of each image: ImageNet's (``--weights``) or the classifier's (``--model``)."""
     import warnings
@@ -261,7 +261,7 @@ def predict(args, stdout) -> int:
         rows = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops]
         if args.cam:
             _write_cam(args.cam, model, transform, result, tops)
-    skipped = [*problems, *result.skipped]
+    skipped = [*problems, *(s if isinstance(s, Skipped) else Skipped(*s) for s in result.skipped)]
     if args.json:
         out = [{"path": path, "predictions": top} for path, top in zip(result.paths, rows)]
         _print_json(out + [{"path": s.path, "error": s.reason} for s in skipped], stdout)
@@ -321,9 +321,6 @@ def _write_cam(out, model, transform, result, tops):
         print(f"Grad-CAM heatmaps written to {out}", file=sys.stderr)
 
 
-# ---------------------------------------------------------------- extract
-
-
 def extract(args, stdout) -> int:
     """Feature vectors of every image under DIR: the backbone of ``--weights`` or of the ``--model`` classifier."""
     from keras_xception.data.transform import resolve_transform
@@ -348,9 +345,6 @@ def extract(args, stdout) -> int:
     print(out, file=stdout)
     _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
     return 0
-
-
-# ---------------------------------------------------------------- evaluate
 
 
 def evaluate(args, stdout) -> int:
@@ -419,9 +413,6 @@ def _evaluate_classifier(args, stdout):
             [("", *names), *([name, *row] for name, row in zip(names, matrix))], stdout, align=">" * (len(names) + 1)
         )
     return report, True
-
-
-# ---------------------------------------------------------------- weights, summary
 
 
 def weights_list(args, stdout) -> int:
@@ -527,20 +518,13 @@ def summary(args, stdout) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- export, quantize
-
-
 def export(args, stdout) -> int:
     """Export the ``--weights`` Xception or the ``--model`` classifier, with its transform (and class names)."""
     from keras_xception.deploy.export import ParityError
     from keras_xception.deploy.export import export as write_artifact
 
-    classifier = classifier_of(args)
-    if classifier is not None:
-        model, transform = classifier.model, classifier.transform
-    else:
-        pooling = None if args.include_top or args.pooling == "none" else args.pooling
-        model, transform = _xception(args, include_top=args.include_top, pooling=pooling)
+    pooling = None if args.include_top or args.pooling == "none" else args.pooling
+    model, transform, classifier = _model(args, include_top=args.include_top, pooling=pooling)
     print(
         f"exporting {args.model or model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
         f"as {args.format} to {args.out} ...",
@@ -566,7 +550,7 @@ def quantize(args, stdout) -> int:
 
     if args.out is not None:
         out_runtime(args.out, args.runtime)  # a bad --out fails before the model is built
-    model, transform = _quantize_source(args)
+    model, transform, _ = _model(args, include_top=not args.features, pooling="avg" if args.features else None)
     names = ("precision", "runtime", "out", "min_agreement", "calibration_size", "holdout_size", "report")
     options = {name: getattr(args, name) for name in names}
     report = quantize_model(model, args.calibration, args.holdout, transform=transform, **options)
@@ -586,24 +570,6 @@ def quantize(args, stdout) -> int:
             + ("; nothing was written" if args.out else "")
         )
     return 0
-
-
-def _quantize_source(args):
-    """The model of ``--model`` (a ``train`` classifier with its transform, or any saved Keras model) or
-    ``--weights``, and the transform its images are read with."""
-    if args.model is None:
-        return _xception(args, include_top=not args.features, pooling="avg" if args.features else None)
-    from keras_xception.data.metadata import read_record
-
-    if read_record(args.model) is not None:
-        classifier = classifier_of(args)
-        return classifier.model, classifier.transform
-    import keras
-
-    return keras.saving.load_model(args.model), None
-
-
-# ---------------------------------------------------------------- train
 
 
 def _train_options(args) -> dict:
