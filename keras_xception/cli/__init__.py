@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help (0), or a usage error that argparse has printed (2)
         return e.code
     name = f"keras-xception {args.command}"
-    args.verbose = 1 if sys.stderr.isatty() else 2  # Progbar: animated, or one closing line
+    # Progress: none with --quiet; Keras's Progbar animated on a terminal, else one closing line.
+    args.verbose = 0 if getattr(args, "quiet", False) else 1 if sys.stderr.isatty() else 2
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"{name}: warning: {message}", file=sys.stderr)

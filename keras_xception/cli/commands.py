@@ -36,7 +36,7 @@ def check(args) -> None:
     elif getattr(args, "weights", None) is not None:
         _check_weights(args.weights)
     if getattr(args, "precision", None) is not None:
-        runtime_of(args)
+        args.runtime = runtime_of(args)
     if hasattr(args, "images"):
         args.images, args.missing = _existing(args.images or [sample_image()], args.strict)
     for dest, flag in (("dir", "DIR"), ("holdout", "--holdout")):
@@ -160,8 +160,8 @@ def runtime_of(args) -> str:
 
 
 def inference(args) -> dict:
-    """``runtime``, ``precision`` and ``calibration`` of a model run (predict, extract, evaluate)."""
-    return dict(runtime=runtime_of(args), precision=args.precision, calibration=args.calibration)
+    """``runtime`` (as :func:`check` set it), ``precision`` and ``calibration`` of a model run."""
+    return dict(runtime=args.runtime, precision=args.precision, calibration=args.calibration)
 
 
 def classifier_of(args):
@@ -243,8 +243,8 @@ def predict(args, stdout) -> int:
         paths += list_images(item, problems=problems, strict=args.strict) if os.path.isdir(item) else [item]
     if not paths:
         raise ValueError(f"No image files under {', '.join(repr(p) for p in args.images)}.")
-    problems = [Skipped(*p) for p in [*problems, *args.missing]]
-    for s in problems:  # the pipeline warns about the files it cannot read
+    problems, missing = [Skipped(*p) for p in problems], [Skipped(*p) for p in args.missing]
+    for s in [*problems, *missing]:  # the pipeline warns about the files it cannot read
         warnings.warn(f"Skipping {s}", stacklevel=2)
     classifier = classifier_of(args)
     if classifier is not None:
@@ -261,7 +261,7 @@ def predict(args, stdout) -> int:
         rows = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops]
         if args.cam:
             _write_cam(args.cam, model, transform, result, tops)
-    skipped = [*problems, *(s if isinstance(s, Skipped) else Skipped(*s) for s in result.skipped)]
+    skipped = [*problems, *(s if isinstance(s, Skipped) else Skipped(*s) for s in result.skipped), *missing]
     if args.json:
         out = [{"path": path, "predictions": top} for path, top in zip(result.paths, rows)]
         _print_json(out + [{"path": s.path, "error": s.reason} for s in skipped], stdout)
@@ -375,11 +375,11 @@ def _evaluate_imagenet(args, stdout):
         records = imagenet.tfrecord_records(args.tfrecords, label_offset=args.label_offset)
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
     options = {name: getattr(args, name) for name in ("batch_size", "limit", "strict", "per_class")}
-    options.update(inference(args), strategy=strategy, verbose=0 if args.quiet else args.verbose)
+    options.update(inference(args), strategy=strategy, verbose=args.verbose)
     report = evaluation.evaluate(
         lambda: Xception(weights=args.weights, input_shape=shape), records, transform=transform, **options
     )
-    report.update(weights=args.weights, runtime=runtime_of(args), precision=args.precision)
+    report.update(weights=args.weights, runtime=args.runtime, precision=args.precision)
     if not evaluation.is_chief(strategy):
         return report, False
     top1, top5 = ("n/a" if v is None else f"{100 * v:.2f}%" for v in (report["top1"], report["top5"]))
@@ -394,7 +394,7 @@ def _evaluate_imagenet(args, stdout):
 def _evaluate_classifier(args, stdout):
     from keras_xception.tasks.classifier import evaluate_classifier
 
-    options = dict(batch_size=args.batch_size, strict=args.strict, verbose=0 if args.quiet else args.verbose)
+    options = dict(batch_size=args.batch_size, strict=args.strict, verbose=args.verbose)
     report = evaluate_classifier(classifier_of(args), args.val_dir, **options, **inference(args))
     report["model"] = args.model
     top5 = f"  top-5 {100 * report['top5_accuracy']:.2f}%" if "top5_accuracy" in report else ""
@@ -409,9 +409,8 @@ def _evaluate_classifier(args, stdout):
         print(f"  (confusion matrix of {len(names)} classes: see the JSON report)", file=stdout)
     else:
         print("  confusion matrix (rows: true class, columns: predicted):", file=stdout)
-        _print_table(
-            [("", *names), *([name, *row] for name, row in zip(names, matrix))], stdout, align=">" * (len(names) + 1)
-        )
+        rows = [("", *names), *([name, *row] for name, row in zip(names, matrix))]
+        _print_table(rows, stdout, align=">" * len(rows[0]))
     return report, True
 
 
@@ -579,7 +578,6 @@ def _train_options(args) -> dict:
     from keras_xception.tasks.options import TrainOptions
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions) if hasattr(args, f.name)}
-    options["verbose"] = 0 if args.quiet else args.verbose
     TrainOptions(**options)
     return options
 

@@ -30,7 +30,7 @@ OPTIONS = {
     "image_size": ("--image-size", dict(type=_image_size, help="square input side (default: the weights')")),
     "batch_size": ("--batch-size", dict(type=_positive_int, default=32, help="images per batch")),
     "strict": ("--strict", dict(action="store_true", help="stop at the first unreadable input")),
-    "runtime": ("--runtime", dict(choices=CLI_RUNTIMES, help="inference runtime (default: keras in fp32, else auto)")),
+    "runtime": ("--runtime", dict(choices=CLI_RUNTIMES, help="inference runtime (unset: keras in fp32, else auto)")),
     "precision": ("--precision", dict(choices=PRECISIONS, default="fp32", help="numeric precision of the run")),
     "calibration": ("--calibration", dict(metavar="DIR", help="int8: images like the ones to be run")),
     "calibration_size": (
@@ -58,10 +58,19 @@ def add_runtime_argument(parser, default: str | None = None) -> None:
     add_options(parser, ("runtime", "precision", "calibration"), runtime=dict(default=default))
 
 
-def _command(sub, name, help, func, options=()):
-    """A command's parser, running ``func``, with the shared ``options``."""
-    p = sub.add_parser(name, help=help, description=help)
-    add_options(p, options)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's ``(default: X)`` after an option's help, unless X is None, empty, a flag's or named by the help."""
+
+    def _get_help_string(self, action):
+        if not action.default or isinstance(action.default, bool) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(sub, name, help, func, options=(), **changes):
+    """A command's parser, running ``func``, with the shared ``options`` (``changes``: see :func:`add_options`)."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+    add_options(p, options, **changes)
     p.set_defaults(func=func)
     return p
 
@@ -91,25 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_predict(sub) -> None:
-    p = _command(sub, "predict", "classes of images: ImageNet's, or a --model's", commands.predict)
+    p = _command(sub, "predict", "classes of images: ImageNet's, or a --model's", commands.predict, RUN + ("json",))
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (default: a sample photo)")
     p.add_argument("--top", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--cam", metavar="OUT.png", help="also write Grad-CAM heatmaps of the top classes")
-    add_options(p, RUN + ("json",))
     _weights_only(p, "cam")
 
 
 def _add_extract(sub) -> None:
-    p = _command(sub, "extract", "feature vectors of the images under DIR, to .npz", commands.extract)
+    p = _command(sub, "extract", "feature vectors of images, to .npz", commands.extract, RUN + ("image_size",))
     p.add_argument("dir", metavar="DIR", help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--layer", help="this layer's output, globally average pooled")
-    add_options(p, RUN + ("image_size",))
     _weights_only(p, "image_size")
 
 
 def _add_evaluate(sub) -> None:
-    p = _command(sub, "evaluate", "ImageNet top-1/top-5, or a --model's accuracy", commands.evaluate)
+    options = RUN + ("image_size", "strategy", "report", "quiet")
+    p = _command(sub, "evaluate", "ImageNet top-1/top-5, or a --model's accuracy", commands.evaluate, options)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tfds-data-dir", metavar="D", help="tfds data dir of imagenet2012")
     src.add_argument("--val-dir", metavar="D", help="folder of ILSVRC2012_val_*.JPEG or of class folders")
@@ -121,7 +129,6 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--resize-mode", choices=("central", "shorter-side"), help="crop protocol")
     p.add_argument("--interpolation", choices=("bilinear", "bicubic"), help="resize method")
     p.add_argument("--per-class", action="store_true", help="add per-class accuracy to the report")
-    add_options(p, RUN + ("image_size", "strategy", "report", "quiet"))
     _weights_only(p, "image_size", "crop_pct", "resize_mode", "interpolation", "limit", "tfds_manual_dir", "strategy")
 
 
@@ -158,7 +165,9 @@ def _add_summary(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = _command(sub, "export", "SavedModel, ONNX or OpenVINO, checked against Keras", commands.export)
+    options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size")
+    what = "SavedModel, ONNX or OpenVINO, checked against Keras"
+    p = _command(sub, "export", what, commands.export, options, precision=dict(choices=("fp32", "int8")))
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
     p.add_argument("--out", required=True, help="a directory (savedmodel), .onnx or .xml file")
     top = p.add_mutually_exclusive_group()
@@ -166,32 +175,28 @@ def _add_export(sub) -> None:
     top.add_argument("--no-top", dest="include_top", action="store_false", help="the feature extractor")
     p.add_argument("--pooling", choices=("avg", "max", "none"), default="avg", help="pooling with --no-top")
     p.add_argument("--no-check", action="store_true", help="skip the parity check of the written file")
-    options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size")
-    add_options(p, options, precision=dict(choices=("fp32", "int8")))
     _weights_only(p, "image_size", "include_top", "pooling")
 
 
 def _add_quantize(sub) -> None:
-    p = _command(sub, "quantize", "int8 or bf16 model, written only if it agrees with fp32", commands.quantize)
+    options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size", "runtime", "report")
+    changes = dict(
+        model=dict(help="a saved Keras model"),
+        precision=dict(choices=("int8", "bf16"), default="int8"),
+        runtime=dict(choices=("auto", "openvino", "onnxruntime"), default="auto"),
+    )
+    what = "int8 or bf16 model, written only if it agrees with fp32"
+    p = _command(sub, "quantize", what, commands.quantize, options, **changes)
     p.add_argument("--features", action="store_true", help="with --weights: the pooled feature extractor")
     p.add_argument("--holdout", metavar="DIR", required=True, help="folder of other images to compare on")
     p.add_argument("--holdout-size", type=_positive_int, help="the most held-out images used")
     p.add_argument("--out", help="where to write the model: .xml (OpenVINO) or .onnx (ONNX Runtime)")
     p.add_argument("--min-agreement", type=_fraction, default=0.99, help="the least agreement to write the model")
-    options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size", "runtime", "report")
-    add_options(
-        p,
-        options,
-        model=dict(help="a saved Keras model"),
-        precision=dict(choices=("int8", "bf16"), default="int8"),
-        runtime=dict(choices=("auto", "openvino", "onnxruntime"), default="auto"),
-    )
     _weights_only(p, "image_size", "features")
 
 
 def _add_train(sub) -> None:
-    p = _command(sub, "train", "train a classifier on class folders", commands.train, ["weights"])
+    p = _command(sub, "train", "train a classifier on class folders", commands.train, ("weights", "quiet"))
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
     p.add_argument("--out", required=True, metavar="MODEL.keras", help="the trained classifier")
     add_arguments(p)  # from keras_xception.tasks.options.TrainOptions
-    add_options(p, ["quiet"])
