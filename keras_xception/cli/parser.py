@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_extract(sub)
     _add_evaluate(sub)
-    _add_weights(sub)
+    _add_weights_commands(sub)
     _add_summary(sub)
     _add_export(sub)
     _add_quantize(sub)
@@ -132,7 +132,7 @@ def _add_evaluate(sub) -> None:
     _weights_only(p, "image_size", "crop_pct", "resize_mode", "interpolation", "limit", "tfds_manual_dir", "strategy")
 
 
-def _add_weights(sub) -> None:
+def _add_weights_commands(sub) -> None:
     wp = sub.add_parser("weights", help="pretrained weights: list, download, verify, convert")
     wsub = wp.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     p = _command(wsub, "list", "registered weight sets and whether they are cached", commands.weights_list, ["json"])
