@@ -67,10 +67,11 @@ def test_sample_image_is_shipped_by_an_installed_package():
 @pytest.mark.slow
 def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
     """--help and every usage error that needs no model: answered in our words, TensorFlow never imported."""
-    empty, one_class, model = tmp_path / "empty", tmp_path / "one", tmp_path / "m.keras"
+    empty, one_class, two_classes, model = tmp_path / "empty", tmp_path / "one", tmp_path / "two", tmp_path / "m.keras"
     empty.mkdir()
-    (one_class / "class_0").mkdir(parents=True)
-    (one_class / "class_0" / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    for folder in (one_class / "class_0", two_classes / "class_0", two_classes / "class_1"):
+        folder.mkdir(parents=True)
+        (folder / "a.jpg").write_bytes(b"\xff\xd8\xff")
     model.write_bytes(b"not read before TensorFlow")
     out_npz = str(tmp_path / "f.npz")
     runs = [
@@ -86,6 +87,7 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
         ["predict", "--model", str(model), "--weights", "none"],
         ["evaluate", "--model", str(model), "--val-dir", str(tmp_path / "nope")],
         ["train", str(one_class), "--out", str(tmp_path / "t.keras")],
+        ["train", str(two_classes), "--out", str(tmp_path / "t.keras"), "--augment"],
         ["extract", str(one_class), "--out", str(tmp_path / "no" / "f.npz")],
         ["extract", str(one_class), "--out", out_npz, "--precision", "int8"],
         ["export", "--format", "onnx", "--out", str(tmp_path / "m.txt")],
@@ -101,6 +103,7 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == f"{[0, 0, 0] + [2] * (len(runs) - 3)} []", out.stderr
     err = out.stderr
     assert "usage: keras-xception extract" in err
+    assert "classes per image (default: 5)" in out.stdout  # argparse shows the defaults
     for message in (
         f"predict: error: No such file or folder: '{tmp_path / 'nope.jpg'}'.\n",
         f"predict: error: No image files under '{empty}': the folder is empty.\n",
@@ -110,6 +113,7 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
         "predict: error: --weights cannot be combined with --model",
         "evaluate: error: --val-dir must be an existing folder of images",
         "train: error: DATA_DIR",  # one class: at least 2 needed
+        "train: error: --augment applies to fine-tuning only",
         "extract: error: --out: the folder",
         "extract: error: --precision int8 needs --calibration DIR",
         "export: error: With format='onnx' the path must end with '.onnx'",

@@ -1,23 +1,8 @@
-"""The ``keras-xception`` command line.
+"""The ``keras-xception`` command line (docs/*.md is its reference): :func:`main`, the parser
+(:mod:`~keras_xception.cli.parser`) and the commands (:mod:`~keras_xception.cli.commands`).
 
-Commands (``keras-xception COMMAND --help`` for each): ``predict`` (classes of images), ``extract``
-(feature vectors to ``.npz``), ``evaluate`` (ImageNet top-1/top-5, or a classifier's accuracy),
-``weights list|download|verify|convert``, ``summary`` (parameters and MACs of a variant), ``export``
-(SavedModel/ONNX/OpenVINO), ``quantize`` (int8/bf16 measured against fp32) and ``train`` (a
-classifier on your class folders: :mod:`keras_xception.cli.train`). The model of predict, extract,
-evaluate, export and quantize is ``--weights`` (an Xception) or ``--model`` (a classifier from ``train``).
-
-Manners, the same for every command:
-
-* ``--help`` and usage errors answer at once: the parser and :func:`~keras_xception.cli.commands.check`
-  (every check that needs no model) run before TensorFlow or Keras is imported.
-* TensorFlow's own log lines are not shown (``TF_CPP_MIN_LOG_LEVEL`` defaults to 3 here; 0 shows
-  them all); inputs it cannot read are reported once, in the command's words.
-* Results go to standard output; progress, warnings and errors to standard error, as
-  ``keras-xception COMMAND: warning: ...`` / ``...: error: ...`` (no source lines). Progress bars
-  animate on a terminal only; elsewhere each prints one closing line, without colour codes.
-* Exit status: 0 done; 1 done in part (some inputs could not be read, a download or a check
-  failed), with a summary line; 2 usage error (bad arguments or input, nothing done).
+Usage errors answer before TensorFlow is imported; TensorFlow's own log lines are not shown; results go
+to standard output, progress and messages to standard error. Exit status: 0 done, 1 done in part, 2 usage error.
 """
 
 from __future__ import annotations
@@ -45,13 +30,11 @@ _BEFORE_INIT = "WARNING: All log messages before absl::InitializeLog() is called
 
 
 def _start_tensorflow() -> None:
-    """Import TensorFlow quietly: below ``TF_CPP_MIN_LOG_LEVEL`` (default 3, fatal only), none of its lines.
+    """Import TensorFlow without its log lines below ``TF_CPP_MIN_LOG_LEVEL`` (default 3: fatal only).
 
-    The variable, set before the import, silences what TensorFlow logs while it runs (the oneDNN
-    DT_UINT8 notice, "Premature end of JPEG data" for images that the pipeline skips and reports).
-    It does not reach the lines that its libraries log while loading, before absl logging is set up
-    (measured with TensorFlow 2.21: ``port.cc`` and ``cudart_stub.cc`` at INFO, with level 3 too), so
-    standard error is captured during the import and those lines are dropped by the same level.
+    The variable silences what TensorFlow logs while it runs, but not the lines its libraries log while
+    loading (TensorFlow 2.21: ``port.cc``, ``cudart_stub.cc`` at INFO, level 3 too): standard error is
+    captured during the import and those lines are filtered by the same level.
     """
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
@@ -90,7 +73,8 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help (0), or a usage error that argparse has printed (2)
         return e.code
     name = f"keras-xception {args.command}"
-    args.verbose = 1 if sys.stderr.isatty() else 2  # Progbar: animated, or one closing line
+    # Progress: none with --quiet; Keras's Progbar animated on a terminal, else one closing line.
+    args.verbose = 0 if getattr(args, "quiet", False) else 1 if sys.stderr.isatty() else 2
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"{name}: warning: {message}", file=sys.stderr)
@@ -110,7 +94,3 @@ def main(argv=None) -> int:
         except ValueError as e:  # our errors say what is wrong and what to do
             print(f"{name}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,6 @@
-"""The commands of ``keras-xception``: each takes the parsed arguments and the real standard output
-(results go there; progress and messages go to standard error) and returns the exit status.
-
-:func:`check` runs first, before TensorFlow is imported: every check that needs no model. Heavy
-modules are imported inside the commands. The model of predict, extract, evaluate, export and
-quantize comes from ``--weights`` (an Xception) or ``--model`` (a classifier from ``train``):
-:func:`classifier_of` is the one place that reads ``--model``.
-"""
+"""The commands of ``keras-xception``: each takes the parsed arguments and the real standard output (results go
+there; progress and messages go to standard error). :func:`check` runs first, before TensorFlow is imported;
+heavy modules are imported inside the commands."""
 
 from __future__ import annotations
 
@@ -25,26 +20,23 @@ def sample_image() -> str:
     return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-# ---------------------------------------------------------------- checks before TensorFlow (os only)
-
-
 def check(args) -> None:
     """Every check that needs no model, run before TensorFlow is imported; ``ValueError`` says what is wrong.
 
-    Output folders exist; input paths exist and folders are not empty; ``--model`` is a file and not
-    combined with options of the ``--weights`` model; ``--weights`` names a registered set or a file;
-    precision, calibration and runtime fit together; ``train``'s tree has at least two classes. The
-    positional images of ``predict`` are split into the existing ones (``args.images``) and the
+    The positional images of ``predict`` are split into the existing ones (``args.images``) and the
     missing ones (``args.missing``: ``(path, reason)``, skipped like unreadable files), unless none exists.
     """
-    for dest in ("out", "report", "cam"):
-        _check_out_dir(getattr(args, dest, None), "--" + dest)
+    for dest, flag in (("out", "--out"), ("report", "--report"), ("report_path", "--report"), ("cam", "--cam")):
+        path = getattr(args, dest, None)
+        folder = os.path.dirname(os.path.abspath(path or "."))
+        if path and not os.path.isdir(folder):
+            raise ValueError(f"{flag}: the folder {folder!r} of {path!r} does not exist.")
     if getattr(args, "model", None) is not None:
         _check_model(args)
     elif getattr(args, "weights", None) is not None:
         _check_weights(args.weights)
     if getattr(args, "precision", None) is not None:
-        runtime_of(args)
+        args.runtime = runtime_of(args)
     if hasattr(args, "images"):
         args.images, args.missing = _existing(args.images or [sample_image()], args.strict)
     for dest, flag in (("dir", "DIR"), ("holdout", "--holdout")):
@@ -55,21 +47,11 @@ def check(args) -> None:
     if args.command == "evaluate":
         _check_evaluate(args)
     if args.command == "train":
-        _check_classes(args.data_dir, "DATA_DIR")
-        if args.val_dir is not None:
-            _check_folder(args.val_dir, "--val-dir")
+        _check_train(args)
     if args.command == "export":
         from keras_xception.deploy.runtimes import check_export_path
 
         check_export_path(args.out, args.format)
-
-
-def _check_out_dir(path, flag):
-    """A clear error up front (not after the work) when an output file's folder is missing."""
-    if path:
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"{flag}: the folder {folder!r} of {path!r} does not exist.")
 
 
 def _check_folder(path, flag=None):
@@ -86,17 +68,6 @@ def _check_readable(path):
         os.listdir(path)
     except OSError as e:
         raise ValueError(f"Cannot read the folder {path!r}: {e.strerror or e}.") from None
-
-
-def _check_classes(path, flag):
-    """A class tree (one sub-folder per class) with at least two classes."""
-    _check_folder(path, flag)
-    names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-    if len(names) < 2:
-        raise ValueError(
-            f"{flag} {path!r} must hold one sub-folder of images per class (at least 2 classes); it has "
-            f"{len(names)}: {names}."
-        )
 
 
 def _existing(inputs, strict):
@@ -145,6 +116,28 @@ def _check_evaluate(args):
         _check_folder(args.val_dir, "--val-dir")  # class folders, a subset of the model's classes
 
 
+def _check_train(args):
+    """DATA_DIR has at least two classes; the options pass :class:`~keras_xception.tasks.options.TrainOptions`."""
+    if not args.out.endswith(".keras"):
+        raise ValueError(f"--out must be a .keras file (the Keras model format); received {args.out!r}.")
+    _check_folder(args.data_dir, "DATA_DIR")
+    path = args.data_dir
+    names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    if len(names) < 2:
+        raise ValueError(
+            f"DATA_DIR {path!r} must hold one sub-folder of images per class (at least 2 classes); it has "
+            f"{len(names)}: {names}."
+        )
+    if args.val_dir is not None:
+        _check_folder(args.val_dir, "--val-dir")
+    if args.augment and not args.fine_tune_epochs:
+        raise ValueError(
+            "--augment applies to fine-tuning only (the head trains on cached features, each image as it is); "
+            "add --fine-tune-epochs N."
+        )
+    _train_options(args)
+
+
 def runtime_of(args) -> str:
     """``--runtime`` (keras for fp32, auto for bf16/int8 when not given), checked with ``--precision`` and
     ``--calibration``."""
@@ -156,8 +149,8 @@ def runtime_of(args) -> str:
             "--precision int8 needs --calibration DIR: a folder of images like the ones to be run (about 300), "
             "read with the model's transform."
         )
-    if args.calibration is not None and not os.path.isdir(args.calibration):
-        raise ValueError(f"--calibration must be an existing folder of images; received {args.calibration!r}.")
+    if args.calibration is not None:
+        _check_folder(args.calibration, "--calibration")
     if runtime == "keras" and args.precision != "fp32":
         raise ValueError(
             f"--runtime keras runs fp32 only; for --precision {args.precision} use --runtime auto, openvino"
@@ -167,11 +160,8 @@ def runtime_of(args) -> str:
 
 
 def inference(args) -> dict:
-    """``runtime``, ``precision`` and ``calibration`` of a model run (predict, extract, evaluate)."""
-    return dict(runtime=runtime_of(args), precision=args.precision, calibration=args.calibration)
-
-
-# ---------------------------------------------------------------- the model sources and the calls into tasks
+    """``runtime`` (as :func:`check` set it), ``precision`` and ``calibration`` of a model run."""
+    return dict(runtime=args.runtime, precision=args.precision, calibration=args.calibration)
 
 
 def classifier_of(args):
@@ -187,23 +177,27 @@ def _run_model(source, model, transform, args):
     """The one run of a model over image files (predict, extract): the task layer's ``extract_features``."""
     from keras_xception.tasks.extraction import extract_features
 
-    return extract_features(
-        source,
-        model=model,
-        transform=transform,
-        batch_size=args.batch_size,
-        **inference(args),
-        verbose=args.verbose,
-        strict=args.strict,
-    )
+    options = dict(batch_size=args.batch_size, verbose=args.verbose, strict=args.strict, **inference(args))
+    return extract_features(source, model=model, transform=transform, **options)
 
 
-def _skipped(items):
-    """:class:`~keras_xception.data.results.Skipped` of ``(path, reason)`` pairs or ``Skipped`` (said as
-    ``path: reason``)."""
-    from keras_xception.data.results import Skipped
+def _model(args, **kwargs):
+    """``(model, transform, classifier)`` of ``--model`` (a classifier from ``train``; for ``quantize``, any saved
+    Keras model) or of ``--weights`` and ``--image-size`` (``kwargs``: the Xception's other arguments)."""
+    from keras_xception.data.metadata import read_record
+    from keras_xception.data.transform import resolve_transform
+    from keras_xception.xception import Xception
 
-    return [s if isinstance(s, Skipped) else Skipped(*s) for s in items]
+    if args.model is None:
+        shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+        model = Xception(weights=args.weights, input_shape=shape, **kwargs)
+        return model, resolve_transform(args.weights, model=model), None
+    if args.command == "quantize" and read_record(args.model) is None:  # a Keras model not made by `train`
+        import keras
+
+        return keras.saving.load_model(args.model), None, None
+    classifier = classifier_of(args)
+    return classifier.model, classifier.transform, classifier
 
 
 def _report_skipped(skipped, total, what="images"):
@@ -212,14 +206,29 @@ def _report_skipped(skipped, total, what="images"):
         raise PartialFailure(f"{len(skipped)} of {total} {what} could not be read and were skipped (listed above).")
 
 
-def _write_json(path, data):
-    if path:
-        with open(path, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+def _print_json(data, stdout):
+    json.dump(data, stdout, indent=2)
+    print(file=stdout)
 
 
-# ---------------------------------------------------------------- predict
+def _print_table(rows, stdout, align=None, indent="  "):
+    """``rows`` (the first: the header) in columns as wide as their widest cell; ``align``: ``<`` or ``>`` per
+    column (default: the first left, the others right)."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    align = align or "<" + ">" * (len(widths) - 1)
+    for row in rows:
+        print(indent + "  ".join(f"{c:{a}{w}}" for c, a, w in zip(row, align, widths)).rstrip(), file=stdout)
+
+
+def _print_per_class(report, class_names, stdout):
+    """Per class: precision, recall and support (``evaluate --model``, ``train``)."""
+    rows = [("class", "precision", "recall", "support")]
+    for name in class_names:
+        r = report["per_class"][name]
+        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+        rows.append((name, f"{r['precision']:.3f}", recall, r["support"]))
+    _print_table(rows, stdout)
 
 
 def predict(args, stdout) -> int:
@@ -227,19 +236,20 @@ def predict(args, stdout) -> int:
     import warnings
 
     from keras_xception.data.files import list_images
+    from keras_xception.data.results import Skipped
 
     paths, problems = [], []
     for item in args.images:
         paths += list_images(item, problems=problems, strict=args.strict) if os.path.isdir(item) else [item]
     if not paths:
         raise ValueError(f"No image files under {', '.join(repr(p) for p in args.images)}.")
-    for s in _skipped([*problems, *args.missing]):  # the pipeline warns about the files it cannot read
+    problems, missing = [Skipped(*p) for p in problems], [Skipped(*p) for p in args.missing]
+    for s in [*problems, *missing]:  # the pipeline warns about the files it cannot read
         warnings.warn(f"Skipping {s}", stacklevel=2)
     classifier = classifier_of(args)
     if classifier is not None:
         result = _run_model(paths, classifier.model, classifier.transform, args)
         rows = [[dict(name=n, score=p) for n, p in classifier.top(probs, args.top)] for probs in result.features]
-        width = max([len(c) for c in classifier.class_names] + [10])
     else:
         from keras_xception.data.transform import resolve_transform
         from keras_xception.model.imagenet import decode_predictions
@@ -248,13 +258,25 @@ def predict(args, stdout) -> int:
         transform = resolve_transform(args.weights, model=model, exif_orientation=True)  # user photos: upright
         result = _run_model(paths, model, transform, args)
         tops = decode_predictions(result.features, top=args.top)
-        rows, width = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops], 30
+        rows = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops]
         if args.cam:
             _write_cam(args.cam, model, transform, result, tops)
-    skipped = _skipped([*problems, *result.skipped, *args.missing])
-    _write_predictions(result.paths, rows, skipped, args.json, stdout, width)
+    skipped = [*problems, *(s if isinstance(s, Skipped) else Skipped(*s) for s in result.skipped), *missing]
+    if args.json:
+        out = [{"path": path, "predictions": top} for path, top in zip(result.paths, rows)]
+        _print_json(out + [{"path": s.path, "error": s.reason} for s in skipped], stdout)
+    else:
+        _print_predictions(result.paths, rows, stdout)
     _report_skipped(skipped, len(result.paths) + len(skipped))
     return 0
+
+
+def _print_predictions(paths, rows, stdout):
+    """Per image its top classes: rank, name, ImageNet wnid (with ``--weights``) and score."""
+    for path, top in zip(paths, rows):
+        print(path, file=stdout)
+        table = [(f"{i}.", r["name"], r.get("wnid", ""), f"{r['score']:.4f}") for i, r in enumerate(top, 1)]
+        _print_table(table, stdout, align="><<>")
 
 
 def _imagenet_classifier(weights):
@@ -299,24 +321,6 @@ def _write_cam(out, model, transform, result, tops):
         print(f"Grad-CAM heatmaps written to {out}", file=sys.stderr)
 
 
-def _write_predictions(paths, rows, skipped, as_json, stdout, width):
-    """Per image its top classes (dicts of ``name``, ``score`` and maybe ``wnid``) as a table or JSON."""
-    if as_json:
-        out = [{"path": path, "predictions": top} for path, top in zip(paths, rows)]
-        out += [{"path": s.path, "error": s.reason} for s in skipped]
-        json.dump(out, stdout, indent=2)
-        print(file=stdout)
-        return
-    for path, top in zip(paths, rows):
-        print(path, file=stdout)
-        for rank, row in enumerate(top, 1):
-            wnid = f" {row['wnid']}" if "wnid" in row else ""
-            print(f"  {rank}. {row['name']:<{width}}{wnid}  {row['score']:.4f}", file=stdout)
-
-
-# ---------------------------------------------------------------- extract
-
-
 def extract(args, stdout) -> int:
     """Feature vectors of every image under DIR: the backbone of ``--weights`` or of the ``--model`` classifier."""
     from keras_xception.data.transform import resolve_transform
@@ -343,14 +347,12 @@ def extract(args, stdout) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- evaluate
-
-
 def evaluate(args, stdout) -> int:
     """ImageNet top-1/top-5 of ``--weights``, or accuracy and confusion matrix of ``--model`` on class folders."""
     report, chief = (_evaluate_classifier if args.model is not None else _evaluate_imagenet)(args, stdout)
-    if chief:
-        _write_json(args.report, report)
+    if chief and args.report:
+        with open(args.report, "w") as f:
+            _print_json(report, f)
     _report_skipped(report["skipped"], report["count"] + len(report["skipped"]))
     return 0
 
@@ -372,25 +374,18 @@ def _evaluate_imagenet(args, stdout):
     else:
         records = imagenet.tfrecord_records(args.tfrecords, label_offset=args.label_offset)
     shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
+    options = {name: getattr(args, name) for name in ("batch_size", "limit", "strict", "per_class")}
+    options.update(inference(args), strategy=strategy, verbose=args.verbose)
     report = evaluation.evaluate(
-        lambda: Xception(weights=args.weights, input_shape=shape),
-        records,
-        transform=transform,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        strategy=strategy,
-        strict=args.strict,
-        per_class=args.per_class,
-        **inference(args),
-        verbose=0 if args.quiet else args.verbose,
+        lambda: Xception(weights=args.weights, input_shape=shape), records, transform=transform, **options
     )
-    report.update(weights=args.weights, runtime=runtime_of(args), precision=args.precision)
+    report.update(weights=args.weights, runtime=args.runtime, precision=args.precision)
     if not evaluation.is_chief(strategy):
         return report, False
-    top = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    top1, top5 = ("n/a" if v is None else f"{100 * v:.2f}%" for v in (report["top1"], report["top5"]))
     print(
-        f"top-1 {top(report['top1'])}  top-5 {top(report['top5'])}  over {report['count']} images "
-        f"({len(report['skipped'])} skipped), {report['images_per_second']} images/s, {report['elapsed_seconds']} s",
+        f"top-1 {top1}  top-5 {top5}  over {report['count']} images ({len(report['skipped'])} skipped), "
+        f"{report['images_per_second']} images/s, {report['elapsed_seconds']} s",
         file=stdout,
     )
     return report, True
@@ -399,14 +394,8 @@ def _evaluate_imagenet(args, stdout):
 def _evaluate_classifier(args, stdout):
     from keras_xception.tasks.evaluation import evaluate_classifier
 
-    report = evaluate_classifier(
-        classifier_of(args),
-        args.val_dir,
-        batch_size=args.batch_size,
-        **inference(args),
-        strict=args.strict,
-        verbose=0 if args.quiet else args.verbose,
-    )
+    options = dict(batch_size=args.batch_size, strict=args.strict, verbose=args.verbose)
+    report = evaluate_classifier(classifier_of(args), args.val_dir, **options, **inference(args))
     report["model"] = args.model
     top5 = f"  top-5 {100 * report['top5_accuracy']:.2f}%" if "top5_accuracy" in report else ""
     print(
@@ -414,33 +403,15 @@ def _evaluate_classifier(args, stdout):
         f"({len(report['skipped'])} skipped), {report['elapsed_seconds']} s",
         file=stdout,
     )
-    _print_table(report, report["class_names"], stdout)
-    _print_confusion(report["confusion_matrix"], report["class_names"], stdout)
+    names, matrix = report["class_names"], report["confusion_matrix"]
+    _print_per_class(report, names, stdout)
+    if len(names) > 20:
+        print(f"  (confusion matrix of {len(names)} classes: see the JSON report)", file=stdout)
+    else:
+        print("  confusion matrix (rows: true class, columns: predicted):", file=stdout)
+        rows = [("", *names), *([name, *row] for name, row in zip(names, matrix))]
+        _print_table(rows, stdout, align=">" * len(rows[0]))
     return report, True
-
-
-def _print_table(report, class_names, stdout):
-    """Per class: precision, recall and support (``evaluate --model``, ``train``)."""
-    width = max([len(c) for c in class_names] + [5])
-    print(f"  {'class':<{width}}  precision  recall  support", file=stdout)
-    for name in class_names:
-        r = report["per_class"][name]
-        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
-        print(f"  {name:<{width}}  {r['precision']:>9.3f}  {recall:>6}  {r['support']:>7}", file=stdout)
-
-
-def _print_confusion(matrix, class_names, stdout, limit=20):
-    if len(class_names) > limit:
-        print(f"  (confusion matrix of {len(class_names)} classes: see the JSON report)", file=stdout)
-        return
-    width = max(max(len(c) for c in class_names), max(len(str(v)) for row in matrix for v in row), 4)
-    print("  confusion matrix (rows: true class, columns: predicted):", file=stdout)
-    print("  " + " " * width + "  " + " ".join(f"{c[:width]:>{width}}" for c in class_names), file=stdout)
-    for name, row in zip(class_names, matrix):
-        print(f"  {name:>{width}}  " + " ".join(f"{v:>{width}}" for v in row), file=stdout)
-
-
-# ---------------------------------------------------------------- weights, summary
 
 
 def weights_list(args, stdout) -> int:
@@ -451,17 +422,14 @@ def weights_list(args, stdout) -> int:
         path = download.cached_path(r)
         rows.append(dict(r.to_dict(), cached=os.path.isfile(path), cache_path=path))
     if args.json:
-        json.dump(rows, stdout, indent=2)
-        print(file=stdout)
+        _print_json(rows, stdout)
         return 0
-    print(f"{'name':<18} {'top':<5} {'top1':>6} {'top5':>6}  {'cached':<7} file", file=stdout)
+    acc = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table = [("name", "top", "top1", "top5", "cached", "file")]
     for r in rows:
-        acc = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
-        print(
-            f"{r['name']:<18} {str(r['include_top']):<5} {acc(r['top1']):>6} {acc(r['top5']):>6}  "
-            f"{'yes' if r['cached'] else 'no':<7} {r['file_name']}",
-            file=stdout,
-        )
+        cached = "yes" if r["cached"] else "no"
+        table.append((r["name"], r["include_top"], acc(r["top1"]), acc(r["top5"]), cached, r["file_name"]))
+    _print_table(table, stdout, align="<<>><<", indent="")
     mirror = os.environ.get(download.MIRROR_ENV, "")
     print(f"cache: {download.cache_dir()}   mirror: ${download.MIRROR_ENV}={mirror}", file=stdout)
     return 0
@@ -516,40 +484,37 @@ def weights_convert(args, stdout) -> int:
 
 
 def summary(args, stdout) -> int:
+    """Parameters and MACs of the variant given by the options (those unlike Xception's defaults), or of
+    ``--ablations``; ``--layers``: per layer too."""
+    import inspect
+
     from keras_xception.model import analysis
     from keras_xception.xception import Xception
 
-    defaults = dict(
-        residual=True, intermediate_activation=None, middle_flow_blocks=8, width_multiplier=1.0, output_stride=32
-    )
-    if args.ablations:
-        variants = [dict(kw) for kw in analysis.ABLATIONS]
-    else:
-        variants = [{k: getattr(args, k) for k, v in defaults.items() if getattr(args, k) != v}]
+    defaults = inspect.signature(Xception).parameters
+    names = ("residual", "intermediate_activation", "middle_flow_blocks", "width_multiplier", "output_stride")
+    given = {k: getattr(args, k) for k in names if getattr(args, k) != defaults[k].default}
     rows, models = [], []
-    for kw in variants:
+    for kw in [dict(kw) for kw in analysis.ABLATIONS] if args.ablations else [given]:
         model = Xception(weights=None, include_top=not args.no_top, input_shape=(args.size, args.size, 3), **kw)
         rows.append(dict(analysis.summary(model), name=", ".join(f"{k}={v}" for k, v in kw.items()) or "official"))
         models.append(model)
+    layers = [analysis.layer_costs(m) for m in models] if args.layers else []
     if args.json:
         out = [dict(r, input_shape=list(r["input_shape"]), output_shape=list(r["output_shape"])) for r in rows]
-        if args.layers:
-            for r, m in zip(out, models):
-                r["layers"] = [dict(c.__dict__, output_shape=list(c.output_shape)) for c in analysis.layer_costs(m)]
-        json.dump(out, stdout, indent=2)
-        print(file=stdout)
+        for r, costs in zip(out, layers):
+            r["layers"] = [dict(c.__dict__, output_shape=list(c.output_shape)) for c in costs]
+        _print_json(out, stdout)
         return 0
-    for r, m in zip(rows, models) if args.layers else ():
+    for r, costs in zip(rows, layers):
         print(f"{r['name']}:", file=stdout)
-        print(f"  {'layer':<36} {'class':<20} {'output':>18} {'params':>10} {'MMACs':>10}", file=stdout)
-        for c in analysis.layer_costs(m):
+        table = [("layer", "class", "output", "params", "MMACs")]
+        for c in costs:
             shape = "x".join(str(d) for d in c.output_shape[1:])
-            print(f"  {c.name:<36} {c.class_name:<20} {shape:>18} {c.params:>10} {c.macs / 1e6:>10.2f}", file=stdout)
+            table.append((c.name, c.class_name, shape, c.params, f"{c.macs / 1e6:.2f}"))
+        _print_table(table, stdout, align="<<>>>")
     print(analysis.format_summary(rows), file=stdout)
     return 0
-
-
-# ---------------------------------------------------------------- export, quantize
 
 
 def export(args, stdout) -> int:
@@ -557,28 +522,19 @@ def export(args, stdout) -> int:
     from keras_xception.deploy.export import ParityError
     from keras_xception.deploy.export import export as write_artifact
 
-    classifier = classifier_of(args)
-    if classifier is not None:
-        model, transform = classifier.model, classifier.transform
-    else:
-        pooling = None if args.include_top or args.pooling == "none" else args.pooling
-        model, transform = _xception(args, include_top=args.include_top, pooling=pooling)
+    pooling = None if args.include_top or args.pooling == "none" else args.pooling
+    model, transform, classifier = _model(args, include_top=args.include_top, pooling=pooling)
     print(
         f"exporting {args.model or model.name} ({model.count_params():,} parameters, input {model.input_shape}) "
         f"as {args.format} to {args.out} ...",
         file=sys.stderr,
         flush=True,
     )
-    precision = dict(precision=args.precision, calibration=args.calibration, calibration_size=args.calibration_size)
+    options = {name: getattr(args, name) for name in ("format", "precision", "calibration", "calibration_size")}
+    class_names = None if classifier is None else classifier.class_names
     try:
         write_artifact(
-            model,
-            args.out,
-            format=args.format,
-            transform=transform,
-            class_names=None if classifier is None else classifier.class_names,
-            check=not args.no_check,
-            **precision,
+            model, args.out, transform=transform, class_names=class_names, check=not args.no_check, **options
         )
     except ParityError as e:
         raise PartialFailure(f"parity check failed: {e}") from None
@@ -593,20 +549,10 @@ def quantize(args, stdout) -> int:
 
     if args.out is not None:
         out_runtime(args.out, args.runtime)  # a bad --out fails before the model is built
-    model, transform = _quantize_source(args)
-    report = quantize_model(
-        model,
-        args.calibration,
-        args.holdout,
-        transform=transform,
-        precision=args.precision,
-        runtime=args.runtime,
-        out=args.out,
-        min_agreement=args.min_agreement,
-        calibration_size=args.calibration_size,
-        holdout_size=args.holdout_size,
-        report=args.report,
-    )
+    model, transform, _ = _model(args, include_top=not args.features, pooling="avg" if args.features else None)
+    names = ("precision", "runtime", "out", "min_agreement", "calibration_size", "holdout_size", "report")
+    options = {name: getattr(args, name) for name in names}
+    report = quantize_model(model, args.calibration, args.holdout, transform=transform, **options)
     figures = [f"{k} {report[k]:.4f}" for k in ("top1_agreement", "top5_overlap") if k in report]
     figures += [f"cosine {report['cosine_mean']:.4f} (min {report['cosine_min']:.4f})"]
     figures += [f"max |diff| {report['max_abs_diff']:.3g}", f"mean |diff| {report['mean_abs_diff']:.3g}"]
@@ -625,26 +571,26 @@ def quantize(args, stdout) -> int:
     return 0
 
 
-def _quantize_source(args):
-    """The model of ``--model`` (a ``train`` classifier with its transform, or any saved Keras model) or
-    ``--weights``, and the transform its images are read with."""
-    if args.model is None:
-        return _xception(args, include_top=not args.features, pooling="avg" if args.features else None)
-    from keras_xception.data.metadata import read_record
+def _train_options(args) -> dict:
+    """The :class:`~keras_xception.tasks.options.TrainOptions` among ``args``, checked (no TensorFlow)."""
+    import dataclasses
 
-    if read_record(args.model) is not None:
-        classifier = classifier_of(args)
-        return classifier.model, classifier.transform
-    import keras
+    from keras_xception.tasks.options import TrainOptions
 
-    return keras.saving.load_model(args.model), None
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions) if hasattr(args, f.name)}
+    TrainOptions(**options)
+    return options
 
 
-def _xception(args, **kwargs):
-    """The Xception of ``--weights`` and ``--image-size`` (``kwargs``: its other arguments) and its transform."""
-    from keras_xception.data.transform import resolve_transform
-    from keras_xception.xception import Xception
+def train(args, stdout) -> int:
+    """Train a classifier on DATA_DIR (class folders); write the model, plots and report."""
+    from keras_xception.tasks import reports, training
 
-    shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-    model = Xception(weights=args.weights, input_shape=shape, **kwargs)
-    return model, resolve_transform(args.weights, model=model)
+    classifier, report = training.train(args.data_dir, **_train_options(args))
+    if report["outputs"]:  # written by the chief only
+        print(reports.summary(report), file=stdout)
+        _print_per_class(report, classifier.class_names, stdout)
+        for what, path in report["outputs"].items():
+            print(f"{what.replace('_', ' ')}: {path}", file=stdout)
+    _report_skipped(report["skipped"], report["num_train"] + report["num_val"] + len(report["skipped"]))
+    return 0
