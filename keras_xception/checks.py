@@ -10,17 +10,6 @@ from __future__ import annotations
 import numbers
 import os
 
-__all__ = [
-    "boolean",
-    "positive_int",
-    "non_negative_int",
-    "positive_float",
-    "fraction",
-    "one_of",
-    "existing_dir",
-    "argtype",
-]
-
 
 def _fail(name, what, value):
     raise ValueError(f"`{name}` must be {what}; received {name}={value!r}.")

@@ -194,7 +194,7 @@ def test_predict_processes_the_good_images_names_the_bad_and_exits_1(photos, cla
     assert len(out[0]["predictions"]) == 2 and "error" not in out[0]
     assert "Unknown image file format" in out[1]["error"] and "No such file" in out[2]["error"]
     err = captured.err
-    assert f"keras-xception predict: warning: Skipping unreadable image '{broken}'" in err
+    assert f"keras-xception predict: warning: Skipping {broken}: " in err
     assert "keras-xception predict: 2 of 3 images could not be read" in err
     assert ".py:" not in err  # warnings without the caller's source line
     assert f"keras-xception predict: warning: Skipping {missing}: No such file or folder" in err
@@ -208,7 +208,7 @@ def test_predict_strict_stops_at_the_first_bad_image(photos, classifier_file, ca
     assert f"No such file or folder: '{missing}'" in capsys.readouterr().err
     assert cli.main(["predict", good, broken, "--model", classifier_file, "--strict"]) == 2
     err = capsys.readouterr().err
-    assert f"keras-xception predict: error: Cannot read '{broken}'" in err
+    assert f"keras-xception predict: error: Cannot read {broken}: " in err
 
 
 def test_predict_bad_weights_is_a_clear_error(capsys):
@@ -395,7 +395,7 @@ def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     err = captured.err
     assert "top-1" in captured.out
-    assert f"keras-xception evaluate: warning: Skipped {os.path.join(bad_dir.dir, val_name(N + 4))}" in err
+    assert f"keras-xception evaluate: warning: Skipping {os.path.join(bad_dir.dir, val_name(N + 4))}" in err
     assert "keras-xception evaluate: 1 of 16 images could not be read" in err
     report = json.loads(out.read_text())
     assert {"top1", "top5", "count", "skipped", "transform", "images_per_second", "elapsed_seconds"} <= set(report)
@@ -572,8 +572,8 @@ def test_extract_reports_unreadable_files_and_folders(locked_tree):
     out = os.path.join(home, "f.npz")
     run = _run_unprivileged(["extract", tree, "--out", out, "--weights", "none", "--image-size", "71"], home)
     assert run.returncode == 1, run.stderr
-    assert f"Skipping unreadable '{locked_file}': Permission denied" in run.stderr
-    assert f"Skipping unreadable '{locked_dir}': Permission denied" in run.stderr
+    assert f"Skipping {locked_file}: Permission denied" in run.stderr
+    assert f"Skipping {locked_dir}: Permission denied" in run.stderr
     assert "2 of 5 images or folders could not be read" in run.stderr
     assert "Traceback" not in run.stderr
     saved = np.load(out)
@@ -586,7 +586,7 @@ def test_predict_reports_an_unreadable_image(locked_tree, classifier_file):
     good = os.path.join(tree, "class_1", "img_000.jpg")
     run = _run_unprivileged(["predict", good, locked_file, "--model", classifier_file], home)
     assert run.returncode == 1, run.stderr
-    assert f"Skipping unreadable image '{locked_file}'" in run.stderr and "Permission denied" in run.stderr
+    assert f"Skipping {locked_file}: " in run.stderr and "Permission denied" in run.stderr
     assert good in run.stdout and "Traceback" not in run.stderr
 
 

@@ -35,14 +35,14 @@ def test_bad_files_decoded_or_skipped(bad_dir, tiny):
     from PIL import Image
 
     t = kx.resolve_transform("imagenet", target_size=(SIZE, SIZE))
-    with pytest.warns(UserWarning, match="Skipped") as warned:
+    with pytest.warns(UserWarning, match="Skipping") as warned:
         report = evaluation.evaluate(tiny, data.folder_records(bad_dir.dir), transform=t, batch_size=4, verbose=0)
     assert sorted(os.path.basename(s["name"]) for s in report["skipped"]) == bad_dir.skipped
     reasons = {os.path.basename(s["name"]): s["reason"] for s in report["skipped"]}
     assert reasons[val_name(N + 4)] == "truncated JPEG (the file ends before its end-of-image marker)"
     assert "Unknown image file format" in reasons[val_name(N + 5)]
     assert {str(w.message).split(":")[0] for w in warned} >= {
-        f"Skipped {os.path.join(bad_dir.dir, n)}" for n in bad_dir.skipped
+        f"Skipping {os.path.join(bad_dir.dir, n)}" for n in bad_dir.skipped
     }
     # Skipped files are not counted; CMYK, PNG-as-JPEG and grayscale are.
     assert report["count"] == bad_dir.decodable
@@ -112,8 +112,8 @@ def test_a_truncated_jpeg_is_said_once_in_our_words_and_nothing_from_tensorflow(
     err = capfd.readouterr().err
     assert "jpeg" not in err.lower() and "E0000" not in err, err
     assert [str(w.message) for w in caught] == [
-        f"Skipped {cut}: truncated JPEG (the file ends before its end-of-image marker)",
-        f"Skipped {missing}: No such file or directory",  # the path once, no repr
+        f"Skipping {cut}: truncated JPEG (the file ends before its end-of-image marker)",
+        f"Skipping {missing}: No such file or directory",  # the path once, no repr
     ]
     assert results.paths == [good] and [s.path for s in results.skipped] == [str(cut), missing]
     with pytest.raises(ValueError, match=f"^Cannot read {cut}: truncated JPEG"):

@@ -257,17 +257,17 @@ def test_export_bad_arguments(tmp_path, model, monkeypatch):
         exporting.export(model, tmp_path / "m.onnx", format="onnx")
 
 
-# ----------------------------------------------------------------------------- predict_function, --runtime
+# ----------------------------------------------------------------------------- Predictor, --runtime
 
 
-def test_add_runtime_argument_and_predict_function(model, x, expected):
+def test_add_runtime_argument_and_predictor(model, x, expected):
     import argparse
 
     parser = argparse.ArgumentParser()
     cli.add_runtime_argument(parser, default="auto")
     assert parser.parse_args([]).runtime == "auto"
     args = parser.parse_args(["--runtime", "tensorflow"])
-    assert rel_diff(inference.predict_function(model, args.runtime)(x), expected) < 1e-4
-    assert rel_diff(inference.predict_function(model, "keras")(x), expected) == 0
+    assert rel_diff(inference.Predictor(model, args.runtime).predict(x), expected) < 1e-4
+    assert rel_diff(inference.Predictor(model, "keras").predict(x), expected) == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["--runtime", "tensorrt"])

@@ -15,7 +15,7 @@ from keras_xception.data.transform import load_image, resolve_transform
 from keras_xception.deploy import calibration as prec
 from keras_xception.deploy import runtimes
 from keras_xception.deploy.export import export
-from keras_xception.deploy.predictor import Predictor, predict_function
+from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.quantization import agreement, outputs_are_classes, quantize
 from keras_xception.tasks.transfer import build_classifier
 
@@ -118,7 +118,7 @@ def test_precision_and_runtime_errors(digits):
     with pytest.raises(ValueError, match="runtime='onnxruntime' does not run precision='bf16'.*'openvino'"):
         Predictor(model, "onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="runtime='keras' runs in float32 only"):
-        predict_function(model, "keras", precision="int8", calibration=digits["x_train"][:2])
+        Predictor(model, "keras", precision="int8", calibration=digits["x_train"][:2])
 
 
 def test_bf16_warning_asks_openvino(digits, monkeypatch):

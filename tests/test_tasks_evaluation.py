@@ -224,7 +224,7 @@ def test_evaluate_classifier_skips_names_and_refuses(classifier, tmp_path):
     tree = tmp_path / "val"
     shutil.copytree(root, tree)
     (tree / "class_1" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    with pytest.warns(UserWarning, match="Skipped .*broken.jpg"):
+    with pytest.warns(UserWarning, match="Skipping .*broken.jpg"):
         report = evaluation.evaluate_classifier(clf, str(tree), batch_size=4, verbose=0)
     assert report["count"] == 12 and [s["path"] for s in report["skipped"]] == [str(tree / "class_1" / "broken.jpg")]
     with pytest.raises(ValueError, match="broken.jpg"):

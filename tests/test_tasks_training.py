@@ -216,9 +216,9 @@ def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(tm
 
 def test_evaluate_classifier_on_class_folders(trained, tree):
     classifier, _, out, _ = trained
-    from keras_xception.tasks.evaluation import evaluate_classifier  # (the data area's, after the merge)
+    from keras_xception.tasks.evaluation import evaluate_classifier
 
-    report = evaluate_classifier(str(out / "model.keras"), tree, batch_size=4, verbose=0)
+    report = evaluate_classifier(classifier, tree, batch_size=4, verbose=0)
     assert report["count"] == 15 and report["class_names"] == list(classifier.class_names)
     images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)])
     labels = np.repeat([0, 1, 2], 5)

@@ -74,7 +74,7 @@ class Records:
         for s in skipped:
             if strict:
                 raise ValueError(f"Cannot read {s}.")
-            warnings.warn(f"Skipped {s}", stacklevel=3)
+            warnings.warn(f"Skipping {s}", stacklevel=3)
         records = cls.from_files(paths, [index[folders[k]] for k in labels], description=description or root)
         return dataclasses.replace(records, problems=skipped)
 
@@ -225,7 +225,7 @@ def image_dataset(
             raise ValueError(f"Cannot read {skipped}.")
         if skipped.path not in reported:
             reported.add(skipped.path)
-            warnings.warn(f"Skipped {skipped}", stacklevel=2)
+            warnings.warn(f"Skipping {skipped}", stacklevel=2)
         return False
 
     def keep(name, image, label, ok, payload):
@@ -241,7 +241,7 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     Each batch is read with ``transform`` (preprocessed too) and passed to ``fn`` (numpy in, numpy
     out, e.g. ``predict_on_batch``) while the next ones are decoded. ``verbose``: a
     ``keras.utils.Progbar`` (0 silent, 1 animated, 2 one line). An unreadable file is skipped and
-    warned about once (``"Skipped path: reason"``); with ``strict`` it raises ``ValueError``.
+    warned about once (``"Skipping path: reason"``); with ``strict`` it raises ``ValueError``.
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``outputs`` (float32, None when no file was
@@ -272,7 +272,7 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
         progbar.update(records.size)
     skipped = tuple(s for _, s in explain(records, bad, transform))
     for s in skipped:
-        warnings.warn(f"Skipped {s}", stacklevel=2)
+        warnings.warn(f"Skipping {s}", stacklevel=2)
     return Results(
         np.concatenate(outputs) if outputs else None,
         [records.paths[i] for i in kept],

@@ -32,7 +32,7 @@ def report_unreadable(problems, path, reason, strict, what="file"):
     if strict:
         raise ValueError(f"Cannot read the {what} {path!r}: {reason}.")
     if problems is None:
-        warnings.warn(f"Skipping unreadable {what} {path!r}: {reason}", stacklevel=3)
+        warnings.warn(f"Skipping {path}: {reason}", stacklevel=3)
     else:
         problems.append((path, reason))
 
@@ -136,7 +136,7 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
         train += [(files[i], label) for i in order[n_val:]]
     for path, reason in found:
         if problems is None:
-            warnings.warn(f"Skipping {path!r}: {reason}", stacklevel=2)
+            warnings.warn(f"Skipping {path}: {reason}", stacklevel=2)
         else:
             problems.append((path, reason))
 

@@ -86,7 +86,9 @@ def write_record(path, record: ModelRecord) -> str:
 
 
 def read_record(path) -> ModelRecord | None:
-    """The record of the model at ``path``, or None when it has none (no TensorFlow needed).
+    """The record of the model at ``path``, or None when it has none (no TensorFlow needed). A file exported
+    by keras-xception 0.2 carries only its transform (``model.transform.json``, in a SavedModel
+    ``keras_xception_transform.json``): read as a record without class names.
 
     Raises:
         ValueError: a record exists but cannot be read (the path and the reason are named).
@@ -102,7 +104,12 @@ def read_record(path) -> ModelRecord | None:
             with open(target, encoding="utf-8") as f:
                 text = f.read()
         else:
-            return None
+            old = os.path.join(target, "..", "keras_xception_transform.json") if os.path.isdir(path) else None
+            old = os.path.normpath(old or os.path.splitext(os.fspath(path))[0] + ".transform.json")
+            if not os.path.isfile(old):
+                return None
+            with open(old, encoding="utf-8") as f:
+                return ModelRecord(Transform.from_dict(json.load(f)))
         return ModelRecord.from_dict(json.loads(text), where=repr(target))
-    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"Cannot read the keras-xception record of {os.fspath(path)!r}: {e}.") from None

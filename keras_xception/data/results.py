@@ -17,7 +17,7 @@ class Skipped:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{self.path}: {self.reason.rstrip('.')}"
 
     def __iter__(self):
         """Unpacks as ``path, reason`` (as the ``(path, reason)`` pairs it replaced did)."""

@@ -4,7 +4,6 @@ batch, on any runtime (keras, tensorflow, onnxruntime, openvino) and precision (
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 import warnings
@@ -28,27 +27,11 @@ from keras_xception.deploy.runtimes import (
     runtime_for,
 )
 
-__all__ = ["Predictor", "predict_function", "read_metadata"]
+__all__ = ["Predictor"]
 
 _ADVICE = (
     "measure its agreement with float32 with keras_xception.quantize (`keras-xception quantize` on the command line)."
 )
-
-
-def read_metadata(path) -> ModelRecord | None:
-    """The metadata record of the exported model at ``path``, or None; a file exported by keras-xception 0.2
-    carries only its transform, in ``model.transform.json`` (in a SavedModel ``keras_xception_transform.json``)."""
-    record = read_record(path)
-    path = os.fspath(path)
-    old = os.path.join(path, "keras_xception_transform.json") if os.path.isdir(path) else None
-    old = old or os.path.splitext(path)[0] + ".transform.json"
-    if record is not None or not os.path.isfile(old):
-        return record
-    try:
-        with open(old) as f:
-            return ModelRecord(Transform.from_dict(json.load(f)))
-    except (OSError, ValueError, TypeError) as e:
-        raise ValueError(f"Cannot read the transform of {path!r} from {old!r}: {e}") from None
 
 
 class Predictor:
@@ -144,7 +127,7 @@ class Predictor:
                 "Leave runtime='auto' for an exported file."
             )
         runtime_for(self.runtime, precision or "fp32")  # installed, and runs ``precision``
-        record = read_metadata(path)
+        record = read_record(path)
         self.transform = transform or (record.transform if record else None)
         self.class_names = record.class_names if record else None
         return path
@@ -241,8 +224,3 @@ def _check_arguments(precision, calibration, calibration_size, transform, batch_
         )
     if transform is not None and not isinstance(transform, Transform):
         raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
-
-
-def predict_function(model, runtime: str = "auto", **kwargs):
-    """``Predictor(model, runtime, **kwargs).predict`` (for tasks.extraction and tasks.evaluation)."""
-    return Predictor(model, runtime, **kwargs).predict

@@ -224,7 +224,7 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
     index, labels, predicted, top5 = np.concatenate(kept, axis=1) if kept else np.zeros((4, 0), np.int64)
     skipped = explain(records, bad, transform)
     for _, s in skipped if chief else []:  # (unreadable folders were warned about when listed)
-        warnings.warn(f"Skipped {s}", stacklevel=3)
+        warnings.warn(f"Skipping {s}", stacklevel=3)
     skipped += [(None, Skipped(path, reason)) for path, reason in records.problems]
     return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed)
 

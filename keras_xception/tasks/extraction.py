@@ -55,7 +55,7 @@ def _image_files(source, strict):
         if not paths and not problems:
             raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
         for path, reason in problems:  # unreadable folders and files
-            warnings.warn(f"Skipped {Skipped(path, reason)}", stacklevel=4)
+            warnings.warn(f"Skipping {Skipped(path, reason)}", stacklevel=4)
         return paths, tuple(Skipped(path, reason) for path, reason in problems)
     paths = [os.fspath(p) for p in source]
     if not paths:

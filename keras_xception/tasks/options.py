@@ -26,12 +26,6 @@ def _epochs(value, name):
         raise ValueError(f"`{name}` must be a positive integer or 'auto'; received {name}={value!r}.") from None
 
 
-def _flag(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
-    return value
-
-
 def _path(value, name):
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"`{name}` must be a path; received {name}={value!r}.")
@@ -88,7 +82,9 @@ class TrainOptions:
     fine_tune_epochs: int = _option(0, checks.non_negative_int, "fine-tuning epochs after the head")
     fine_tune_blocks: int = _option(2, checks.positive_int, "top backbone blocks to fine-tune")
     fine_tune_learning_rate: float = _option(1e-5, checks.positive_float, "fine-tuning learning rate")
-    augment: bool = _option(False, _flag, "augment images during fine-tuning (flip, rotation, zoom, translation)")
+    augment: bool = _option(
+        False, checks.boolean, "augment images during fine-tuning (flip, rotation, zoom, translation)"
+    )
     class_weight: object = _option(
         None, _class_weight, "weight classes inversely to their frequency", choices=("balanced",)
     )
@@ -99,13 +95,13 @@ class TrainOptions:
         "tf.distribute strategy; multi-worker reads TF_CONFIG",
         choices=STRATEGIES,
     )
-    mixed_precision: bool = _option(False, _flag, "mixed-precision backbone, float32 head")
+    mixed_precision: bool = _option(False, checks.boolean, "mixed-precision backbone, float32 head")
     out: object = _option(None, keras_path)  # the command line's --out is required: added by cli/train.py
     report_path: object = _option(None, _path, "write the training report as JSON", flag="--report", metavar="OUT.json")
     curves_path: object = _option(None, _path)
     confusion_path: object = _option(None, _path)
     seed: int = _option(1337, checks.non_negative_int, "seed of the split, the head and the shuffling")
-    strict: bool = _option(False, _flag, "stop at the first unreadable image instead of skipping it")
+    strict: bool = _option(False, checks.boolean, "stop at the first unreadable image instead of skipping it")
     verbose: object = _option(
         "auto", lambda v, n: v if v == "auto" else checks.one_of(v, n, (0, 1, 2))
     )  # the command line's --quiet
@@ -133,10 +129,10 @@ def add_arguments(parser) -> None:
         help, cli, check = field.metadata["help"], dict(field.metadata["cli"]), field.metadata["check"]
         if help is None:
             continue
-        if check is _flag:
+        if check is checks.boolean:
             cli["action"] = "store_true"
         elif "choices" not in cli and check is not _path:
             cli["type"] = checks.argtype(check)
-        default = "" if field.default is None or check is _flag else f" (default {field.default})"
+        default = "" if field.default is None or check is checks.boolean else f" (default {field.default})"
         flag = cli.pop("flag", "--" + field.name.replace("_", "-"))
         parser.add_argument(flag, dest=field.name, default=field.default, help=help + default, **cli)
