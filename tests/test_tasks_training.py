@@ -19,7 +19,6 @@ import keras_xception as kx  # noqa: E402
 from keras_xception import folders  # noqa: E402
 from keras_xception.data.metadata import MEMBER  # noqa: E402
 from keras_xception.tasks import reports, training  # noqa: E402
-from keras_xception.tasks.reports import classification_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -227,15 +226,6 @@ def test_evaluate_classifier_on_class_folders(trained, tree):
     cm = np.zeros((3, 3), int)
     np.add.at(cm, (labels, predicted), 1)
     assert report["confusion_matrix"] == cm.tolist()
-
-
-def test_classification_report_figures():
-    probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]
-    report = classification_report([0, 1, 1, 2, 2, 0], probs, ["a", "b", "c"])
-    assert report["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 2]]
-    assert report["per_class"]["a"] == dict(precision=0.5, recall=0.5, f1=0.5, support=2)
-    assert report["per_class"]["c"]["precision"] == pytest.approx(2 / 3) and report["per_class"]["c"]["recall"] == 1
-    assert report["accuracy"] == pytest.approx(4 / 6)
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from keras_xception.data.files import list_folder
+
 
 class PartialFailure(Exception):
     """The command did its work for part of the input; the message is the summary line (exit 1)."""
@@ -43,7 +45,7 @@ def check(args) -> None:
         if getattr(args, dest, None) is not None:
             _check_folder(getattr(args, dest), flag)
     if getattr(args, "val_dir", None) is not None and os.path.isdir(args.val_dir):
-        _check_readable(args.val_dir)  # a missing ImageNet folder: data.imagenet says where to get it
+        list_folder(args.val_dir)  # a missing ImageNet folder: data.imagenet says where to get it
     if args.command == "evaluate":
         _check_evaluate(args)
     if args.command == "train":
@@ -58,16 +60,9 @@ def _check_folder(path, flag=None):
     """An existing, readable folder with at least one file somewhere under it."""
     if not os.path.isdir(path):
         raise ValueError(f"{flag} must be an existing folder of images; received {path!r} (no such folder).")
-    _check_readable(path)
+    list_folder(path)
     if not any(files for _, _, files in os.walk(path)):
         raise ValueError(f"No image files under {path!r}{f' ({flag})' if flag else ''}: the folder is empty.")
-
-
-def _check_readable(path):
-    try:
-        os.listdir(path)
-    except OSError as e:
-        raise ValueError(f"Cannot read the folder {path!r}: {e.strerror or e}.") from None
 
 
 def _existing(inputs, strict):
@@ -122,7 +117,7 @@ def _check_train(args):
         raise ValueError(f"--out must be a .keras file (the Keras model format); received {args.out!r}.")
     _check_folder(args.data_dir, "DATA_DIR")
     path = args.data_dir
-    names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    names = [d for d in list_folder(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith(".")]
     if len(names) < 2:
         raise ValueError(
             f"DATA_DIR {path!r} must hold one sub-folder of images per class (at least 2 classes); it has "

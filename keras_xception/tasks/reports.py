@@ -10,33 +10,7 @@ import time
 
 import numpy as np
 
-__all__ = ["classification_report", "plot_curves", "plot_confusion_matrix", "head_line", "summary", "write_outputs"]
-
-
-def classification_report(labels, probabilities, class_names) -> dict:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted).
-
-    A class without validation images has recall None; ``top5_accuracy`` comes with more than 5 classes.
-    """
-    from sklearn import metrics
-
-    labels, probabilities = np.asarray(labels, np.int64), np.asarray(probabilities)
-    classes = list(range(len(class_names)))
-    predicted = np.argmax(probabilities, axis=1) if len(labels) else np.zeros(0, np.int64)
-    figures = metrics.precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
-    per_class = {
-        name: dict(precision=float(p), recall=float(r) if n else None, f1=float(f), support=int(n))
-        for name, p, r, f, n in zip(class_names, *figures)
-    }
-    report = dict(
-        accuracy=float(np.mean(predicted == labels)) if len(labels) else None,
-        count=int(len(labels)),
-        per_class=per_class,
-        confusion_matrix=metrics.confusion_matrix(labels, predicted, labels=classes).tolist(),
-    )
-    if len(classes) > 5 and len(labels):
-        report["top5_accuracy"] = float(metrics.top_k_accuracy_score(labels, probabilities, k=5, labels=classes))
-    return report
+__all__ = ["plot_curves", "plot_confusion_matrix", "head_line", "summary", "write_outputs"]
 
 
 def plot_curves(path, head_history, fine_tune_history=None, best=None):
