@@ -256,7 +256,7 @@ def predict(args, stdout) -> int:
         rows = [[dict(wnid=w, name=n, score=p) for w, n, p in top] for top in tops]
         if args.cam:
             _write_cam(args.cam, model, transform, result, tops)
-    skipped = [*problems, *(s if isinstance(s, Skipped) else Skipped(*s) for s in result.skipped), *missing]
+    skipped = [*problems, *result.skipped, *missing]  # extract_features gives Skipped already
     if args.json:
         out = [{"path": path, "predictions": top} for path, top in zip(result.paths, rows)]
         _print_json(out + [{"path": s.path, "error": s.reason} for s in skipped], stdout)
