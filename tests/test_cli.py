@@ -353,7 +353,7 @@ def test_extract_cli_bad_arguments(feature_tree, notop, tmp_path, capsys, extra,
 
 def test_extract_cli_bad_paths(tmp_path, capsys):
     assert cli.main(["extract", str(tmp_path / "missing"), "--out", str(tmp_path / "f.npz")]) == 2
-    assert "DIR" in capsys.readouterr().err
+    assert "INPUT must be" in capsys.readouterr().err
     assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "f.npz"), "--weights", "imagenet"]) == 2
     assert "No image files" in capsys.readouterr().err
     assert cli.main(["extract", str(tmp_path), "--out", str(tmp_path / "no" / "f.npz")]) == 2

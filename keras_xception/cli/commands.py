@@ -4,6 +4,7 @@ heavy modules are imported inside the commands."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -44,6 +45,8 @@ def check(args) -> None:
     for dest, flag in (("dir", "DIR"), ("holdout", "--holdout")):
         if getattr(args, dest, None) is not None:
             _check_folder(getattr(args, dest), flag)
+    if args.command == "extract":
+        _check_input(args)
     if getattr(args, "val_dir", None) is not None and os.path.isdir(args.val_dir):
         list_folder(args.val_dir)  # a missing ImageNet folder: data.imagenet says where to get it
     if args.command == "evaluate":
@@ -63,6 +66,18 @@ def _check_folder(path, flag=None):
     list_folder(path)
     if not any(files for _, _, files in os.walk(path)):
         raise ValueError(f"No image files under {path!r}{f' ({flag})' if flag else ''}: the folder is empty.")
+
+
+def _check_input(args):
+    """``extract``: INPUT exists (a folder with files, a list file or TFRecord files); --address with --engine ray."""
+    if os.path.isdir(args.input):
+        _check_folder(args.input, "INPUT")
+    elif not glob.glob(args.input):
+        raise ValueError(
+            f"INPUT must be a folder of images, a .txt or .parquet list or TFRecord files; {args.input!r}: no such folder or file."
+        )
+    if args.address and args.engine != "ray":
+        raise ValueError("--address is the Ray cluster of --engine ray; add --engine ray.")
 
 
 def _existing(inputs, strict):
@@ -168,11 +183,11 @@ def classifier_of(args):
     return load_classifier(args.model)
 
 
-def _run_model(source, model, transform, args):
+def _run_model(source, model, transform, args, **options):
     """The one run of a model over image files (predict, extract): the task layer's ``extract_features``."""
     from keras_xception.tasks.extraction import extract_features
 
-    options = dict(batch_size=args.batch_size, verbose=args.verbose, strict=args.strict, **inference(args))
+    options.update(batch_size=args.batch_size, verbose=args.verbose, strict=args.strict, **inference(args))
     return extract_features(source, model=model, transform=transform, **options)
 
 
@@ -332,13 +347,18 @@ def extract(args, stdout) -> int:
     else:
         transform = resolve_transform(args.weights, target_size=args.image_size, exif_orientation=True)
         model = pooled_feature_model(args.weights, args.layer, transform.target_size)
-    result = _run_model(args.dir, model, transform, args)
-    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
-    save_features(out, result)
-    n, d = result.features.shape
-    print(f"{n} images -> {n} x {d} features written to {out}", file=sys.stderr)
-    print(out, file=stdout)
-    _report_skipped(result.skipped, n + len(result.skipped), "images or folders")
+    if not args.out.endswith(".npz"):  # a folder of Parquet shards
+        options = dict(out=args.out, overwrite=args.overwrite, shard_size=args.shard_size, engine=args.engine)
+        m = _run_model(args.input, model, transform, args, address=args.address, **options)
+        (n, d), skipped = (m["images"], m["dimension"]), m["skipped"]
+        print(f"{n} images -> {n} x {d} features in {m['shards']} Parquet shards in {args.out}", file=sys.stderr)
+    else:
+        result = _run_model(args.input, model, transform, args, engine=args.engine)
+        save_features(args.out, result)
+        (n, d), skipped = result.features.shape, result.skipped
+        print(f"{n} images -> {n} x {d} features written to {args.out}", file=sys.stderr)
+    print(args.out, file=stdout)
+    _report_skipped(skipped, n + len(skipped), "images or folders")
     return 0
 
 

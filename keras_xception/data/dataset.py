@@ -236,7 +236,7 @@ def image_dataset(
 
 
 def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=False, verbose=1, what="images"):
-    """``fn`` over batches of the readable images of ``paths``: the one run over many files.
+    """``fn`` over batches of the readable images of ``paths`` (or of :class:`Records`): the one run over many files.
 
     Each batch is read with ``transform`` (preprocessed too) and passed to ``fn`` (numpy in, numpy
     out, e.g. ``predict_on_batch``) while the next ones are decoded. ``verbose``: a
@@ -250,7 +250,8 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
     import keras
     import tensorflow as tf
 
-    records = Records.from_files(paths, labels, description=what)
+    records = paths if isinstance(paths, Records) else Records.from_files(paths, labels, description=what)
+    records = dataclasses.replace(records, size=len(names := records.paths or record_names(records)))
     examples, decode = _examples(records, transform)
 
     def read(index, example):
@@ -275,7 +276,7 @@ def map_batches(fn, paths, transform, *, labels=None, batch_size=32, strict=Fals
         warnings.warn(f"Skipping {s}", stacklevel=2)
     return Results(
         np.concatenate(outputs) if outputs else None,
-        [records.paths[i] for i in kept],
+        [names[i] for i in kept],
         None if labels is None else np.asarray(labels, "int64")[kept],
         skipped,
     )
@@ -286,3 +287,17 @@ def _unreadable(records, transform, indices, strict) -> list:
     if strict and len(indices):
         raise ValueError(f"Cannot read {explain(records, indices[:1], transform)[0][1]}.")
     return [int(i) for i in indices]
+
+
+def record_names(records) -> tuple:
+    """The names of ``records`` (``"DESCRIPTION#i"`` for an unnamed one), read in one pass: a corrupt TFRecord
+    file fails here, with a ``ValueError`` that says where."""
+    import tensorflow as tf
+
+    names = []
+    try:
+        for name, _, _ in records.dataset.as_numpy_iterator():
+            names.append(name.decode("utf-8", "replace") or f"{records.description}#{len(names)}")
+    except tf.errors.OpError as e:
+        raise ValueError(f"unreadable after {len(names)} records: {e.message.splitlines()[0]}") from None
+    return tuple(names)

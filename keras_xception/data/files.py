@@ -13,7 +13,15 @@ import numpy as np
 from keras_xception.checks import existing_dir, fraction
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "list_folder", "class_folders", "class_folder_split", "report_unreadable"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "read_path_list",
+    "list_images",
+    "list_folder",
+    "class_folders",
+    "class_folder_split",
+    "report_unreadable",
+]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
@@ -61,6 +69,24 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
                 else:
                     report_unreadable(problems, path, "Permission denied", strict, "file")
     return found
+
+
+def read_path_list(path) -> list[str]:
+    """The paths listed in a text file (one a line) or a ``.parquet`` file (a ``path`` column); relative ones are
+    taken from the list's folder. A listed file that is missing is found later, by the pipeline."""
+    try:
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            entries = pq.read_table(path, columns=["path"]).column("path").to_pylist()
+        else:
+            with open(path, encoding="utf-8") as f:
+                entries = [line.strip() for line in f]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"Cannot read the list of images {path!r} (one path a line, or a Parquet `path` column): {e}"
+        ) from None
+    return [os.path.join(os.path.dirname(os.path.abspath(path)), p) for p in entries if p]
 
 
 def _image_files(folder, problems):

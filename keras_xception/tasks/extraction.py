@@ -4,23 +4,26 @@ globally average-pooled output of Xception's last block (2048-d) or of the layer
 
 from __future__ import annotations
 
-import dataclasses
+import glob
 import os
 import warnings
 
+import keras
 import numpy as np
 
-from keras_xception.checks import positive_int
-from keras_xception.data.dataset import map_batches
-from keras_xception.data.files import list_images
+from keras_xception.checks import one_of, positive_int
+from keras_xception.data.files import list_images, read_path_list
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
+from keras_xception.tasks.scale import ENGINES, counting, finish_bar, run_unit, work_units, write_features
 from keras_xception.xception import Xception
 
 __all__ = ["pooled_feature_model", "extract_features", "save_features"]
+
+LISTS = (".txt", ".parquet")  # files listing images
 
 
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
@@ -44,23 +47,31 @@ def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
     return feature_model(base, layer, pool=True, name="xception_features")
 
 
-def _image_files(source, strict):
-    """``(paths, skipped)``: the image files of a folder (searched recursively) or a list of files."""
+def _inputs(source, strict):
+    """``(items, tfrecord, skipped)``: the image files of a folder (searched recursively), of a text or Parquet
+    list or of a list given; else TFRecord files (a file or a glob)."""
+    if isinstance(source, (str, os.PathLike)) and not os.path.isdir(source):
+        source = os.fspath(source)
+        if not source.endswith(LISTS) or not os.path.isfile(source):
+            if files := sorted(f for f in glob.glob(source) if os.path.isfile(f)):
+                return files, True, ()
+            raise ValueError(
+                f"Expected a folder of images, a list of image files ({', '.join(LISTS)}) or TFRecord files (a "
+                f"glob); {source!r}: no such folder or file."
+            )
+        source = read_path_list(source)
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.isdir(source):
-            what = "a file, not a folder" if os.path.exists(source) else "no such folder"
-            raise ValueError(f"Expected a folder of images or a list of image files; {os.fspath(source)!r}: {what}.")
         problems = []
         paths = list_images(source, problems=problems, strict=strict)
         if not paths and not problems:
             raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(source)!r}.")
         for path, reason in problems:  # unreadable folders and files
             warnings.warn(f"Skipping {Skipped(path, reason)}", stacklevel=4)
-        return paths, tuple(Skipped(path, reason) for path, reason in problems)
+        return paths, False, tuple(Skipped(path, reason) for path, reason in problems)
     paths = [os.fspath(p) for p in source]
     if not paths:
         raise ValueError("No image files given: the list of files to read is empty.")
-    return paths, ()
+    return paths, False, ()
 
 
 def _feature_model(model, weights, layer, transform):
@@ -89,11 +100,18 @@ def extract_features(
     calibration=None,
     verbose=1,
     strict=False,
-) -> Results:
-    """Features of every image in ``source`` (a directory, searched recursively, or a list of files).
+    out=None,
+    overwrite=False,
+    engine="local",
+    address=None,
+    shard_size=4096,
+):
+    """Features of every image in ``source``: a folder (searched recursively), a list of files, a text or Parquet
+    list of them, or TFRecord files of encoded images (a file or glob; ``image/encoded``, ``image/filename``).
 
     Args:
-        source: A directory (searched by :func:`~keras_xception.data.files.list_images`) or a list of paths.
+        source: A directory (searched by :func:`~keras_xception.data.files.list_images`), a list of paths,
+            a ``.txt`` (one path a line) or ``.parquet`` (``path`` column) file, or TFRecord files.
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
         image_size: Square side (or ``(height, width)``); default: the weights' size, 299.
@@ -107,24 +125,61 @@ def extract_features(
             ``transform``, an array of model inputs or a ``tf.data.Dataset``).
         verbose: 0 silent, 1 a progress bar, 2 one line at the end.
         strict: ``ValueError`` at the first file or folder that cannot be read (else skipped).
+        out: None, a ``.npz`` file (:func:`save_features`), or a folder: Parquet shards of ``shard_size``
+            images (one per TFRecord file) written as they are done, then ``_manifest.json``; a rerun with
+            the same arguments resumes, one with others is refused unless ``overwrite``.
+        engine, address: ``"local"`` (this process) or ``"ray"`` (a pool of Ray actors, ``out`` a folder;
+            a local Ray cluster, or the one at ``address``, whose nodes must all see ``out``).
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``features`` (N x D float32, also
-        ``outputs``), ``paths`` (row order) and ``skipped`` (each warned about once).
+        ``outputs``), ``paths`` (row order) and ``skipped`` (each warned about once); with ``out`` a
+        folder, the manifest (a dict: ``images``, ``dimension``, ``shards``, ``skipped``, ``settings``).
 
     Raises:
         ValueError: bad arguments, no image files, or no readable image.
     """
-    batch_size = positive_int(batch_size, "batch_size")
-    paths, listing = _image_files(source, strict)
+    options = dict(batch_size=positive_int(batch_size, "batch_size"), strict=strict)
+    one_of(engine, "engine", ENGINES)
+    items, tfrecord, listing = _inputs(source, strict)
     if transform is None:
         transform = resolve_transform(weights, model=model, target_size=image_size, exif_orientation=True)
     model = _feature_model(model, weights, layer, transform)
-    predict = Predictor(model, runtime, precision=precision, calibration=calibration, transform=transform).predict
-    results = map_batches(predict, paths, transform, batch_size=batch_size, strict=strict, verbose=verbose)
-    if results.outputs is None:
-        raise ValueError(f"None of the {len(paths)} image files could be read; the first: {results.skipped[0]}.")
-    return dataclasses.replace(results, skipped=listing + results.skipped)
+    run = dict(runtime=runtime, precision=precision, calibration=calibration, transform=transform)
+    if out is not None and not os.fspath(out).endswith(".npz"):
+        calibration = calibration if isinstance(calibration, (str, type(None))) else type(calibration).__name__
+        settings = dict(weights=weights and os.fspath(weights), model=model.name, layer=layer, runtime=runtime)
+        settings.update(precision=precision, calibration=calibration, transform=transform.to_dict())
+        options.update(
+            engine=engine, address=address, overwrite=overwrite, shard_size=positive_int(shard_size, "shard_size")
+        )
+        manifest = write_features(
+            os.fspath(out), items, tfrecord, model, run, settings, listing, verbose=verbose, **options
+        )
+        return manifest if manifest["images"] else _none_readable(items, Skipped(**manifest["skipped"][0]))
+    if engine != "local":
+        raise ValueError(f"engine={engine!r} writes Parquet shards: give `out` a folder (--out DIR/).")
+    results = _in_memory(items, tfrecord, listing, model, run, verbose, options)
+    return results if out is None else save_features(out, results) and results
+
+
+def _in_memory(items, tfrecord, listing, model, run, verbose, options):
+    """:func:`extract_features` into one :class:`Results`."""
+    progbar = keras.utils.Progbar(None if tfrecord else len(items), verbose=verbose, unit_name="image")
+    predict = counting(Predictor(model, **run).predict, progbar)
+    parts = [run_unit(predict, unit, run["transform"], **options) for unit in work_units(items, tfrecord)]
+    finish_bar(progbar, sum(len(p.paths) + len(p.skipped) for p in parts))
+    if not any(p.outputs is not None for p in parts):
+        _none_readable(items, parts[0].skipped[0])
+    return Results(
+        np.concatenate([p.outputs for p in parts if p.outputs is not None]),
+        [path for p in parts for path in p.paths],
+        skipped=listing + tuple(s for p in parts for s in p.skipped),
+    )
+
+
+def _none_readable(items, first):
+    raise ValueError(f"None of the {len(items)} inputs could be read; the first: {first}.")
 
 
 def save_features(path, results):
