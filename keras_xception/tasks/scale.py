@@ -58,9 +58,10 @@ def counting(predict, progbar):
 
 
 def finish_bar(progbar, count):
-    """The bar at its end: ``count`` inputs, the skipped ones too."""
-    progbar.target = count
-    progbar.update(count, finalize=True)
+    """The bar at its end, unless there already: ``count`` inputs, the skipped ones too."""
+    if (progbar.target, progbar._seen_so_far) != (count, count):
+        progbar.target = count
+        progbar.update(count, finalize=True)
 
 
 def write_features(
@@ -108,7 +109,8 @@ class _Worker:
 
 
 def _ray(out, todo, model, run, options, address, progbar):
-    """The units ``todo`` by a pool of :class:`_Worker` actors (restarted and retried when one dies)."""
+    """The units ``todo`` by a pool of :class:`_Worker` actors; Ray restarts a killed actor and reruns its unit."""
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # no INFO lines from Ray Data on stderr
     import ray
 
     if not ray.is_initialized():  # a local cluster on this machine's CPUs, or join the one at `address`
@@ -121,11 +123,9 @@ def _ray(out, todo, model, run, options, address, progbar):
     ds = ray.data.from_items(rows).map_batches(
         _Worker,
         batch_size=1,
-        concurrency=gpus or max(1, cpus // 4),  # one actor per GPU, else per 4 CPUs (TF threads the rest)
+        compute=ray.data.ActorPoolStrategy(size=gpus or max(1, cpus // 4)),  # per GPU, else per 4 CPUs
         fn_constructor_args=(os.getcwd(), os.path.abspath(out), model, run, options),
-        num_gpus=1 if gpus else 0,
-        max_restarts=-1,  # a killed actor is restarted and its unit run again
-        max_task_retries=-1,
+        num_gpus=1 if gpus else None,
     )
     count = 0
     for batch in ds.iter_batches(batch_size=1):
