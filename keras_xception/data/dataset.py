@@ -45,7 +45,7 @@ class Records:
     paths: tuple | None = None
 
     @classmethod
-    def from_files(cls, paths, labels=None, description="files") -> Records:
+    def from_files(cls, paths, labels=None, description="files", problems=()) -> Records:
         """Records of image files (labels default to 0), in the given order."""
         import tensorflow as tf
 
@@ -56,7 +56,7 @@ class Records:
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
         )
-        return cls(ds, True, len(paths), description, paths=tuple(paths))
+        return cls(ds, True, len(paths), description, problems, tuple(paths))
 
     @classmethod
     def from_class_folders(cls, root, class_names, *, strict=False, description=None) -> Records:
@@ -75,8 +75,7 @@ class Records:
             if strict:
                 raise ValueError(f"Cannot read {s}.")
             warnings.warn(f"Skipping {s}", stacklevel=3)
-        records = cls.from_files(paths, [index[folders[k]] for k in labels], description=description or root)
-        return dataclasses.replace(records, problems=skipped)
+        return cls.from_files(paths, [index[folders[k]] for k in labels], description or root, problems=skipped)
 
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""

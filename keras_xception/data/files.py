@@ -46,6 +46,11 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
     when ``directory`` is not a readable folder.
     """
     list_folder(existing_dir(directory, "directory"))
+    return _walk(directory, problems, strict)
+
+
+def _walk(directory, problems, strict) -> list[str]:
+    """:func:`list_images` of a folder known to exist."""
     found = []
 
     def on_error(e):
@@ -66,7 +71,7 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
 def _image_files(folder, problems):
     """The files under ``folder`` that start like a JPEG, PNG, GIF or BMP; the others go to ``problems``."""
     files = []
-    for path in list_images(folder, problems=problems):
+    for path in _walk(folder, problems, False):
         try:
             with open(path, "rb") as f:
                 head = f.read(8)
