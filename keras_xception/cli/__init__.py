@@ -39,9 +39,8 @@ _BEFORE_INIT = "WARNING: All log messages before absl::InitializeLog() is called
 
 
 def keep_freed_memory() -> None:
-    """Let this process's allocator (glibc) reuse freed blocks of up to 256 MiB instead of returning them to the
-    system: every image tensor and batch was otherwise mapped and zeroed anew, 0.5 ms of CPU per image in the
-    pipeline (benchmarks/pipeline.py). The commands call it; a program of yours may too. No-op without glibc."""
+    """glibc keeps freed blocks (up to 256 MiB) for reuse: each image tensor and batch was otherwise mapped and
+    zeroed anew, 0.5 ms CPU per image (benchmarks/pipeline.py). The commands call it; no-op without glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 28)  # M_MMAP_THRESHOLD

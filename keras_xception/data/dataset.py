@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import non_negative_int, one_of, positive_int
-from keras_xception.data.files import class_folders
+from keras_xception.data.files import class_folders, report_unreadable
 from keras_xception.data.results import Results, Skipped
 from keras_xception.data.transform import Transform, decode_and_transform, file_windows, resolve_transform
 
@@ -70,11 +70,9 @@ class Records:
         if unknown:
             known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
             raise ValueError(f"{root!r} has class folders the model does not know: {unknown}; its classes are {known}.")
+        for path, reason in problems:
+            report_unreadable(None, path, reason, strict)
         skipped = tuple(Skipped(path, reason) for path, reason in problems)
-        for s in skipped:
-            if strict:
-                raise ValueError(f"Cannot read {s}.")
-            warnings.warn(f"Skipping {s}", stacklevel=3)
         return cls.from_files(paths, [index[folders[k]] for k in labels], description or root, problems=skipped)
 
     def take(self, limit):
@@ -92,13 +90,8 @@ class Records:
 
 
 def _examples(records, transform):
-    """``(examples, decode)``: ``(name, label, payload, extra)`` and ``(payload, extra) -> image``.
-
-    For files, ``extra`` is the crop window and EXIF orientation, read up front from each header
-    (:func:`~keras_xception.data.transform.file_windows`): computing them in the graph, or a
-    ``tf.numpy_function`` per image, slowed the whole map (benchmarks/pipeline.py). Otherwise it is
-    unused and ``decode`` reads them from the bytes (:func:`decode_and_transform`).
-    """
+    """``(examples, decode)``: ``(name, label, payload, extra)`` and ``(payload, extra) -> image``; for files,
+    ``extra`` is the crop window and EXIF orientation read up front (:func:`~.transform.file_windows`)."""
     import tensorflow as tf
 
     if records.paths is not None:

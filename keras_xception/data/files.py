@@ -1,7 +1,4 @@
-"""Image folders: the image files under a folder, a class-per-folder tree, and its seeded train/validation split.
-
-The ``tf.data`` pipeline over the files is :func:`keras_xception.data.dataset.image_dataset`.
-"""
+"""Image folders: the image files under a folder, a class-per-folder tree, and its seeded train/validation split."""
 
 from __future__ import annotations
 
@@ -26,11 +23,11 @@ def list_folder(directory) -> list:
         raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
 
 
-def report_unreadable(problems, path, reason, strict, what="file"):
+def report_unreadable(problems, path, reason, strict):
     """The one policy for an input that cannot be read: ``ValueError`` (``strict``), else appended to
     ``problems`` as ``(path, reason)``, or warned about when ``problems`` is None."""
     if strict:
-        raise ValueError(f"Cannot read the {what} {path!r}: {reason}.")
+        raise ValueError(f"Cannot read {path}: {reason}.")
     if problems is None:
         warnings.warn(f"Skipping {path}: {reason}", stacklevel=3)
     else:
@@ -54,7 +51,7 @@ def _walk(directory, problems, strict) -> list[str]:
     found = []
 
     def on_error(e):
-        report_unreadable(problems, e.filename, e.strerror or str(e), strict, "folder")
+        report_unreadable(problems, e.filename, e.strerror or str(e), strict)
 
     for root, dirs, files in os.walk(os.fspath(directory), onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -64,7 +61,7 @@ def _walk(directory, problems, strict) -> list[str]:
                 if os.access(path, os.R_OK):
                     found.append(path)
                 else:
-                    report_unreadable(problems, path, "Permission denied", strict, "file")
+                    report_unreadable(problems, path, "Permission denied", strict)
     return found
 
 
@@ -140,10 +137,7 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
         val += [(files[i], label) for i in order[:n_val]]
         train += [(files[i], label) for i in order[n_val:]]
     for path, reason in found:
-        if problems is None:
-            warnings.warn(f"Skipping {path}: {reason}", stacklevel=2)
-        else:
-            problems.append((path, reason))
+        report_unreadable(problems, path, reason, False)
 
     def unzip(pairs):
         return [p for p, _ in pairs], np.array([label for _, label in pairs], dtype="int32")

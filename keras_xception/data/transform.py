@@ -141,21 +141,17 @@ def crop_window(height, width, target_size, crop_fraction, resize_mode):
     ``height`` x ``width``: scalars, or vectors for many images at once."""
     import tensorflow as tf
 
-    h = tf.cast(height, tf.float64)
-    w = tf.cast(width, tf.float64)
-    f = float(crop_fraction)
+    h, w, f = tf.cast(height, tf.float64), tf.cast(width, tf.float64), float(crop_fraction)
     if resize_mode == "central":
         # tf.image.central_crop's window: symmetric margins of floor((1 - f) * side / 2).
-        oy = tf.floor((h - h * f) / 2.0)
-        ox = tf.floor((w - w * f) / 2.0)
+        oy, ox = tf.floor((h - h * f) / 2.0), tf.floor((w - w * f) / 2.0)
         ch, cw = h - 2.0 * oy, w - 2.0 * ox
     else:
         th, tw = (float(v) for v in target_size)
         scale = f * tf.minimum(h / th, w / tw)
         ch = tf.clip_by_value(tf.round(scale * th), 1.0, h)
         cw = tf.clip_by_value(tf.round(scale * tw), 1.0, w)
-        oy = tf.floor((h - ch) / 2.0)
-        ox = tf.floor((w - cw) / 2.0)
+        oy, ox = tf.floor((h - ch) / 2.0), tf.floor((w - cw) / 2.0)
     return tf.cast(tf.stack([oy, ox, ch, cw], axis=-1), tf.int32)
 
 
@@ -164,22 +160,9 @@ def _exif_orientation(image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def file_orientation(source) -> np.int32:
-    """The EXIF ``Orientation`` (1..8) of an image file or file object (Pillow, header only); 1 when unusable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(source) as image:
-            return np.int32(_exif_orientation(image))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        return np.int32(1)
-
-
 def file_windows(paths, transform: Transform):
-    """``(windows, orientations)``: each JPEG file's crop window in stored pixels (int32 ``(n, 4)``) and EXIF
-    orientation, read up front from its header with Pillow, so that the pipeline decodes only the window
-    (benchmarks/pipeline.py: the window's arithmetic in TensorFlow ops cost a third of the decode).
-    ``-1`` windows where the file is not a JPEG Pillow can open: the pipeline measures those itself."""
+    """``(windows, orientations)``: each JPEG's crop window in stored pixels (int32 ``(n, 4)``; ``-1`` where Pillow
+    cannot open it as a JPEG) and EXIF orientation, read up front from its header (benchmarks/pipeline.py)."""
     from PIL import Image, UnidentifiedImageError
 
     sizes, orientations = np.full((len(paths), 2), -1, np.int64), np.ones(len(paths), np.int32)
@@ -192,21 +175,27 @@ def file_windows(paths, transform: Transform):
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
             continue
     t = transform
-    windows = np.asarray(stored_window(*sizes.T, orientations, t.target_size, t.crop_fraction, t.resize_mode))
+    windows = stored_window(*sizes.T, orientations, t.target_size, t.crop_fraction, t.resize_mode).numpy()
     return np.where(sizes[:, :1] < 0, -1, windows).astype(np.int32), orientations
 
 
 def jpeg_orientation(contents):
     """The EXIF ``Orientation`` (1..8) of image bytes (scalar string tensor); 1 when absent or malformed.
 
-    :func:`file_orientation` in a ``tf.numpy_function``: Pillow replaced a parser in TensorFlow ops
-    that cost more than the decode (benchmarks/pipeline.py). Pipelines over files read it up front.
+    Pillow in a ``tf.numpy_function``: it replaced a parser in TensorFlow ops that cost more than the
+    decode (benchmarks/pipeline.py). Pipelines over files read it up front (:func:`file_windows`).
     """
     import tensorflow as tf
+    from PIL import Image, UnidentifiedImageError
 
-    orientation = tf.numpy_function(
-        lambda b: file_orientation(io.BytesIO(np.asarray(b).item())), [contents], tf.int32, stateful=False
-    )
+    def read(data):
+        try:
+            with Image.open(io.BytesIO(np.asarray(data).item())) as image:
+                return np.int32(_exif_orientation(image))
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            return np.int32(1)
+
+    orientation = tf.numpy_function(read, [contents], tf.int32, stateful=False)
     orientation.set_shape(())
     return orientation
 
@@ -228,8 +217,7 @@ def stored_window(height, width, orientation, size, fraction, mode):
     return tf.where(transpose[..., None], tf.stack([ox, oy, cw, ch], -1), tf.stack([oy, ox, ch, cw], -1))
 
 
-def _flips(o):
-    """``(transpose, flip_ud, flip_lr)`` of EXIF orientations ``o`` (int32 tensor; outside 1..8 counts as 1)."""
+def _flips(o):  # (transpose, flip_ud, flip_lr) of EXIF orientations (outside 1..8: as 1)
     import tensorflow as tf
 
     o = tf.where((o >= 1) & (o <= 8), o, 1)

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from keras_xception.checks import existing_dir, positive_int
+from keras_xception.checks import existing_dir, one_of, positive_int
 from keras_xception.data.dataset import Records, decode_records, explain
 from keras_xception.data.imagenet import imagenet_wnids
 from keras_xception.data.results import Skipped
@@ -37,12 +37,10 @@ def make_strategy(name="default"):
     """
     import tensorflow as tf
 
-    if name == "default":
+    if one_of(name, "strategy", STRATEGIES) == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name != "multi-worker":
-        raise ValueError(f"`strategy` must be one of {STRATEGIES}; received {name!r}.")
     try:
         json.loads(os.environ["TF_CONFIG"])["cluster"]
     except (KeyError, ValueError, TypeError):
