@@ -22,6 +22,9 @@ and measures, on the same files:
     to ``model``; also with its start-up (the graph of each ``map_batches`` call,
     the first batch) excluded like the model's: :func:`marginal`.
 
+The process's allocator is set as the ``keras-xception`` commands set it
+(:func:`keras_xception.cli.keep_freed_memory`; ``--system-allocator``: not).
+
 CPU time per image is this process's, all threads: it moves less than wall time
 when other processes load the machine (the load average is printed).
 """
@@ -106,7 +109,12 @@ def main(argv=None):
     p.add_argument("--num-images", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])
+    p.add_argument("--system-allocator", action="store_true", help="without keep_freed_memory (what extract sets)")
     args = p.parse_args(argv)
+    if not args.system_allocator:
+        from keras_xception.cli import keep_freed_memory
+
+        keep_freed_memory()  # as the keras-xception commands do, before TensorFlow allocates anything
 
     import keras
     import tensorflow as tf
@@ -147,7 +155,7 @@ def main(argv=None):
     width = max(len(r[0]) for r in rows)
     print(
         f"{n} JPEGs of 500x375 (half with EXIF orientation 2..8) -> 299x299, batch {args.batch_size}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, TF {tf.__version__}, Keras {keras.__version__}"
+        f"{os.cpu_count()} CPUs, {'system allocator' if args.system_allocator else 'freed memory kept'}, load average {os.getloadavg()[0]:.1f}, TF {tf.__version__}, Keras {keras.__version__}"
     )
     print(f"  {'':<{width}}  {'images/s':>9}  {'CPU ms/image':>12}")
     for label, rate, cpu in rows:

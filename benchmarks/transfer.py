@@ -47,9 +47,13 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from synthetic import write_synthetic_tree  # noqa: E402
 
 
 def calibrate_batchnorm(backbone, images):
@@ -218,7 +222,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     keras.utils.set_random_seed(0)
     tmp = tempfile.mkdtemp(prefix="xception_transfer_bench_")
-    folders.write_synthetic_tree(
+    write_synthetic_tree(
         tmp, args.classes, args.per_class, sizes=(args.image_size, args.image_size + 32), colour_noise=args.colour_noise
     )
     tp, tl, vp, vl, classes = folders.class_folder_split(tmp, 0.2, seed=0)

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
+from synthetic import write_synthetic_tree
 
 SMALL = 71  # the smallest input Xception accepts: keeps the suite fast
 
@@ -122,10 +123,9 @@ def notop_reference(tmp_path_factory):
 @pytest.fixture(scope="session")
 def image_tree(tmp_path_factory):
     """A class-per-folder tree: 2 classes x 6 generated images of 71-96 px."""
-    from keras_xception import folders
 
     root = tmp_path_factory.mktemp("tree")
-    folders.write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
+    write_synthetic_tree(root, classes=2, per_class=6, sizes=(71, 96))
     return str(root)
 
 
@@ -143,13 +143,12 @@ def load_example(name):
 @pytest.fixture(scope="session")
 def feature_tree(tmp_path_factory):
     """2 classes x 3 images, one more image two folders down, and a README: 7 images to extract."""
-    from keras_xception import folders
 
     root = tmp_path_factory.mktemp("ftree")
-    folders.write_synthetic_tree(root, classes=2, per_class=3, sizes=(71, 96))
+    write_synthetic_tree(root, classes=2, per_class=3, sizes=(71, 96))
     nested = root / "class_1" / "deeper"
     nested.mkdir()
-    folders.write_synthetic_tree(nested, classes=1, per_class=1, seed=5)  # class_0/img_000.png, recursive
+    write_synthetic_tree(nested, classes=1, per_class=1, seed=5)  # class_0/img_000.png, recursive
     (root / "README.txt").write_text("not an image and not an image extension: ignored")
     return str(root)
 
@@ -479,11 +478,10 @@ def trained_classifier(tmp_path_factory):
     """
     import contextlib
 
-    from keras_xception import folders
     from keras_xception.tasks import training
 
     tree = tmp_path_factory.mktemp("trained_tree")
-    folders.write_synthetic_tree(tree, classes=3, per_class=5, sizes=(71, 90))
+    write_synthetic_tree(tree, classes=3, per_class=5, sizes=(71, 90))
     out = tmp_path_factory.mktemp("trained")
     seen, stdout = [], io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):

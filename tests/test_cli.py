@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, N, counts, numpy_hits, official_macs_by_hand, rel_diff, small_xception, val_name
 from eval_worker import favour
+from synthetic import write_synthetic_tree
 
 import keras_xception as kx
 from keras_xception import cli
@@ -242,9 +243,8 @@ def test_weights_none_means_random_weights_everywhere(command, spelling):
 
 
 def test_extract_with_weights_none_runs(tmp_path, capsys):
-    from keras_xception import folders
 
-    folders.write_synthetic_tree(tmp_path / "tree", classes=1, per_class=2)
+    write_synthetic_tree(tmp_path / "tree", classes=1, per_class=2)
     out = str(tmp_path / "f.npz")
     argv = ["extract", str(tmp_path / "tree"), "--out", out, "--weights", "none", "--image-size", "71"]
     assert cli.main(argv) == 0
@@ -507,12 +507,11 @@ def test_cli_export_errors(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def locked_tree():
     """A class tree with an unreadable image and an unreadable class folder, readable by everyone else."""
-    from keras_xception import folders
 
     root = tempfile.mkdtemp(prefix="kx-locked-")
     os.chmod(root, 0o755)
     tree = os.path.join(root, "tree")
-    folders.write_synthetic_tree(tree, classes=3, per_class=2, formats=("jpg",))
+    write_synthetic_tree(tree, classes=3, per_class=2, formats=("jpg",))
     for dirpath, dirs, files in os.walk(root):
         for name in dirs:
             os.chmod(os.path.join(dirpath, name), 0o755)

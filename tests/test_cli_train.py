@@ -7,14 +7,15 @@ import os
 import numpy as np
 import pytest
 from conftest import SMALL
+from synthetic import write_synthetic_tree
 
-from keras_xception import cli, folders
+from keras_xception import cli
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_train_tree")
-    folders.write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 90))
+    write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 90))
     (root / "class_1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG")
     return root
 
@@ -130,7 +131,7 @@ def test_export_with_the_model_writes_the_transform_and_class_names(trained, tmp
 )
 def test_train_bad_input_is_a_clear_usage_error(make, argv, message, tmp_path, capsys):
     root = tmp_path / make
-    folders.write_synthetic_tree(root, classes=1 if make == "one_class" else 2, per_class=2)
+    write_synthetic_tree(root, classes=1 if make == "one_class" else 2, per_class=2)
     if make == "empty_class":
         (root / "class_2").mkdir()
     argv = ["train", str(root), "--out", str(tmp_path / "m.keras"), "--weights", "none", *argv]

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from synthetic import write_synthetic_tree
 
 from keras_xception import folders
 
@@ -37,7 +38,7 @@ def test_class_folder_split_bad_input(tmp_path, tree):
 
 
 def test_class_folder_split_skips_non_images_with_a_warning(tmp_path):
-    folders.write_synthetic_tree(tmp_path, classes=2, per_class=3)
+    write_synthetic_tree(tmp_path, classes=2, per_class=3)
     bad = tmp_path / "class_1" / "notes.jpg"
     bad.write_text("not an image")
     with pytest.warns(UserWarning, match="notes.jpg"):

@@ -209,7 +209,7 @@ def test_transform_records_round_trip_and_old_records_mean_no_exif():
 
 
 @pytest.mark.parametrize("mode, size, fraction", [("central", (40, 50), 0.875), ("shorter-side", (37, 53), 0.7)])
-def test_exif_crop_is_the_crop_of_the_upright_image(mode, size, fraction):
+def test_exif_crop_is_the_crop_of_the_upright_image(mode, size, fraction, tmp_path):
     """The crop is decoded from the stored pixels under the upright view's window, then turned upright.
 
     Reference: Pillow's exif_transpose table on the whole decoded image, cropped, resized. The fused
@@ -218,12 +218,13 @@ def test_exif_crop_is_the_crop_of_the_upright_image(mode, size, fraction):
     """
     from PIL import Image
 
-    from keras_xception.data.transform import decode_and_transform
+    from keras_xception.data.transform import decode_and_transform, file_windows
 
     T = Image.Transpose
     pil = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE}
     pil.update({6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90})
     t = kx.resolve_transform(target_size=size, crop_fraction=fraction, resize_mode=mode, exif_orientation=True)
+    paths = [str(tmp_path / f"{orientation}.jpg") for orientation in range(1, 9)]
     for orientation in range(1, 9):
         data = _jpeg_with_orientation(_blocky(63, 81), orientation, "II")
         stored = Image.fromarray(tf.io.decode_jpeg(data, channels=3).numpy())
@@ -233,3 +234,15 @@ def test_exif_crop_is_the_crop_of_the_upright_image(mode, size, fraction):
         out = decode_and_transform(tf.constant(data), t).numpy()
         np.testing.assert_allclose(out[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-3, err_msg=str(orientation))
         assert np.mean(np.abs(out - ref) < 1e-3) > 0.95 and np.abs(out - ref).max() < 8
+        with open(paths[orientation - 1], "wb") as f:
+            f.write(data)
+    # Files: the window and orientation read up front (Pillow) give the same pixels as the bytes alone.
+    for transform in (t, t.replace(exif_orientation=False)):
+        windows, orientations = file_windows([*paths, __file__], transform)
+        assert list(windows[-1]) == [-1] * 4 and orientations[-1] == 1  # not a JPEG: measured by the pipeline
+        for path, window, orientation in zip(paths, windows, orientations):
+            data = tf.io.read_file(path)
+            expected = decode_and_transform(data, transform).numpy()
+            np.testing.assert_array_equal(decode_and_transform(data, transform, orientation, window).numpy(), expected)
+            fallback = decode_and_transform(data, transform, orientation, tf.constant([-1] * 4))  # measured here
+            np.testing.assert_array_equal(fallback.numpy(), expected)

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import SMALL, load_example
+from synthetic import write_synthetic_tree
 
 from keras_xception import Xception, cli, folders
 
@@ -170,7 +171,7 @@ def test_feature_extraction_example(tree, notop, tmp_path, capsys):
 
 @pytest.fixture
 def two_images(tmp_path):
-    folders.write_synthetic_tree(tmp_path / "two", classes=1, per_class=2, sizes=(71, 80))
+    write_synthetic_tree(tmp_path / "two", classes=1, per_class=2, sizes=(71, 80))
     return str(tmp_path / "two")
 
 

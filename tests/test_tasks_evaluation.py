@@ -16,6 +16,7 @@ import sys
 import pytest
 from conftest import N, counts, numpy_hits
 from eval_worker import SIZE, favour
+from synthetic import write_synthetic_tree
 
 import keras_xception as kx
 from keras_xception import evaluation
@@ -181,10 +182,8 @@ def classifier(tmp_path_factory):
     import keras
     import numpy as np
 
-    from keras_xception import folders
-
     root = tmp_path_factory.mktemp("classes")
-    folders.write_synthetic_tree(root, classes=3, per_class=4, sizes=(40, 60))
+    write_synthetic_tree(root, classes=3, per_class=4, sizes=(40, 60))
     keras.utils.set_random_seed(4)
     inputs = keras.Input((32, 32, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)

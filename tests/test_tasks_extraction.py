@@ -4,6 +4,7 @@ by hand; on a Predictor runtime; unreadable files skipped. (`keras-xception extr
 import numpy as np
 import pytest
 from conftest import SMALL, rel_diff
+from synthetic import write_synthetic_tree
 
 from keras_xception import folders, load_image, preprocess_input
 from keras_xception.tasks.extraction import extract_features, pooled_feature_model
@@ -48,7 +49,7 @@ def test_named_layer_is_average_pooled(feature_tree, notop):
 
 
 def test_unreadable_files_are_skipped_with_a_warning(tmp_path, notop):
-    folders.write_synthetic_tree(tmp_path, classes=1, per_class=2)
+    write_synthetic_tree(tmp_path, classes=1, per_class=2)
     (tmp_path / "class_0" / "broken.jpg").write_text("no JPEG here")
     good = folders.list_images(tmp_path)
     with pytest.warns(UserWarning, match="broken.jpg"):

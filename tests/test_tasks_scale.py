@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from conftest import SMALL, rel_diff, small_xception
+from synthetic import write_synthetic_tree
 
 from keras_xception import folders
 from keras_xception.data.shards import MANIFEST
@@ -155,7 +156,7 @@ def _kill_one_actor(out, killed):
 def test_ray_engine_equals_local_and_survives_a_killed_actor(tiny, tmp_path):
     ray = pytest.importorskip("ray")
     tree = str(tmp_path / "tree")
-    folders.write_synthetic_tree(tree, classes=2, per_class=6, sizes=(71, 80))
+    write_synthetic_tree(tree, classes=2, per_class=6, sizes=(71, 80))
     out, killed = str(tmp_path / "ray"), []
     os.makedirs(out)
     threading.Thread(target=_kill_one_actor, args=(out, killed), daemon=True).start()

@@ -15,6 +15,8 @@ from conftest import SMALL, counting_augmentation, randomize, small_xception
 
 keras = pytest.importorskip("keras")
 
+from synthetic import write_synthetic_tree  # noqa: E402
+
 import keras_xception as kx  # noqa: E402
 from keras_xception import folders  # noqa: E402
 from keras_xception.data.metadata import MEMBER  # noqa: E402
@@ -147,7 +149,7 @@ def test_default_augmentation_layers_are_active_only_in_training():
 
 def test_class_weight_balanced_and_mixed_precision_head(tmp_path):
     root = tmp_path / "imbalanced"
-    folders.write_synthetic_tree(root, classes=2, per_class=10, sizes=(71, 80))
+    write_synthetic_tree(root, classes=2, per_class=10, sizes=(71, 80))
     for p in sorted((root / "class_1").iterdir())[:6]:  # class_1 keeps 4 images: 3 train, 1 val
         p.unlink()
     classifier, report = training.train(
@@ -166,11 +168,11 @@ def test_class_weight_balanced_and_mixed_precision_head(tmp_path):
 
 def test_bad_input_gives_clear_errors(tree, tmp_path):
     one = tmp_path / "one_class"
-    folders.write_synthetic_tree(one, classes=1, per_class=3)
+    write_synthetic_tree(one, classes=1, per_class=3)
     with pytest.raises(ValueError, match="at least 2 classes"):
         training.train(str(one), backbone=small_backbone(), **FAST)
     empty = tmp_path / "empty_class"
-    folders.write_synthetic_tree(empty, classes=2, per_class=3)
+    write_synthetic_tree(empty, classes=2, per_class=3)
     (empty / "class_2").mkdir()
     with pytest.raises(ValueError, match=r"class_2.*has no image files"):
         training.train(str(empty), backbone=small_backbone(), **FAST)
@@ -185,7 +187,7 @@ def test_bad_input_gives_clear_errors(tree, tmp_path):
             training.train(tree, backbone=small_backbone(), **{**FAST, **kwargs})
     other = tmp_path / "other_val"
     (other / "class_9").mkdir(parents=True)
-    folders.write_synthetic_tree(other / "class_9", classes=1, per_class=1)
+    write_synthetic_tree(other / "class_9", classes=1, per_class=1)
     with pytest.raises(ValueError, match=r"class folders that `data_dir` has not: \['class_9'\]"):
         training.train(tree, val_dir=str(other), backbone=small_backbone(), **FAST)
     with pytest.raises(ValueError, match="data_dir"):
@@ -194,7 +196,7 @@ def test_bad_input_gives_clear_errors(tree, tmp_path):
 
 def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(tmp_path):
     root = tmp_path / "with_bad"
-    folders.write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 80))
+    write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 80))
     truncated = root / "class_0" / "truncated.jpg"
     good = (root / "class_0" / "img_001.jpg").read_bytes()
     truncated.write_bytes(good[: len(good) // 3])

@@ -4,7 +4,6 @@ and the ImageNet validation sources. TensorFlow is imported only when a pipeline
 from keras_xception.data.dataset import Records, decode_records, explain, image_dataset, map_batches
 from keras_xception.data.files import class_folder_split, list_images
 from keras_xception.data.imagenet import folder_records, imagenet_wnids, tfds_records, tfrecord_records
-from keras_xception.data.synthetic import write_synthetic_tree
 from keras_xception.data.transform import Transform, decode_and_transform, load_image, resolve_transform
 
 __all__ = [
@@ -23,5 +22,4 @@ __all__ = [
     "tfds_records",
     "tfrecord_records",
     "imagenet_wnids",
-    "write_synthetic_tree",
 ]

@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import non_negative_int, one_of, positive_int
-from keras_xception.data.files import class_folders
+from keras_xception.data.files import class_folders, report_unreadable
 from keras_xception.data.results import Results, Skipped
-from keras_xception.data.transform import Transform, decode_and_transform, file_orientation, resolve_transform
+from keras_xception.data.transform import Transform, decode_and_transform, file_windows, resolve_transform
 
 __all__ = ["Records", "decode_records", "image_dataset", "map_batches", "explain", "ON_ERROR"]
 
@@ -45,7 +45,7 @@ class Records:
     paths: tuple | None = None
 
     @classmethod
-    def from_files(cls, paths, labels=None, description="files") -> Records:
+    def from_files(cls, paths, labels=None, description="files", problems=()) -> Records:
         """Records of image files (labels default to 0), in the given order."""
         import tensorflow as tf
 
@@ -56,7 +56,7 @@ class Records:
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
         )
-        return cls(ds, True, len(paths), description, paths=tuple(paths))
+        return cls(ds, True, len(paths), description, problems, tuple(paths))
 
     @classmethod
     def from_class_folders(cls, root, class_names, *, strict=False, description=None) -> Records:
@@ -70,13 +70,10 @@ class Records:
         if unknown:
             known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
             raise ValueError(f"{root!r} has class folders the model does not know: {unknown}; its classes are {known}.")
+        for path, reason in problems:
+            report_unreadable(None, path, reason, strict)
         skipped = tuple(Skipped(path, reason) for path, reason in problems)
-        for s in skipped:
-            if strict:
-                raise ValueError(f"Cannot read {s}.")
-            warnings.warn(f"Skipping {s}", stacklevel=3)
-        records = cls.from_files(paths, [index[folders[k]] for k in labels], description=description or root)
-        return dataclasses.replace(records, problems=skipped)
+        return cls.from_files(paths, [index[folders[k]] for k in labels], description or root, problems=skipped)
 
     def take(self, limit):
         """The first ``limit`` records (all of them for ``None``)."""
@@ -93,25 +90,22 @@ class Records:
 
 
 def _examples(records, transform):
-    """``(examples, decode)``: ``(name, label, payload, orientation)`` and ``(payload, orientation) -> image``.
-
-    For files turned upright, Pillow reads the EXIF orientation from each header up front: a
-    ``tf.numpy_function`` per image slowed the whole map (benchmarks/pipeline.py). Otherwise it is
-    -1 and ``decode`` reads it from the bytes when needed (:func:`decode_and_transform`).
-    """
+    """``(examples, decode)``: ``(name, label, payload, extra)`` and ``(payload, extra) -> image``; for files,
+    ``extra`` is the crop window and EXIF orientation read up front (:func:`~.transform.file_windows`)."""
     import tensorflow as tf
 
-    upfront = transform.exif_orientation and records.paths is not None
-    if upfront:
-        column = tf.data.Dataset.from_tensor_slices(np.array([file_orientation(p) for p in records.paths], np.int32))
+    if records.paths is not None:
+        column = tf.data.Dataset.from_tensor_slices(file_windows(records.paths, transform))
     else:
-        column = tf.data.Dataset.from_tensors(np.int32(-1)).repeat()
+        column = tf.data.Dataset.from_tensors((np.full(4, -1, np.int32), np.int32(-1))).repeat()
 
-    def decode(payload, orientation):
-        contents = tf.io.read_file(payload) if records.payload_is_path else payload
-        return decode_and_transform(contents, transform, orientation if upfront else None)
+    def decode(payload, extra):
+        if not records.payload_is_path:
+            return decode_and_transform(payload, transform)
+        window, orientation = extra
+        return decode_and_transform(tf.io.read_file(payload), transform, orientation, window)
 
-    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, o: (*example, o)), decode
+    return tf.data.Dataset.zip((records.dataset, column)).map(lambda example, x: (*example, x)), decode
 
 
 def decode_records(records: Records, transform: Transform, *, num_shards=1, shard_index=0):
@@ -134,14 +128,14 @@ def decode_records(records: Records, transform: Transform, *, num_shards=1, shar
 
 
 def _decode_each(ds, decode, transform):
-    """``(key, label, payload, orientation, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input:
+    """``(key, label, payload, extra, *rest)`` -> ``(key, image, label, ok, *rest)``, one output per input:
     each example is decoded in its own tiny pipeline, an error falling back to zeros with ``ok=False``."""
     import tensorflow as tf
 
     zeros = tf.zeros(transform.target_size + (3,), tf.float32)
 
-    def one(key, label, payload, orientation, *rest):
-        good = tf.data.Dataset.from_tensors((key, label, payload, orientation, *rest))
+    def one(key, label, payload, extra, *rest):
+        good = tf.data.Dataset.from_tensors((key, label, payload, extra, *rest))
         good = good.map(lambda k, lab, p, o, *r: (k, decode(p, o), lab, tf.constant(True), *r)).ignore_errors()
         bad = tf.data.Dataset.from_tensors((key, zeros, label, tf.constant(False), *rest))
         return good.concatenate(bad).take(1)

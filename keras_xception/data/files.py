@@ -1,7 +1,4 @@
-"""Image folders: the image files under a folder, a class-per-folder tree, and its seeded train/validation split.
-
-The ``tf.data`` pipeline over the files is :func:`keras_xception.data.dataset.image_dataset`.
-"""
+"""Image folders: the image files under a folder, a class-per-folder tree, and its seeded train/validation split."""
 
 from __future__ import annotations
 
@@ -34,11 +31,11 @@ def list_folder(directory) -> list:
         raise ValueError(f"Cannot read the folder {directory!r}: {e.strerror or e}.") from None
 
 
-def report_unreadable(problems, path, reason, strict, what="file"):
+def report_unreadable(problems, path, reason, strict):
     """The one policy for an input that cannot be read: ``ValueError`` (``strict``), else appended to
     ``problems`` as ``(path, reason)``, or warned about when ``problems`` is None."""
     if strict:
-        raise ValueError(f"Cannot read the {what} {path!r}: {reason}.")
+        raise ValueError(f"Cannot read {path}: {reason}.")
     if problems is None:
         warnings.warn(f"Skipping {path}: {reason}", stacklevel=3)
     else:
@@ -54,10 +51,15 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
     when ``directory`` is not a readable folder.
     """
     list_folder(existing_dir(directory, "directory"))
+    return _walk(directory, problems, strict)
+
+
+def _walk(directory, problems, strict) -> list[str]:
+    """:func:`list_images` of a folder known to exist."""
     found = []
 
     def on_error(e):
-        report_unreadable(problems, e.filename, e.strerror or str(e), strict, "folder")
+        report_unreadable(problems, e.filename, e.strerror or str(e), strict)
 
     for root, dirs, files in os.walk(os.fspath(directory), onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -67,7 +69,7 @@ def list_images(directory, *, problems=None, strict=False) -> list[str]:
                 if os.access(path, os.R_OK):
                     found.append(path)
                 else:
-                    report_unreadable(problems, path, "Permission denied", strict, "file")
+                    report_unreadable(problems, path, "Permission denied", strict)
     return found
 
 
@@ -92,7 +94,7 @@ def read_path_list(path) -> list[str]:
 def _image_files(folder, problems):
     """The files under ``folder`` that start like a JPEG, PNG, GIF or BMP; the others go to ``problems``."""
     files = []
-    for path in list_images(folder, problems=problems):
+    for path in _walk(folder, problems, False):
         try:
             with open(path, "rb") as f:
                 head = f.read(8)
@@ -161,10 +163,7 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
         val += [(files[i], label) for i in order[:n_val]]
         train += [(files[i], label) for i in order[n_val:]]
     for path, reason in found:
-        if problems is None:
-            warnings.warn(f"Skipping {path}: {reason}", stacklevel=2)
-        else:
-            problems.append((path, reason))
+        report_unreadable(problems, path, reason, False)
 
     def unzip(pairs):
         return [p for p, _ in pairs], np.array([label for _, label in pairs], dtype="int32")

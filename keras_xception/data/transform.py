@@ -137,75 +137,104 @@ def resolve_transform(weights=DEFAULT_WEIGHTS, *, model=None, preprocessing=_KEE
 
 
 def crop_window(height, width, target_size, crop_fraction, resize_mode):
-    """The crop ``[offset_y, offset_x, crop_height, crop_width]`` (int32 tensor) of an image."""
+    """The crop ``[offset_y, offset_x, crop_height, crop_width]`` (int32, last axis) of images of
+    ``height`` x ``width``: scalars, or vectors for many images at once."""
     import tensorflow as tf
 
-    h = tf.cast(height, tf.float64)
-    w = tf.cast(width, tf.float64)
-    f = tf.constant(float(crop_fraction), tf.float64)
+    h, w, f = tf.cast(height, tf.float64), tf.cast(width, tf.float64), float(crop_fraction)
     if resize_mode == "central":
         # tf.image.central_crop's window: symmetric margins of floor((1 - f) * side / 2).
-        oy = tf.floor((h - h * f) / 2.0)
-        ox = tf.floor((w - w * f) / 2.0)
+        oy, ox = tf.floor((h - h * f) / 2.0), tf.floor((w - w * f) / 2.0)
         ch, cw = h - 2.0 * oy, w - 2.0 * ox
     else:
         th, tw = (float(v) for v in target_size)
         scale = f * tf.minimum(h / th, w / tw)
         ch = tf.clip_by_value(tf.round(scale * th), 1.0, h)
         cw = tf.clip_by_value(tf.round(scale * tw), 1.0, w)
-        oy = tf.floor((h - ch) / 2.0)
-        ox = tf.floor((w - cw) / 2.0)
-    return tf.cast(tf.stack([oy, ox, ch, cw]), tf.int32)
+        oy, ox = tf.floor((h - ch) / 2.0), tf.floor((w - cw) / 2.0)
+    return tf.cast(tf.stack([oy, ox, ch, cw], axis=-1), tf.int32)
 
 
-def file_orientation(source) -> np.int32:
-    """The EXIF ``Orientation`` (1..8) of an image file or file object (Pillow, header only); 1 when unusable."""
+def _exif_orientation(image) -> int:
+    value = image.getexif().get(0x0112, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def file_windows(paths, transform: Transform):
+    """``(windows, orientations)``: each JPEG's crop window in stored pixels (int32 ``(n, 4)``; ``-1`` where Pillow
+    cannot open it as a JPEG) and EXIF orientation, read up front from its header (benchmarks/pipeline.py)."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(source) as image:
-            value = image.getexif().get(0x0112, 1)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        return np.int32(1)
-    return np.int32(value if isinstance(value, int) and 1 <= value <= 8 else 1)
+    sizes, orientations = np.full((len(paths), 2), -1, np.int64), np.ones(len(paths), np.int32)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    sizes[i] = image.height, image.width
+                    orientations[i] = _exif_orientation(image) if transform.exif_orientation else 1
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            continue
+    t = transform
+    windows = stored_window(*sizes.T, orientations, t.target_size, t.crop_fraction, t.resize_mode).numpy()
+    return np.where(sizes[:, :1] < 0, -1, windows).astype(np.int32), orientations
 
 
 def jpeg_orientation(contents):
     """The EXIF ``Orientation`` (1..8) of image bytes (scalar string tensor); 1 when absent or malformed.
 
-    :func:`file_orientation` in a ``tf.numpy_function``: Pillow replaced a parser in TensorFlow ops
-    that cost more than the decode (benchmarks/pipeline.py). Pipelines over files read it up front.
+    Pillow in a ``tf.numpy_function``: it replaced a parser in TensorFlow ops that cost more than the
+    decode (benchmarks/pipeline.py). Pipelines over files read it up front (:func:`file_windows`).
     """
     import tensorflow as tf
+    from PIL import Image, UnidentifiedImageError
 
-    orientation = tf.numpy_function(
-        lambda b: file_orientation(io.BytesIO(np.asarray(b).item())), [contents], tf.int32, stateful=False
-    )
+    def read(data):
+        try:
+            with Image.open(io.BytesIO(np.asarray(data).item())) as image:
+                return np.int32(_exif_orientation(image))
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            return np.int32(1)
+
+    orientation = tf.numpy_function(read, [contents], tf.int32, stateful=False)
     orientation.set_shape(())
     return orientation
 
 
-def _stored_window(stored_shape, orientation, size, fraction, mode):
-    """``(window, turn)``: the crop window in stored pixels whose upright view is the crop of the upright
-    image, and the function that turns the decoded window upright.
+def stored_window(height, width, orientation, size, fraction, mode):
+    """The crop window in stored pixels whose upright view is the crop of the upright image, for images
+    stored ``height`` x ``width`` with EXIF ``orientation`` (scalars, or vectors for many images at once).
 
     Pillow's ``exif_transpose`` table: 2 mirror left-right, 3 rotate 180, 4 mirror top-bottom,
     5 transpose, 6 transpose + mirror left-right, 7 transverse, 8 transpose + mirror top-bottom.
     """
     import tensorflow as tf
 
-    o = tf.where(tf.logical_and(orientation >= 1, orientation <= 8), orientation, 1)
-    has = lambda *values: tf.reduce_any(tf.equal(o, values))  # noqa: E731
-    transpose, flip_ud, flip_lr = o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
-    h, w = tf.unstack(tf.where(transpose, stored_shape[1::-1], stored_shape[:2]))  # upright size
-    oy, ox, ch, cw = tf.unstack(crop_window(h, w, size, fraction, mode))
+    o, height, width = (tf.cast(v, tf.int32) for v in (orientation, height, width))
+    transpose, flip_ud, flip_lr = _flips(o)
+    h, w = tf.where(transpose, width, height), tf.where(transpose, height, width)  # upright size
+    oy, ox, ch, cw = tf.unstack(crop_window(h, w, size, fraction, mode), axis=-1)
     oy, ox = tf.where(flip_ud, h - oy - ch, oy), tf.where(flip_lr, w - ox - cw, ox)
+    return tf.where(transpose[..., None], tf.stack([ox, oy, cw, ch], -1), tf.stack([oy, ox, ch, cw], -1))
 
-    def turn(image):
-        image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
-        return tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
 
-    return tf.where(transpose, tf.stack([ox, oy, cw, ch]), tf.stack([oy, ox, ch, cw])), turn
+def _flips(o):  # (transpose, flip_ud, flip_lr) of EXIF orientations (outside 1..8: as 1)
+    import tensorflow as tf
+
+    o = tf.where((o >= 1) & (o <= 8), o, 1)
+    has = lambda *values: tf.reduce_any(tf.equal(o[..., None], values), axis=-1)  # noqa: E731
+    return o >= 5, has(3, 4, 7, 8), has(2, 3, 6, 7)
+
+
+def _turn(image, orientation):
+    """A decoded stored window turned upright (orientation 1: as it is, with no op run)."""
+    import tensorflow as tf
+
+    def turn():
+        transpose, flip_ud, flip_lr = _flips(orientation)
+        upright = tf.cond(transpose, lambda: tf.transpose(image, [1, 0, 2]), lambda: image)
+        return tf.reverse(upright, tf.boolean_mask([0, 1], tf.stack([flip_ud, flip_lr])))
+
+    return tf.cond(tf.equal(orientation, 1), lambda: image, turn)
 
 
 #: A JPEG's end-of-image marker, and how far into a file an EXIF thumbnail's own marker can lie
@@ -233,12 +262,12 @@ def _complete_jpeg(contents):
     return tf.cond(tf.equal(tf.strings.substr(contents, -2, 2), _EOI), lambda: tf.constant(True), marker_after_header)
 
 
-def decode_and_transform(contents, transform: Transform, orientation=None):
+def decode_and_transform(contents, transform: Transform, orientation=None, window=None):
     """Encoded image bytes (scalar string tensor) -> float32 ``target_size + (3,)`` in [0, 255].
 
     Eager or in ``tf.data``/``tf.function``; ``tf.errors.InvalidArgumentError`` for bytes that are not
-    a decodable image. ``orientation``: the EXIF orientation read up front (:func:`file_orientation`),
-    used with ``transform.exif_orientation``; None: read from ``contents`` (:func:`jpeg_orientation`).
+    a decodable image. ``orientation`` and ``window``: read up front (:func:`file_windows`; a ``-1`` window
+    is measured here), used for JPEGs; None: read from ``contents`` (:func:`jpeg_orientation`).
     """
     import tensorflow as tf
 
@@ -248,13 +277,17 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
 
     def jpeg():
         with tf.control_dependencies([tf.debugging.assert_equal(_complete_jpeg(contents), True, TRUNCATED_JPEG)]):
-            shape = tf.io.extract_jpeg_shape(contents)
-        if not transform.exif_orientation:
-            return tf.io.decode_and_crop_jpeg(contents, crop_window(shape[0], shape[1], size, fraction, mode), 3)
-        # Only without a known orientation: a Python call in the graph slows all of tf.data's map.
-        value = jpeg_orientation(contents) if orientation is None else tf.cast(orientation, tf.int32)
-        window, turn = _stored_window(shape, value, size, fraction, mode)  # decode only the crop, then turn it
-        return turn(tf.io.decode_and_crop_jpeg(contents, window, channels=3))
+            if not transform.exif_orientation:
+                o = tf.constant(1)
+            else:  # without a known orientation only: a Python call in the graph slows all of tf.data's map
+                o = jpeg_orientation(contents) if orientation is None else tf.cast(orientation, tf.int32)
+
+            def measured():
+                shape = tf.io.extract_jpeg_shape(contents)
+                return stored_window(shape[0], shape[1], o, size, fraction, mode)
+
+            w = measured() if window is None else tf.cond(window[0] >= 0, lambda: tf.cast(window, tf.int32), measured)
+            return _turn(tf.io.decode_and_crop_jpeg(contents, w, channels=3), o)  # decode only the crop
 
     def other():
         image = tf.io.decode_image(contents, channels=3, expand_animations=False)
@@ -262,7 +295,8 @@ def decode_and_transform(contents, transform: Transform, orientation=None):
         return image[oy : oy + ch, ox : ox + cw, :]
 
     image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
-    image = tf.image.resize(image, size, method=transform.interpolation)
+    # float input: the same values as resizing the uint8 pixels, 15% faster (benchmarks/pipeline.py)
+    image = tf.image.resize(tf.cast(image, tf.float32), size, method=transform.interpolation)
     image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
     image.set_shape(tuple(size) + (3,))
     return image

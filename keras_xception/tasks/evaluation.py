@@ -17,12 +17,13 @@ import warnings
 
 import numpy as np
 
-from keras_xception.checks import existing_dir, positive_int
+from keras_xception.checks import existing_dir, one_of, positive_int
 from keras_xception.data.dataset import Records, decode_records, explain
 from keras_xception.data.imagenet import imagenet_wnids
 from keras_xception.data.results import Skipped
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.predictor import Predictor
+from keras_xception.tasks.classifier import load_classifier
 from keras_xception.tasks.options import STRATEGIES
 
 __all__ = ["evaluate", "evaluate_classifier", "classification_report", "make_strategy", "is_chief", "STRATEGIES"]
@@ -36,12 +37,10 @@ def make_strategy(name="default"):
     """
     import tensorflow as tf
 
-    if name == "default":
+    if one_of(name, "strategy", STRATEGIES) == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name != "multi-worker":
-        raise ValueError(f"`strategy` must be one of {STRATEGIES}; received {name!r}.")
     try:
         json.loads(os.environ["TF_CONFIG"])["cluster"]
     except (KeyError, ValueError, TypeError):
@@ -210,19 +209,19 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
         real, ok = index >= 0, ok.astype(bool)
         if not real.any():  # no replica saw a real example: every shard is exhausted
             break
-        if strict and (real & ~ok).any():
-            index, skipped = explain(records, index[real & ~ok][:1], transform)[0]
-            raise ValueError(
-                f"Cannot decode {skipped.path} (example {index}): {skipped.reason}. Without strict it would be skipped."
-            )
         bad += [int(i) for i in index[real & ~ok]]
+        if strict and bad:
+            break
         kept.append(np.stack([index, label, top1, hit5])[:, real & ok])
         hits += int(np.sum(kept[-1][1] == kept[-1][2]))
         if progbar is not None:
             progbar.add(int(real.sum()), [("top1", hits / max(sum(k.shape[1] for k in kept), 1))])
     elapsed = time.perf_counter() - start
     index, labels, predicted, top5 = np.concatenate(kept, axis=1) if kept else np.zeros((4, 0), np.int64)
-    skipped = explain(records, bad, transform)
+    skipped = explain(records, bad[:1] if strict else bad, transform)
+    if strict and skipped:
+        (index, s), *_ = skipped
+        raise ValueError(f"Cannot decode {s.path} (example {index}): {s.reason}. Without strict it would be skipped.")
     for _, s in skipped if chief else []:  # (unreadable folders were warned about when listed)
         warnings.warn(f"Skipping {s}", stacklevel=3)
     skipped += [(None, Skipped(path, reason)) for path, reason in records.problems]
@@ -324,9 +323,10 @@ def evaluate_classifier(
 ) -> dict:
     """Accuracy, per-class figures and the confusion matrix of ``classifier`` on class folders.
 
-    ``classifier``: has ``.model`` (class probabilities), ``.class_names`` and ``.transform`` (a
-    :class:`~keras_xception.tasks.classifier.Classifier`). Each ``val_dir/<class>`` folder must be
-    one of its classes. ``runtime``, ``precision``, ``calibration``: as in :func:`evaluate`.
+    ``classifier``: the path of a ``.keras`` file from :func:`~keras_xception.tasks.training.train`, or a
+    :class:`~keras_xception.tasks.classifier.Classifier` (or an object with its ``.model`` giving class
+    probabilities, ``.class_names`` and ``.transform``). Each ``val_dir/<class>`` folder must be one of its classes.
+    ``runtime``, ``precision``, ``calibration``: as in :func:`evaluate`.
 
     Returns:
         :func:`classification_report`'s dict, and ``class_names``, ``skipped`` (``{"path",
@@ -334,23 +334,22 @@ def evaluate_classifier(
     """
     import tensorflow as tf
 
-    batch_size = positive_int(batch_size, "batch_size")
-    val_dir = existing_dir(val_dir, "val_dir", "an existing folder of class folders")
-    class_names = list(classifier.class_names)
-    records = Records.from_class_folders(val_dir, class_names, strict=strict)
+    positive_int(batch_size, "batch_size")
+    existing_dir(val_dir, "val_dir", "an existing folder of class folders")
+    if isinstance(classifier, (str, os.PathLike)):
+        classifier = load_classifier(classifier)
+    records = Records.from_class_folders(val_dir, classifier.class_names, strict=strict)
     options = dict(precision=precision, calibration=calibration)
-    strategy = tf.distribute.get_strategy()
-    run = _loop(
-        classifier.model, records, classifier.transform, batch_size, strategy, runtime, options, strict, verbose
-    )
+    model, transform = classifier.model, classifier.transform
+    run = _loop(model, records, transform, batch_size, tf.distribute.get_strategy(), runtime, options, strict, verbose)
     if run.labels.size == 0:
         raise ValueError(f"None of the {records.size} images under {val_dir!r} could be read.")
     return dict(
-        classification_report(run.labels, run.predicted, class_names, top5=run.top5),
-        class_names=class_names,
+        classification_report(run.labels, run.predicted, classifier.class_names, top5=run.top5),
+        class_names=list(classifier.class_names),
         skipped=[dict(path=s.path, reason=s.reason) for _, s in run.skipped],
         source=val_dir,
-        transform=classifier.transform.to_dict(),
+        transform=transform.to_dict(),
         runtime=runtime,
         precision=precision,
         elapsed_seconds=round(run.elapsed, 3),

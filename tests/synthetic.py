@@ -1,4 +1,4 @@
-"""Small class-per-folder image trees in real formats (PNG, JPEG), for tests, benchmarks and demos."""
+"""Small class-per-folder image trees in real formats (PNG, JPEG), for the tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _CLASS_COLOURS = ((220, 40, 40), (40, 180, 60), (40, 70, 220), (230, 200, 40), (
 def write_synthetic_tree(
     root, classes=2, per_class=6, sizes=(71, 96), seed=0, formats=("png", "jpg"), colour_noise=0.0
 ):
-    """Write a small class-per-folder image tree for tests, benchmarks and demos.
+    """Write a small class-per-folder image tree.
 
     Class ``k`` (folder ``class_k``, up to 6) has images of one base colour with random brightness,
     noise and class-specific stripes: linearly separable on almost any features. ``colour_noise``
