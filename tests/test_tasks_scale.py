@@ -134,7 +134,7 @@ def test_cli_sigkill_after_the_first_shard_then_resume(feature_tree, tmp_path, c
     assert sorted(f for f in os.listdir(out) if f.startswith("part")) == ["part-000000.parquet"]
     assert not json.load(open(os.path.join(out, MANIFEST)))["complete"]
     assert cli.main(argv) == 0
-    assert capsys.readouterr().err.endswith(f"7 images -> 7 x 2048 features in 4 Parquet shards in {out}\n")
+    assert capsys.readouterr().err.endswith(f"7 images -> 7 x 2048 features written in 4 Parquet shards in {out}\n")
     assert json.load(open(os.path.join(out, MANIFEST)))["complete"]
     assert sorted(_table(out)) == sorted(folders.list_images(feature_tree))  # every image once
 

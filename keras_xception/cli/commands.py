@@ -74,7 +74,7 @@ def _check_input(args):
         _check_folder(args.input, "INPUT")
     elif not glob.glob(args.input):
         raise ValueError(
-            f"INPUT must be a folder of images, a .txt or .parquet list or TFRecord files; {args.input!r}: no such folder or file."
+            f"INPUT must be a folder of images, a .txt or .parquet list or TFRecord files: {args.input!r}."
         )
     if args.address and args.engine != "ray":
         raise ValueError("--address is the Ray cluster of --engine ray; add --engine ray.")
@@ -335,7 +335,7 @@ def extract(args, stdout) -> int:
     """Feature vectors of every image under DIR: the backbone of ``--weights`` or of the ``--model`` classifier."""
     from keras_xception.data.transform import resolve_transform
     from keras_xception.model.features import feature_model
-    from keras_xception.tasks.extraction import pooled_feature_model, save_features
+    from keras_xception.tasks.extraction import pooled_feature_model
 
     classifier = classifier_of(args)
     if classifier is not None:
@@ -347,16 +347,11 @@ def extract(args, stdout) -> int:
     else:
         transform = resolve_transform(args.weights, target_size=args.image_size, exif_orientation=True)
         model = pooled_feature_model(args.weights, args.layer, transform.target_size)
-    if not args.out.endswith(".npz"):  # a folder of Parquet shards
-        options = dict(out=args.out, overwrite=args.overwrite, shard_size=args.shard_size, engine=args.engine)
-        m = _run_model(args.input, model, transform, args, address=args.address, **options)
-        (n, d), skipped = (m["images"], m["dimension"]), m["skipped"]
-        print(f"{n} images -> {n} x {d} features in {m['shards']} Parquet shards in {args.out}", file=sys.stderr)
-    else:
-        result = _run_model(args.input, model, transform, args, engine=args.engine)
-        save_features(args.out, result)
-        (n, d), skipped = result.features.shape, result.skipped
-        print(f"{n} images -> {n} x {d} features written to {args.out}", file=sys.stderr)
+    options = {k: getattr(args, k) for k in ("out", "overwrite", "shard_size", "engine", "address")}
+    r = _run_model(args.input, model, transform, args, **options)  # a manifest with out a folder, else Results
+    n, d = (r["images"], r["dimension"]) if isinstance(r, dict) else r.features.shape
+    skipped, where = (r["skipped"], f"in {r['shards']} Parquet shards in") if isinstance(r, dict) else (r.skipped, "to")
+    print(f"{n} images -> {n} x {d} features written {where} {args.out}", file=sys.stderr)
     print(args.out, file=stdout)
     _report_skipped(skipped, n + len(skipped), "images or folders")
     return 0

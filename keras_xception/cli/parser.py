@@ -7,6 +7,7 @@ import argparse
 
 from keras_xception.checks import argtype, fraction, positive_int
 from keras_xception.cli import commands
+from keras_xception.data.shards import ENGINES
 from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
 from keras_xception.model.spec import MIN_INPUT_SIZE, OUTPUT_STRIDES
 from keras_xception.tasks.options import STRATEGIES, add_arguments
@@ -108,16 +109,12 @@ def _add_predict(sub) -> None:
 
 
 def _add_extract(sub) -> None:
-    p = _command(
-        sub, "extract", "feature vectors of images, to .npz or Parquet", commands.extract, RUN + ("image_size",)
-    )
-    p.add_argument(
-        "input", metavar="INPUT", help="folder of images, .txt/.parquet list of them, or TFRecord files (glob)"
-    )
+    p = _command(sub, "extract", "feature vectors of images (.npz, Parquet)", commands.extract, RUN + ("image_size",))
+    p.add_argument("input", metavar="INPUT", help="folder of images, .txt/.parquet list, TFRecord files (glob)")
     p.add_argument("--out", required=True, help="a .npz file, or a folder of Parquet shards (resumed when rerun)")
     p.add_argument("--overwrite", action="store_true", help="start the --out folder afresh")
     p.add_argument("--shard-size", type=_positive_int, default=4096, help="images per Parquet shard")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="this process, or a Ray cluster")
+    p.add_argument("--engine", choices=ENGINES, default="local", help="this process, or a Ray cluster")
     p.add_argument("--address", help="--engine ray: the cluster to join (default: start one on this machine)")
     p.add_argument("--layer", help="this layer's output, globally average pooled")
     _weights_only(p, "image_size")

@@ -284,8 +284,7 @@ def _unreadable(records, transform, indices, strict) -> list:
 
 
 def record_names(records) -> tuple:
-    """The names of ``records`` (``"DESCRIPTION#i"`` for an unnamed one), read in one pass: a corrupt TFRecord
-    file fails here, with a ``ValueError`` that says where."""
+    """The names of ``records`` (``DESCRIPTION#i`` if unnamed) in one pass: ``ValueError`` where it fails."""
     import tensorflow as tf
 
     names = []

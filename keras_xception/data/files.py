@@ -10,15 +10,7 @@ import numpy as np
 from keras_xception.checks import existing_dir, fraction
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "read_path_list",
-    "list_images",
-    "list_folder",
-    "class_folders",
-    "class_folder_split",
-    "report_unreadable",
-]
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "list_folder", "class_folders", "class_folder_split", "report_unreadable"]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
@@ -85,9 +77,7 @@ def read_path_list(path) -> list[str]:
             with open(path, encoding="utf-8") as f:
                 entries = [line.strip() for line in f]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(
-            f"Cannot read the list of images {path!r} (one path a line, or a Parquet `path` column): {e}"
-        ) from None
+        raise ValueError(f"Cannot read the list {path!r} (a path a line, or a Parquet `path` column): {e}") from None
     return [os.path.join(os.path.dirname(os.path.abspath(path)), p) for p in entries if p]
 
 

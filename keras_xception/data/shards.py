@@ -1,6 +1,5 @@
-"""Features as a folder of Parquet shards (``path``, ``features``: float32 lists; ``pyarrow.dataset.dataset(DIR)``
-reads them as one table) and ``_manifest.json``. Shard ``k`` holds work unit ``k``: it is written under a
-temporary name and renamed, so it exists whole or not at all, and a rerun skips it (resume)."""
+"""Features as a folder of Parquet shards (``path``, ``features``: float32 lists) and ``_manifest.json``. Shard
+``k`` holds work unit ``k``, written under a temporary name and renamed: whole or absent; a rerun skips it."""
 
 from __future__ import annotations
 
@@ -8,10 +7,9 @@ import glob
 import json
 import os
 
-from keras_xception.data.results import Skipped
+__all__ = ["MANIFEST", "ENGINES", "shard_path", "start", "write_shard", "finish"]
 
-__all__ = ["MANIFEST", "shard_path", "start", "write_shard", "finish"]
-
+ENGINES = ("local", "ray")  # who writes the shards: this process, or Ray actors (tasks.scale)
 MANIFEST = "_manifest.json"  # "_": pyarrow.dataset ignores it, as it ignores the ".tmp" files
 
 
@@ -38,15 +36,11 @@ def start(out, settings, overwrite=False) -> None:
     elif os.path.exists(manifest):
         with open(manifest) as f:
             old = json.load(f).get("settings", {})
-        changed = sorted(k for k in {**old, **settings} if old.get(k) != settings.get(k))
-        if changed:
+        if changed := sorted(k for k in {**old, **settings} if old.get(k) != settings.get(k)):
             raise ValueError(
-                f"{out!r} holds features made with other settings ({', '.join(changed)} differ, e.g. "
-                f"{changed[0]}={old.get(changed[0])!r} there, {settings.get(changed[0])!r} now). Pass "
-                "--overwrite (overwrite=True) to start afresh, or choose another output folder."
+                f"{out!r} holds features made with other settings ({', '.join(changed)} differ); pass --overwrite "
+                "(overwrite=True) to start afresh, or choose another output folder."
             )
-    elif glob.glob(os.path.join(out, "part-*.parquet")):
-        raise ValueError(f"{out!r} holds Parquet shards but no {MANIFEST}; use --overwrite or another folder.")
     os.makedirs(out, exist_ok=True)
     _write_json(manifest, {"complete": False, "settings": settings})
 
@@ -57,12 +51,10 @@ def write_shard(out, index, results) -> None:
     import pyarrow.parquet as pq
 
     features = [] if results.outputs is None else list(results.outputs.astype("float32"))
+    skipped = json.dumps([{"path": s.path, "reason": s.reason} for s in results.skipped])
     table = pa.table(
         {"path": pa.array(results.paths, pa.string()), "features": pa.array(features, pa.list_(pa.float32()))},
-        metadata={
-            "skipped": json.dumps([list(s) for s in results.skipped]),
-            "dimension": str(len(features[0]) if features else 0),
-        },
+        metadata={"skipped": skipped, "dimension": str(len(features[0]) if features else 0)},
     )
     temp = os.path.join(out, f".part-{index:06d}.tmp{os.getpid()}")
     pq.write_table(table, temp)
@@ -73,21 +65,14 @@ def finish(out, settings, count, skipped=()) -> dict:
     """Write and return the manifest of the ``count`` shards of a finished job (``skipped``: more inputs skipped)."""
     import pyarrow.parquet as pq
 
-    images, skipped, dims = 0, list(skipped), set()
     for f in glob.glob(os.path.join(out, ".part-*.tmp*")):  # left by a killed writer
         os.remove(f)
+    listed = [dict(path=p, reason=r) for p, r in skipped]
+    manifest = dict(complete=True, images=0, dimension=0, shards=count, skipped=listed)
     for k in range(count):
         meta = pq.read_metadata(shard_path(out, k))
-        images += meta.num_rows
-        skipped += [Skipped(*s) for s in json.loads(meta.metadata[b"skipped"])]
-        dims |= {int(meta.metadata[b"dimension"])} - {0}
-    manifest = {
-        "complete": True,
-        "images": images,
-        "dimension": dims.pop() if len(dims) == 1 else None,
-        "shards": count,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
-        "settings": settings,
-    }
-    _write_json(os.path.join(out, MANIFEST), manifest)
-    return manifest
+        manifest["images"] += meta.num_rows
+        manifest["skipped"] += json.loads(meta.metadata[b"skipped"])
+        manifest["dimension"] = max(manifest["dimension"], int(meta.metadata[b"dimension"]))
+    _write_json(os.path.join(out, MANIFEST), dict(manifest, settings=settings))
+    return dict(manifest, settings=settings)

@@ -14,16 +14,15 @@ import numpy as np
 from keras_xception.checks import one_of, positive_int
 from keras_xception.data.files import list_images, read_path_list
 from keras_xception.data.results import Results, Skipped
+from keras_xception.data.shards import ENGINES
 from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
-from keras_xception.tasks.scale import ENGINES, counting, finish_bar, run_unit, work_units, write_features
+from keras_xception.tasks.scale import counting, finish_bar, run_unit, work_units, write_features
 from keras_xception.xception import Xception
 
 __all__ = ["pooled_feature_model", "extract_features", "save_features"]
-
-LISTS = (".txt", ".parquet")  # files listing images
 
 
 def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
@@ -52,14 +51,12 @@ def _inputs(source, strict):
     list or of a list given; else TFRecord files (a file or a glob)."""
     if isinstance(source, (str, os.PathLike)) and not os.path.isdir(source):
         source = os.fspath(source)
-        if not source.endswith(LISTS) or not os.path.isfile(source):
-            if files := sorted(f for f in glob.glob(source) if os.path.isfile(f)):
-                return files, True, ()
-            raise ValueError(
-                f"Expected a folder of images, a list of image files ({', '.join(LISTS)}) or TFRecord files (a "
-                f"glob); {source!r}: no such folder or file."
-            )
-        source = read_path_list(source)
+        if source.endswith((".txt", ".parquet")) and os.path.isfile(source):
+            source = read_path_list(source)
+        elif files := sorted(f for f in glob.glob(source) if os.path.isfile(f)):
+            return files, True, ()
+        else:
+            raise ValueError(f"Expected a folder, a .txt/.parquet list or TFRecord files; {source!r}: no such folder.")
     if isinstance(source, (str, os.PathLike)):
         problems = []
         paths = list_images(source, problems=problems, strict=strict)
@@ -106,12 +103,11 @@ def extract_features(
     address=None,
     shard_size=4096,
 ):
-    """Features of every image in ``source``: a folder (searched recursively), a list of files, a text or Parquet
-    list of them, or TFRecord files of encoded images (a file or glob; ``image/encoded``, ``image/filename``).
+    """Features of every image in ``source``.
 
     Args:
         source: A directory (searched by :func:`~keras_xception.data.files.list_images`), a list of paths,
-            a ``.txt`` (one path a line) or ``.parquet`` (``path`` column) file, or TFRecord files.
+            a ``.txt`` (one path a line) or ``.parquet`` (``path`` column) list, or TFRecord files (a glob).
         weights: Backbone weights (``None``, a registered name or a file).
         layer: Optional layer name (see the module docstring).
         image_size: Square side (or ``(height, width)``); default: the weights' size, 299.
@@ -125,11 +121,9 @@ def extract_features(
             ``transform``, an array of model inputs or a ``tf.data.Dataset``).
         verbose: 0 silent, 1 a progress bar, 2 one line at the end.
         strict: ``ValueError`` at the first file or folder that cannot be read (else skipped).
-        out: None, a ``.npz`` file (:func:`save_features`), or a folder: Parquet shards of ``shard_size``
-            images (one per TFRecord file) written as they are done, then ``_manifest.json``; a rerun with
-            the same arguments resumes, one with others is refused unless ``overwrite``.
-        engine, address: ``"local"`` (this process) or ``"ray"`` (a pool of Ray actors, ``out`` a folder;
-            a local Ray cluster, or the one at ``address``, whose nodes must all see ``out``).
+        out, overwrite, engine, address, shard_size: ``out`` a folder: Parquet shards and a manifest,
+            resumable; ``engine="ray"``: on a Ray cluster (``address``; default: a local one). See
+            docs/extraction.md. A ``.npz``: :func:`save_features` of the results.
 
     Returns:
         :class:`~keras_xception.data.results.Results`: ``features`` (N x D float32, also
@@ -139,43 +133,34 @@ def extract_features(
     Raises:
         ValueError: bad arguments, no image files, or no readable image.
     """
-    options = dict(batch_size=positive_int(batch_size, "batch_size"), strict=strict)
-    one_of(engine, "engine", ENGINES)
+    options = dict(batch_size=positive_int(batch_size, "batch_size"), strict=strict, verbose=verbose)
+    shard_size, engine = positive_int(shard_size, "shard_size"), one_of(engine, "engine", ENGINES)
     items, tfrecord, listing = _inputs(source, strict)
     if transform is None:
         transform = resolve_transform(weights, model=model, target_size=image_size, exif_orientation=True)
     model = _feature_model(model, weights, layer, transform)
     run = dict(runtime=runtime, precision=precision, calibration=calibration, transform=transform)
-    if out is not None and not os.fspath(out).endswith(".npz"):
-        calibration = calibration if isinstance(calibration, (str, type(None))) else type(calibration).__name__
-        settings = dict(weights=weights and os.fspath(weights), model=model.name, layer=layer, runtime=runtime)
-        settings.update(precision=precision, calibration=calibration, transform=transform.to_dict())
-        options.update(
-            engine=engine, address=address, overwrite=overwrite, shard_size=positive_int(shard_size, "shard_size")
-        )
-        manifest = write_features(
-            os.fspath(out), items, tfrecord, model, run, settings, listing, verbose=verbose, **options
-        )
-        return manifest if manifest["images"] else _none_readable(items, Skipped(**manifest["skipped"][0]))
-    if engine != "local":
-        raise ValueError(f"engine={engine!r} writes Parquet shards: give `out` a folder (--out DIR/).")
-    results = _in_memory(items, tfrecord, listing, model, run, verbose, options)
-    return results if out is None else save_features(out, results) and results
+    if out is None or os.fspath(out).endswith(".npz"):
+        if engine != "local":
+            raise ValueError(f"engine={engine!r} writes Parquet shards: give `out` a folder (--out DIR/).")
+        results = _in_memory(items, tfrecord, listing, model, run, **options)
+        return results if out is None else save_features(out, results) and results
+    names = dict(weights=weights and os.fspath(weights), model=model.name, layer=layer)
+    options.update(engine=engine, address=address, overwrite=overwrite, shard_size=shard_size)
+    manifest = write_features(os.fspath(out), items, tfrecord, model, run, names, listing, **options)
+    return manifest if manifest["images"] else _none_readable(items, Skipped(**manifest["skipped"][0]))
 
 
-def _in_memory(items, tfrecord, listing, model, run, verbose, options):
+def _in_memory(items, tfrecord, listing, model, run, verbose, **options):
     """:func:`extract_features` into one :class:`Results`."""
     progbar = keras.utils.Progbar(None if tfrecord else len(items), verbose=verbose, unit_name="image")
     predict = counting(Predictor(model, **run).predict, progbar)
     parts = [run_unit(predict, unit, run["transform"], **options) for unit in work_units(items, tfrecord)]
     finish_bar(progbar, sum(len(p.paths) + len(p.skipped) for p in parts))
-    if not any(p.outputs is not None for p in parts):
+    if all(p.outputs is None for p in parts):
         _none_readable(items, parts[0].skipped[0])
-    return Results(
-        np.concatenate([p.outputs for p in parts if p.outputs is not None]),
-        [path for p in parts for path in p.paths],
-        skipped=listing + tuple(s for p in parts for s in p.skipped),
-    )
+    outputs = np.concatenate([p.outputs for p in parts if p.outputs is not None])
+    return Results(outputs, [x for p in parts for x in p.paths], skipped=listing + sum((p.skipped for p in parts), ()))
 
 
 def _none_readable(items, first):

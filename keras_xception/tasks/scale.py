@@ -1,6 +1,5 @@
-"""Feature extraction at any scale: the job cut into units (a chunk of image files or one TFRecord file), each
-written as one Parquet shard (:mod:`keras_xception.data.shards`), in this process or by a pool of Ray actors;
-a rerun resumes. Ray is imported only by ``engine="ray"``."""
+"""Feature extraction at any scale: units of work (image files or a TFRecord file), one Parquet shard each
+(:mod:`keras_xception.data.shards`), in this process or by a pool of Ray actors (Ray imported only then)."""
 
 from __future__ import annotations
 
@@ -18,43 +17,30 @@ from keras_xception.data.imagenet import tfrecord_records
 from keras_xception.data.results import Results, Skipped
 from keras_xception.deploy.predictor import Predictor
 
-__all__ = ["ENGINES", "work_units", "run_unit", "write_features"]
-
-ENGINES = ("local", "ray")  # local: in this process
+__all__ = ["work_units", "run_unit", "write_features"]
 
 
 def work_units(items, tfrecord, shard_size=None) -> list:
-    """``("tfrecord", file)`` per TFRecord file, else ``("files", paths)`` chunks of ``shard_size`` (None: one)."""
-    if tfrecord:
-        return [("tfrecord", f) for f in items]
+    """The TFRecord files, else chunks of ``shard_size`` image paths (None: one chunk): one shard each."""
     step = shard_size or max(len(items), 1)
-    return [("files", items[i : i + step]) for i in range(0, len(items), step)]
+    return list(items) if tfrecord else [items[i : i + step] for i in range(0, len(items), step)]
 
 
 def run_unit(predict, unit, transform, *, batch_size, strict) -> Results:
     """The :class:`Results` of one unit; a TFRecord file that cannot be read is skipped whole, saying why."""
-    kind, item = unit
-    if kind == "files":
-        return map_batches(predict, item, transform, batch_size=batch_size, strict=strict, verbose=0)
     try:
-        records = dataclasses.replace(tfrecord_records(item, label_offset=0), description=item)
-        return map_batches(predict, records, transform, batch_size=batch_size, strict=strict, verbose=0)
+        source = unit if not isinstance(unit, str) else dataclasses.replace(tfrecord_records(unit, 0), description=unit)
+        return map_batches(predict, source, transform, batch_size=batch_size, strict=strict, verbose=0)
     except ValueError as e:
-        if strict:
-            raise ValueError(f"Cannot read {item}: {e}") from None
-        warnings.warn(f"Skipping {Skipped(item, str(e))}", stacklevel=2)
-        return Results(None, [], skipped=(Skipped(item, str(e)),))
+        if strict or not isinstance(unit, str):
+            raise
+        warnings.warn(f"Skipping {Skipped(unit, str(e))}", stacklevel=2)
+        return Results(None, [], skipped=(Skipped(unit, str(e)),))
 
 
 def counting(predict, progbar):
     """``predict`` that also advances ``progbar`` by the images it ran (the one bar of every engine)."""
-
-    def run(images):
-        outputs = predict(images)
-        progbar.add(len(images))
-        return outputs
-
-    return run
+    return lambda images: progbar.add(len(images)) or predict(images)
 
 
 def finish_bar(progbar, count):
@@ -64,52 +50,48 @@ def finish_bar(progbar, count):
         progbar.update(count, finalize=True)
 
 
-def write_features(
-    out, items, tfrecord, model, run, settings, skipped, *, engine, address, overwrite, verbose, **options
-):
-    """Extract the features of ``items`` into the folder ``out`` (see :func:`extract_features`); the manifest.
-
-    ``run``: :class:`Predictor` keywords; ``settings``: what makes two runs the same (JSON values);
-    ``options``: ``batch_size``, ``strict``, ``shard_size``.
-    """
-    units = work_units(items, tfrecord, options.pop("shard_size"))
-    digest = hashlib.sha256("\n".join(items).encode()).hexdigest()
-    settings = dict(settings, inputs=len(items), digest=digest, shard_size=None if tfrecord else len(units[0][1]))
+def write_features(out, items, tfrecord, model, run, names, skipped, *, engine, address, overwrite, verbose, **options):
+    """:func:`extract_features` into the folder ``out``; returns the manifest. ``run``: the :class:`Predictor`'s
+    keywords; ``names``: settings not in ``run`` (JSON); ``options``: ``batch_size``, ``strict``, ``shard_size``."""
+    units = work_units(items, tfrecord, size := options.pop("shard_size"))
+    calibration = run["calibration"] if isinstance(run["calibration"], (str, type(None))) else "given"
+    settings = dict(names, **run, inputs=len(items), digest=hashlib.sha256("\n".join(items).encode()).hexdigest())
+    settings.update(calibration=calibration, transform=run["transform"].to_dict(), shard_size=size)
     shards.start(out, settings, overwrite)
     todo = [k for k in range(len(units)) if not os.path.exists(shards.shard_path(out, k))]
-    total = None if tfrecord else sum(len(units[k][1]) for k in todo)
-    progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
+    progbar = keras.utils.Progbar(
+        None if tfrecord else sum(len(units[k]) for k in todo), verbose=verbose, unit_name="image"
+    )
     if engine == "ray":
-        count = _ray(out, [(k, *units[k]) for k in todo], model, run, options, address, progbar)
+        count = _ray(
+            [(k, units[k]) for k in todo], (os.getcwd(), os.path.abspath(out), model, run, options), address, progbar
+        )
     else:
-        predict, count = counting(Predictor(model, **run).predict, progbar), 0
-        for k in todo:
-            results = run_unit(predict, units[k], run["transform"], **options)
-            shards.write_shard(out, k, results)
-            count += len(results.paths) + len(results.skipped)
+        writer = _Writer(os.getcwd(), out, model, run, options, progbar)
+        count = sum(writer.write(k, units[k]) for k in todo)
     finish_bar(progbar, count)
     return shards.finish(out, settings, len(units), skipped)
 
 
-class _Worker:
-    """A Ray actor: the model once (any runtime and precision), then one shard per unit it is given."""
+class _Writer:
+    """The model once (any runtime and precision), then one shard per unit; also the Ray actor."""
 
-    def __init__(self, cwd, out, model, run, options):
-        os.chdir(cwd)  # relative image paths as the driver sees them
-        self.out, self.run, self.options = out, run, options
-        self.predict = Predictor(model, **run).predict
+    def __init__(self, cwd, out, model, run, options, progbar=None):
+        os.chdir(cwd)  # a Ray actor: relative image paths as the driver sees them
+        self.predict = counting(Predictor(model, **run).predict, progbar or keras.utils.Progbar(None, verbose=0))
+        self.out, self.transform, self.options = out, run["transform"], options
 
-    def __call__(self, batch):
-        images = []
-        for k, kind, item in zip(batch["index"], batch["kind"], batch["item"]):
-            results = run_unit(self.predict, (kind, json.loads(item)), self.run["transform"], **self.options)
-            shards.write_shard(self.out, int(k), results)
-            images.append(len(results.paths) + len(results.skipped))
-        return {"images": images}
+    def write(self, k, unit) -> int:
+        results = run_unit(self.predict, unit, self.transform, **self.options)
+        shards.write_shard(self.out, int(k), results)
+        return len(results.paths) + len(results.skipped)
+
+    def __call__(self, batch):  # Ray Data: a batch of one unit
+        return {"images": [self.write(k, json.loads(u)) for k, u in zip(batch["index"], batch["unit"])]}
 
 
-def _ray(out, todo, model, run, options, address, progbar):
-    """The units ``todo`` by a pool of :class:`_Worker` actors; Ray restarts a killed actor and reruns its unit."""
+def _ray(todo, arguments, address, progbar):
+    """The units ``todo`` by a pool of :class:`_Writer` actors; Ray restarts a killed actor and reruns its unit."""
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # no INFO lines from Ray Data on stderr
     import ray
 
@@ -117,18 +99,14 @@ def _ray(out, todo, model, run, options, address, progbar):
         cpus = None if address else len(os.sched_getaffinity(0))
         ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    rows = [{"index": k, "kind": kind, "item": json.dumps(item)} for k, kind, item in todo]
-    ds = ray.data.from_items(rows).map_batches(
-        _Worker,
+    gpus, cpus = (int(ray.cluster_resources().get(r, 0)) for r in ("GPU", "CPU"))
+    ds = ray.data.from_items([{"index": k, "unit": json.dumps(unit)} for k, unit in todo]).map_batches(
+        _Writer,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=gpus or max(1, cpus // 4)),  # per GPU, else per 4 CPUs
-        fn_constructor_args=(os.getcwd(), os.path.abspath(out), model, run, options),
+        fn_constructor_args=arguments,
         num_gpus=1 if gpus else None,
     )
-    count = 0
     for batch in ds.iter_batches(batch_size=1):
-        count += int(batch["images"][0])
-        progbar.update(count)
-    return count
+        progbar.add(int(batch["images"][0]))
+    return progbar._seen_so_far
