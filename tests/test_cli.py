@@ -108,8 +108,8 @@ def test_help_and_usage_errors_answer_before_tensorflow(tmp_path):
     for message in (
         f"predict: error: No such file or folder: '{tmp_path / 'nope.jpg'}'.\n",
         f"predict: error: No image files under '{empty}': the folder is empty.\n",
-        f"extract: error: No image files under '{empty}' (DIR): the folder is empty.\n",
-        "extract: error: DIR must be an existing folder of images",
+        f"extract: error: No image files under '{empty}' (INPUT): the folder is empty.\n",
+        "extract: error: INPUT must be a folder of images, a .txt or .parquet list or TFRecord files",
         "predict: error: No model file at",
         "predict: error: --weights cannot be combined with --model",
         "evaluate: error: --val-dir must be an existing folder of images",

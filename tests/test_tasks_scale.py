@@ -108,34 +108,34 @@ def test_lists_and_tfrecords_with_bad_entries_reported(feature_tree, tiny, tmp_p
 
 _CHILD = """
 import sys, time
-from keras_xception import cli
+sys.path.insert(0, {tests!r})
+from conftest import small_xception
 from keras_xception.data import shards
+from keras_xception.tasks.extraction import extract_features
 write = shards.write_shard
 def write_then_wait(out, index, results):  # the parent kills the run while it waits here
     write(out, index, results)
-    print(sorted(m for m in sys.modules if m.split(".")[0] == "ray"), file=sys.__stdout__, flush=True)
+    print(sorted(m for m in sys.modules if m.split(".")[0] == "ray"), flush=True)
     time.sleep(120)
 shards.write_shard = write_then_wait
-cli.main(sys.argv[1:])
+extract_features({tree!r}, model=small_xception(include_top=False, pooling="avg"), out={out!r}, shard_size=2,
+                 image_size=71, batch_size=2, verbose=0)
 """
 
 
-def test_cli_sigkill_after_the_first_shard_then_resume(feature_tree, tmp_path, capsys):
-    """The new user's ``extract photos/ --out features/`` (a folder: Parquet), killed and run again."""
-    from keras_xception import cli
-
-    out = str(tmp_path / "features") + "/"
-    argv = ["extract", feature_tree, "--out", out, "--weights", "none", "--image-size", "71", "--shard-size", "2"]
+def test_sigkill_after_the_first_shard_then_resume(feature_tree, tiny, tmp_path):
+    """(The command line's ``extract photos/ --out features/`` runs in docs/extraction.md.)"""
+    out = str(tmp_path / "features")
+    code = _CHILD.format(tests=os.path.dirname(__file__), tree=feature_tree, out=out)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TF_CPP_MIN_LOG_LEVEL="3")
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], stdout=subprocess.PIPE, env=env)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
     assert child.stdout.readline().decode().strip() == "[]"  # the first shard is written; Ray not imported
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert sorted(f for f in os.listdir(out) if f.startswith("part")) == ["part-000000.parquet"]
     assert not json.load(open(os.path.join(out, MANIFEST)))["complete"]
-    assert cli.main(argv) == 0
-    assert capsys.readouterr().err.endswith(f"7 images -> 7 x 2048 features written in 4 Parquet shards in {out}\n")
-    assert json.load(open(os.path.join(out, MANIFEST)))["complete"]
+    m = extract_features(feature_tree, model=tiny, out=out, shard_size=2, **RUN)
+    assert m["complete"] and m["images"] == 7 and m["shards"] == 4
     assert sorted(_table(out)) == sorted(folders.list_images(feature_tree))  # every image once
 
 
@@ -156,7 +156,7 @@ def _kill_one_actor(out, killed):
 def test_ray_engine_equals_local_and_survives_a_killed_actor(tiny, tmp_path):
     ray = pytest.importorskip("ray")
     tree = str(tmp_path / "tree")
-    write_synthetic_tree(tree, classes=2, per_class=6, sizes=(71, 80))
+    write_synthetic_tree(tree, classes=2, per_class=3, sizes=(71, 80))
     out, killed = str(tmp_path / "ray"), []
     os.makedirs(out)
     threading.Thread(target=_kill_one_actor, args=(out, killed), daemon=True).start()
@@ -165,5 +165,5 @@ def test_ray_engine_equals_local_and_survives_a_killed_actor(tiny, tmp_path):
     finally:
         ray.shutdown()
     assert killed, "no actor was killed"
-    assert m["images"] == 12 and m["shards"] == 12 and m["skipped"] == []
+    assert m["images"] == 6 and m["shards"] == 6 and m["skipped"] == []
     _assert_equal(out, extract_features(tree, model=tiny, **RUN))
