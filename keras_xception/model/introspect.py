@@ -21,6 +21,7 @@ __all__ = [
     "backbone_weighted_layers",
     "find_layer",
     "pool_stride",
+    "block_stride",
     "tap",
     "tap_tensors",
 ]
@@ -48,6 +49,13 @@ def pool_stride(layer) -> int:
     """The stride of a pooling layer (an int; Keras stores a tuple)."""
     strides = layer.strides
     return strides[0] if isinstance(strides, (tuple, list)) else strides
+
+
+def block_stride(layers: dict, n: int) -> int:
+    """The stride of block ``n`` (``layers``: name -> layer): of its pooling, or of an aligned block's last depthwise
+    convolution; 1 if it has neither."""
+    names = (f"block{n}_pool", f"block{n}_sepconv3_depthwise")
+    return max((pool_stride(layers[name]) for name in names if name in layers), default=1)
 
 
 def find_xception(model) -> keras.Model:
@@ -94,26 +102,34 @@ def spec_of(model) -> XceptionSpec:
     blocks = block_numbers(xception)
     last = blocks[-1]
     act = layers.get("block2_sepconv1_depthwise_act")
-    out = layers.get(f"block{last}_sepconv2_pointwise") or layers.get(f"block{last}_sepconv2")
-    channels = out.weights[-1].shape[-1]
+    out = layers.get(f"block{last}_sepconv3_pointwise") or layers.get(f"block{last}_sepconv2_pointwise")
+    channels = (out or layers.get(f"block{last}_sepconv2")).weights[-1].shape[-1]
+    kind = "original" if "block1_conv1_pad" not in layers else "aligned"
+    kind = "aligned_preact" if kind == "aligned" and "block2_sepconv1_depthwise_bn" not in layers else kind
     options = dict(
-        middle_flow_blocks=len(blocks) - 5,
         residual=any(isinstance(layer, keras.layers.Add) for layer in xception.layers),
-        intermediate_activation=None if act is None else act.get_config()["activation"],
+        intermediate_activation=None if act is None or kind != "original" else act.get_config()["activation"],
         width_multiplier=channels / 2048,
         output_stride=2,
+        kind=kind,
+        bn_epsilon=layers["block1_conv1_bn"].epsilon,
     )
     for n in blocks:
-        if f"block{n}_pool" in layers:
-            options["output_stride"] *= pool_stride(layers[f"block{n}_pool"])
-    exact = options["width_multiplier"]
-    for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
-        try:
-            spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
-        except ValueError as e:
-            raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
-        if spec and _fits(spec, layers):
-            return spec
+        options["output_stride"] *= block_stride(layers, n)
+    exact, error = options["width_multiplier"], None
+    for entry in (3,) if kind == "original" else (3, 5):
+        for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
+            try:
+                spec = xception_spec(
+                    len(blocks) - 2 - entry, **dict(options, width_multiplier=width, entry_flow_blocks=entry)
+                )
+            except ValueError as e:
+                error = error or e
+                continue
+            if _fits(spec, layers):
+                return spec
+    if error is not None:
+        raise ValueError(f"{xception.name!r} does not look like an Xception variant ({error}).")
     raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
 
 
