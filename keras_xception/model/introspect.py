@@ -152,15 +152,15 @@ def weighted_layers(model) -> list:
 def backbone_weighted_layers(model) -> list:
     """The weighted layers of the Xception in ``model``, plus its own classifier if it has one.
 
-    From ``block1_conv1`` to the last block's last BatchNormalization, then the
+    From ``block1_conv1`` to the last block's last weighted layer, then the
     ``predictions`` layer if the Xception's own top follows (a transfer
     learning head elsewhere in ``model`` is not included).
     """
     xception = find_xception(model)
     layers = weighted_layers(xception)
     start = next(i for i, layer in enumerate(layers) if layer.name == "block1_conv1")
-    last = f"block{block_numbers(xception)[-1]}_sepconv2_bn"
-    end = next(i for i, layer in enumerate(layers) if layer.name == last)
+    last = f"block{block_numbers(xception)[-1]}_"
+    end = max(i for i, layer in enumerate(layers) if layer.name.startswith(last))
     top = [layer for layer in layers[end + 1 :] if layer.name == "predictions"]
     return layers[start : end + 1] + top
 

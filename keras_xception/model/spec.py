@@ -209,7 +209,12 @@ def xception_spec(
             if entry_flow_blocks == 5
             else [(128, 1), (256, 1), (728, 1)]
         )
-        layout = [BlockSpec(f"block{i}", c(ch, ch, ch), "conv", bool(down)) for i, (ch, down) in enumerate(entry, 2)]
+        layout, before = [], c(64)[0]
+        for i, (ch, down) in enumerate(entry, 2):  # a projection where the channels or the resolution change
+            layout.append(
+                BlockSpec(f"block{i}", c(ch, ch, ch), "conv" if down or c(ch)[0] != before else "identity", bool(down))
+            )
+            before = c(ch)[0]
         layout += [
             *(BlockSpec(f"block{i}", c(728, 728, 728), "identity") for i in range(2 + len(entry), n)),
             BlockSpec(f"block{n}", c(728, 1024, 1024), "conv", True),
