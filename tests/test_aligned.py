@@ -176,3 +176,22 @@ def test_feature_extractor_strides_and_output_stride_keep_the_features(name):
     kx.load_pretrained(atrous, path)
     assert kx.spec_of(atrous).output_stride == 8 and atrous.output_shape[1:3] == (9, 11)
     assert kx.feature_extractor(atrous, (4,))(_photo()).shape == maps[1].shape
+
+
+def test_command_line_arch(tmp_path, capsys):
+    from PIL import Image
+
+    from keras_xception import cli
+
+    assert cli.main(["summary", "--arch", "xception41p", "--size", "71", "--no-top", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["name"] == "xception41p" and round(row["trainable_params"] / 1e6, 2) == 24.86  # 26.91 less the top
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((80, 90, 3), 120, np.uint8)).save(tmp_path / "images" / "a.png")
+    out = tmp_path / "f.npz"
+    argv = ["extract", str(tmp_path / "images"), "--arch", "xception41", "--weights", "none", "--image-size", "71"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert np.load(out)["features"].shape == (1, 2048)
+    assert cli.main(["predict", "--arch", "xception41", "--weights", "xception65.ra3_in1k"]) == 2  # before any download
+    assert "they are for xception65" in capsys.readouterr().err
+    assert cli.main(["summary", "--arch", "xception65", "--middle-flow-blocks", "4"]) == 2

@@ -16,7 +16,7 @@ from keras_xception.model.introspect import backbone_weighted_layers, find_xcept
 from keras_xception.model.spec import ARCHITECTURES, MIN_INPUT_SIZE
 from keras_xception.pretrained import download, formats
 from keras_xception.pretrained.formats import WeightsFileError
-from keras_xception.pretrained.registry import WeightRecord, get_record, is_registered, list_records
+from keras_xception.pretrained.registry import WeightRecord, get_record, imagenet_of, is_registered, list_records
 
 __all__ = [
     "resolve_weights",
@@ -41,9 +41,8 @@ def resolve_weights(weights, arch=None):
         return None, None
     if isinstance(weights, WeightRecord):
         return weights, None
-    if weights == "imagenet" and arch not in (None, "xception"):
-        found = [r for r in list_records() if r.arch == arch and r.include_top]
-        weights = found[0].name if found else weights
+    if weights == "imagenet" and arch is not None:
+        weights = imagenet_of(arch)
     if is_registered(weights):
         return get_record(weights), None
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):

@@ -11,7 +11,7 @@ from importlib import resources
 
 from keras_xception.checks import boolean
 
-__all__ = ["WeightRecord", "register", "unregister", "get_record", "list_records", "is_registered"]
+__all__ = ["WeightRecord", "register", "unregister", "get_record", "list_records", "is_registered", "imagenet_of"]
 
 _REGISTRY: dict[str, WeightRecord] = {}
 
@@ -152,6 +152,11 @@ def get_record(name: str) -> WeightRecord:
             "Pass one of these, a path to a weights file, or None."
         )
     return _REGISTRY[name]
+
+
+def imagenet_of(arch) -> str:
+    """What ``weights="imagenet"`` means for architecture ``arch``: the first registered set for it with the top."""
+    return next((r.name for r in _REGISTRY.values() if r.arch == arch and r.include_top), "imagenet")
 
 
 def list_records() -> list[WeightRecord]:
