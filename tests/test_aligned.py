@@ -136,6 +136,7 @@ def test_wrong_truncated_or_misfit_checkpoints_are_clear_errors_and_assign_nothi
         r"no timm tensor blocks.1.shortcut.conv.\* for layer 'block3_residual_conv'",
     )
     bad = dict(tensors, **{"blocks.3.stack.conv2.conv_dw.weight": np.zeros((24, 1, 5, 5), np.float32)})
+    del bad["blocks.5.stack.conv1.conv_dw.weight"]  # missing later: the earlier misfit is named
     save_file(bad, str(tmp_path / "kernel.safetensors"))
     cases["kernel"] = (tmp_path / "kernel.safetensors", "'block5_sepconv2_depthwise' .* 'blocks.3.stack.conv2.conv_dw'")
     save_file(dict(tensors, extra=np.zeros(3, np.float32)), str(tmp_path / "extra.safetensors"))
@@ -144,8 +145,9 @@ def test_wrong_truncated_or_misfit_checkpoints_are_clear_errors_and_assign_nothi
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     cases["truncated"] = (tmp_path / "cut.safetensors", "not a readable safetensors file")
     for path, message in cases.values():
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ValueError, match=message) as err:
             kx.load_pretrained(model, path)
+        assert str(err.value).count("Cannot load weights from") == 1
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights_of(model)))
 
 
@@ -195,3 +197,12 @@ def test_command_line_arch(tmp_path, capsys):
     assert cli.main(["predict", "--arch", "xception41", "--weights", "xception65.ra3_in1k"]) == 2  # before any download
     assert "they are for xception65" in capsys.readouterr().err
     assert cli.main(["summary", "--arch", "xception65", "--middle-flow-blocks", "4"]) == 2
+
+
+@pytest.mark.parametrize("name", ["aligned41", "preact41"])
+def test_grad_cam_defaults_to_the_last_feature_map(name):
+    model = _reduced(name)
+    kx.load_pretrained(model, os.path.join(FIXTURES, f"{name}.safetensors"))
+    heatmap, index = kx.grad_cam(model, _photo())
+    assert heatmap.shape == (3, 3) and index == int(np.argmax(REFERENCE["models"][name]["logits"]))
+    assert heatmap.max() == pytest.approx(1.0)

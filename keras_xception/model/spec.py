@@ -181,45 +181,13 @@ def xception_spec(
     one_of(output_stride, "output_stride", OUTPUT_STRIDES)
     if positive_float(width_multiplier, "width_multiplier") == float("inf"):
         raise ValueError("`width_multiplier` must be finite (1.0 is the official width); received inf.")
-    one_of(kind, "kind", KINDS)
-    one_of(entry_flow_blocks, "entry_flow_blocks", (3, 5) if kind != "original" else (3,))
-    positive_float(bn_epsilon, "bn_epsilon")
-    if kind != "original" and (not residual or intermediate_activation is not None):
-        raise ValueError(
-            f"kind={kind!r} has its own residuals and activations: pass residual=True and no intermediate_activation."
-        )
+    _check_kind(kind, entry_flow_blocks, bn_epsilon, residual and intermediate_activation is None)
 
     def c(*channels):
         return tuple(scale_channels(ch, width_multiplier) for ch in channels)
 
-    proj, ident = ("conv", "identity") if residual else (None, None)
     n = 2 + entry_flow_blocks + middle_flow_blocks  # the first exit-flow block
-    if kind == "original":
-        layout = [
-            BlockSpec("block2", c(128, 128), proj, True, skip_first_activation=True),
-            BlockSpec("block3", c(256, 256), proj, True),
-            BlockSpec("block4", c(728, 728), proj, True),
-            *(BlockSpec(f"block{i}", c(728, 728, 728), ident) for i in range(5, n)),
-            BlockSpec(f"block{n}", c(728, 1024), proj, True),
-            BlockSpec(f"block{n + 1}", c(1536, 2048), None, activation="post"),
-        ]
-    else:  # DeepLabV3+'s entry flow (Xception-71: two more stride-1 blocks), timm's block lists
-        entry = (
-            [(128, 1), (256, 0), (256, 1), (728, 0), (728, 1)]
-            if entry_flow_blocks == 5
-            else [(128, 1), (256, 1), (728, 1)]
-        )
-        layout, before = [], c(64)[0]
-        for i, (ch, down) in enumerate(entry, 2):  # a projection where the channels or the resolution change
-            layout.append(
-                BlockSpec(f"block{i}", c(ch, ch, ch), "conv" if down or c(ch)[0] != before else "identity", bool(down))
-            )
-            before = c(ch)[0]
-        layout += [
-            *(BlockSpec(f"block{i}", c(728, 728, 728), "identity") for i in range(2 + len(entry), n)),
-            BlockSpec(f"block{n}", c(728, 1024, 1024), "conv", True),
-            BlockSpec(f"block{n + 1}", c(1536, 1536, 2048), None, activation="post"),
-        ]
+    layout = _original_layout(n, c, residual) if kind == "original" else _aligned_layout(entry_flow_blocks, n, c)
     blocks, stride, dilation = [], 2, 1
     for b in layout:
         b = dataclasses.replace(b, dilation_rate=dilation)
@@ -239,3 +207,44 @@ def xception_spec(
         entry_flow_blocks=entry_flow_blocks,
         bn_epsilon=float(bn_epsilon),
     )
+
+
+def _check_kind(kind, entry_flow_blocks, bn_epsilon, plain):
+    """``ValueError`` for a ``kind`` or its options outside the allowed values (``plain``: residual, no split)."""
+    one_of(kind, "kind", KINDS)
+    one_of(entry_flow_blocks, "entry_flow_blocks", (3, 5) if kind != "original" else (3,))
+    positive_float(bn_epsilon, "bn_epsilon")
+    if kind != "original" and not plain:
+        raise ValueError(
+            f"kind={kind!r} has its own residuals and activations: pass residual=True and no intermediate_activation."
+        )
+
+
+def _original_layout(n, c, residual):
+    """The 2017 network's blocks before the strides are set, ``n`` the first exit-flow block."""
+    proj, ident = ("conv", "identity") if residual else (None, None)
+    return [
+        BlockSpec("block2", c(128, 128), proj, True, skip_first_activation=True),
+        BlockSpec("block3", c(256, 256), proj, True),
+        BlockSpec("block4", c(728, 728), proj, True),
+        *(BlockSpec(f"block{i}", c(728, 728, 728), ident) for i in range(5, n)),
+        BlockSpec(f"block{n}", c(728, 1024), proj, True),
+        BlockSpec(f"block{n + 1}", c(1536, 2048), None, activation="post"),
+    ]
+
+
+def _aligned_layout(entry_flow_blocks, n, c):
+    """DeepLabV3+'s blocks (timm's lists; Xception-71: two more stride-1 entry blocks), ``n`` the first exit block."""
+    entry = (
+        [(128, 1), (256, 0), (256, 1), (728, 0), (728, 1)] if entry_flow_blocks == 5 else [(128, 1), (256, 1), (728, 1)]
+    )
+    layout, before = [], c(64)[0]
+    for i, (ch, down) in enumerate(entry, 2):  # a projection where the channels or the resolution change
+        residual = "conv" if down or c(ch)[0] != before else "identity"
+        layout.append(BlockSpec(f"block{i}", c(ch, ch, ch), residual, bool(down)))
+        before = c(ch)[0]
+    return layout + [
+        *(BlockSpec(f"block{i}", c(728, 728, 728), "identity") for i in range(2 + len(entry), n)),
+        BlockSpec(f"block{n}", c(728, 1024, 1024), "conv", True),
+        BlockSpec(f"block{n + 1}", c(1536, 1536, 2048), None, activation="post"),
+    ]

@@ -196,16 +196,14 @@ def _read_safetensors(path, model):
     fc = [tensors.get("head.fc.weight"), tensors.get("head.fc.bias")]
     top = ("head.fc", [fc[0].T, fc[1]]) if all(a is not None and a.ndim == 2 - i for i, a in enumerate(fc)) else None
     layers = [layer for layer in backbone_weighted_layers(model) if layer.name != "predictions"] if model else []
-    preact, entries, used = (
-        bool(layers) and spec_of(model).kind == "aligned_preact",
-        [],
-        {"head.fc.weight", "head.fc.bias"},
-    )
+    preact = bool(layers) and spec_of(model).kind == "aligned_preact"
+    entries, used = [], {"head.fc.weight", "head.fc.bias"}
     for layer in layers:
         module = timm_module(layer.name, preact)
         arrays = _timm_arrays(layer, tensors, module) if module else [None]
         if any(a is None for a in arrays):
-            check_shapes(path, [(lay, name, arr) for lay, (name, arr) in zip(layers, entries)])  # earlier misfits first
+            if any(shape_mismatch(lay, arr) for lay, (_, arr) in zip(layers, entries)):
+                return entries, top  # the loader names that earlier misfit first
             raise WeightsFileError(
                 f"it has no timm tensor {module or '?'}.* for layer {layer.name!r}: not a timm checkpoint of this "
                 "architecture (xception41/65/71, 41p, 65p, in timm's layout)"
