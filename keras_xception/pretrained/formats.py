@@ -206,7 +206,7 @@ def _read_safetensors(path, model):
                 return entries, top  # the loader names that earlier misfit first
             raise WeightsFileError(
                 f"it has no timm tensor {module or '?'}.* for layer {layer.name!r}: not a timm checkpoint of this "
-                "architecture (xception41/65/71, 41p, 65p, in timm's layout)"
+                "architecture (build the one it is for: keras_xception.xception65(...) etc., or --arch)"
             )
         entries.append((module, arrays))
         used.update(f"{module}.{n}" for n in (*_TIMM_BN, "weight", "num_batches_tracked"))
