@@ -48,13 +48,13 @@ def digits(size):
     return tf.image.resize(pixels, (size, size)).numpy() / 127.5 - 1.0, data.target
 
 
-def train(x, y, size, epochs, seed):
+def train(x, y, size, epochs, seed, arch="xception"):
     import keras
 
-    from keras_xception import Xception
+    from keras_xception import build
 
     keras.utils.set_random_seed(seed)
-    model = Xception(weights=None, input_shape=(size, size, 3), classes=10)
+    model = build(arch, weights=None, input_shape=(size, size, 3), classes=10)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9  # moving statistics that settle in a few short epochs
@@ -69,6 +69,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--calibration", type=int, default=300, help="calibration images (default 300)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="xception", help="keras_xception.build's architecture (e.g. xception41)")
     parser.add_argument("--model", help="reuse (or save) the trained model at this .keras path")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -87,7 +88,7 @@ def main(argv=None):
     if loaded:
         model = keras.saving.load_model(args.model)
     else:
-        model = train(x[train_idx], y[train_idx], args.image_size, args.epochs, args.seed)
+        model = train(x[train_idx], y[train_idx], args.image_size, args.epochs, args.seed, args.arch)
         if args.model:
             model.save(args.model)
     train_seconds = None if loaded else time.perf_counter() - t
@@ -101,6 +102,7 @@ def main(argv=None):
     calibration = x[train_idx[: args.calibration]]
     results = {
         "image_size": args.image_size,
+        "arch": args.arch,
         "parameters": model.count_params(),
         "train_seconds": None if loaded else round(train_seconds, 1),
         "model": args.model if loaded else None,
