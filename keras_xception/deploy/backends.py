@@ -91,10 +91,21 @@ class _TensorFlowBackend:
     def run_many(self, chunks):
         return list(self._pool.map(self.run_one, chunks))
 
-    def save(self, path):
+    def save(self, path, record=None):
+        """``serve`` (preprocessed tensors), and with a ``record``, ``serving_default`` (encoded images)."""
+        import keras
+
+        from keras_xception.deploy.serving import serving_function
+
         if self._model is None:
             raise ValueError("This Predictor runs a SavedModel read from a file: copy that directory instead.")
-        write(self._model, path, "tf_saved_model")
+        if record is None:
+            return write(self._model, path, "tf_saved_model")
+        archive = keras.export.ExportArchive()
+        archive.track(self._model)
+        archive.add_endpoint("serve", self._fn)
+        archive.add_endpoint("serving_default", serving_function(self._model, record.transform, record.class_names))
+        archive.write_out(path, verbose=False)
 
 
 class _OnnxRuntimeBackend:
@@ -169,7 +180,7 @@ class _OnnxRuntimeBackend:
             self._throughput = self._session(max(1, self._threads // self._workers))
         return list(self._pool.map(lambda c: self.run_one(c, self._throughput), chunks))
 
-    def save(self, path):
+    def save(self, path, record=None):
         import onnx
 
         onnx.save(self._onnx, path)
@@ -249,7 +260,7 @@ class _OpenVINOBackend:
         self._queue.wait_all()
         return out
 
-    def save(self, path):
+    def save(self, path, record=None):
         import openvino as ov
 
         ov.save_model(self._model, path, compress_to_fp16=False)

@@ -188,7 +188,8 @@ class Predictor:
         """Write the runtime's model (int8 included) to ``path`` with its metadata record; returns ``path``.
 
         ``.xml`` (and ``.bin``) for OpenVINO, ``.onnx`` for ONNX Runtime, a SavedModel directory for
-        TensorFlow; ``Predictor(path)`` reads it back. bf16 is chosen when a model is compiled: a bf16
+        TensorFlow (with ``serving_default`` taking encoded images when the transform is known); ``Predictor(path)``
+        reads it back. bf16 is chosen when a model is compiled: a bf16
         predictor writes the float32 model (run it with ``Predictor(path, precision="bf16")``).
         """
         fmt = TABLE[self.runtime].format
@@ -199,9 +200,10 @@ class Predictor:
             )
         path = check_export_path(path, fmt)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._backend.save(path)
-        if self.transform is not None:
-            write_record(path, ModelRecord(self.transform, self.class_names))
+        record = None if self.transform is None else ModelRecord(self.transform, self.class_names)
+        self._backend.save(path, record)
+        if record is not None:
+            write_record(path, record)
         return path
 
     def __repr__(self):

@@ -1,0 +1,105 @@
+"""The Keras ecosystem: the SavedModel's serving signature on encoded images (read by a process with TensorFlow
+alone), KerasHub presets in and out (written and read by keras_hub itself), and LiteRT."""
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import SMALL, jpeg_bytes, photo, randomize, rel_diff, small_xception
+
+from keras_xception import cli
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    """A small 3-class classifier as `train` writes it (random weights and BatchNormalization statistics)."""
+    from keras_xception.data.transform import resolve_transform
+    from keras_xception.tasks.classifier import save_classifier
+    from keras_xception.tasks.transfer import build_classifier
+
+    model = randomize(build_classifier(3, backbone=small_xception(include_top=False)), seed=3)
+    path = str(tmp_path_factory.mktemp("classifier") / "small.keras")
+    transform = resolve_transform(None, model=model, exif_orientation=True)
+    return save_classifier(model, path, ["cat", "dog", "fox"], transform)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """A JPEG, a JPEG stored sideways with EXIF orientation 6, a PNG, and two that do not decode."""
+    from PIL import Image
+
+    d, rng = tmp_path_factory.mktemp("encoded"), np.random.default_rng(5)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {
+        "plain.jpg": jpeg_bytes(photo(rng, 90, 120)),
+        "sideways.jpg": jpeg_bytes(photo(rng, 80, 130), exif=exif.tobytes()),
+        "photo.png": None,
+        "truncated.jpg": jpeg_bytes(photo(rng, 90, 90))[:500],
+        "garbage.png": b"not an image at all",
+    }
+    png = io.BytesIO()
+    photo(rng, 100, 75).save(png, "PNG")
+    files["photo.png"] = png.getvalue()
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return {name: str(d / name) for name in files}
+
+
+_CLIENT = """
+import json, sys
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = serve(images=tf.constant([open(p, "rb").read() for p in sys.argv[2:]]))
+assert "keras_xception" not in sys.modules
+print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}, default=bytes.decode))
+"""
+
+
+@pytest.mark.slow
+def test_serving_signature_on_encoded_images_in_a_process_without_the_package(
+    tmp_path, classifier_file, encoded, capsys
+):
+    out = str(tmp_path / "served")
+    assert cli.main(["export", "--format", "savedmodel", "--model", classifier_file, "--out", out]) == 0
+    files = list(encoded.values())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-c", _CLIENT, out, *files], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    served = json.loads(run.stdout)
+    from keras_xception.deploy.serving import UNREADABLE
+
+    assert served["status"] == ["ok", "ok", "ok", UNREADABLE, UNREADABLE]
+    assert served["classes"][3] == ["", "", ""] and served["scores"][4] == [0.0, 0.0, 0.0]
+    good = files[:3]
+    capsys.readouterr()
+    assert cli.main(["predict", *good, "--model", classifier_file, "--top", "3", "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    for row, names, scores in zip(expected, served["classes"], served["scores"]):
+        assert names == [p["name"] for p in row["predictions"]]  # top-1 and the order of the rest
+        assert rel_diff(scores, [p["score"] for p in row["predictions"]]) < 1e-4
+    from keras_xception.deploy.predictor import Predictor  # the second signature still serves Predictor
+
+    assert Predictor(out).predict(np.zeros((1, SMALL, SMALL, 3))).shape == (1, 3)
+
+
+def test_exif_orientation_in_graph_ops_agrees_with_pillow(encoded):
+    import tensorflow as tf
+
+    from keras_xception.data.transform import file_orientation
+    from keras_xception.deploy.serving import exif_orientation
+
+    for tag in (1, 3, 6, 8):
+        for order, mark in (("<", b"II"), (">", b"MM")):  # both TIFF byte orders; a Make tag before it
+            ifd = struct.pack(order + "H2HII2HIHH", 2, 0x010F, 2, 4, 0x41424300, 0x0112, 3, 1, tag, 0)
+            exif = b"Exif\0\0" + mark + struct.pack(order + "HI", 42, 8) + ifd + b"\0\0\0\0"
+            data = jpeg_bytes(photo(np.random.default_rng(tag), 40, 30), exif=exif)
+            assert int(exif_orientation(tf.constant(data))) == tag == file_orientation(io.BytesIO(data))
+    for path in encoded.values():
+        with open(path, "rb") as f:
+            assert int(exif_orientation(tf.constant(f.read()))) == file_orientation(path)
