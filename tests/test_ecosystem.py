@@ -103,3 +103,65 @@ def test_exif_orientation_in_graph_ops_agrees_with_pillow(encoded):
     for path in encoded.values():
         with open(path, "rb") as f:
             assert int(exif_orientation(tf.constant(f.read()))) == file_orientation(path)
+
+
+# ------------------------------------------------------------------------------------ KerasHub presets
+
+#: The small Xception's layout as XceptionBackbone arguments (hub_layout of the small spec, written out).
+HUB_SMALL = dict(
+    stackwise_conv_filters=[[8, 16], [32, 32], [64, 64], [184, 184], [184, 184, 184], [184, 256], [384, 512]],
+    stackwise_pooling=[False, True, True, True, False, True, False],
+)
+
+
+@pytest.fixture(scope="module")
+def hub_presets(tmp_path_factory):
+    """A small XceptionBackbone preset and an XceptionImageClassifier preset (3 classes), saved by keras_hub."""
+    keras_hub = pytest.importorskip("keras_hub")
+    d = tmp_path_factory.mktemp("hub")
+    backbone = keras_hub.models.XceptionBackbone(**HUB_SMALL, image_shape=(SMALL, SMALL, 3))
+    randomize(backbone, seed=7)
+    backbone.save_to_preset(str(d / "backbone"))
+    head = keras_hub.models.XceptionImageClassifier(backbone=backbone, num_classes=3, activation="softmax")
+    randomize(head, seed=8)  # the Dense bias
+    head.save_to_preset(str(d / "classifier"))
+    return backbone, head, str(d / "backbone"), str(d / "classifier")
+
+
+def test_kerashub_preset_in(hub_presets, images):
+    from keras_xception import preprocess_input
+    from keras_xception.model.introspect import spec_of
+    from keras_xception.pretrained.formats import hub_layout
+
+    backbone, head, backbone_dir, classifier_dir = hub_presets
+    assert hub_layout(spec_of(small_xception())) == HUB_SMALL
+    x = preprocess_input(images)
+    ours = small_xception(include_top=False, weights=backbone_dir)
+    assert rel_diff(ours(x), backbone(x)) < 1e-4
+    ours = small_xception(classes=3, weights=classifier_dir)
+    assert rel_diff(ours(x), head.predict(x, verbose=0)) < 1e-4
+
+
+def test_kerashub_preset_that_cannot_be_mapped(hub_presets, tmp_path):
+    import shutil
+
+    from keras_xception.pretrained.formats import WeightsFileError
+
+    _, _, backbone_dir, classifier_dir = hub_presets
+    with pytest.raises(WeightsFileError, match="its backbone is .* the model's is"):
+        small_xception(include_top=False, weights=backbone_dir, middle_flow_blocks=2)
+    other = shutil.copytree(classifier_dir, tmp_path / "other")
+    (other / "config.json").write_text(json.dumps({"registered_name": "keras_hub>ResNetBackbone", "config": {}}))
+    with pytest.raises(WeightsFileError, match="names 'keras_hub>ResNetBackbone', not 'keras_hub>XceptionBackbone'"):
+        small_xception(include_top=False, weights=str(other))
+    shutil.copy(classifier_dir + "/config.json", other / "config.json")
+    (other / "model.weights.h5").write_bytes(b"truncated")
+    with pytest.raises(WeightsFileError, match="cannot be read"):
+        small_xception(include_top=False, weights=str(other))
+
+
+def test_cli_weights_takes_a_preset_directory(hub_presets, tmp_path, capsys):
+    """--weights DIR reaches the loader: the small preset does not fit the official Xception, said in words."""
+    argv = ["export", "--format", "savedmodel", "--out", str(tmp_path / "m"), "--no-top", "--image-size", "71"]
+    assert cli.main([*argv, "--weights", hub_presets[2]]) == 2
+    assert "its backbone is {'stackwise_conv_filters': [[8, 16]" in capsys.readouterr().err

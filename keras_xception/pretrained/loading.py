@@ -30,7 +30,7 @@ __all__ = [
 
 
 def resolve_weights(weights):
-    """``(record, path)`` for ``weights``: ``(None, None)``, a registered record, or an existing file.
+    """``(record, path)`` for ``weights``: ``(None, None)``, a registered record, or an existing file or preset.
 
     Raises:
         ValueError: naming the registered sets, for anything else.
@@ -41,12 +41,12 @@ def resolve_weights(weights):
         return weights, None
     if is_registered(weights):
         return get_record(weights), None
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+    if isinstance(weights, (str, os.PathLike)) and (os.path.isfile(weights) or formats.is_hub_preset(weights)):
         return None, os.fspath(weights)
     known = sorted(r.name for r in list_records())
     raise ValueError(
         "`weights` must be None (random initialization), a registered weight set "
-        f"{known}, or the path of an existing weights file (.h5, .weights.h5, .keras); "
+        f"{known}, the path of an existing weights file (.h5, .weights.h5, .keras) or a KerasHub preset directory; "
         f"received weights={weights!r}" + (" (no such file)." if isinstance(weights, (str, os.PathLike)) else ".")
     )
 
