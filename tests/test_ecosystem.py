@@ -165,3 +165,55 @@ def test_cli_weights_takes_a_preset_directory(hub_presets, tmp_path, capsys):
     argv = ["export", "--format", "savedmodel", "--out", str(tmp_path / "m"), "--no-top", "--image-size", "71"]
     assert cli.main([*argv, "--weights", hub_presets[2]]) == 2
     assert "its backbone is {'stackwise_conv_filters': [[8, 16]" in capsys.readouterr().err
+
+
+_HUB_CLIENT = """
+import json, sys
+import numpy as np
+import keras_hub
+task = keras_hub.models.ImageClassifier.from_preset(sys.argv[1])
+x = np.load(sys.argv[2])
+meta = json.load(open(sys.argv[1] + "/metadata.json"))
+assert "keras_xception" not in sys.modules
+print(json.dumps({"probs": task.predict(x, verbose=0).tolist(), "class_names": meta["class_names"]}))
+"""
+
+
+@pytest.mark.slow
+def test_kerashub_preset_out_loads_with_keras_hub_alone(tmp_path, classifier_file, capsys):
+    pytest.importorskip("keras_hub")
+    from keras_xception.tasks.classifier import load_classifier
+
+    out = str(tmp_path / "preset")
+    argv = ["export", "--format", "keras-hub", "--model", classifier_file, "--out", out]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "crop: KerasHub's image converter resizes the largest central region of aspect 71:71" in err
+    assert "EXIF orientation" in err
+    x = np.random.default_rng(2).uniform(0, 255, (3, 90, 90, 3)).astype("float32")  # square: equal crops
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-c", _HUB_CLIENT, out, str(tmp_path / "x.npy")], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    hub = json.loads(run.stdout)
+    classifier = load_classifier(classifier_file)
+    assert hub["class_names"] == list(classifier.class_names) == ["cat", "dog", "fox"]
+    import tensorflow as tf
+
+    resized = tf.image.resize(x, classifier.transform.target_size).numpy()  # crop_fraction 1 would do the same
+    assert rel_diff(hub["probs"], classifier.model.predict(resized, verbose=0)) < 1e-4
+    assert cli.main(argv) == 2 and "exists" in capsys.readouterr().err  # nothing overwritten
+
+
+def test_kerashub_out_refuses_what_it_cannot_express(tmp_path):
+    pytest.importorskip("keras_hub")
+    from keras_xception import export
+
+    for options in (dict(residual=False), dict(output_stride=16), dict(intermediate_activation="relu")):
+        with pytest.raises(ValueError, match="KerasHub's XceptionBackbone has residual connections"):
+            export(small_xception(**options), tmp_path / "p", format="keras-hub")
+    with pytest.raises(ValueError, match="no 'predictions' top"):
+        export(small_xception(include_top=False, pooling="avg"), tmp_path / "p", format="keras-hub")
+    assert not os.path.exists(tmp_path / "p")

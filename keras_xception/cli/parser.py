@@ -7,7 +7,7 @@ import argparse
 
 from keras_xception.checks import argtype, fraction, positive_int
 from keras_xception.cli import commands
-from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
+from keras_xception.deploy.runtimes import CLI_RUNTIMES, EXPORT_FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
 from keras_xception.model.spec import MIN_INPUT_SIZE, OUTPUT_STRIDES
 from keras_xception.tasks.options import STRATEGIES, add_arguments
 
@@ -166,10 +166,10 @@ def _add_summary(sub) -> None:
 
 def _add_export(sub) -> None:
     options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size")
-    what = "SavedModel, ONNX or OpenVINO, checked against Keras"
+    what = "SavedModel, ONNX, OpenVINO or KerasHub preset, checked against Keras"
     p = _command(sub, "export", what, commands.export, options, precision=dict(choices=("fp32", "int8")))
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
-    p.add_argument("--out", required=True, help="a directory (savedmodel), .onnx or .xml file")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="artifact format")
+    p.add_argument("--out", required=True, help="a directory (savedmodel, keras-hub), .onnx or .xml file")
     top = p.add_mutually_exclusive_group()
     top.add_argument("--include-top", action="store_true", default=True, help="keep the classifier (default)")
     top.add_argument("--no-top", dest="include_top", action="store_false", help="the feature extractor")

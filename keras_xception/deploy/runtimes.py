@@ -45,11 +45,18 @@ SUPPORTED = {name: runtime.precisions for name, runtime in TABLE.items()}
 #: export format -> the runtime that writes and reads it.
 FORMATS = {runtime.format: name for name, runtime in TABLE.items() if runtime.format}
 
+#: ``export`` formats: the runtimes' files, and a KerasHub preset directory (deploy/hub.py).
+EXPORT_FORMATS = (*sorted(FORMATS), "keras-hub")
+
 #: Calibration images NNCF recommends for int8 (its ``subset_size`` default); the most used by default.
 RECOMMENDED_CALIBRATION = 300
 
 #: ``runtime`` choices of predict, extract and evaluate ("keras": no export step, float32 only).
 CLI_RUNTIMES = ("auto", "keras") + RUNTIMES
+
+
+class ParityError(RuntimeError):
+    """An exported artifact's outputs differ from the Keras model's."""
 
 
 class RuntimeNotInstalledError(ImportError, ValueError):
@@ -124,9 +131,9 @@ def runtime_for(runtime: str = "auto", precision: str = "fp32") -> str:
 
 def check_export_path(path, format: str) -> str:
     """``path`` as a string, or ``ValueError`` for an unknown ``format`` or a path that does not fit it."""
-    one_of(format, "format", sorted(FORMATS))
+    one_of(format, "format", EXPORT_FORMATS)
     path = os.fspath(path)
-    suffix = TABLE[FORMATS[format]].suffix
+    suffix = TABLE[FORMATS[format]].suffix if format in FORMATS else None
     if suffix and not path.endswith(suffix):
         raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
     return path
