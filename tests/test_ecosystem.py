@@ -1,6 +1,7 @@
 """The Keras ecosystem: the SavedModel's serving signature on encoded images (read by a process with TensorFlow
 alone), KerasHub presets in and out (written and read by keras_hub itself), and LiteRT."""
 
+import contextlib
 import io
 import json
 import os
@@ -51,41 +52,59 @@ def encoded(tmp_path_factory):
     return {name: str(d / name) for name in files}
 
 
+#: A client with TensorFlow and keras_hub alone: the SavedModel's serving_default on encoded files, and the
+#: KerasHub preset's classifier on an array of images. One process for both (TensorFlow imports once).
 _CLIENT = """
 import json, sys
+import numpy as np
 import tensorflow as tf
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-out = serve(images=tf.constant([open(p, "rb").read() for p in sys.argv[2:]]))
+import keras_hub
+served, preset, images, *files = sys.argv[1:]
+serve = tf.saved_model.load(served).signatures["serving_default"]
+out = {k: v.numpy().tolist() for k, v in serve(images=tf.constant([open(p, "rb").read() for p in files])).items()}
+task = keras_hub.models.ImageClassifier.from_preset(preset)
+out["hub_probs"] = task.predict(np.load(images), verbose=0).tolist()
+out["hub_class_names"] = json.load(open(preset + "/metadata.json"))["class_names"]
 assert "keras_xception" not in sys.modules
-print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}, default=bytes.decode))
+print(json.dumps(out, default=bytes.decode))
 """
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory, classifier_file, encoded):
+    """The classifier exported by the CLI as a SavedModel and as a KerasHub preset, read by :data:`_CLIENT`
+    in a process without this package; ``(client output, images given to KerasHub, the keras-hub export's stderr, the preset)``."""
+    pytest.importorskip("keras_hub")
+    d = tmp_path_factory.mktemp("clients")
+    export = ["export", "--model", classifier_file, "--out"]
+    assert cli.main([*export, str(d / "served"), "--format", "savedmodel"]) == 0
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert cli.main([*export, str(d / "preset"), "--format", "keras-hub"]) == 0
+    x = np.random.default_rng(2).uniform(0, 255, (3, 90, 90, 3)).astype("float32")  # square: equal crops
+    np.save(d / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, "-c", _CLIENT, str(d / "served"), str(d / "preset"), str(d / "x.npy"), *encoded.values()]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout), x, err.getvalue(), str(d / "preset")
 
 
 @pytest.mark.slow
 def test_serving_signature_on_encoded_images_in_a_process_without_the_package(
-    tmp_path, classifier_file, encoded, capsys
+    clients, classifier_file, encoded, capsys
 ):
-    out = str(tmp_path / "served")
-    assert cli.main(["export", "--format", "savedmodel", "--model", classifier_file, "--out", out]) == 0
-    files = list(encoded.values())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run([sys.executable, "-c", _CLIENT, out, *files], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr[-2000:]
-    served = json.loads(run.stdout)
     from keras_xception.deploy.serving import UNREADABLE
 
+    served = clients[0]
     assert served["status"] == ["ok", "ok", "ok", UNREADABLE, UNREADABLE]
     assert served["classes"][3] == ["", "", ""] and served["scores"][4] == [0.0, 0.0, 0.0]
-    good = files[:3]
     capsys.readouterr()
+    good = list(encoded.values())[:3]  # a JPEG, a sideways JPEG (EXIF 6), a PNG
     assert cli.main(["predict", *good, "--model", classifier_file, "--top", "3", "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)
     for row, names, scores in zip(expected, served["classes"], served["scores"]):
         assert names == [p["name"] for p in row["predictions"]]  # top-1 and the order of the rest
         assert rel_diff(scores, [p["score"] for p in row["predictions"]]) < 1e-4
-    from keras_xception.deploy.predictor import Predictor  # the second signature still serves Predictor
-
-    assert Predictor(out).predict(np.zeros((1, SMALL, SMALL, 3))).shape == (1, 3)
 
 
 def test_exif_orientation_in_graph_ops_agrees_with_pillow(encoded):
@@ -94,6 +113,7 @@ def test_exif_orientation_in_graph_ops_agrees_with_pillow(encoded):
     from keras_xception.data.transform import file_orientation
     from keras_xception.deploy.serving import exif_orientation
 
+    exif_orientation = tf.function(exif_orientation)  # traced once
     for tag in (1, 3, 6, 8):
         for order, mark in (("<", b"II"), (">", b"MM")):  # both TIFF byte orders; a Make tag before it
             ifd = struct.pack(order + "H2HII2HIHH", 2, 0x010F, 2, 4, 0x41424300, 0x0112, 3, 1, tag, 0)
@@ -167,43 +187,22 @@ def test_cli_weights_takes_a_preset_directory(hub_presets, tmp_path, capsys):
     assert "its backbone is {'stackwise_conv_filters': [[8, 16]" in capsys.readouterr().err
 
 
-_HUB_CLIENT = """
-import json, sys
-import numpy as np
-import keras_hub
-task = keras_hub.models.ImageClassifier.from_preset(sys.argv[1])
-x = np.load(sys.argv[2])
-meta = json.load(open(sys.argv[1] + "/metadata.json"))
-assert "keras_xception" not in sys.modules
-print(json.dumps({"probs": task.predict(x, verbose=0).tolist(), "class_names": meta["class_names"]}))
-"""
-
-
 @pytest.mark.slow
-def test_kerashub_preset_out_loads_with_keras_hub_alone(tmp_path, classifier_file, capsys):
-    pytest.importorskip("keras_hub")
-    from keras_xception.tasks.classifier import load_classifier
-
-    out = str(tmp_path / "preset")
-    argv = ["export", "--format", "keras-hub", "--model", classifier_file, "--out", out]
-    assert cli.main(argv) == 0
-    err = capsys.readouterr().err
-    assert "crop: KerasHub's image converter resizes the largest central region of aspect 71:71" in err
-    assert "EXIF orientation" in err
-    x = np.random.default_rng(2).uniform(0, 255, (3, 90, 90, 3)).astype("float32")  # square: equal crops
-    np.save(tmp_path / "x.npy", x)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, "-c", _HUB_CLIENT, out, str(tmp_path / "x.npy")], capture_output=True, text=True, env=env
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    hub = json.loads(run.stdout)
-    classifier = load_classifier(classifier_file)
-    assert hub["class_names"] == list(classifier.class_names) == ["cat", "dog", "fox"]
+def test_kerashub_preset_out_loads_with_keras_hub_alone(clients, classifier_file, capsys):
     import tensorflow as tf
 
+    from keras_xception.tasks.classifier import load_classifier
+
+    out, x, err, preset = clients
+    assert "keras-xception export: warning: KerasHub preset" in err
+    assert "crop: KerasHub's image converter resizes the largest central region of aspect 71:71" in err
+    assert "this model's transform resizes the central 0.875 of each side" in err
+    assert "EXIF orientation: KerasHub takes decoded pixels" in err
+    classifier = load_classifier(classifier_file)
+    assert out["hub_class_names"] == list(classifier.class_names) == ["cat", "dog", "fox"]
     resized = tf.image.resize(x, classifier.transform.target_size).numpy()  # crop_fraction 1 would do the same
-    assert rel_diff(hub["probs"], classifier.model.predict(resized, verbose=0)) < 1e-4
+    assert rel_diff(out["hub_probs"], classifier.model.predict(resized, verbose=0)) < 1e-4
+    argv = ["export", "--format", "keras-hub", "--model", classifier_file, "--out", preset]
     assert cli.main(argv) == 2 and "exists" in capsys.readouterr().err  # nothing overwritten
 
 
@@ -212,8 +211,56 @@ def test_kerashub_out_refuses_what_it_cannot_express(tmp_path):
     from keras_xception import export
 
     for options in (dict(residual=False), dict(output_stride=16), dict(intermediate_activation="relu")):
-        with pytest.raises(ValueError, match="KerasHub's XceptionBackbone has residual connections"):
+        with pytest.raises(
+            ValueError, match="KerasHub.s XceptionBackbone has residual connections, no intermediate activation"
+        ):
             export(small_xception(**options), tmp_path / "p", format="keras-hub")
     with pytest.raises(ValueError, match="no 'predictions' top"):
         export(small_xception(include_top=False, pooling="avg"), tmp_path / "p", format="keras-hub")
     assert not os.path.exists(tmp_path / "p")
+
+
+# ------------------------------------------------------------------------------------------------ LiteRT
+
+
+@pytest.fixture(scope="module")
+def photo_dirs(tmp_path_factory):
+    """Two folders of 8 JPEG photos each: calibration and held-out images."""
+    rng, dirs = np.random.default_rng(9), []
+    for name in ("calibration", "holdout"):
+        d = tmp_path_factory.mktemp(name)
+        for i in range(8):
+            (d / f"{i}.jpg").write_bytes(jpeg_bytes(photo(rng, 80, 90)))
+        dirs.append(str(d))
+    return dirs
+
+
+def test_litert_fp32_export_equals_keras(tmp_path, classifier_file, capsys):
+    pytest.importorskip("ai_edge_litert")
+    from keras_xception.deploy.predictor import Predictor
+    from keras_xception.tasks.classifier import load_classifier
+
+    out = str(tmp_path / "m.tflite")
+    assert cli.main(["export", "--format", "litert", "--model", classifier_file, "--out", out]) == 0
+    assert capsys.readouterr().err.count("\n") == 1  # the "exporting ..." line, no LiteRT or TensorFlow notice
+    predictor, classifier = Predictor(out), load_classifier(classifier_file)
+    assert (predictor.runtime, predictor.precision, predictor.class_names) == ("litert", "fp32", ("cat", "dog", "fox"))
+    x = np.random.default_rng(4).uniform(0, 255, (5, SMALL, SMALL, 3)).astype("float32")
+    assert rel_diff(predictor.predict(x, batch_size=2), classifier.model.predict(x, verbose=0)) < 1e-4
+
+
+def test_litert_int8_is_gated_by_quantize(tmp_path, photo_dirs):
+    pytest.importorskip("ai_edge_litert")
+    from keras_xception import quantize
+    from keras_xception.deploy.predictor import Predictor
+
+    model = randomize(small_xception(classes=4), seed=11)
+    calibration, holdout = photo_dirs
+    out = str(tmp_path / "int8.tflite")
+    with pytest.warns(UserWarning, match="calibration used 8 image"):  # the gate itself: test_deploy_precision.py
+        report = quantize(model, calibration, holdout, out=out, min_agreement=0.5)
+    assert report["runtime"] == "litert" and report["passed"] and report["written"] == out
+    assert report["calibration_images"] == 8 and report["holdout_images"] == 8
+    predictor = Predictor(out)
+    assert (predictor.runtime, predictor.precision) == ("litert", "int8")
+    assert report["top1_agreement"] >= 0.5 and report["cosine_mean"] > 0.9

@@ -5,8 +5,10 @@ images): how it builds from a Keras model or reads its file, quantizes to int8, 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor  # starts its threads when first used
@@ -266,9 +268,86 @@ class _OpenVINOBackend:
         ov.save_model(self._model, path, compress_to_fp16=False)
 
 
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """Standard error at the file-descriptor level sent to /dev/null: LiteRT's C++ prints notices there
+    ("Created TensorFlow Lite XNNPACK delegate", the calibrator's "fully_quantize: 0, ..."); errors still raise."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class _LiteRTBackend:
+    """A ``.tflite`` model (TensorFlow's converter) on the ai-edge-litert interpreter, one chunk at a time on all
+    threads; int8: full-integer (int8 weights and activations, float input and output), calibrated by the
+    converter on the representative images."""
+
+    def __init__(self, source, threads, workers, precision, calibrate):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                self._flat = f.read()
+        else:
+            self._flat = self._convert(source, calibrate if precision == "int8" else None)
+        with _c_stderr_silenced():
+            self._interpreter = Interpreter(model_content=self._flat, num_threads=threads)
+            self._interpreter.allocate_tensors()
+        detail = self._interpreter.get_input_details()[0]
+        self.input_shape = tuple(int(d) for d in detail["shape_signature"][1:])
+        self._input, self._output = detail["index"], self._interpreter.get_output_details()[0]["index"]
+        int8 = any(t["dtype"] == np.int8 for t in self._interpreter.get_tensor_details())
+        self.precision, self._batch = "int8" if int8 else "fp32", None
+
+    @staticmethod
+    def _convert(model, calibrate):
+        import tensorflow as tf
+
+        shape = tuple(model.input_shape[1:])
+        if None in shape:
+            raise ValueError(f"LiteRT needs a fixed input size; the model takes {shape}: build it with input_shape=.")
+        with (
+            tempfile.TemporaryDirectory(prefix="keras-xception-") as tmp,
+            warnings.catch_warnings(),
+            _c_stderr_silenced(),
+        ):
+            warnings.simplefilter("ignore")  # tf.lite's deprecation notice (the interpreter is ai-edge-litert's)
+            write(model, tmp, "tf_saved_model")  # a SavedModel: the converter freezes its variables
+            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+            if calibrate is not None:
+                images = calibrate(shape)
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(len(images)))
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            return converter.convert()
+
+    def run_one(self, x):
+        if self._batch != x.shape:  # the interpreter runs one input shape at a time
+            self._interpreter.resize_tensor_input(self._input, x.shape)
+            self._interpreter.allocate_tensors()
+            self._batch = x.shape
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, np.float32))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+    def run_many(self, chunks):
+        return [self.run_one(c) for c in chunks]
+
+    def save(self, path, record=None):
+        with open(path, "wb") as f:
+            f.write(self._flat)
+
+
 BACKENDS = {
     "keras": _KerasBackend,
     "tensorflow": _TensorFlowBackend,
     "onnxruntime": _OnnxRuntimeBackend,
     "openvino": _OpenVINOBackend,
+    "litert": _LiteRTBackend,
 }

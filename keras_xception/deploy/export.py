@@ -102,7 +102,9 @@ def _check_file(path, format, precision):
             "--precision bf16)."
         )
     if precision == "int8" and format == "savedmodel":
-        raise ValueError("precision='int8' is written for format='onnx' or 'openvino'; received format='savedmodel'.")
+        raise ValueError(
+            "precision='int8' is written for format='onnx', 'openvino' or 'litert'; received format='savedmodel'."
+        )
     return path
 
 

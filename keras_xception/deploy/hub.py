@@ -25,19 +25,15 @@ def _hub_model(model, transform):
     try:
         import keras_hub
     except ImportError:
-        raise RuntimeNotInstalledError(
-            'format="keras-hub" needs keras-hub, which is not installed. Install it with: '
-            'pip install "keras-xception[keras-hub]"'
-        ) from None
+        raise RuntimeNotInstalledError('format="keras-hub" needs: pip install "keras-xception[keras-hub]"') from None
     try:
         spec = spec_of(model)
     except ValueError as e:
         raise ValueError(f"KerasHub's XceptionBackbone cannot express this model: {e}") from None
-    variant = {k: v for k, v in spec.options.items() if k in ("residual", "intermediate_activation", "output_stride")}
-    if variant != dict(residual=True, intermediate_activation=None, output_stride=32):
+    if not spec.residual or spec.intermediate_activation or spec.output_stride != 32:
         raise ValueError(
-            f"KerasHub's XceptionBackbone has residual connections, no intermediate activation and output stride "
-            f"32; this model has {variant}. Export it in another format (savedmodel, onnx, openvino)."
+            "KerasHub's XceptionBackbone has residual connections, no intermediate activation and output stride 32; "
+            f"this model has {spec.options}. Export it in another format (savedmodel, onnx, openvino, litert)."
         )
     top = find_layer(model, "predictions")
     if top is None or len(model.output_shape) != 2:
@@ -60,18 +56,12 @@ def _hub_model(model, transform):
 
 def hub_differences(transform) -> list[str]:
     """What KerasHub's image converter does differently from ``transform`` (empty: nothing)."""
-    height, width = transform.target_size
-    notes = []
-    if transform.crop_fraction != 1.0 or (transform.resize_mode == "central" and height != width):
+    (h, w), f, notes = transform.target_size, transform.crop_fraction, []
+    if transform.resize_mode == "central" or f != 1:
+        ours = f"the central {f:g} of each side" if transform.resize_mode == "central" else f"{f:g} of that region"
         notes.append(
-            f"crop: KerasHub's image converter resizes the largest central region of aspect {height}:{width} to "
-            f"{height}x{width}; this model's transform ({transform.resize_mode!r}, crop_fraction="
-            f"{transform.crop_fraction:g}) takes "
-            + (
-                f"the central {transform.crop_fraction:g} of each side (any aspect ratio) and resizes it."
-                if transform.resize_mode == "central"
-                else f"{transform.crop_fraction:g} of that region. Equal for crop_fraction=1."
-            )
+            f"crop: KerasHub's image converter resizes the largest central region of aspect {h}:{w} to {h}x{w}; "
+            f"this model's transform resizes {ours} (equal only for crop_fraction=1 and images of aspect {h}:{w})."
         )
     if transform.exif_orientation:
         notes.append("EXIF orientation: KerasHub takes decoded pixels; turn photos upright before (PIL.ImageOps).")

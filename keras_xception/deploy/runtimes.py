@@ -30,11 +30,13 @@ TABLE = {
         ("onnxruntime", "tf2onnx", "onnx"), "onnx", ("fp32", "int8"), dict(fp32=1, int8=1), "onnx", ".onnx"
     ),
     "tensorflow": Runtime(("tensorflow",), None, ("fp32",), dict(fp32=32), "savedmodel", None),
+    # TensorFlow converts (full-integer int8 with a representative dataset), ai-edge-litert runs.
+    "litert": Runtime(("ai_edge_litert",), "litert", ("fp32", "int8"), dict(fp32=8, int8=8), "litert", ".tflite"),
     "keras": Runtime((), None, ("fp32",), dict(fp32=32), None, None),  # the Keras model itself
 }
 
 #: The order "auto" prefers (OpenVINO builds in 4 s with 1.5 GB, tf2onnx 8-20 s, 5.7 GB: benchmarks/inference.py).
-RUNTIMES = ("openvino", "onnxruntime", "tensorflow")
+RUNTIMES = ("openvino", "onnxruntime", "tensorflow", "litert")
 
 #: Inference precisions: bf16 is a compile setting of OpenVINO, int8 post-training quantization.
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -140,12 +142,12 @@ def check_export_path(path, format: str) -> str:
 
 
 def runtime_of_file(path) -> str | None:
-    """The runtime whose files end like ``path`` (``.xml``: openvino, ``.onnx``: onnxruntime), or None."""
+    """The runtime whose files end like ``path`` (``.xml``: openvino, ``.onnx``: onnxruntime, ``.tflite``: litert)."""
     return next((name for name, r in TABLE.items() if r.suffix and os.fspath(path).endswith(r.suffix)), None)
 
 
 def format_of(path) -> str:
-    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"`` or ``"openvino"``);
+    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"``, ``"openvino"``, ``"litert"``);
     ``ValueError`` when ``path`` does not exist or is none of those."""
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -156,7 +158,7 @@ def format_of(path) -> str:
         raise ValueError(f"No exported model at {path!r}: the path does not exist.")
     raise ValueError(
         f"{path!r} is not an exported model: expected a SavedModel directory (with saved_model.pb), "
-        "an .onnx file or an OpenVINO .xml file (keras_xception.export writes all three)."
+        "an .onnx file, an OpenVINO .xml file or a LiteRT .tflite file (keras_xception.export writes them)."
     )
 
 
