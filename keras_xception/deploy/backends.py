@@ -270,8 +270,7 @@ class _OpenVINOBackend:
 
 @contextlib.contextmanager
 def _c_stderr_silenced():
-    """Standard error at the file-descriptor level sent to /dev/null: LiteRT's C++ prints notices there
-    ("Created TensorFlow Lite XNNPACK delegate", the calibrator's "fully_quantize: 0, ..."); errors still raise."""
+    """File descriptor 2 to /dev/null: LiteRT's C++ notices ("Created TensorFlow Lite XNNPACK delegate", ...)."""
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)

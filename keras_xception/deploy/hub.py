@@ -71,10 +71,7 @@ def hub_differences(transform) -> list[str]:
 def write_hub_preset(model, path, transform, class_names=None, *, rtol=1e-4, seed=0) -> str:
     """Write ``model`` (an Xception classifier) as a KerasHub preset directory at ``path``, checked against
     ``model`` on random images (``ParityError`` otherwise; nothing written); warns each of :func:`hub_differences`.
-
-    Raises:
-        ValueError: a model KerasHub cannot express (a variant, no classifier) or an existing ``path``.
-    """
+    ``ValueError`` for a model KerasHub cannot express (a variant, no classifier) or an existing ``path``."""
     if os.path.exists(path):
         raise ValueError(f"{path!r} exists; export --format keras-hub writes a new directory.")
     task = _hub_model(model, transform)

@@ -25,8 +25,6 @@ __all__ = [
     "save_legacy_h5",
     "hub_layout",
     "is_hub_preset",
-    "HUB_BACKBONE",
-    "HUB_CLASSIFIER",
 ]
 
 
