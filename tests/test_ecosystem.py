@@ -203,6 +203,8 @@ def test_kerashub_preset_out_loads_with_keras_hub_alone(clients, classifier_file
     assert out["hub_class_names"] == list(classifier.class_names) == ["cat", "dog", "fox"]
     resized = tf.image.resize(x, classifier.transform.target_size).numpy()  # crop_fraction 1 would do the same
     assert rel_diff(out["hub_probs"], classifier.model.predict(resized, verbose=0)) < 1e-4
+    back = small_xception(classes=3, weights=preset)  # and back in: the preset as weights
+    assert rel_diff(back.predict(resized / 127.5 - 1, verbose=0), out["hub_probs"]) < 1e-4
     argv = ["export", "--format", "keras-hub", "--model", classifier_file, "--out", preset]
     assert cli.main(argv) == 2 and "exists" in capsys.readouterr().err  # nothing overwritten
 
