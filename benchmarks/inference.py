@@ -5,7 +5,7 @@ Measures images/s at several batch sizes (default 1, 8, 32; 299x299) for
 * ``keras.applications.Xception(...).predict_on_batch`` (the baseline), and
 * ``Predictor(model, runtime=R, precision=P)`` for every installed runtime R
   and every precision P it runs (fp32 everywhere, bf16 on OpenVINO, int8 on
-  OpenVINO via NNCF and on ONNX Runtime); int8 is calibrated on
+  OpenVINO via NNCF, on ONNX Runtime and on LiteRT, full-integer); int8 is calibrated on
   ``--calibration`` random images (speed does not depend on the values;
   agreement is measured on a trained model by benchmarks/quantization.py),
 

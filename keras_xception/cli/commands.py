@@ -95,10 +95,12 @@ def _check_model(args):
 def _check_weights(weights):
     from keras_xception.pretrained import registry
 
-    if not registry.is_registered(weights) and not os.path.isfile(weights):
+    preset = os.path.isfile(os.path.join(weights, "config.json"))  # a KerasHub preset directory
+    if not registry.is_registered(weights) and not os.path.isfile(weights) and not preset:
         known = ", ".join(r.name for r in registry.list_records())
         raise ValueError(
-            f"--weights must be a registered weight set ({known}), a weights file or 'none'; received "
+            f"--weights must be a registered weight set ({known}), a weights file, a KerasHub preset directory "
+            f"or 'none'; received "
             f"{weights!r} (no such file)."
         )
 

@@ -7,7 +7,7 @@ import argparse
 
 from keras_xception.checks import argtype, fraction, positive_int
 from keras_xception.cli import commands
-from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
+from keras_xception.deploy.runtimes import CLI_RUNTIMES, EXPORT_FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
 from keras_xception.model.spec import ARCHITECTURES, MIN_INPUT_SIZE, OUTPUT_STRIDES
 from keras_xception.tasks.options import STRATEGIES, add_arguments
 
@@ -170,10 +170,10 @@ def _add_summary(sub) -> None:
 
 def _add_export(sub) -> None:
     options = ("weights", "arch", "model", "image_size", "precision", "calibration", "calibration_size")
-    what = "SavedModel, ONNX or OpenVINO, checked against Keras"
+    what = "SavedModel, ONNX, OpenVINO, LiteRT or KerasHub preset, checked against Keras"
     p = _command(sub, "export", what, commands.export, options, precision=dict(choices=("fp32", "int8")))
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
-    p.add_argument("--out", required=True, help="a directory (savedmodel), .onnx or .xml file")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="artifact format")
+    p.add_argument("--out", required=True, help="a directory (savedmodel, keras-hub), .onnx, .xml or .tflite file")
     top = p.add_mutually_exclusive_group()
     top.add_argument("--include-top", action="store_true", default=True, help="keep the classifier (default)")
     top.add_argument("--no-top", dest="include_top", action="store_false", help="the feature extractor")
@@ -188,14 +188,14 @@ def _add_quantize(sub) -> None:
     changes = dict(
         model=dict(help="a saved Keras model"),
         precision=dict(choices=("int8", "bf16"), default="int8"),
-        runtime=dict(choices=("auto", "openvino", "onnxruntime"), default="auto"),
+        runtime=dict(choices=("auto", "openvino", "onnxruntime", "litert"), default="auto"),
     )
     what = "int8 or bf16 model, written only if it agrees with fp32"
     p = _command(sub, "quantize", what, commands.quantize, options, **changes)
     p.add_argument("--features", action="store_true", help="with --weights: the pooled feature extractor")
     p.add_argument("--holdout", metavar="DIR", required=True, help="folder of other images to compare on")
     p.add_argument("--holdout-size", type=_positive_int, help="the most held-out images used")
-    p.add_argument("--out", help="where to write the model: .xml (OpenVINO) or .onnx (ONNX Runtime)")
+    p.add_argument("--out", help="where to write the model: .xml (OpenVINO), .onnx (ONNX Runtime) or .tflite")
     p.add_argument("--min-agreement", type=_fraction, default=0.99, help="the least agreement to write the model")
     _weights_only(p, "image_size", "features")
 

@@ -1,6 +1,6 @@
 """Xception weight files: legacy Keras 2 ``.h5`` (by layer order), Keras 3 ``.weights.h5`` (by key),
 ``.keras`` models holding an Xception, timm ``.safetensors`` checkpoints of the aligned Xceptions (by
-timm's module names); read, shape-checked against a model, written.
+timm's module names), KerasHub preset directories; read, shape-checked against a model, written.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ __all__ = [
     "layer_key",
     "timm_module",
     "save_legacy_h5",
+    "hub_layout",
+    "is_hub_preset",
 ]
 
 
@@ -217,12 +219,72 @@ def _read_safetensors(path, model):
     return entries, top
 
 
+#: The ``registered_name`` of a KerasHub Xception preset's ``config.json`` and of its classifier's ``task.json``.
+HUB_BACKBONE, HUB_CLASSIFIER = "keras_hub>XceptionBackbone", "keras_hub>XceptionImageClassifier"
+
+
+def hub_layout(spec) -> dict:
+    """``spec`` as ``keras_hub.models.XceptionBackbone`` arguments (the stem and each block: filters, pooling).
+    KerasHub names its layers as this package does, and orders them alike in its ``model.weights.h5``."""
+    return dict(
+        stackwise_conv_filters=[list(spec.stem_filters)] + [list(b.filters) for b in spec.blocks],
+        stackwise_pooling=[False] + [b.downsample for b in spec.blocks],
+    )
+
+
+def is_hub_preset(path) -> bool:
+    """Whether ``path`` is a directory with a ``config.json`` (a KerasHub preset, to be read as one)."""
+    return isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def _hub_config(path, name, expected):
+    import json
+
+    try:
+        with open(os.path.join(path, name), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise WeightsFileError(f"its {name} cannot be read ({e})") from None
+    found = config.get("registered_name") if isinstance(config, dict) else None
+    if found != expected or not isinstance(config.get("config"), dict):
+        raise WeightsFileError(
+            f"its {name} names {found!r}, not {expected!r}: only KerasHub presets of an XceptionBackbone "
+            "(or an XceptionImageClassifier) can be read"
+        )
+    return config["config"]
+
+
+def _read_hub_preset(path, model):
+    """``(backbone, top)`` of a KerasHub preset: an XceptionBackbone's ``config.json`` and ``model.weights.h5``
+    (read as any ``.weights.h5``), and an XceptionImageClassifier's ``task.json`` and ``task.weights.h5``."""
+    import h5py
+
+    config, top = _hub_config(path, "config.json", HUB_BACKBONE), None
+    if model is not None:
+        want = hub_layout(spec_of(model))
+        got = {key: config.get(key) for key in want}
+        if got != want:
+            raise WeightsFileError(f"its backbone is {got}; the model's is {want} (another variant)")
+    try:
+        if os.path.exists(os.path.join(path, "task.json")):
+            task = _hub_config(path, "task.json", HUB_CLASSIFIER)
+            if task.get("pooling", "avg") != "avg":
+                raise WeightsFileError(f"its classifier pools with {task['pooling']!r}; Xception's top averages")
+            with h5py.File(os.path.join(path, "task.weights.h5"), "r") as f:
+                top = ("predictions", _vars(f["layers/dense"]))
+        with h5py.File(os.path.join(path, "model.weights.h5"), "r") as f:
+            return _read_keras3_h5(f, model)[0], top
+    except (OSError, KeyError) as e:
+        raise WeightsFileError(f"its weights cannot be read (missing, truncated or corrupt?): {e}") from None
+
+
 def read_weights(path, model):
     """The Xception weights in the file at ``path``: ``(backbone, top)``, nothing checked yet.
 
     ``backbone``: ``(name, [arrays])`` per weighted layer from ``block1_conv1`` to the last block (a
-    ``.weights.h5`` or ``.safetensors`` file is read under the keys of ``model``'s layers, timm's converted to
-    Keras's layout; with ``model=None`` only its classifier). ``top``: the file's classifier, or None.
+    ``.weights.h5`` file, a KerasHub preset directory or a ``.safetensors`` file is read under the keys of
+    ``model``'s layers, timm's converted to Keras's layout; with ``model=None`` only its classifier).
+    ``top``: the file's classifier, or None.
 
     Raises:
         WeightsFileError: naming the file and what is wrong with it.
@@ -231,6 +293,8 @@ def read_weights(path, model):
     try:
         if path.endswith(".safetensors"):
             return _read_safetensors(path, model)
+        if is_hub_preset(path):
+            return _read_hub_preset(path, model)
         if path.endswith(".keras"):
             if not zipfile.is_zipfile(path):
                 raise WeightsFileError("it is not a zip archive, as .keras files are (truncated or corrupt?)")

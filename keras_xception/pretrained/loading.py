@@ -30,7 +30,7 @@ __all__ = [
 
 
 def resolve_weights(weights, arch=None):
-    """``(record, path)`` for ``weights``: ``(None, None)``, a registered record, or an existing file.
+    """``(record, path)`` for ``weights``: ``(None, None)``, a registered record, or an existing file or preset.
 
     ``"imagenet"`` with an aligned ``arch`` (``"xception65"``...): the first registered ImageNet set for it.
 
@@ -45,12 +45,13 @@ def resolve_weights(weights, arch=None):
         weights = imagenet_of(arch)
     if is_registered(weights):
         return get_record(weights), None
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+    if isinstance(weights, (str, os.PathLike)) and (os.path.isfile(weights) or formats.is_hub_preset(weights)):
         return None, os.fspath(weights)
     known = sorted(r.name for r in list_records())
     raise ValueError(
         "`weights` must be None (random initialization), a registered weight set "
-        f"{known}, or the path of an existing weights file (.h5, .weights.h5, .keras, timm's .safetensors); "
+        f"{known}, the path of an existing weights file (.h5, .weights.h5, .keras, timm's .safetensors) or a "
+        "KerasHub preset directory; "
         f"received weights={weights!r}" + (" (no such file)." if isinstance(weights, (str, os.PathLike)) else ".")
     )
 
