@@ -6,37 +6,10 @@ from __future__ import annotations
 
 from keras_xception.data.transform import decode_and_transform
 
-__all__ = ["serving_function", "exif_orientation", "output_names", "TOP_K", "UNREADABLE"]
+__all__ = ["serving_function", "output_names", "TOP_K", "UNREADABLE"]
 
 TOP_K = 5
 UNREADABLE = "error: not a decodable image (JPEG, PNG, GIF or BMP), or truncated"
-_SEARCH = 1 << 16  # an EXIF APP1 segment starts within the first 64 KiB (it is one segment, < 64 KiB)
-_ENTRIES = 64  # IFD0 entries looked at (Orientation comes early: tags are sorted)
-
-
-def exif_orientation(contents):
-    """The EXIF ``Orientation`` (1..8) of JPEG bytes (a scalar string tensor) in TensorFlow ops; 1 when absent
-    or malformed. ``data.transform.jpeg_orientation`` (Pillow, faster in ``tf.data``) cannot be saved in a graph."""
-    import tensorflow as tf
-
-    padded = tf.strings.substr(
-        tf.strings.join([tf.strings.substr(contents, 0, _SEARCH), b"\0" * (_SEARCH + 16)]), 0, _SEARCH + 16
-    )
-    data = tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.int32)
-    byte = lambda i: tf.gather(data, tf.clip_by_value(i, 0, _SEARCH + 15))  # noqa: E731
-    parts = tf.strings.split(tf.strings.substr(contents, 0, _SEARCH), b"Exif\0\0", maxsplit=1)
-    tiff = tf.strings.length(parts[0]) + 6  # the TIFF header follows "Exif\0\0"
-    little, big = (tf.logical_and(byte(tiff) == c, byte(tiff + 1) == c) for c in (73, 77))  # "II", "MM"
-
-    def u16(i):
-        return tf.where(little, byte(i) + 256 * byte(i + 1), 256 * byte(i) + byte(i + 1))
-
-    ifd = tiff + tf.where(little, u16(tiff + 4) + 65536 * u16(tiff + 6), 65536 * u16(tiff + 4) + u16(tiff + 6))
-    entries = ifd + 2 + 12 * tf.range(_ENTRIES)
-    hits = tf.logical_and(u16(entries) == 0x0112, tf.range(_ENTRIES) < u16(ifd))
-    value = tf.reduce_max(tf.where(hits, u16(entries + 8), 0))
-    checks = [tf.io.is_jpeg(contents), tf.size(parts) > 1, little | big, tf.reduce_any(hits), value >= 1, value <= 8]
-    return tf.where(tf.reduce_all(tf.stack(checks)), value, 1)
 
 
 def output_names(classes, class_names=None):
@@ -59,8 +32,7 @@ def serving_function(model, transform, class_names=None, top_k=TOP_K):
     names = tf.constant(output_names(model.output_shape[-1], class_names)) if classifier else None
 
     def decode(i, contents):
-        orientation = exif_orientation(contents) if transform.exif_orientation else None
-        return i, decode_and_transform(contents, transform, orientation)
+        return i, decode_and_transform(contents, transform)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_images(images):
