@@ -3,6 +3,8 @@
 A layer's MACs are its kernels' sizes times its output positions (Conv2D, DepthwiseConv2D, both
 parts of SeparableConv2D, Dense); BatchNormalization (folded at inference), activations, pooling,
 additions and biases count 0. This gives the 8.36 GMACs usually quoted for Xception at 299x299.
+``fvcore=True`` counts as fvcore (timm's published GMACs) does: also 2 per BatchNormalization output
+element and 1 per input element of a global average pooling.
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ class LayerCost:
     macs: int
 
 
-def _macs(layer) -> int:
+def _macs(layer, fvcore=False) -> int:
     """Output positions x the sizes of the layer's kernels (SeparableConv2D: depthwise + pointwise)."""
+    if fvcore and isinstance(layer, keras.layers.BatchNormalization):
+        return 2 * int(np.prod(layer.output.shape[1:]))
+    if fvcore and isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        return int(np.prod(layer.input.shape[1:]))
     kernels = [w for w in layer.weights if w.name.endswith("kernel")]
     if not kernels:
         return 0
@@ -64,18 +70,20 @@ def _leaf_layers(model):
             yield layer
 
 
-def layer_costs(model) -> list[LayerCost]:
+def layer_costs(model, fvcore=False) -> list[LayerCost]:
     """One :class:`LayerCost` per layer of ``model`` (nested models flattened)."""
     return [
-        LayerCost(layer.name, type(layer).__name__, tuple(layer.output.shape), layer.count_params(), _macs(layer))
+        LayerCost(
+            layer.name, type(layer).__name__, tuple(layer.output.shape), layer.count_params(), _macs(layer, fvcore)
+        )
         for layer in _leaf_layers(model)
         if not isinstance(layer, keras.layers.InputLayer)
     ]
 
 
-def count_macs(model) -> int:
-    """Multiply-accumulates of one forward pass of one image (see the module's convention)."""
-    return sum(c.macs for c in layer_costs(model))
+def count_macs(model, *, fvcore=False) -> int:
+    """Multiply-accumulates of one forward pass of one image (see the module's conventions)."""
+    return sum(c.macs for c in layer_costs(model, fvcore))
 
 
 def summary(model) -> dict:
