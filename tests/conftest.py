@@ -8,8 +8,11 @@ the full-width model, at 71x71 unless they need more. Tests that build the full 
 299x299 or start processes are marked ``slow``.
 """
 
+import functools
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import types
 
@@ -72,6 +75,89 @@ def randomize(model, seed=0):
 def rel_diff(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def jax_env():
+    """The environment of a child process on Keras's JAX backend (CPU), with this checkout importable."""
+    tests = os.path.join(REPO, "tests")
+    return dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO + os.pathsep + tests, JAX_PLATFORMS="cpu")
+
+
+@functools.cache
+def tensorflow_runs_nchw():
+    """Whether TensorFlow runs an NCHW convolution here (asked once, on a 1x1 image).
+
+    TensorFlow's own CPU kernels only take NHWC; oneDNN (on by default only on some CPUs, e.g. with
+    AVX-512) and GPUs also take NCHW.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.nn.conv2d(tf.zeros((1, 1, 1, 1)), tf.zeros((1, 1, 1, 1)), 1, "VALID", data_format="NCHW")
+    except tf.errors.UnimplementedError:
+        return False
+    return True
+
+
+#: The channels_first checks: builder keyword arguments (on top of a no-top SMALL_OPTIONS model at 71 px)
+#: and the seed of random BatchNormalization statistics (None: Keras's initial ones).
+CHANNELS_FIRST = {
+    "small": ({}, None),
+    "variant": (dict(output_stride=8, intermediate_activation="elu", residual=False), 6),
+}
+
+
+def channels_first_outputs(directory):
+    """Build every CHANNELS_FIRST model as channels_first with the weights in ``directory/<case>.npz``,
+    run it on ``directory/x.npy`` (NCHW) and save ``directory/<case>.npy``, on the current Keras backend."""
+    import keras
+
+    x = np.load(os.path.join(directory, "x.npy"))
+    keras.config.set_image_data_format("channels_first")
+    try:
+        for case, (kwargs, _) in CHANNELS_FIRST.items():
+            model = small_xception(include_top=False, input_shape=x.shape[1:], **kwargs)
+            with np.load(os.path.join(directory, f"{case}.npz")) as w:
+                model.set_weights([w[f"arr_{i}"] for i in range(len(w.files))])
+            np.save(os.path.join(directory, f"{case}.npy"), model.predict(x, verbose=0))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+
+
+@pytest.fixture(scope="session")
+def channels_first(images, tmp_path_factory):
+    """``{case: (channels_first output transposed to NHWC, channels_last output)}`` for CHANNELS_FIRST.
+
+    The channels_last models run on TensorFlow. The channels_first ones share their weights and run
+    on TensorFlow where it runs NCHW convolutions (:func:`tensorflow_runs_nchw`), else all in one
+    child process on the JAX backend, whose CPU convolutions take either layout.
+    """
+    from keras_xception import preprocess_input
+
+    d = tmp_path_factory.mktemp("channels_first")
+    x = preprocess_input(images)
+    np.save(d / "x.npy", np.transpose(x, (0, 3, 1, 2)))
+    last = {}
+    for case, (kwargs, seed) in CHANNELS_FIRST.items():
+        model = small_xception(include_top=False, **kwargs)
+        if seed is not None:
+            randomize(model, seed)
+        np.savez(d / f"{case}.npz", *model.get_weights())
+        last[case] = model.predict(x, verbose=0)
+    if tensorflow_runs_nchw():
+        channels_first_outputs(str(d))
+    else:
+        pytest.importorskip("jax", reason="TensorFlow cannot run NCHW here and jax is not installed")
+        code = f"import keras, conftest; assert keras.backend.backend() == 'jax'; conftest.channels_first_outputs({str(d)!r})"
+        # XLA's quickest compilation: 8 s instead of 33 s here, mostly compiling the random initializers.
+        flags = " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+        env = dict(jax_env(), XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + flags)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return {case: (np.transpose(np.load(d / f"{case}.npy"), (0, 2, 3, 1)), last[case]) for case in last}
 
 
 @pytest.fixture(scope="session")

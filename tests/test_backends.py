@@ -1,17 +1,14 @@
 """The architecture is plain keras.layers: it runs, with the same weights and outputs, on JAX."""
 
 import importlib.util
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import rel_diff
+from conftest import jax_env, rel_diff
 
 import keras_xception as kx
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = """
 import sys, numpy as np, keras, keras_xception as kx
@@ -27,10 +24,9 @@ np.save(sys.argv[3], np.asarray(m.predict(kx.preprocess_input(x), verbose=0)))
 def test_jax_backend_gives_tensorflow_outputs(keras_reference, images, tmp_path):
     ref, weights_path, _ = keras_reference
     np.save(tmp_path / "x.npy", images)
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "x.npy"), weights_path, str(tmp_path / "y.npy")],
-        env=env,
+        env=jax_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -254,10 +254,10 @@ def _head_phase(run, model, features, class_weight):
 def _one_device_validation(model, dataset, labels):
     """``val_loss`` and ``val_accuracy`` at the end of every epoch, computed on one device.
 
-    Keras 3.15 under a multi-replica strategy fails on a batch that leaves a replica without
-    images when the model has convolutions and BatchNormalization ("Incompatible shapes: [4] vs.
-    [0,8,8,3]"; tests/test_tasks_training.py reproduces it), and 3 validation images on 2 replicas
-    cannot be batched otherwise. Must come before ``EarlyStopping`` in the callbacks.
+    With TensorFlow's oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS; by default on some x86 CPUs, e.g. with AVX-512),
+    Keras 3.15 under a multi-replica strategy fails on a batch that leaves a replica without images in a model
+    with convolutions and BatchNormalization ("Incompatible shapes: [4] vs. [0,8,8,3]"; tests/test_tasks_training.py
+    reproduces it); 3 validation images on 2 replicas cannot be batched otherwise. Must precede ``EarlyStopping``.
     """
     scores = tf.function(lambda x: model(x, training=False))
 
