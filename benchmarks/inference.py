@@ -5,7 +5,7 @@ Measures images/s at several batch sizes (default 1, 8, 32; 299x299) for
 * ``keras.applications.Xception(...).predict_on_batch`` (the baseline), and
 * ``Predictor(model, runtime=R, precision=P)`` for every installed runtime R
   and every precision P it runs (fp32 everywhere, bf16 on OpenVINO, int8 on
-  OpenVINO via NNCF and on ONNX Runtime); int8 is calibrated on
+  OpenVINO via NNCF, on ONNX Runtime and on LiteRT, full-integer); int8 is calibrated on
   ``--calibration`` random images (speed does not depend on the values;
   agreement is measured on a trained model by benchmarks/quantization.py),
 
@@ -51,6 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from keras_xception.deploy.runtimes import PRECISIONS  # noqa: E402  (no TensorFlow import)
+
+ARCH = "xception"  # --arch: the Predictors' architecture (the baseline stays keras.applications.Xception)
 
 
 def gflop_per_image(model):
@@ -129,11 +131,12 @@ def _build(runtime, reference, precision="fp32", calibration=20, **predictor_kwa
     size = reference.input_shape[1]
     import warnings
 
-    from keras_xception import Xception
+    from keras_xception import build
     from keras_xception.deploy.predictor import Predictor
 
-    model = Xception(weights=None, input_shape=(size, size, 3))
-    model.set_weights(reference.get_weights())
+    model = build(ARCH, weights=None, input_shape=(size, size, 3))
+    if ARCH == "xception":
+        model.set_weights(reference.get_weights())
     if precision == "int8":
         rng = np.random.default_rng(1)
         predictor_kwargs["calibration"] = rng.uniform(-1, 1, (calibration, size, size, 3)).astype(np.float32)
@@ -184,7 +187,7 @@ def _memory_child(name, size, runtimes):
 
 def _peak_memory(name, size, runtimes):
     cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, "--image-size", str(size)]
-    cmd += ["--runtimes", *runtimes]
+    cmd += ["--runtimes", *runtimes, "--arch", ARCH]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in reversed(res.stdout.splitlines()):
         if line.startswith("{"):
@@ -214,8 +217,14 @@ def main(argv=None):
         "default chunking (deploy.runtimes.TABLE batch_size) brings",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--arch", default="xception", help="the Predictors' architecture (keras_xception.build); the limit column "
+        "stays Xception's GFLOP"
+    )  # fmt: skip
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global ARCH
+    ARCH = args.arch
     if args.memory_child:
         return _memory_child(args.memory_child, args.image_size, args.runtimes)
     if args.repeats < 1:

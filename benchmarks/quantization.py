@@ -11,8 +11,8 @@ classes, scaled to ``--image-size`` RGB). 1,000 digits train it, 300 of those
 calibrate int8 (NNCF's recommended count), and the other 797, never seen in
 training or calibration, are the held-out set.
 
-For each reduced precision (OpenVINO int8 via NNCF, ONNX Runtime int8, OpenVINO
-bf16) it builds a :class:`keras_xception.Predictor` and reports, with
+For each reduced precision (OpenVINO int8 via NNCF, ONNX Runtime int8, LiteRT
+full-integer int8, OpenVINO bf16) it builds a :class:`keras_xception.Predictor` and reports, with
 :func:`keras_xception.agreement` (the figures ``keras-xception quantize``
 gates on): top-1 agreement with the float32 Keras model, top-5 overlap,
 max/mean absolute difference of the probabilities, cosine of the probability
@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-CASES = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "bf16"))
+CASES = (("openvino", "int8"), ("onnxruntime", "int8"), ("litert", "int8"), ("openvino", "bf16"))
 
 
 def digits(size):
@@ -48,13 +48,13 @@ def digits(size):
     return tf.image.resize(pixels, (size, size)).numpy() / 127.5 - 1.0, data.target
 
 
-def train(x, y, size, epochs, seed):
+def train(x, y, size, epochs, seed, arch="xception"):
     import keras
 
-    from keras_xception import Xception
+    from keras_xception import build
 
     keras.utils.set_random_seed(seed)
-    model = Xception(weights=None, input_shape=(size, size, 3), classes=10)
+    model = build(arch, weights=None, input_shape=(size, size, 3), classes=10)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9  # moving statistics that settle in a few short epochs
@@ -69,8 +69,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--calibration", type=int, default=300, help="calibration images (default 300)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="xception", help="keras_xception.build's architecture (e.g. xception41)")
     parser.add_argument("--model", help="reuse (or save) the trained model at this .keras path")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--runtimes", nargs="+", help="only these runtimes' cases (default: every installed one)")
     args = parser.parse_args(argv)
 
     import keras
@@ -87,7 +89,7 @@ def main(argv=None):
     if loaded:
         model = keras.saving.load_model(args.model)
     else:
-        model = train(x[train_idx], y[train_idx], args.image_size, args.epochs, args.seed)
+        model = train(x[train_idx], y[train_idx], args.image_size, args.epochs, args.seed, args.arch)
         if args.model:
             model.save(args.model)
     train_seconds = None if loaded else time.perf_counter() - t
@@ -101,6 +103,7 @@ def main(argv=None):
     calibration = x[train_idx[: args.calibration]]
     results = {
         "image_size": args.image_size,
+        "arch": args.arch,
         "parameters": model.count_params(),
         "train_seconds": None if loaded else round(train_seconds, 1),
         "model": args.model if loaded else None,
@@ -111,7 +114,7 @@ def main(argv=None):
     reference = model.predict(holdout, verbose=0)
     installed = available_runtimes()
     for runtime, precision in CASES:
-        if runtime not in installed:
+        if runtime not in installed or (args.runtimes and runtime not in args.runtimes):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -15,7 +15,7 @@ __version__ = "0.3.0"
 _NAMES = {
     name: module
     for module, names in {
-        "keras_xception.xception": "Xception",
+        "keras_xception.xception": "Xception xception41 xception65 xception71 xception41p xception65p build",
         "keras_xception.model.preprocessing": "preprocess_input preprocessing_layer",
         "keras_xception.model.imagenet": "decode_predictions",
         "keras_xception.model.spec": "xception_spec XceptionSpec",

@@ -146,10 +146,10 @@ def test_unknown_runtime_is_a_clear_error(model):
         Predictor(model, runtime="tensorrt")
 
 
-@pytest.mark.parametrize("runtime,extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
+@pytest.mark.parametrize("runtime,extra", [("onnxruntime", "onnx"), ("openvino", "openvino"), ("litert", "litert")])
 def test_uninstalled_runtime_names_the_extra(monkeypatch, model, runtime, extra):
     real = runtimes.is_installed
-    blocked = {"onnxruntime", "openvino"}
+    blocked = {"onnxruntime", "openvino", "ai_edge_litert"}
     monkeypatch.setattr(runtimes, "is_installed", lambda m: m not in blocked and real(m))
     with pytest.raises(RuntimeNotInstalledError, match=rf'pip install "keras-xception\[{extra}\]"'):
         Predictor(model, runtime=runtime)

@@ -233,7 +233,7 @@ def test_export_int8_and_file_errors(digits, tmp_path):
             assert 0 < largest_int8_weight(path) <= 64  # 7-bit weights: no int16 saturation without VNNI
     with pytest.raises(ValueError, match="compile"):
         export(model, tmp_path / "b.xml", "openvino", precision="bf16")
-    with pytest.raises(ValueError, match="format='onnx' or 'openvino'"):
+    with pytest.raises(ValueError, match="format='onnx', 'openvino' or 'litert'"):
         export(model, tmp_path / "sm", "savedmodel", precision="int8", calibration=x)
     with pytest.raises(ValueError, match="holds an int8 model; it cannot run in precision='fp32'"):
         Predictor(str(tmp_path / "m.xml"), precision="fp32")

@@ -63,7 +63,7 @@ def test_train_end_to_end_report_and_files(trained):
     assert set(report["timings"]) >= {"features_seconds", "head_seconds", "fine_tune_seconds", "total_seconds"}
     assert report["settings"]["augment"] is True and report["settings"]["strategy"] == "default"
     assert set(report["settings"]) == {
-        "data_dir", "val_dir", "val_split", "weights", "image_size", "epochs", "max_epochs", "patience",
+        "data_dir", "val_dir", "val_split", "weights", "arch", "image_size", "epochs", "max_epochs", "patience",
         "learning_rate", "dropout", "fine_tune_epochs", "fine_tune_blocks", "fine_tune_learning_rate", "augment",
         "class_weight", "batch_size", "strategy", "num_replicas", "mixed_precision", "seed",
     }  # fmt: skip

@@ -37,6 +37,10 @@ def check(args) -> None:
         _check_model(args)
     elif getattr(args, "weights", None) is not None:
         _check_weights(args.weights)
+        if getattr(args, "arch", None) and args.weights == "imagenet":  # the arch's own ImageNet weights
+            from keras_xception.pretrained.registry import imagenet_of
+
+            args.weights = imagenet_of(args.arch)
     if getattr(args, "precision", None) is not None:
         args.runtime = runtime_of(args)
     if hasattr(args, "images"):
@@ -91,10 +95,12 @@ def _check_model(args):
 def _check_weights(weights):
     from keras_xception.pretrained import registry
 
-    if not registry.is_registered(weights) and not os.path.isfile(weights):
+    preset = os.path.isfile(os.path.join(weights, "config.json"))  # a KerasHub preset directory
+    if not registry.is_registered(weights) and not os.path.isfile(weights) and not preset:
         known = ", ".join(r.name for r in registry.list_records())
         raise ValueError(
-            f"--weights must be a registered weight set ({known}), a weights file or 'none'; received "
+            f"--weights must be a registered weight set ({known}), a weights file, a KerasHub preset directory "
+            f"or 'none'; received "
             f"{weights!r} (no such file)."
         )
 
@@ -181,11 +187,11 @@ def _model(args, **kwargs):
     Keras model) or of ``--weights`` and ``--image-size`` (``kwargs``: the Xception's other arguments)."""
     from keras_xception.data.metadata import read_record
     from keras_xception.data.transform import resolve_transform
-    from keras_xception.xception import Xception
+    from keras_xception.xception import build
 
     if args.model is None:
         shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-        model = Xception(weights=args.weights, input_shape=shape, **kwargs)
+        model = build(args.arch, weights=args.weights, input_shape=shape, **kwargs)
         return model, resolve_transform(args.weights, model=model), None
     if args.command == "quantize" and read_record(args.model) is None:  # a Keras model not made by `train`
         import keras
@@ -249,7 +255,7 @@ def predict(args, stdout) -> int:
         from keras_xception.data.transform import resolve_transform
         from keras_xception.model.imagenet import decode_predictions
 
-        model = _imagenet_classifier(args.weights)
+        model = _imagenet_classifier(args.weights, args.arch)
         transform = resolve_transform(args.weights, model=model, exif_orientation=True)  # user photos: upright
         result = _run_model(paths, model, transform, args)
         tops = decode_predictions(result.features, top=args.top)
@@ -274,10 +280,10 @@ def _print_predictions(paths, rows, stdout):
         _print_table(table, stdout, align="><<>")
 
 
-def _imagenet_classifier(weights):
+def _imagenet_classifier(weights, arch=None):
     """The 1000-class ImageNet Xception for ``predict``; a clear error for weights without that classifier."""
     from keras_xception.pretrained import formats, loading
-    from keras_xception.xception import Xception
+    from keras_xception.xception import build
 
     record, path = loading.resolve_weights(weights)
     if record is not None:
@@ -296,7 +302,7 @@ def _imagenet_classifier(weights):
             f"--weights {weights!r} has a {classes}-class classifier; predict names ImageNet's 1000 classes. "
             "Load that model in Python (keras.saving.load_model) to use its own classes."
         )
-    return Xception(weights=weights)
+    return build(arch, weights=weights)
 
 
 def _write_cam(out, model, transform, result, tops):
@@ -331,7 +337,7 @@ def extract(args, stdout) -> int:
             raise ValueError(f"--layer {layer!r}: {e}") from None
     else:
         transform = resolve_transform(args.weights, target_size=args.image_size, exif_orientation=True)
-        model = pooled_feature_model(args.weights, args.layer, transform.target_size)
+        model = pooled_feature_model(args.weights, args.layer, transform.target_size, arch=args.arch)
     result = _run_model(args.dir, model, transform, args)
     out = args.out if args.out.endswith(".npz") else args.out + ".npz"
     save_features(out, result)
@@ -358,7 +364,7 @@ def _evaluate_imagenet(args, stdout):
     strategy = evaluation.make_strategy(args.strategy)  # first: multi-worker is set up before TF runs anything
     from keras_xception.data import imagenet
     from keras_xception.data.transform import resolve_transform
-    from keras_xception.xception import Xception
+    from keras_xception.xception import build
 
     overrides = dict(crop_fraction=args.crop_pct, resize_mode=args.resize_mode, interpolation=args.interpolation)
     transform = resolve_transform(args.weights, target_size=args.image_size, **overrides)
@@ -372,7 +378,7 @@ def _evaluate_imagenet(args, stdout):
     options = {name: getattr(args, name) for name in ("batch_size", "limit", "strict", "per_class")}
     options.update(inference(args), strategy=strategy, verbose=args.verbose)
     report = evaluation.evaluate(
-        lambda: Xception(weights=args.weights, input_shape=shape), records, transform=transform, **options
+        lambda: build(args.arch, weights=args.weights, input_shape=shape), records, transform=transform, **options
     )
     report.update(weights=args.weights, runtime=args.runtime, precision=args.precision)
     if not evaluation.is_chief(strategy):
@@ -452,9 +458,9 @@ def weights_verify(args, stdout) -> int:
             status = f"MISSING (run: keras-xception weights download {name})"
             failed.append(name)
         elif download.verify_file(path, r):
-            status = f"OK ({r.hash_algorithm} {r.file_hash})"
+            status = f"OK ({r.hash_algorithm} {r.file_hash})" if r.file_hash else "OK (a whole safetensors file)"
         else:
-            digest = download.file_digest(path, r.hash_algorithm)
+            digest = download.file_digest(path, r.hash_algorithm or "sha256")
             status = f"MISMATCH ({r.hash_algorithm} {digest}, expected {r.file_hash})"
             failed.append(name)
         print(f"{name}: {status}  {path}", file=stdout)
@@ -484,15 +490,24 @@ def summary(args, stdout) -> int:
     import inspect
 
     from keras_xception.model import analysis
-    from keras_xception.xception import Xception
+    from keras_xception.xception import Xception, build
 
     defaults = inspect.signature(Xception).parameters
     names = ("residual", "intermediate_activation", "middle_flow_blocks", "width_multiplier", "output_stride")
     given = {k: getattr(args, k) for k in names if getattr(args, k) != defaults[k].default}
+    arch = args.arch or "xception"
+    if arch != "xception" and (args.ablations or set(given) - {"output_stride"}):
+        raise ValueError(f"--arch {arch} takes --output-stride only of the variant options (they are Xception's).")
     rows, models = [], []
     for kw in [dict(kw) for kw in analysis.ABLATIONS] if args.ablations else [given]:
-        model = Xception(weights=None, include_top=not args.no_top, input_shape=(args.size, args.size, 3), **kw)
-        rows.append(dict(analysis.summary(model), name=", ".join(f"{k}={v}" for k, v in kw.items()) or "official"))
+        shape = (args.size, args.size, 3)
+        model = build(arch, weights=None, include_top=not args.no_top, input_shape=shape, **kw)
+        name = ", ".join(f"{k}={v}" for k, v in kw.items()) or "official"
+        rows.append(
+            dict(
+                analysis.summary(model), name=name if arch == "xception" else f"{arch} {name}".replace(" official", "")
+            )
+        )
         models.append(model)
     layers = [analysis.layer_costs(m) for m in models] if args.layers else []
     if args.json:

@@ -7,8 +7,8 @@ import argparse
 
 from keras_xception.checks import argtype, fraction, positive_int
 from keras_xception.cli import commands
-from keras_xception.deploy.runtimes import CLI_RUNTIMES, FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
-from keras_xception.model.spec import MIN_INPUT_SIZE, OUTPUT_STRIDES
+from keras_xception.deploy.runtimes import CLI_RUNTIMES, EXPORT_FORMATS, PRECISIONS, RECOMMENDED_CALIBRATION
+from keras_xception.model.spec import ARCHITECTURES, MIN_INPUT_SIZE, OUTPUT_STRIDES
 from keras_xception.tasks.options import STRATEGIES, add_arguments
 
 __all__ = ["build_parser", "add_runtime_argument", "add_options"]
@@ -27,6 +27,10 @@ def _weights(text):
 OPTIONS = {
     "weights": ("--weights", dict(type=_weights, default="imagenet", help="registered name, file, or 'none'")),
     "model": ("--model", dict(metavar="MODEL.keras", help="instead of --weights: a classifier from `train`")),
+    "arch": (
+        "--arch",
+        dict(choices=list(ARCHITECTURES), help="architecture (default: the --weights' own, else xception)"),
+    ),
     "image_size": ("--image-size", dict(type=_image_size, help="square input side (default: the weights')")),
     "batch_size": ("--batch-size", dict(type=_positive_int, default=32, help="images per batch")),
     "strict": ("--strict", dict(action="store_true", help="stop at the first unreadable input")),
@@ -43,7 +47,7 @@ OPTIONS = {
     "quiet": ("--quiet", dict(action="store_true", help="no progress output")),
 }
 #: Running a model over images: predict, extract, evaluate.
-RUN = ("weights", "model", "batch_size", "strict", "runtime", "precision", "calibration")
+RUN = ("weights", "arch", "model", "batch_size", "strict", "runtime", "precision", "calibration")
 
 
 def add_options(parser, names, **changes) -> None:
@@ -77,7 +81,7 @@ def _command(sub, name, help, func, options=(), **changes):
 
 def _weights_only(p, *names) -> None:
     """Record the options that describe the --weights model, refused with ``--model`` (see commands.check)."""
-    p.set_defaults(weights_only={name: p.get_default(name) for name in ("weights", *names)})
+    p.set_defaults(weights_only={name: p.get_default(name) for name in ("weights", "arch", *names)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +155,7 @@ def _add_weights_commands(sub) -> None:
 
 
 def _add_summary(sub) -> None:
-    p = _command(sub, "summary", "parameters and multiply-accumulates of a variant", commands.summary, ["json"])
+    p = _command(sub, "summary", "parameters and multiply-accumulates of a variant", commands.summary, ["arch", "json"])
     p.add_argument("--size", type=_image_size, default=299, help="input height and width")
     p.add_argument("--no-top", action="store_true", help="without the classifier")
     p.add_argument("--no-residual", dest="residual", action="store_false", help="no residual connections")
@@ -165,11 +169,11 @@ def _add_summary(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size")
-    what = "SavedModel, ONNX or OpenVINO, checked against Keras"
+    options = ("weights", "arch", "model", "image_size", "precision", "calibration", "calibration_size")
+    what = "SavedModel, ONNX, OpenVINO, LiteRT or KerasHub preset, checked against Keras"
     p = _command(sub, "export", what, commands.export, options, precision=dict(choices=("fp32", "int8")))
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
-    p.add_argument("--out", required=True, help="a directory (savedmodel), .onnx or .xml file")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="artifact format")
+    p.add_argument("--out", required=True, help="a directory (savedmodel, keras-hub), .onnx, .xml or .tflite file")
     top = p.add_mutually_exclusive_group()
     top.add_argument("--include-top", action="store_true", default=True, help="keep the classifier (default)")
     top.add_argument("--no-top", dest="include_top", action="store_false", help="the feature extractor")
@@ -179,24 +183,25 @@ def _add_export(sub) -> None:
 
 
 def _add_quantize(sub) -> None:
-    options = ("weights", "model", "image_size", "precision", "calibration", "calibration_size", "runtime", "report")
+    options = ("weights", "arch", "model", "image_size", "precision", "calibration", "calibration_size", "runtime")
+    options += ("report",)
     changes = dict(
         model=dict(help="a saved Keras model"),
         precision=dict(choices=("int8", "bf16"), default="int8"),
-        runtime=dict(choices=("auto", "openvino", "onnxruntime"), default="auto"),
+        runtime=dict(choices=("auto", "openvino", "onnxruntime", "litert"), default="auto"),
     )
     what = "int8 or bf16 model, written only if it agrees with fp32"
     p = _command(sub, "quantize", what, commands.quantize, options, **changes)
     p.add_argument("--features", action="store_true", help="with --weights: the pooled feature extractor")
     p.add_argument("--holdout", metavar="DIR", required=True, help="folder of other images to compare on")
     p.add_argument("--holdout-size", type=_positive_int, help="the most held-out images used")
-    p.add_argument("--out", help="where to write the model: .xml (OpenVINO) or .onnx (ONNX Runtime)")
+    p.add_argument("--out", help="where to write the model: .xml (OpenVINO), .onnx (ONNX Runtime) or .tflite")
     p.add_argument("--min-agreement", type=_fraction, default=0.99, help="the least agreement to write the model")
     _weights_only(p, "image_size", "features")
 
 
 def _add_train(sub) -> None:
-    p = _command(sub, "train", "train a classifier on class folders", commands.train, ("weights", "quiet"))
+    p = _command(sub, "train", "train a classifier on class folders", commands.train, ("weights", "arch", "quiet"))
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
     p.add_argument("--out", required=True, metavar="MODEL.keras", help="the trained classifier")
     add_arguments(p)  # from keras_xception.tasks.options.TrainOptions

@@ -5,7 +5,6 @@ applied by :func:`decode_and_transform` for :func:`load_image`, every pipeline a
 from __future__ import annotations
 
 import dataclasses
-import io
 import numbers
 import os
 
@@ -179,25 +178,34 @@ def file_windows(paths, transform: Transform):
     return np.where(sizes[:, :1] < 0, -1, windows).astype(np.int32), orientations
 
 
+_SEARCH = 1 << 16  # an EXIF APP1 segment starts within the first 64 KiB (it is one segment, < 64 KiB)
+_ENTRIES = 64  # IFD0 entries looked at (Orientation comes early: tags are sorted)
+
+
 def jpeg_orientation(contents):
-    """The EXIF ``Orientation`` (1..8) of image bytes (scalar string tensor); 1 when absent or malformed.
-
-    Pillow in a ``tf.numpy_function``: it replaced a parser in TensorFlow ops that cost more than the
-    decode (benchmarks/pipeline.py). Pipelines over files read it up front (:func:`file_windows`).
-    """
+    """The EXIF ``Orientation`` (1..8) of JPEG bytes (a scalar string tensor) in TensorFlow ops; 1 when absent
+    or malformed. Ops only, so that a SavedModel can hold it; pipelines over files read it up front instead
+    (:func:`file_windows`, Pillow)."""
     import tensorflow as tf
-    from PIL import Image, UnidentifiedImageError
 
-    def read(data):
-        try:
-            with Image.open(io.BytesIO(np.asarray(data).item())) as image:
-                return np.int32(_exif_orientation(image))
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-            return np.int32(1)
+    padded = tf.strings.substr(
+        tf.strings.join([tf.strings.substr(contents, 0, _SEARCH), b"\0" * (_SEARCH + 16)]), 0, _SEARCH + 16
+    )
+    data = tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.int32)
+    byte = lambda i: tf.gather(data, tf.clip_by_value(i, 0, _SEARCH + 15))  # noqa: E731
+    parts = tf.strings.split(tf.strings.substr(contents, 0, _SEARCH), b"Exif\0\0", maxsplit=1)
+    tiff = tf.strings.length(parts[0]) + 6  # the TIFF header follows "Exif\0\0"
+    little, big = (tf.logical_and(byte(tiff) == c, byte(tiff + 1) == c) for c in (73, 77))  # "II", "MM"
 
-    orientation = tf.numpy_function(read, [contents], tf.int32, stateful=False)
-    orientation.set_shape(())
-    return orientation
+    def u16(i):
+        return tf.where(little, byte(i) + 256 * byte(i + 1), 256 * byte(i) + byte(i + 1))
+
+    ifd = tiff + tf.where(little, u16(tiff + 4) + 65536 * u16(tiff + 6), 65536 * u16(tiff + 4) + u16(tiff + 6))
+    entries = ifd + 2 + 12 * tf.range(_ENTRIES)
+    hits = tf.logical_and(u16(entries) == 0x0112, tf.range(_ENTRIES) < u16(ifd))
+    value = tf.reduce_max(tf.where(hits, u16(entries + 8), 0))
+    checks = [tf.io.is_jpeg(contents), tf.size(parts) > 1, little | big, tf.reduce_any(hits), value >= 1, value <= 8]
+    return tf.where(tf.reduce_all(tf.stack(checks)), value, 1)
 
 
 def stored_window(height, width, orientation, size, fraction, mode):

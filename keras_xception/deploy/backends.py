@@ -5,8 +5,10 @@ images): how it builds from a Keras model or reads its file, quantizes to int8, 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor  # starts its threads when first used
@@ -96,10 +98,21 @@ class _TensorFlowBackend:
     def run_many(self, chunks):
         return list(self._pool.map(self.run_one, chunks))
 
-    def save(self, path):
+    def save(self, path, record=None):
+        """``serve`` (preprocessed tensors), and with a ``record``, ``serving_default`` (encoded images)."""
+        import keras
+
+        from keras_xception.deploy.serving import serving_function
+
         if self._model is None:
             raise ValueError("This Predictor runs a SavedModel read from a file: copy that directory instead.")
-        write(self._model, path, "tf_saved_model")
+        if record is None:
+            return write(self._model, path, "tf_saved_model")
+        archive = keras.export.ExportArchive()
+        archive.track(self._model)
+        archive.add_endpoint("serve", self._fn)
+        archive.add_endpoint("serving_default", serving_function(self._model, record.transform, record.class_names))
+        archive.write_out(path, verbose=False)
 
 
 class _OnnxRuntimeBackend:
@@ -175,7 +188,7 @@ class _OnnxRuntimeBackend:
             self._throughput = self._session(max(1, self._threads // self._workers))
         return list(self._pool.map(lambda c: self.run_one(c, self._throughput), chunks))
 
-    def save(self, path):
+    def save(self, path, record=None):
         import onnx
 
         onnx.save(self._onnx, path)
@@ -260,10 +273,92 @@ class _OpenVINOBackend:
         self._queue.wait_all()
         return out
 
-    def save(self, path):
+    def save(self, path, record=None):
         import openvino as ov
 
         ov.save_model(self._model, path, compress_to_fp16=False)
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """File descriptor 2 to /dev/null: LiteRT's C++ notices ("Created TensorFlow Lite XNNPACK delegate", ...)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class _LiteRTBackend:
+    """A ``.tflite`` model (TensorFlow's converter) on the ai-edge-litert interpreter, one chunk at a time on all
+    threads; int8: int8 weights and activations but for the softmax, float input and output, calibrated by the
+    converter on the representative images."""
+
+    def __init__(self, source, threads, workers, precision, calibrate):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                self._flat = f.read()
+        else:
+            self._flat = self._convert(source, calibrate if precision == "int8" else None)
+        with _c_stderr_silenced():
+            self._interpreter = Interpreter(model_content=self._flat, num_threads=threads)
+            self._interpreter.allocate_tensors()
+        detail = self._interpreter.get_input_details()[0]
+        self.input_shape = tuple(int(d) for d in detail["shape_signature"][1:])
+        self._input, self._output = detail["index"], self._interpreter.get_output_details()[0]["index"]
+        int8 = any(t["dtype"] == np.int8 for t in self._interpreter.get_tensor_details())
+        self.precision, self._batch = "int8" if int8 else "fp32", None
+
+    @staticmethod
+    def _convert(model, calibrate):
+        import tensorflow as tf
+
+        shape = tuple(model.input_shape[1:])
+        if None in shape:
+            raise ValueError(f"LiteRT needs a fixed input size; the model takes {shape}: build it with input_shape=.")
+        with (
+            tempfile.TemporaryDirectory(prefix="keras-xception-") as tmp,
+            warnings.catch_warnings(),
+            _c_stderr_silenced(),
+        ):
+            warnings.simplefilter("ignore")  # tf.lite's deprecation notice (the interpreter is ai-edge-litert's)
+            write(model, tmp, "tf_saved_model")  # a SavedModel: the converter freezes its variables
+            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+            if calibrate is None:
+                return converter.convert()
+            images = calibrate(shape)
+            dataset = lambda: ([images[i : i + 1]] for i in range(len(images)))  # noqa: E731
+            converter.optimizations, converter.representative_dataset = [tf.lite.Optimize.DEFAULT], dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+            # Softmax stays float, as with ONNX Runtime: in int8 (steps of 1/256) the small probabilities tie
+            # (digits model, benchmarks/quantization.py: top-5 overlap 0.56 with an int8 softmax).
+            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=["SOFTMAX"])
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=dataset, debug_options=options
+            )
+            return debugger.get_nondebug_quantized_model()
+
+    def run_one(self, x):
+        if self._batch != x.shape:  # the interpreter runs one input shape at a time
+            self._interpreter.resize_tensor_input(self._input, x.shape)
+            self._interpreter.allocate_tensors()
+            self._batch = x.shape
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, np.float32))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+    def run_many(self, chunks):
+        return [self.run_one(c) for c in chunks]
+
+    def save(self, path, record=None):
+        with open(path, "wb") as f:
+            f.write(self._flat)
 
 
 BACKENDS = {
@@ -271,4 +366,5 @@ BACKENDS = {
     "tensorflow": _TensorFlowBackend,
     "onnxruntime": _OnnxRuntimeBackend,
     "openvino": _OpenVINOBackend,
+    "litert": _LiteRTBackend,
 }

@@ -10,14 +10,19 @@ import shutil
 import numpy as np
 
 from keras_xception.data.metadata import record_path
+from keras_xception.data.transform import resolve_transform
+from keras_xception.deploy.hub import write_hub_preset
 from keras_xception.deploy.predictor import Predictor
-from keras_xception.deploy.runtimes import FORMATS, RECOMMENDED_CALIBRATION, check_export_path, check_precision, require
+from keras_xception.deploy.runtimes import (
+    FORMATS,
+    RECOMMENDED_CALIBRATION,
+    ParityError,
+    check_export_path,
+    check_precision,
+    require,
+)
 
 __all__ = ["export", "ParityError"]
-
-
-class ParityError(RuntimeError):
-    """The exported artifact's outputs differ from the Keras model's."""
 
 
 def export(
@@ -39,8 +44,10 @@ def export(
     Args:
         model: A single-input functional Keras model (e.g. ``Xception(...)``).
         path: A directory (``"savedmodel"``, BatchNormalization folded), a ``.onnx`` file (``"onnx"``) or a
-            ``.xml`` file, with its ``.bin`` beside it (``"openvino"``).
-        format: ``"savedmodel"``, ``"onnx"`` or ``"openvino"``.
+            ``.xml`` file, with its ``.bin`` beside it (``"openvino"``), a new directory (``"keras-hub"``).
+        format: ``"savedmodel"``, ``"onnx"``, ``"openvino"``, or ``"keras-hub"``: a KerasHub preset of an
+            Xception classifier (:func:`~keras_xception.deploy.hub.write_hub_preset`, which warns what KerasHub's
+            image converter does differently from ``transform``).
         precision: ``"fp32"``, or ``"int8"`` for ``"onnx"`` and ``"openvino"`` (quantized as ``Predictor``
             does; :func:`keras_xception.quantize` also measures it). bf16 is a compile setting, not a file:
             export fp32 and run ``Predictor(path, precision="bf16")``.
@@ -58,6 +65,10 @@ def export(
         RuntimeNotInstalledError: the format's packages are missing (names the extra).
         ParityError: the exported artifact disagrees (the artifact is removed).
     """
+    if format == "keras-hub":
+        if precision != "fp32":
+            raise ValueError(f"format='keras-hub' writes float32 weights; received precision={precision!r}.")
+        return write_hub_preset(model, os.fspath(path), transform or resolve_transform(model=model), class_names)
     path = _check_file(path, format, precision)
     built = Predictor(
         model,
@@ -91,7 +102,9 @@ def _check_file(path, format, precision):
             "--precision bf16)."
         )
     if precision == "int8" and format == "savedmodel":
-        raise ValueError("precision='int8' is written for format='onnx' or 'openvino'; received format='savedmodel'.")
+        raise ValueError(
+            "precision='int8' is written for format='onnx', 'openvino' or 'litert'; received format='savedmodel'."
+        )
     return path
 
 

@@ -1,5 +1,5 @@
 """Fast CPU inference: :class:`Predictor`, the one way to run a Keras model or an exported file on a numpy
-batch, on any runtime (keras, tensorflow, onnxruntime, openvino) and precision (fp32, bf16, int8)."""
+batch, on any runtime (keras, tensorflow, onnxruntime, openvino, litert) and precision (fp32, bf16, int8)."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ class Predictor:
         model: A functional Keras model with one input and one output (exported as it is now; later changes
             to ``model`` do not reach the predictor, except with ``runtime="keras"``), or the path of a model
             written by :func:`keras_xception.export` or :meth:`save`.
-        runtime: ``"auto"`` (default), ``"keras"``, ``"tensorflow"``, ``"onnxruntime"`` or ``"openvino"``.
+        runtime: ``"auto"`` (default), ``"keras"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``, ``"litert"``
             ``"auto"`` picks the fastest installed runtime that runs ``precision``; for a file, its format's.
         precision: ``"fp32"`` (default for a Keras model), ``"bf16"`` (OpenVINO) or ``"int8"`` (OpenVINO
-            with NNCF, or ONNX Runtime); for a file, default: the file's own (``"int8"`` for a quantized one).
+            with NNCF, ONNX Runtime or LiteRT); for a file, default: the file's own (``"int8"`` for a quantized one).
         calibration: For ``precision="int8"`` (unless the file is already quantized): images to calibrate
             on, seen as the model sees them: a directory of image files (read with ``transform``), a list of
             image paths, a numpy array of model inputs (preprocessed) or a ``tf.data.Dataset`` of them (or of
@@ -188,7 +188,8 @@ class Predictor:
         """Write the runtime's model (int8 included) to ``path`` with its metadata record; returns ``path``.
 
         ``.xml`` (and ``.bin``) for OpenVINO, ``.onnx`` for ONNX Runtime, a SavedModel directory for
-        TensorFlow; ``Predictor(path)`` reads it back. bf16 is chosen when a model is compiled: a bf16
+        TensorFlow (with ``serving_default`` taking encoded images when the transform is known); ``Predictor(path)``
+        reads it back. bf16 is chosen when a model is compiled: a bf16
         predictor writes the float32 model (run it with ``Predictor(path, precision="bf16")``).
         """
         fmt = TABLE[self.runtime].format
@@ -199,9 +200,10 @@ class Predictor:
             )
         path = check_export_path(path, fmt)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._backend.save(path)
-        if self.transform is not None:
-            write_record(path, ModelRecord(self.transform, self.class_names))
+        record = None if self.transform is None else ModelRecord(self.transform, self.class_names)
+        self._backend.save(path, record)
+        if record is not None:
+            write_record(path, record)
         return path
 
     def __repr__(self):

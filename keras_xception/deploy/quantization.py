@@ -39,10 +39,11 @@ def outputs_are_classes(model) -> bool:
 
 
 def out_runtime(out, runtime: str = "auto") -> str:
-    """The runtime that writes ``out`` (``.xml``: openvino, ``.onnx``: onnxruntime), checked against ``runtime``."""
+    """The runtime that writes ``out`` (``.xml``: openvino, ``.onnx``: onnxruntime, ``.tflite``: litert), checked
+    against ``runtime``."""
     found = runtime_of_file(out)
     if found is None:
-        raise ValueError(f"`out` must end with .xml (OpenVINO) or .onnx (ONNX Runtime); received {out!r}.")
+        raise ValueError(f"`out` must end with .xml (OpenVINO), .onnx (ONNX Runtime) or .tflite; received {out!r}.")
     if runtime not in ("auto", found):
         raise ValueError(f"`out` {out!r} is a {found} file but runtime={runtime!r}.")
     return found
@@ -109,8 +110,8 @@ def quantize(
         calibration: int8 calibration images (see :class:`Predictor`); None for bf16.
         holdout: Images to compare on, in the same forms, apart from the calibration images.
         precision: ``"int8"`` or ``"bf16"``.
-        runtime: ``"auto"``, ``"openvino"`` or ``"onnxruntime"`` (int8); default for ``out``: the runtime of
-            its suffix (``.xml``, ``.onnx``).
+        runtime: ``"auto"``, ``"openvino"``, ``"onnxruntime"`` or ``"litert"`` (int8); default for ``out``: the
+            runtime of its suffix (``.xml``, ``.onnx``, ``.tflite``).
         out: Where to write the model (``Predictor.save``), only if it agrees.
         min_agreement: The least top-1 agreement (classifiers) or mean cosine (features) to write it.
         calibration_size, holdout_size: The most images used of each.

@@ -30,11 +30,13 @@ TABLE = {
         ("onnxruntime", "tf2onnx", "onnx"), "onnx", ("fp32", "int8"), dict(fp32=1, int8=1), "onnx", ".onnx"
     ),
     "tensorflow": Runtime(("tensorflow",), None, ("fp32",), dict(fp32=32), "savedmodel", None),
+    # TensorFlow converts (full-integer int8 with a representative dataset), ai-edge-litert runs.
+    "litert": Runtime(("ai_edge_litert",), "litert", ("fp32", "int8"), dict(fp32=8, int8=8), "litert", ".tflite"),
     "keras": Runtime((), None, ("fp32",), dict(fp32=32), None, None),  # the Keras model itself
 }
 
 #: The order "auto" prefers (OpenVINO builds in 4 s with 1.5 GB, tf2onnx 8-20 s, 5.7 GB: benchmarks/inference.py).
-RUNTIMES = ("openvino", "onnxruntime", "tensorflow")
+RUNTIMES = ("openvino", "onnxruntime", "tensorflow", "litert")
 
 #: Inference precisions: bf16 is a compile setting of OpenVINO, int8 post-training quantization.
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -45,11 +47,18 @@ SUPPORTED = {name: runtime.precisions for name, runtime in TABLE.items()}
 #: export format -> the runtime that writes and reads it.
 FORMATS = {runtime.format: name for name, runtime in TABLE.items() if runtime.format}
 
+#: ``export`` formats: the runtimes' files, and a KerasHub preset directory (deploy/hub.py).
+EXPORT_FORMATS = (*sorted(FORMATS), "keras-hub")
+
 #: Calibration images NNCF recommends for int8 (its ``subset_size`` default); the most used by default.
 RECOMMENDED_CALIBRATION = 300
 
 #: ``runtime`` choices of predict, extract and evaluate ("keras": no export step, float32 only).
 CLI_RUNTIMES = ("auto", "keras") + RUNTIMES
+
+
+class ParityError(RuntimeError):
+    """An exported artifact's outputs differ from the Keras model's."""
 
 
 class RuntimeNotInstalledError(ImportError, ValueError):
@@ -124,21 +133,21 @@ def runtime_for(runtime: str = "auto", precision: str = "fp32") -> str:
 
 def check_export_path(path, format: str) -> str:
     """``path`` as a string, or ``ValueError`` for an unknown ``format`` or a path that does not fit it."""
-    one_of(format, "format", sorted(FORMATS))
+    one_of(format, "format", EXPORT_FORMATS)
     path = os.fspath(path)
-    suffix = TABLE[FORMATS[format]].suffix
+    suffix = TABLE[FORMATS[format]].suffix if format in FORMATS else None
     if suffix and not path.endswith(suffix):
         raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
     return path
 
 
 def runtime_of_file(path) -> str | None:
-    """The runtime whose files end like ``path`` (``.xml``: openvino, ``.onnx``: onnxruntime), or None."""
+    """The runtime whose files end like ``path`` (``.xml``: openvino, ``.onnx``: onnxruntime, ``.tflite``: litert)."""
     return next((name for name, r in TABLE.items() if r.suffix and os.fspath(path).endswith(r.suffix)), None)
 
 
 def format_of(path) -> str:
-    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"`` or ``"openvino"``);
+    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"``, ``"openvino"``, ``"litert"``);
     ``ValueError`` when ``path`` does not exist or is none of those."""
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -149,7 +158,7 @@ def format_of(path) -> str:
         raise ValueError(f"No exported model at {path!r}: the path does not exist.")
     raise ValueError(
         f"{path!r} is not an exported model: expected a SavedModel directory (with saved_model.pb), "
-        "an .onnx file or an OpenVINO .xml file (keras_xception.export writes all three)."
+        "an .onnx file, an OpenVINO .xml file or a LiteRT .tflite file (keras_xception.export writes them)."
     )
 
 

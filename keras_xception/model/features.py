@@ -10,7 +10,7 @@ import re
 import keras
 
 from keras_xception.checks import one_of
-from keras_xception.model.introspect import find_xception, pool_stride, tap_tensors
+from keras_xception.model.introspect import block_stride, find_xception, tap_tensors
 
 __all__ = ["feature_layers", "feature_extractor", "feature_model", "STRIDES"]
 
@@ -24,7 +24,7 @@ def feature_layers(model) -> dict[int, str]:
 
     Stride 2 is ``block1_conv2_act``; every other stride the output of the last block at that
     stride (``blockN_add``, or the block's last layer without a residual). Strides are read from
-    the ``blockN_pool`` layers, so unknown input sizes work too.
+    the ``blockN_pool`` layers (aligned: the strided depthwise convolutions), so unknown input sizes work too.
     """
     xception = find_xception(model)
     by_name = {layer.name: layer for layer in xception.layers}
@@ -38,8 +38,7 @@ def feature_layers(model) -> dict[int, str]:
             adds.update({id(t): layer.name for t in layer.input})
     out, stride = {2: "block1_conv2_act"}, 2
     for n, last in sorted(last_layer.items()):
-        if f"block{n}_pool" in by_name:
-            stride *= pool_stride(by_name[f"block{n}_pool"])
+        stride *= block_stride(by_name, n)
         out[stride] = adds.get(id(last.output), last.name)  # the residual sum that ends the block
     return out
 

@@ -21,10 +21,56 @@ __all__ = ["build_features", "build_model", "check_input_shape", "POOLINGS"]
 POOLINGS = (None, "avg", "max")
 
 
-def _conv_bn_relu(x, filters, strides, name, channel_axis):
-    x = keras.layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=name)(x)
-    x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{name}_bn")(x)
+def _conv_bn_relu(x, filters, strides, name, channel_axis, spec):
+    """A 3x3 convolution + BatchNormalization + ReLU: unpadded (original), or padded by 1 on each side (aligned)."""
+    padding = "valid" if spec.kind == "original" else "same"
+    if padding == "same" and strides > 1:
+        x, padding = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x), "valid"
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding=padding, use_bias=False, name=name)(x)
+    x = keras.layers.BatchNormalization(axis=channel_axis, epsilon=spec.bn_epsilon, name=f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_act")(x)
+
+
+def _aligned_block(x, block: BlockSpec, channel_axis: int, spec: XceptionSpec):
+    """An aligned block: three depthwise (+ BN) and pointwise (+ BN) pairs, the last depthwise one strided and padded
+    by 1 on each side (PyTorch's, so timm's, alignment); ``aligned_preact``: BN + ReLU before each pair but the first
+    (block 2's is the stem's ``block1_conv2_bn``/``_act``), no BN after, the residual taken after the block's BN."""
+    name, pre = block.name, spec.kind == "aligned_preact"
+
+    def bn(t, bn_name):
+        return keras.layers.BatchNormalization(axis=channel_axis, epsilon=spec.bn_epsilon, name=bn_name)(t)
+
+    def relu(t, act_name):
+        return keras.layers.Activation("relu", name=act_name)(t)
+
+    if pre and name != "block2":
+        x = relu(bn(x, f"{name}_norm"), f"{name}_norm_act")
+    shortcut, strides = x, block.stride if block.downsample else 1
+    if block.residual == "conv":
+        shortcut = keras.layers.Conv2D(
+            block.filters[-1], 1, strides=strides, use_bias=False, name=f"{name}_residual_conv"
+        )(x)
+        shortcut = shortcut if pre else bn(shortcut, f"{name}_residual_bn")
+    for i, filters in enumerate(block.filters, start=1):
+        conv, s = f"{name}_sepconv{i}", strides if i == len(block.filters) else 1
+        if pre and i > 1:
+            x = relu(bn(x, f"{conv}_bn"), f"{conv}_act")
+        elif not pre and block.activation == "pre":
+            x = relu(x, f"{conv}_act")
+        x = keras.layers.ZeroPadding2D(1, name=f"{conv}_pad")(x) if s > 1 else x
+        x = keras.layers.DepthwiseConv2D(
+            3, strides=s, padding="valid" if s > 1 else "same", dilation_rate=block.dilation_rate, use_bias=False,
+            name=f"{conv}_depthwise",
+        )(x)  # fmt: skip
+        x = x if pre else bn(x, f"{conv}_depthwise_bn")
+        x = relu(x, f"{conv}_depthwise_act") if not pre and block.activation == "post" else x
+        x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{conv}_pointwise")(x)
+        if not pre:
+            x = bn(x, f"{conv}_bn")
+            x = relu(x, f"{conv}_act") if block.activation == "post" else x
+    if block.residual is not None:
+        x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    return x
 
 
 def _separable(x, filters, name, dilation_rate, intermediate_activation):
@@ -79,10 +125,15 @@ def build_features(x, spec: XceptionSpec | None = None, channel_axis: int = -1):
     spec: 2048 channels at 1/32 of the input resolution, rounded up).
     """
     spec = spec or xception_spec()
-    x = _conv_bn_relu(x, spec.stem_filters[0], 2, "block1_conv1", channel_axis)
-    x = _conv_bn_relu(x, spec.stem_filters[1], 1, "block1_conv2", channel_axis)
+    x = _conv_bn_relu(x, spec.stem_filters[0], 2, "block1_conv1", channel_axis, spec)
+    x = _conv_bn_relu(x, spec.stem_filters[1], 1, "block1_conv2", channel_axis, spec)
     for block in spec.blocks:
-        x = _block(x, block, channel_axis, spec.intermediate_activation)
+        if spec.kind == "original":
+            x = _block(x, block, channel_axis, spec.intermediate_activation)
+        else:
+            x = _aligned_block(x, block, channel_axis, spec)
+    if spec.kind == "aligned_preact":  # the last block ends with a convolution
+        x = keras.layers.Activation("relu", name=f"{spec.blocks[-1].name}_act")(x)
     return x
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "backbone_weighted_layers",
     "find_layer",
     "pool_stride",
+    "block_stride",
     "tap",
     "tap_tensors",
 ]
@@ -48,6 +49,13 @@ def pool_stride(layer) -> int:
     """The stride of a pooling layer (an int; Keras stores a tuple)."""
     strides = layer.strides
     return strides[0] if isinstance(strides, (tuple, list)) else strides
+
+
+def block_stride(layers: dict, n: int) -> int:
+    """The stride of block ``n`` (``layers``: name -> layer): of its pooling, or of an aligned block's last depthwise
+    convolution; 1 if it has neither."""
+    names = (f"block{n}_pool", f"block{n}_sepconv3_depthwise")
+    return max((pool_stride(layers[name]) for name in names if name in layers), default=1)
 
 
 def find_xception(model) -> keras.Model:
@@ -94,26 +102,34 @@ def spec_of(model) -> XceptionSpec:
     blocks = block_numbers(xception)
     last = blocks[-1]
     act = layers.get("block2_sepconv1_depthwise_act")
-    out = layers.get(f"block{last}_sepconv2_pointwise") or layers.get(f"block{last}_sepconv2")
-    channels = out.weights[-1].shape[-1]
+    out = layers.get(f"block{last}_sepconv3_pointwise") or layers.get(f"block{last}_sepconv2_pointwise")
+    channels = (out or layers.get(f"block{last}_sepconv2")).weights[-1].shape[-1]
+    kind = "original" if "block1_conv1_pad" not in layers else "aligned"
+    kind = "aligned_preact" if kind == "aligned" and "block2_sepconv1_depthwise_bn" not in layers else kind
     options = dict(
-        middle_flow_blocks=len(blocks) - 5,
         residual=any(isinstance(layer, keras.layers.Add) for layer in xception.layers),
-        intermediate_activation=None if act is None else act.get_config()["activation"],
+        intermediate_activation=None if act is None or kind != "original" else act.get_config()["activation"],
         width_multiplier=channels / 2048,
         output_stride=2,
+        kind=kind,
+        bn_epsilon=layers["block1_conv1_bn"].epsilon,
     )
     for n in blocks:
-        if f"block{n}_pool" in layers:
-            options["output_stride"] *= pool_stride(layers[f"block{n}_pool"])
-    exact = options["width_multiplier"]
-    for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
-        try:
-            spec = xception_spec(**dict(options, width_multiplier=width)) if width > 0 else None
-        except ValueError as e:
-            raise ValueError(f"{xception.name!r} does not look like an Xception variant ({e}).") from None
-        if spec and _fits(spec, layers):
-            return spec
+        options["output_stride"] *= block_stride(layers, n)
+    exact, error = options["width_multiplier"], None
+    for entry in (3,) if kind == "original" else (3, 5):
+        for width in dict.fromkeys([round(exact, digits) for digits in range(1, 5)] + [exact]):
+            try:
+                spec = xception_spec(
+                    len(blocks) - 2 - entry, **dict(options, width_multiplier=width, entry_flow_blocks=entry)
+                )
+            except ValueError as e:
+                error = error or e
+                continue
+            if _fits(spec, layers):
+                return spec
+    if error is not None:
+        raise ValueError(f"{xception.name!r} does not look like an Xception variant ({error}).")
     raise ValueError(f"The layers of {xception.name!r} do not match any Xception spec (read {options}).")
 
 
@@ -136,15 +152,15 @@ def weighted_layers(model) -> list:
 def backbone_weighted_layers(model) -> list:
     """The weighted layers of the Xception in ``model``, plus its own classifier if it has one.
 
-    From ``block1_conv1`` to the last block's last BatchNormalization, then the
+    From ``block1_conv1`` to the last block's last weighted layer, then the
     ``predictions`` layer if the Xception's own top follows (a transfer
     learning head elsewhere in ``model`` is not included).
     """
     xception = find_xception(model)
     layers = weighted_layers(xception)
     start = next(i for i, layer in enumerate(layers) if layer.name == "block1_conv1")
-    last = f"block{block_numbers(xception)[-1]}_sepconv2_bn"
-    end = next(i for i, layer in enumerate(layers) if layer.name == last)
+    last = f"block{block_numbers(xception)[-1]}_"
+    end = max(i for i, layer in enumerate(layers) if layer.name.startswith(last))
     top = [layer for layer in layers[end + 1 :] if layer.name == "predictions"]
     return layers[start : end + 1] + top
 

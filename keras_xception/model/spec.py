@@ -2,7 +2,9 @@
 
 A stem of two convolutions, then blocks of 3x3 separable convolutions + BatchNormalization with a
 residual; the variants (docs/variants.md) change the residuals, split the separable convolutions,
-the middle flow's depth, the width, or the output stride.
+the middle flow's depth, the width, or the output stride. ``kind="aligned"`` is DeepLabV3+'s aligned
+Xception (three separable convolutions per block, each depthwise one followed by BatchNormalization,
+a strided last convolution instead of max pooling); ``"aligned_preact"`` timm's pre-activation form.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ __all__ = [
     "OUTPUT_STRIDES",
     "MIN_INPUT_SIZE",
     "DEFAULT_INPUT_SIZE",
+    "KINDS",
+    "ARCHITECTURES",
 ]
 
 #: The smallest input side Xception accepts (the stem and the four downsamplings
@@ -33,6 +37,17 @@ DEFAULT_INPUT_SIZE = 299
 INTERMEDIATE_ACTIVATIONS = (None, "linear", "relu", "elu")
 #: Allowed ``output_stride`` values.
 OUTPUT_STRIDES = (32, 16, 8)
+#: Block kinds: the 2017 network's, DeepLabV3+'s aligned one, and timm's pre-activation aligned one.
+KINDS = ("original", "aligned", "aligned_preact")
+#: The named architectures (timm's names for the aligned ones): their :func:`xception_spec` arguments.
+ARCHITECTURES = {
+    "xception": {},
+    "xception41": dict(kind="aligned", middle_flow_blocks=8),
+    "xception65": dict(kind="aligned", middle_flow_blocks=16),
+    "xception71": dict(kind="aligned", middle_flow_blocks=16, entry_flow_blocks=5),
+    "xception41p": dict(kind="aligned_preact", middle_flow_blocks=8, bn_epsilon=1e-5),
+    "xception65p": dict(kind="aligned_preact", middle_flow_blocks=16),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +58,8 @@ class BlockSpec:
         name: Layer-name prefix, e.g. ``"block5"``.
         filters: Output channels of each separable convolution, in order.
         residual: ``"conv"`` (1x1 projection + BatchNormalization), ``"identity"``, or ``None``.
-        downsample: Whether the block ends with a 3x3 max pooling (stride ``stride``).
+        downsample: Whether the block ends with a 3x3 max pooling (stride ``stride``; aligned kinds: its
+            last depthwise convolution has stride ``stride``).
         activation: ``"pre"`` (ReLU before each convolution) or ``"post"`` (after its BatchNormalization).
         skip_first_activation: No ReLU before the first convolution (block 2, after the stem's ReLU).
         stride: 2, or 1 where an output stride below 32 removes the downsampling (the pooling is
@@ -75,16 +91,21 @@ class XceptionSpec:
     middle_flow_blocks: int = 8
     residual: bool = True
     width_multiplier: float = 1.0
+    kind: str = "original"
+    entry_flow_blocks: int = 3
+    bn_epsilon: float = 1e-3
 
     @property
     def options(self) -> dict:
-        """The :func:`xception_spec` keyword arguments that rebuild this spec."""
+        """The :func:`xception_spec` keyword arguments that rebuild this spec (the aligned ones where not default)."""
+        extra = dict(kind=self.kind, entry_flow_blocks=self.entry_flow_blocks, bn_epsilon=self.bn_epsilon)
         return dict(
             middle_flow_blocks=self.middle_flow_blocks,
             residual=self.residual,
             intermediate_activation=self.intermediate_activation,
             width_multiplier=self.width_multiplier,
             output_stride=self.output_stride,
+            **{k: v for k, v in extra.items() if v != XceptionSpec.__dataclass_fields__[k].default},
         )
 
     @property
@@ -93,12 +114,20 @@ class XceptionSpec:
         return self == xception_spec()
 
     @property
+    def arch(self) -> str | None:
+        """The name in :data:`ARCHITECTURES` whose weights fit this spec (its kind, blocks and channels), or None."""
+        for name, options in ARCHITECTURES.items():
+            ref = xception_spec(**options)
+            if (self.kind, self.stem_filters, [(b.name, b.filters) for b in self.blocks]) == (
+                ref.kind, ref.stem_filters, [(b.name, b.filters) for b in ref.blocks]
+            ):  # fmt: skip
+                return name
+        return None
+
+    @property
     def takes_official_weights(self) -> bool:
         """Whether official weights fit (the official channels and blocks: not the width or depth variants)."""
-        official = xception_spec()
-        return self.stem_filters == official.stem_filters and [(b.name, b.filters) for b in self.blocks] == [
-            (b.name, b.filters) for b in official.blocks
-        ]
+        return self.arch == "xception"
 
     @property
     def output_channels(self) -> int:
@@ -132,6 +161,9 @@ def xception_spec(
     intermediate_activation: str | None = None,
     width_multiplier: float = 1.0,
     output_stride: int = 32,
+    kind: str = "original",
+    entry_flow_blocks: int = 3,
+    bn_epsilon: float = 1e-3,
 ) -> XceptionSpec:
     """The Xception network: entry flow, ``middle_flow_blocks`` x middle, exit flow (blocks numbered from 2).
 
@@ -139,7 +171,9 @@ def xception_spec(
     (the paper's Fig. 9); ``intermediate_activation`` sits between the depthwise and the pointwise
     convolution (Fig. 10; ``"linear"``: split layers, no activation); ``width_multiplier`` scales every
     channel count (:func:`scale_channels`); ``output_stride`` 16 or 8 turns the last downsamplings into
-    dilations (DeepLab), weight shapes unchanged. ``ValueError`` for an argument outside the allowed values.
+    dilations (DeepLab), weight shapes unchanged. ``kind`` (:data:`KINDS`): the aligned kinds have 3
+    convolutions per block, ``entry_flow_blocks`` 3 or 5 (Xception-71) and their own residuals and
+    activations; ``bn_epsilon``: of every BatchNormalization. ``ValueError`` for an argument outside the allowed values.
     """
     non_negative_int(middle_flow_blocks, "middle_flow_blocks")
     boolean(residual, "residual")
@@ -147,20 +181,13 @@ def xception_spec(
     one_of(output_stride, "output_stride", OUTPUT_STRIDES)
     if positive_float(width_multiplier, "width_multiplier") == float("inf"):
         raise ValueError("`width_multiplier` must be finite (1.0 is the official width); received inf.")
+    _check_kind(kind, entry_flow_blocks, bn_epsilon, residual and intermediate_activation is None)
 
     def c(*channels):
         return tuple(scale_channels(ch, width_multiplier) for ch in channels)
 
-    proj, ident = ("conv", "identity") if residual else (None, None)
-    n = 5 + middle_flow_blocks  # the first exit-flow block
-    layout = [
-        BlockSpec("block2", c(128, 128), proj, True, skip_first_activation=True),
-        BlockSpec("block3", c(256, 256), proj, True),
-        BlockSpec("block4", c(728, 728), proj, True),
-        *(BlockSpec(f"block{i}", c(728, 728, 728), ident) for i in range(5, n)),
-        BlockSpec(f"block{n}", c(728, 1024), proj, True),
-        BlockSpec(f"block{n + 1}", c(1536, 2048), None, activation="post"),
-    ]
+    n = 2 + entry_flow_blocks + middle_flow_blocks  # the first exit-flow block
+    layout = _original_layout(n, c, residual) if kind == "original" else _aligned_layout(entry_flow_blocks, n, c)
     blocks, stride, dilation = [], 2, 1
     for b in layout:
         b = dataclasses.replace(b, dilation_rate=dilation)
@@ -176,4 +203,48 @@ def xception_spec(
         middle_flow_blocks=middle_flow_blocks,
         residual=residual,
         width_multiplier=float(width_multiplier),
+        kind=kind,
+        entry_flow_blocks=entry_flow_blocks,
+        bn_epsilon=float(bn_epsilon),
     )
+
+
+def _check_kind(kind, entry_flow_blocks, bn_epsilon, plain):
+    """``ValueError`` for a ``kind`` or its options outside the allowed values (``plain``: residual, no split)."""
+    one_of(kind, "kind", KINDS)
+    one_of(entry_flow_blocks, "entry_flow_blocks", (3, 5) if kind != "original" else (3,))
+    positive_float(bn_epsilon, "bn_epsilon")
+    if kind != "original" and not plain:
+        raise ValueError(
+            f"kind={kind!r} has its own residuals and activations: pass residual=True and no intermediate_activation."
+        )
+
+
+def _original_layout(n, c, residual):
+    """The 2017 network's blocks before the strides are set, ``n`` the first exit-flow block."""
+    proj, ident = ("conv", "identity") if residual else (None, None)
+    return [
+        BlockSpec("block2", c(128, 128), proj, True, skip_first_activation=True),
+        BlockSpec("block3", c(256, 256), proj, True),
+        BlockSpec("block4", c(728, 728), proj, True),
+        *(BlockSpec(f"block{i}", c(728, 728, 728), ident) for i in range(5, n)),
+        BlockSpec(f"block{n}", c(728, 1024), proj, True),
+        BlockSpec(f"block{n + 1}", c(1536, 2048), None, activation="post"),
+    ]
+
+
+def _aligned_layout(entry_flow_blocks, n, c):
+    """DeepLabV3+'s blocks (timm's lists; Xception-71: two more stride-1 entry blocks), ``n`` the first exit block."""
+    entry = (
+        [(128, 1), (256, 0), (256, 1), (728, 0), (728, 1)] if entry_flow_blocks == 5 else [(128, 1), (256, 1), (728, 1)]
+    )
+    layout, before = [], c(64)[0]
+    for i, (ch, down) in enumerate(entry, 2):  # a projection where the channels or the resolution change
+        residual = "conv" if down or c(ch)[0] != before else "identity"
+        layout.append(BlockSpec(f"block{i}", c(ch, ch, ch), residual, bool(down)))
+        before = c(ch)[0]
+    return layout + [
+        *(BlockSpec(f"block{i}", c(728, 728, 728), "identity") for i in range(2 + len(entry), n)),
+        BlockSpec(f"block{n}", c(728, 1024, 1024), "conv", True),
+        BlockSpec(f"block{n + 1}", c(1536, 1536, 2048), None, activation="post"),
+    ]

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import warnings
 
 from keras_xception.pretrained.registry import WeightRecord, get_record
 
-__all__ = ["WeightsDownloadError", "cache_dir", "cached_path", "get_file", "verify_file", "file_digest", "MIRROR_ENV"]
+__all__ = [
+    "WeightsDownloadError", "cache_dir", "cached_path", "get_file", "verify_file", "complete_safetensors",
+    "file_digest", "MIRROR_ENV",
+]  # fmt: skip
 
 MIRROR_ENV = "KERAS_XCEPTION_WEIGHTS_MIRROR"
 
@@ -46,11 +50,26 @@ def file_digest(path: str, algorithm: str = "sha256", chunk_size: int = 1 << 20)
     return h.hexdigest()
 
 
+def complete_safetensors(path: str) -> bool:
+    """Whether ``path`` is a whole safetensors file: its JSON header reads and its last tensor ends at the file's end."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        return 8 + n + max(ends, default=0) == os.path.getsize(path)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return False
+
+
 def verify_file(path: str, record: WeightRecord | str) -> bool:
-    """Whether ``path`` has the record's hash (and size, when the record knows it)."""
+    """Whether ``path`` has the record's hash (and size, when the record knows it); a record without a hash (a
+    safetensors file with no published digest): whether the file is whole (:func:`complete_safetensors`)."""
     record = get_record(record) if isinstance(record, str) else record
     if not os.path.isfile(path) or record.size not in (None, os.path.getsize(path)):
         return False
+    if record.file_hash is None:
+        return complete_safetensors(path)
     return file_digest(path, record.hash_algorithm) == record.file_hash
 
 
@@ -89,6 +108,8 @@ def _download(url: str, target: str, record: WeightRecord) -> None:
         )  # fmt: skip
         if record.size not in (None, os.path.getsize(path)):
             raise WeightsDownloadError(f"size {os.path.getsize(path)} bytes, expected {record.size}")
+        if record.file_hash is None and not complete_safetensors(path):
+            raise WeightsDownloadError("not a whole safetensors file (truncated?)")
         os.replace(path, target)  # atomic: the cache never holds a partial file
     finally:
         with contextlib.suppress(OSError):
@@ -125,8 +146,8 @@ def get_file(
                 if verify_file(target, record):
                     return target
                 warnings.warn(
-                    f"The cached weights file {target!r} does not match its {record.hash_algorithm} "
-                    f"{record.file_hash}; downloading it again.",
+                    f"The cached weights file {target!r} does not match its {record.hash_algorithm or 'safetensors'} "
+                    f"{record.file_hash or 'header'}; downloading it again.",
                     stacklevel=2,
                 )
             failures = []
@@ -146,7 +167,10 @@ def get_file(
     stale = "\nThe cached file fails verification and was not used." if os.path.exists(target) else ""
     raise WeightsDownloadError(
         f"Could not download the weights {record.name!r} (file {record.file_name}, "
-        f"{record.hash_algorithm} {record.file_hash}).\n" + "\n".join(failures) + stale + "\n"
+        f"{record.hash_algorithm or 'no published hash'} {record.file_hash or ''}).\n"
+        + "\n".join(failures)
+        + stale
+        + "\n"
         f"To install it by hand, download it on a machine with access and place it at {target} "
         f"(or point ${MIRROR_ENV} at a server or file:// directory holding {record.file_name}). "
         f"Check it with `keras-xception weights verify {record.name}`."

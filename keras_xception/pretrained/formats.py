@@ -1,5 +1,6 @@
 """Xception weight files: legacy Keras 2 ``.h5`` (by layer order), Keras 3 ``.weights.h5`` (by key),
-``.keras`` models holding an Xception; read, shape-checked against a model, written.
+``.keras`` models holding an Xception, timm ``.safetensors`` checkpoints of the aligned Xceptions (by
+timm's module names), KerasHub preset directories; read, shape-checked against a model, written.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from keras_xception.model.introspect import backbone_weighted_layers, find_xception
+from keras_xception.model.introspect import backbone_weighted_layers, find_xception, spec_of
 
 __all__ = [
     "WeightsFileError",
@@ -22,7 +23,10 @@ __all__ = [
     "adapt_input_kernel",
     "adapt_first_conv",
     "layer_key",
+    "timm_module",
     "save_legacy_h5",
+    "hub_layout",
+    "is_hub_preset",
 ]
 
 
@@ -144,18 +148,153 @@ def _read_keras_file(path):
     return entries, None
 
 
+#: Layer-name endings of an aligned block -> timm's module in ``blocks.<i>[.stack.conv<j>]`` (plain, pre-activation).
+_TIMM_PARTS = {
+    "depthwise": ("conv_dw", "conv_dw"),
+    "depthwise_bn": ("bn_dw", None),
+    "pointwise": ("conv_pw", "conv_pw"),
+    "bn": ("bn_pw", "norm"),
+    "norm": (None, "norm"),
+    "residual_conv": ("shortcut.conv", "shortcut"),
+    "residual_bn": ("shortcut.bn", None),
+}
+_TIMM_BN = ("weight", "bias", "running_mean", "running_var")  # Keras's gamma, beta, moving mean and variance
+
+
+def timm_module(name, preact=False):
+    """The timm module (state-dict key prefix) of the aligned Xception layer called ``name``, or None."""
+    if name == "predictions":
+        return "head.fc"
+    if preact and name == "block1_conv2_bn":
+        return "blocks.0.norm"  # block 2's pre-activation BatchNormalization follows the stem directly
+    stem = re.fullmatch(r"block1_conv([12])(_bn)?", name)
+    if stem:
+        return f"stem.{int(stem[1]) - 1}" + (".bn" if stem[2] else "" if preact and stem[1] == "2" else ".conv")
+    m = re.fullmatch(r"block(\d+)_(?:sepconv(\d)_)?(\w+?)", name)
+    part = _TIMM_PARTS.get(m[3], (None, None))[preact] if m else None
+    return part and f"blocks.{int(m[1]) - 2}." + (f"stack.conv{m[2]}." if m[2] else "") + part
+
+
+def _timm_arrays(layer, tensors, module):
+    """``layer``'s weights in Keras's layout from timm's ``tensors`` (None for a missing one)."""
+    batchnorm, depthwise = (type(layer).__name__ == t for t in ("BatchNormalization", "DepthwiseConv2D"))
+    arrays = [tensors.get(f"{module}.{n}") for n in (_TIMM_BN if batchnorm else ("weight", "bias"))]
+    arrays = [
+        a if a is None or a.ndim != 4 else a.transpose((2, 3, 0, 1) if depthwise else (2, 3, 1, 0)) for a in arrays
+    ]
+    arrays = [a.T if a is not None and a.ndim == 2 else a for a in arrays]  # Linear: (out, in) -> (in, out)
+    return arrays[: max(len(layer.weights), 1)]
+
+
+def _read_safetensors(path, model):
+    """A timm checkpoint's backbone for ``model``'s layers (none without a model) and its classifier ``head.fc``."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise WeightsFileError(f"it is not a readable safetensors file (truncated or corrupt?): {e}") from e
+    fc = [tensors.get("head.fc.weight"), tensors.get("head.fc.bias")]
+    top = ("head.fc", [fc[0].T, fc[1]]) if all(a is not None and a.ndim == 2 - i for i, a in enumerate(fc)) else None
+    layers = [layer for layer in backbone_weighted_layers(model) if layer.name != "predictions"] if model else []
+    preact = bool(layers) and spec_of(model).kind == "aligned_preact"
+    entries, used = [], {"head.fc.weight", "head.fc.bias"}
+    for layer in layers:
+        module = timm_module(layer.name, preact)
+        arrays = _timm_arrays(layer, tensors, module) if module else [None]
+        if any(a is None for a in arrays):
+            if any(shape_mismatch(lay, arr) for lay, (_, arr) in zip(layers, entries)):
+                return entries, top  # the loader names that earlier misfit first
+            raise WeightsFileError(
+                f"it has no timm tensor {module or '?'}.* for layer {layer.name!r}: not a timm checkpoint of this "
+                "architecture (build the one it is for: keras_xception.xception65(...) etc., or --arch)"
+            )
+        entries.append((module, arrays))
+        used.update(f"{module}.{n}" for n in (*_TIMM_BN, "weight", "num_batches_tracked"))
+    unused = sorted(k for k in tensors if k not in used and not k.endswith("num_batches_tracked"))
+    if layers and unused:
+        raise WeightsFileError(f"it has {len(unused)} tensors this model has no layer for, the first {unused[0]!r}: "
+                               "a checkpoint of a deeper or other architecture")  # fmt: skip
+    return entries, top
+
+
+#: The ``registered_name`` of a KerasHub Xception preset's ``config.json`` and of its classifier's ``task.json``.
+HUB_BACKBONE, HUB_CLASSIFIER = "keras_hub>XceptionBackbone", "keras_hub>XceptionImageClassifier"
+
+
+def hub_layout(spec) -> dict:
+    """``spec`` as ``keras_hub.models.XceptionBackbone`` arguments (the stem and each block: filters, pooling).
+    KerasHub names its layers as this package does, and orders them alike in its ``model.weights.h5``."""
+    return dict(
+        stackwise_conv_filters=[list(spec.stem_filters)] + [list(b.filters) for b in spec.blocks],
+        stackwise_pooling=[False] + [b.downsample for b in spec.blocks],
+    )
+
+
+def is_hub_preset(path) -> bool:
+    """Whether ``path`` is a directory with a ``config.json`` (a KerasHub preset, to be read as one)."""
+    return isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def _hub_config(path, name, expected):
+    import json
+
+    try:
+        with open(os.path.join(path, name), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise WeightsFileError(f"its {name} cannot be read ({e})") from None
+    found = config.get("registered_name") if isinstance(config, dict) else None
+    if found != expected or not isinstance(config.get("config"), dict):
+        raise WeightsFileError(
+            f"its {name} names {found!r}, not {expected!r}: only KerasHub presets of an XceptionBackbone "
+            "(or an XceptionImageClassifier) can be read"
+        )
+    return config["config"]
+
+
+def _read_hub_preset(path, model):
+    """``(backbone, top)`` of a KerasHub preset: an XceptionBackbone's ``config.json`` and ``model.weights.h5``
+    (read as any ``.weights.h5``), and an XceptionImageClassifier's ``task.json`` and ``task.weights.h5``."""
+    import h5py
+
+    config, top = _hub_config(path, "config.json", HUB_BACKBONE), None
+    if model is not None:
+        want = hub_layout(spec_of(model))
+        got = {key: config.get(key) for key in want}
+        if got != want:
+            raise WeightsFileError(f"its backbone is {got}; the model's is {want} (another variant)")
+    try:
+        if os.path.exists(os.path.join(path, "task.json")):
+            task = _hub_config(path, "task.json", HUB_CLASSIFIER)
+            if task.get("pooling", "avg") != "avg":
+                raise WeightsFileError(f"its classifier pools with {task['pooling']!r}; Xception's top averages")
+            with h5py.File(os.path.join(path, "task.weights.h5"), "r") as f:
+                top = ("predictions", _vars(f["layers/dense"]))
+        with h5py.File(os.path.join(path, "model.weights.h5"), "r") as f:
+            return _read_keras3_h5(f, model)[0], top
+    except (OSError, KeyError) as e:
+        raise WeightsFileError(f"its weights cannot be read (missing, truncated or corrupt?): {e}") from None
+
+
 def read_weights(path, model):
     """The Xception weights in the file at ``path``: ``(backbone, top)``, nothing checked yet.
 
     ``backbone``: ``(name, [arrays])`` per weighted layer from ``block1_conv1`` to the last block (a
-    ``.weights.h5`` file is read under the keys of ``model``'s layers; with ``model=None`` only its
-    classifier). ``top``: the file's classifier, or None.
+    ``.weights.h5`` file, a KerasHub preset directory or a ``.safetensors`` file is read under the keys of
+    ``model``'s layers, timm's converted to Keras's layout; with ``model=None`` only its classifier).
+    ``top``: the file's classifier, or None.
 
     Raises:
         WeightsFileError: naming the file and what is wrong with it.
     """
     path = os.fspath(path)
     try:
+        if path.endswith(".safetensors"):
+            return _read_safetensors(path, model)
+        if is_hub_preset(path):
+            return _read_hub_preset(path, model)
         if path.endswith(".keras"):
             if not zipfile.is_zipfile(path):
                 raise WeightsFileError("it is not a zip archive, as .keras files are (truncated or corrupt?)")

@@ -13,10 +13,10 @@ import keras
 
 from keras_xception.model.graph import build_model, check_input_shape
 from keras_xception.model.introspect import backbone_weighted_layers, find_xception, spec_of, weighted_layers
-from keras_xception.model.spec import MIN_INPUT_SIZE
+from keras_xception.model.spec import ARCHITECTURES, MIN_INPUT_SIZE
 from keras_xception.pretrained import download, formats
 from keras_xception.pretrained.formats import WeightsFileError
-from keras_xception.pretrained.registry import WeightRecord, get_record, is_registered, list_records
+from keras_xception.pretrained.registry import WeightRecord, get_record, imagenet_of, is_registered, list_records
 
 __all__ = [
     "resolve_weights",
@@ -29,8 +29,10 @@ __all__ = [
 ]
 
 
-def resolve_weights(weights):
-    """``(record, path)`` for ``weights``: ``(None, None)``, a registered record, or an existing file.
+def resolve_weights(weights, arch=None):
+    """``(record, path)`` for ``weights``: ``(None, None)``, a registered record, or an existing file or preset.
+
+    ``"imagenet"`` with an aligned ``arch`` (``"xception65"``...): the first registered ImageNet set for it.
 
     Raises:
         ValueError: naming the registered sets, for anything else.
@@ -39,14 +41,17 @@ def resolve_weights(weights):
         return None, None
     if isinstance(weights, WeightRecord):
         return weights, None
+    if weights == "imagenet" and arch is not None:
+        weights = imagenet_of(arch)
     if is_registered(weights):
         return get_record(weights), None
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+    if isinstance(weights, (str, os.PathLike)) and (os.path.isfile(weights) or formats.is_hub_preset(weights)):
         return None, os.fspath(weights)
     known = sorted(r.name for r in list_records())
     raise ValueError(
         "`weights` must be None (random initialization), a registered weight set "
-        f"{known}, or the path of an existing weights file (.h5, .weights.h5, .keras); "
+        f"{known}, the path of an existing weights file (.h5, .weights.h5, .keras, timm's .safetensors) or a "
+        "KerasHub preset directory; "
         f"received weights={weights!r}" + (" (no such file)." if isinstance(weights, (str, os.PathLike)) else ".")
     )
 
@@ -65,8 +70,13 @@ def check_pretrained(spec, record, include_top=False, classifier_activation=None
     """Raise ``ValueError`` before the model is built if the registered set ``record`` cannot go into it."""
     if record is None:
         return
-    if not spec.takes_official_weights:
+    if record.arch == "xception" and not spec.takes_official_weights:
         raise ValueError(f"Cannot use weights={record.name!r}. " + _refusal(spec))
+    if record.arch != spec.arch:
+        raise ValueError(
+            f"Cannot use weights={record.name!r}: they are for {record.arch} (keras_xception.{record.arch}), and this "
+            f"model is {spec.arch or 'none of ' + ', '.join(ARCHITECTURES)}. Build {record.arch}, or pass weights=None."
+        )
     if include_top is not True:
         return
     if classifier_activation not in (None, "softmax"):
@@ -116,7 +126,8 @@ def load_pretrained(model, weights, *, strict=False, stacklevel=2) -> list[str]:
         if record.include_top and record.notop and (head is None or _classes(head.weights) != record.classes):
             skipped_top, record = record.classes, get_record(record.notop)  # the smaller download
         path = download.get_file(record)
-    plan, top, adapted, unused = _backbone_plan(model, spec, path, backbone, direct=record is None)
+    direct = record is None or record.arch != "xception"
+    plan, top, adapted, unused = _backbone_plan(model, spec, path, backbone, direct=direct)
     if head is not None and top is None and strict:
         raise WeightsFileError(
             f"Cannot load weights from {path!r}: the model has a classifier {head.name!r} "
@@ -163,7 +174,7 @@ def _backbone_plan(model, spec, path, backbone, *, direct):
         try:
             return (*_read_and_match(model, path, backbone), [])
         except WeightsFileError as e:
-            if spec.is_official:
+            if spec.is_official or spec.kind != "original":
                 raise
             if not spec.takes_official_weights:
                 raise WeightsFileError(f"{e} ({_refusal(spec)})") from None

@@ -11,7 +11,7 @@ from importlib import resources
 
 from keras_xception.checks import boolean
 
-__all__ = ["WeightRecord", "register", "unregister", "get_record", "list_records", "is_registered"]
+__all__ = ["WeightRecord", "register", "unregister", "get_record", "list_records", "is_registered", "imagenet_of"]
 
 _REGISTRY: dict[str, WeightRecord] = {}
 
@@ -23,7 +23,7 @@ class WeightRecord:
     name: str
     file_name: str
     urls: tuple[str, ...]
-    file_hash: str
+    file_hash: str | None  # None: no published digest (see docs/weights.md for what is verified instead)
     include_top: bool
     classes: int = 1000
     size: int | None = None
@@ -37,12 +37,13 @@ class WeightRecord:
     top5: float | None = None
     description: str = ""
     reported_by: str | None = None
+    arch: str = "xception"  # the keras_xception.model.spec.ARCHITECTURES name the weights are for
 
     def __post_init__(self):
-        h = str(self.file_hash).lower()
-        if len(h) not in (32, 64) or any(c not in "0123456789abcdef" for c in h):
+        h = None if self.file_hash is None else str(self.file_hash).lower()
+        if h is not None and (len(h) not in (32, 64) or any(c not in "0123456789abcdef" for c in h)):
             raise ValueError(
-                "`file_hash` must be a sha256 (64 hex digits) or md5 (32 hex digits) "
+                "`file_hash` must be None, a sha256 (64 hex digits) or md5 (32 hex digits) "
                 f"digest; received file_hash={self.file_hash!r}."
             )
         object.__setattr__(self, "file_hash", h)
@@ -50,9 +51,9 @@ class WeightRecord:
         object.__setattr__(self, "input_size", tuple(self.input_size))
 
     @property
-    def hash_algorithm(self) -> str:
-        """``"sha256"`` or ``"md5"``, from the length of :attr:`file_hash`."""
-        return "sha256" if len(self.file_hash) == 64 else "md5"
+    def hash_algorithm(self) -> str | None:
+        """``"sha256"`` or ``"md5"``, from the length of :attr:`file_hash` (None without one)."""
+        return None if self.file_hash is None else "sha256" if len(self.file_hash) == 64 else "md5"
 
     def to_dict(self) -> dict:
         return dict(dataclasses.asdict(self), urls=list(self.urls), input_size=list(self.input_size))
@@ -151,6 +152,11 @@ def get_record(name: str) -> WeightRecord:
             "Pass one of these, a path to a weights file, or None."
         )
     return _REGISTRY[name]
+
+
+def imagenet_of(arch) -> str:
+    """What ``weights="imagenet"`` means for architecture ``arch``: the first registered set for it with the top."""
+    return next((r.name for r in _REGISTRY.values() if r.arch == arch and r.include_top), "imagenet")
 
 
 def list_records() -> list[WeightRecord]:

@@ -18,19 +18,19 @@ from keras_xception.data.transform import IMAGE_EXTENSIONS, resolve_transform
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception
-from keras_xception.xception import Xception
+from keras_xception.xception import build
 
 __all__ = ["pooled_feature_model", "extract_features", "save_features"]
 
 
-def pooled_feature_model(weights="imagenet", layer=None, image_size=None):
+def pooled_feature_model(weights="imagenet", layer=None, image_size=None, arch=None):
     """A Keras model: preprocessed images (``image_size``, default: the weights') -> N x D features.
 
     ``layer``: default the last block's; a feature map is average pooled, a vector used as it is;
     ``ValueError`` for an unknown one (the message lists valid names).
     """
     size = resolve_transform(weights, target_size=image_size).target_size
-    base = Xception(include_top=False, weights=weights, input_shape=size + (3,), pooling=None)
+    base = build(arch, include_top=False, weights=weights, input_shape=size + (3,), pooling=None)
     names = [layer.name for layer in find_xception(base).layers]
     layer = names[-1] if layer is None else layer
     if layer not in names:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from keras_xception.checks import non_negative_int
-from keras_xception.model.introspect import block_numbers, find_layer, tap
+from keras_xception.model.features import feature_layers
+from keras_xception.model.introspect import find_layer, tap
 
 __all__ = ["grad_cam", "save_cam_figure"]
 
@@ -74,7 +75,7 @@ def _checked(model, image, class_index, layer):
         )
     if layer is None:
         try:
-            layer = f"block{block_numbers(model)[-1]}_sepconv2_act"
+            layer = feature_layers(model)[max(feature_layers(model))]  # the last feature map
         except ValueError:
             raise ValueError(
                 "`layer` must name a convolutional layer when the model contains no Xception (the "

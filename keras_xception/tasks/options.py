@@ -10,7 +10,8 @@ import dataclasses
 import os
 
 from keras_xception import checks
-from keras_xception.model.spec import MIN_INPUT_SIZE
+from keras_xception.model.spec import ARCHITECTURES, MIN_INPUT_SIZE
+from keras_xception.pretrained.registry import imagenet_of
 
 __all__ = ["TrainOptions", "add_arguments", "keras_path", "STRATEGIES"]
 
@@ -62,6 +63,7 @@ class TrainOptions:
     weights: object = _option(
         "imagenet", lambda v, n: v if v is None or isinstance(v, str) else _path(v, n)
     )  # the command line's --weights is the shared one
+    arch: object = _option(None, lambda v, n: v if v is None else checks.one_of(v, n, tuple(ARCHITECTURES)))  # --arch
     backbone: object = _option(None, lambda v, n: v)  # a function returning a Keras backbone (Python only)
     image_size: object = _option(
         None,
@@ -109,6 +111,8 @@ class TrainOptions:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, field.metadata["check"](getattr(self, field.name), field.name))
+        if self.arch is not None and self.weights == "imagenet":  # the architecture's own ImageNet weights
+            object.__setattr__(self, "weights", imagenet_of(self.arch))
 
     def settings(self, image_size, policy, replicas) -> dict:
         """The report's ``settings`` (JSON values): the options as used."""

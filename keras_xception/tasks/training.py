@@ -134,7 +134,7 @@ def _build(run, data, strategy):
     try:
         keras.config.set_dtype_policy(policy or previous)  # the backbone's; the head is float32
         with strategy.scope():
-            backbone = transfer.build_backbone(run.weights, shape) if run.backbone is None else run.backbone()
+            backbone = transfer.build_backbone(run.weights, shape, run.arch) if run.backbone is None else run.backbone()
             features = int(backbone.output.shape[-1])
             head = transfer.build_head(classes, feature_dim=features, dropout=run.dropout, dtype="float32")
             model = transfer.build_classifier(backbone=backbone, head=head, input_shape=shape)

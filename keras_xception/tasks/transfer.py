@@ -16,20 +16,21 @@ from keras_xception import checks
 from keras_xception.model.features import feature_model
 from keras_xception.model.introspect import find_xception, spec_of
 from keras_xception.model.preprocessing import preprocessing_layer
-from keras_xception.xception import Xception
+from keras_xception.xception import build
 
 __all__ = ["build_backbone", "build_head", "build_classifier", "train_head", "unfreeze_top_blocks", "fine_tune"]
 
 _POOL_NAME = "avg_pool"
 
 
-def build_backbone(weights="imagenet", input_shape=None):
-    """A frozen Xception without its top (4D feature map output), named ``xception``.
+def build_backbone(weights="imagenet", input_shape=None, arch=None):
+    """A frozen Xception without its top (4D feature map output), named ``xception`` (or ``arch``).
 
     ``weights``: anything :func:`keras_xception.Xception` accepts (``None``, a registered name, a
-    weights file or a ``.keras`` model containing an Xception); ``input_shape``: default any size.
+    weights file or a ``.keras`` model containing an Xception); ``input_shape``: default any size;
+    ``arch``: :func:`keras_xception.build`'s (default: the registered weights' own, else Xception).
     """
-    backbone = Xception(include_top=False, weights=weights, input_shape=input_shape)
+    backbone = build(arch, include_top=False, weights=weights, input_shape=input_shape)
     backbone.trainable = False
     return backbone
 
