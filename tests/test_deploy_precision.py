@@ -277,7 +277,7 @@ def test_cli_quantize_and_precision_flags(digits, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--precision int8 needs --calibration DIR" in err and "--runtime keras runs fp32 only" in err
     # the real int8 extract on the small digits classifier (--model): the full-width model changes nothing here
-    real = ["extract", digits["test_dir"], "--model", model_path, "--out", str(tmp_path / "f")]
+    real = ["extract", digits["test_dir"], "--model", model_path, "--out", str(tmp_path / "f.npz")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a plain model.save file: classes named by index
         assert cli.main([*real, "--precision", "int8", "--calibration", digits["train_dir"]]) == 0
