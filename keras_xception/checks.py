@@ -67,6 +67,21 @@ def existing_dir(value, name, what="an existing folder"):
     return os.fspath(value)
 
 
+def path(value, name):
+    """A path (``str`` or ``os.PathLike``, returned as ``str``), or None."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        _fail(name, "a path", value)
+    return None if value is None else os.fspath(value)
+
+
+def keras_path(value, name):
+    """:func:`path` that ends with ``.keras`` (or None)."""
+    value = path(value, name)
+    if value is not None and not value.endswith(".keras"):
+        raise ValueError(f"`{name}` must be a .keras file; received {value!r}.")
+    return value
+
+
 def argtype(check, *args, **kwargs):
     """An ``argparse`` ``type=`` from a check: the text parsed as a number, the check's message on failure."""
     import argparse

@@ -106,10 +106,10 @@ def class_folders(root, problems, *, min_classes=1):
     PNG, GIF or BMP, and unreadable folders, are appended to ``problems`` as ``(path, reason)``.
 
     Raises:
-        ValueError: ``root`` is not a readable folder, has fewer than ``min_classes`` class
-            folders, or a class folder holds no image file.
+        ValueError: ``root`` (an existing folder: its callers check that) cannot be read, has fewer
+            than ``min_classes`` class folders, or a class folder holds no image file.
     """
-    root = existing_dir(root, "directory")
+    root = os.fspath(root)
     names = [d for d in list_folder(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")]
     if len(names) < min_classes:
         raise ValueError(

@@ -15,16 +15,13 @@ from keras_xception.data.metadata import ModelRecord, read_record, write_record
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.backends import BACKENDS, cpu_threads
 from keras_xception.deploy.calibration import as_batch, calibration_images, warn_if_few
-from keras_xception.deploy.folding import fold_batchnorm
 from keras_xception.deploy.runtimes import (
-    FORMATS,
     RECOMMENDED_CALIBRATION,
     TABLE,
     check_export_path,
     check_precision,
-    format_of,
     hardware_warning,
-    runtime_for,
+    runtime_of,
 )
 
 __all__ = ["Predictor"]
@@ -91,14 +88,21 @@ class Predictor:
         workers: int | None = None,
     ):
         started = time.perf_counter()
-        _check_arguments(precision, calibration, calibration_size, transform, batch_size)
+        is_file = isinstance(model, (str, os.PathLike))
+        _check_arguments(None if is_file else model, precision, calibration, calibration_size, transform, batch_size)
         self.threads = positive_int(threads, "threads", allow_none=True) or cpu_threads()
         self.workers = positive_int(workers, "workers", allow_none=True) or self.threads
-        self.calibration_count, self._output_shape, wanted = None, None, precision
-        if isinstance(model, (str, os.PathLike)):
-            source = self._open_file(os.fspath(model), runtime, precision, transform)
+        # One pass down: the runtime (deploy), then what the data layer knows of the model (record, transform).
+        self.runtime = runtime_of(model, runtime, precision)
+        self.calibration_count, self._output_shape = None, None
+        if is_file:
+            source, record, wanted = os.fspath(model), read_record(model), precision
+            self.transform = transform or (record.transform if record else None)
+            self.class_names = record.class_names if record else None
         else:
-            source, wanted = self._take_model(model, runtime, precision or "fp32", transform), precision or "fp32"
+            source, wanted, self.class_names = model, precision or "fp32", None
+            self.input_shape, self._output_shape = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+            self.transform = transform or resolve_transform(model=model)
 
         @functools.cache
         def calibrate(shape):  # the int8 calibration images, read once
@@ -116,42 +120,6 @@ class Predictor:
         self._check_built(source, precision, calibration)
         self.batch_size = batch_size or TABLE[self.runtime].batch_size[self.precision]
         self.build_seconds = time.perf_counter() - started
-
-    def _open_file(self, path, runtime, precision, transform):
-        """Runtime, transform and class names of the exported model at ``path``; returns ``path``."""
-        fmt = format_of(path)
-        self.runtime = FORMATS[fmt]
-        if runtime not in ("auto", self.runtime):
-            raise ValueError(
-                f"{path!r} is a {fmt} model, run by runtime={self.runtime!r}; received runtime={runtime!r}. "
-                "Leave runtime='auto' for an exported file."
-            )
-        runtime_for(self.runtime, precision or "fp32")  # installed, and runs ``precision``
-        record = read_record(path)
-        self.transform = transform or (record.transform if record else None)
-        self.class_names = record.class_names if record else None
-        return path
-
-    def _take_model(self, model, runtime, precision, transform):
-        """Runtime, shapes and transform of the Keras ``model``; returns what the runtime is given."""
-        import keras
-
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                "`model` must be a keras.Model or the path of an exported model (.xml, .onnx or a SavedModel "
-                f"directory); received {type(model).__name__}."
-            )
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(
-                "Predictor supports models with one input and one output; received "
-                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
-            )
-        self.runtime = runtime_for(runtime, precision)
-        self.input_shape, self._output_shape = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
-        self.transform = transform or resolve_transform(model=model)
-        self.class_names = None
-        # TensorFlow does not fuse Conv+BatchNormalization; folded: 11% less CPU time (deploy/folding.py).
-        return fold_batchnorm(model) if self.runtime == "tensorflow" else model
 
     def _check_built(self, source, precision, calibration):
         """The precision asked of a file is the one it holds; warnings about what was built."""
@@ -213,8 +181,20 @@ class Predictor:
         )
 
 
-def _check_arguments(precision, calibration, calibration_size, transform, batch_size):
-    """The arguments that need no model, checked first."""
+def _check_arguments(model, precision, calibration, calibration_size, transform, batch_size):
+    """The arguments, checked first: ``model`` (None for a file) is a Keras model with one input and one output."""
+    import keras
+
+    if model is not None and not isinstance(model, keras.Model):
+        raise ValueError(
+            "`model` must be a keras.Model or the path of an exported model (.xml, .onnx or a SavedModel "
+            f"directory); received {type(model).__name__}."
+        )
+    if model is not None and (len(model.inputs) != 1 or len(model.outputs) != 1):
+        raise ValueError(
+            "Predictor supports models with one input and one output; received "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+        )
     if precision is not None:
         check_precision(precision)
     positive_int(calibration_size, "calibration_size")

@@ -131,6 +131,19 @@ def runtime_for(runtime: str = "auto", precision: str = "fp32") -> str:
     return runtime
 
 
+def runtime_of(source, runtime: str = "auto", precision: str | None = None) -> str:
+    """The runtime of ``source`` (:func:`runtime_for`); for the path of an exported model, its format's."""
+    if not isinstance(source, (str, os.PathLike)):
+        return runtime_for(runtime, precision or "fp32")
+    fmt = format_of(source)
+    if runtime not in ("auto", FORMATS[fmt]):
+        raise ValueError(
+            f"{os.fspath(source)!r} is a {fmt} model, run by runtime={FORMATS[fmt]!r}; received runtime={runtime!r}. "
+            "Leave runtime='auto' for an exported file."
+        )
+    return runtime_for(FORMATS[fmt], precision or "fp32")
+
+
 def check_export_path(path, format: str) -> str:
     """``path`` as a string, or ``ValueError`` for an unknown ``format`` or a path that does not fit it."""
     one_of(format, "format", EXPORT_FORMATS)

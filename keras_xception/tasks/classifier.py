@@ -14,9 +14,9 @@ import warnings
 
 import numpy as np
 
+from keras_xception.checks import keras_path
 from keras_xception.data.metadata import ModelRecord, read_record, write_record
 from keras_xception.data.transform import Transform, resolve_transform
-from keras_xception.tasks.options import keras_path
 
 __all__ = ["Classifier", "save_classifier", "load_classifier"]
 

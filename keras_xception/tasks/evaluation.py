@@ -25,6 +25,7 @@ from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.tasks.classifier import load_classifier
 from keras_xception.tasks.options import STRATEGIES
+from keras_xception.tasks.reports import classification_report
 
 __all__ = ["evaluate", "evaluate_classifier", "classification_report", "make_strategy", "is_chief", "STRATEGIES"]
 
@@ -122,12 +123,16 @@ def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes)
     return index, tf.cast(ok, tf.int64), label, top1, tf.cast(hit5, tf.int64)  # (strategy.gather takes no bool)
 
 
-def _distributed_step(strategy, replica_step, records, num_classes):
-    """A distributed batch -> the per-example outputs of all replicas, gathered, in NumPy.
+def _distributed_step(strategy, model, runtime, options, records, transform, num_classes):
+    """A distributed batch -> the per-example outputs of all replicas (:func:`_replica_step` with
+    :func:`_scores_function`), gathered, in NumPy.
 
     A label outside ``[0, num_classes)`` becomes a ``ValueError`` about ``label_offset``.
     """
     import tensorflow as tf
+
+    scores_of = _scores_function(model, runtime, strategy.num_replicas_in_sync, num_classes, options)
+    replica_step = functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
 
     @tf.function
     def step(batch):
@@ -194,9 +199,7 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
 
     num_classes = int(model.output_shape[-1])
     options = options if runtime == "keras" else dict(options, transform=transform)  # reads a calibration dir
-    scores_of = _scores_function(model, runtime, strategy.num_replicas_in_sync, num_classes, options)
-    replica_step = functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
-    step = _distributed_step(strategy, replica_step, records, num_classes)
+    step = _distributed_step(strategy, model, runtime, options, records, transform, num_classes)
     chief = is_chief(strategy)
     progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
     kept, bad, hits = [], [], 0
@@ -354,36 +357,3 @@ def evaluate_classifier(
         precision=precision,
         elapsed_seconds=round(run.elapsed, 3),
     )
-
-
-def classification_report(labels, predicted, class_names, *, top5=None) -> dict:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted).
-
-    By scikit-learn (``confusion_matrix``, ``precision_recall_fscore_support``); ``recall`` is
-    None for a class without examples. ``top5``: per example, whether the label was among the
-    five best scores (``top5_accuracy`` is reported with more than 5 classes).
-    """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
-    ks = list(range(len(class_names)))
-    cm = confusion_matrix(labels, predicted, labels=ks)
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ks, zero_division=0.0)
-    per_class = {
-        name: dict(
-            precision=float(precision[k]),
-            recall=float(recall[k]) if support[k] else None,
-            f1=float(f1[k]),
-            support=int(support[k]),
-        )
-        for k, name in enumerate(class_names)
-    }
-    report = dict(
-        accuracy=float(np.mean(predicted == labels)) if labels.size else None,
-        count=int(labels.size),
-        per_class=per_class,
-        confusion_matrix=cm.tolist(),
-    )
-    if len(class_names) > 5 and top5 is not None and labels.size:
-        report["top5_accuracy"] = float(np.mean(top5))
-    return report

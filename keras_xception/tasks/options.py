@@ -7,9 +7,9 @@ options (:func:`add_arguments`) and the report's ``settings`` derive from it. No
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from keras_xception import checks
+from keras_xception.checks import keras_path, path
 from keras_xception.model.spec import ARCHITECTURES, MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import imagenet_of
 
@@ -27,20 +27,6 @@ def _epochs(value, name):
         raise ValueError(f"`{name}` must be a positive integer or 'auto'; received {name}={value!r}.") from None
 
 
-def _path(value, name):
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise ValueError(f"`{name}` must be a path; received {name}={value!r}.")
-    return None if value is None else os.fspath(value)
-
-
-def keras_path(value, name):
-    """``value`` as a string path (or None); ``ValueError`` naming ``name`` unless it ends with ``.keras``."""
-    value = _path(value, name)
-    if value is not None and not value.endswith(".keras"):
-        raise ValueError(f"`{name}` must be a .keras file; received {value!r}.")
-    return value
-
-
 def _class_weight(value, name):
     if value is not None and value != "balanced" and not isinstance(value, dict):
         raise ValueError(f"`{name}` must be None, 'balanced' or a dict; received {name}={value!r}.")
@@ -56,12 +42,12 @@ def _option(default, check, help=None, **cli):
 class TrainOptions:
     """The keyword arguments of :func:`~keras_xception.tasks.training.train`, checked (``ValueError`` naming one)."""
 
-    val_dir: object = _option(None, _path, "validation images in class folders named like DATA_DIR's", metavar="DIR")
+    val_dir: object = _option(None, path, "validation images in class folders named like DATA_DIR's", metavar="DIR")
     val_split: float = _option(
         0.2, lambda v, n: checks.fraction(v, n, high_open=True), "fraction of each class held out for validation"
     )
     weights: object = _option(
-        "imagenet", lambda v, n: v if v is None or isinstance(v, str) else _path(v, n)
+        "imagenet", lambda v, n: v if v is None or isinstance(v, str) else path(v, n)
     )  # the command line's --weights is the shared one
     arch: object = _option(None, lambda v, n: v if v is None else checks.one_of(v, n, tuple(ARCHITECTURES)))  # --arch
     backbone: object = _option(None, lambda v, n: v)  # a function returning a Keras backbone (Python only)
@@ -99,9 +85,9 @@ class TrainOptions:
     )
     mixed_precision: bool = _option(False, checks.boolean, "mixed-precision backbone, float32 head")
     out: object = _option(None, keras_path)  # the command line's --out is required: added by cli/train.py
-    report_path: object = _option(None, _path, "write the training report as JSON", flag="--report", metavar="OUT.json")
-    curves_path: object = _option(None, _path)
-    confusion_path: object = _option(None, _path)
+    report_path: object = _option(None, path, "write the training report as JSON", flag="--report", metavar="OUT.json")
+    curves_path: object = _option(None, path)
+    confusion_path: object = _option(None, path)
     seed: int = _option(1337, checks.non_negative_int, "seed of the split, the head and the shuffling")
     strict: bool = _option(False, checks.boolean, "stop at the first unreadable image instead of skipping it")
     verbose: object = _option(
@@ -135,7 +121,7 @@ def add_arguments(parser) -> None:
             continue
         if check is checks.boolean:
             cli["action"] = "store_true"
-        elif "choices" not in cli and check is not _path:
+        elif "choices" not in cli and check is not path:
             cli["type"] = checks.argtype(check)
         default = "" if field.default is None or check is checks.boolean else f" (default {field.default})"
         flag = cli.pop("flag", "--" + field.name.replace("_", "-"))

@@ -10,7 +10,40 @@ import time
 
 import numpy as np
 
-__all__ = ["plot_curves", "plot_confusion_matrix", "head_line", "summary", "write_outputs"]
+__all__ = ["classification_report", "plot_curves", "plot_confusion_matrix", "head_line", "summary", "write_outputs"]
+
+
+def classification_report(labels, predicted, class_names, *, top5=None) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted).
+
+    By scikit-learn (``confusion_matrix``, ``precision_recall_fscore_support``); ``recall`` is
+    None for a class without examples. ``top5``: per example, whether the label was among the
+    five best scores (``top5_accuracy`` is reported with more than 5 classes).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
+    ks = list(range(len(class_names)))
+    cm = confusion_matrix(labels, predicted, labels=ks)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ks, zero_division=0.0)
+    per_class = {
+        name: dict(
+            precision=float(precision[k]),
+            recall=float(recall[k]) if support[k] else None,
+            f1=float(f1[k]),
+            support=int(support[k]),
+        )
+        for k, name in enumerate(class_names)
+    }
+    report = dict(
+        accuracy=float(np.mean(predicted == labels)) if labels.size else None,
+        count=int(labels.size),
+        per_class=per_class,
+        confusion_matrix=cm.tolist(),
+    )
+    if len(class_names) > 5 and top5 is not None and labels.size:
+        report["top5_accuracy"] = float(np.mean(top5))
+    return report
 
 
 def plot_curves(path, head_history, fine_tune_history=None, best=None):

@@ -23,7 +23,7 @@ from keras_xception.data.transform import resolve_transform
 from keras_xception.model.features import feature_model
 from keras_xception.tasks import reports, transfer
 from keras_xception.tasks.classifier import Classifier
-from keras_xception.tasks.evaluation import classification_report, is_chief, make_strategy
+from keras_xception.tasks.evaluation import is_chief, make_strategy
 from keras_xception.tasks.options import TrainOptions
 
 __all__ = ["train", "augmentation"]
@@ -338,7 +338,7 @@ def _report(model, data, features, phases, class_weight, settings, strategy) -> 
     else:
         probs, labels = model.get_layer("head").predict(val.outputs, batch_size=256, verbose=0), val.labels
     top5 = (np.argsort(-probs, axis=1)[:, :5] == np.asarray(labels)[:, None]).any(axis=1)
-    evaluation = classification_report(labels, np.argmax(probs, axis=1), data["class_names"], top5=top5)
+    evaluation = reports.classification_report(labels, np.argmax(probs, axis=1), data["class_names"], top5=top5)
     names = data["class_names"]
     report = dict(
         val_accuracy=evaluation["accuracy"],
