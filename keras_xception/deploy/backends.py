@@ -73,8 +73,8 @@ class _KerasBackend:
 
 
 class _TensorFlowBackend:
-    """A ``tf.function`` of the model (or a loaded SavedModel's ``serve``), called from ``workers``
-    Python threads at once for several chunks."""
+    """A ``tf.function`` of the model, BatchNormalization folded (or a loaded SavedModel's ``serve``), called
+    from ``workers`` Python threads at once for several chunks."""
 
     precision = "fp32"
 

@@ -1,5 +1,5 @@
 """Evaluation: one loop for ImageNet top-1/top-5 (:func:`evaluate`) and for a classifier on class folders
-(:func:`evaluate_classifier`, with scikit-learn's per-class figures: :func:`classification_report`).
+(:func:`evaluate_classifier`, with scikit-learn's per-class figures: :func:`.reports.classification_report`).
 
 Under any ``tf.distribute`` strategy each image counts once: every input pipeline decodes its shard of
 the records by index, then pads with invalid examples (full batches on every replica); the loop ends at
