@@ -22,6 +22,9 @@ and measures, on the same files:
     to ``model``; also with its start-up (the graph of each ``map_batches`` call,
     the first batch) excluded like the model's: :func:`marginal`.
 
+Each row is the median of ``--repeats`` trials. ``--tf-autotune`` turns tf.data's autotuner back on
+(the pipeline turns it off: its thread made an iterator's teardown stall for up to 10 s).
+
 The process's allocator is set as the ``keras-xception`` commands set it
 (:func:`keras_xception.cli.keep_freed_memory`; ``--system-allocator``: not).
 
@@ -109,6 +112,14 @@ def model_rate(predict, batch, repeats):
     return timed(lambda: [predict(batch) for _ in range(repeats)], repeats * len(batch))
 
 
+def _autotune_on():
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    return options
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-images", type=int, default=200)
@@ -116,6 +127,7 @@ def main(argv=None):
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])
     p.add_argument("--repeats", type=int, default=1, help="per precision: the median of this many trials")
     p.add_argument("--system-allocator", action="store_true", help="without keep_freed_memory (what extract sets)")
+    p.add_argument("--tf-autotune", action="store_true", help="tf.data's autotuner on (the pipeline turns it off)")
     args = p.parse_args(argv)
     if not args.system_allocator:
         from keras_xception.cli import keep_freed_memory
@@ -126,7 +138,12 @@ def main(argv=None):
     import tensorflow as tf
 
     import keras_xception as kx
+    from keras_xception.data import dataset
     from keras_xception.data.dataset import map_batches
+
+    if args.tf_autotune:
+        options = dataset._options
+        dataset._options = lambda: options().merge(_autotune_on())
     from keras_xception.tasks.extraction import pooled_feature_model
 
     rows = []
@@ -138,10 +155,11 @@ def main(argv=None):
             ("pipeline alone, EXIF on (user photos)", exif),
             ("pipeline alone, EXIF off", exif.replace(exif_orientation=False)),
         ):
-            map_batches(lambda x: x[:, 0, 0], paths[:32], t, verbose=0)  # warm-up: file cache
-            rows.append((label, *timed(lambda t=t: map_batches(lambda x: x[:, 0, 0], paths, t, verbose=0), n)))
             run = lambda ps, t=t: map_batches(lambda x: x[:, 0, 0], ps, t, verbose=0)  # noqa: E731
-            rows.append((f"{label}, start-up excluded", *marginal(run, paths, args.batch_size)))
+            run(paths[:32])  # warm-up: file cache
+            trials = [(timed(lambda r=run: r(paths), n), marginal(run, paths, 32)) for _ in range(args.repeats)]
+            rows.append((label, *median_rate([t[0] for t in trials])))
+            rows.append((f"{label}, start-up excluded", *median_rate([t[1] for t in trials])))
         rows.append(("Pillow on one core (reference)", *timed(lambda: [pillow_one(q) for q in paths], n)))
 
         model = pooled_feature_model(weights=None)
