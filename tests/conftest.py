@@ -24,6 +24,29 @@ from synthetic import write_synthetic_tree
 
 SMALL = 71  # the smallest input Xception accepts: keeps the suite fast
 
+#: The test files that take longest (about 60-240 s each on 2 cores), in the order the two test processes
+#: start them (setup.cfg: ``--dist loadfile``, each file in one process, its fixtures built once): the
+#: longest first, so that none starts near the end while the other process has finished.
+LONGEST_FIRST = [
+    "test_deploy_precision.py",
+    "test_docs.py",
+    "test_tasks_training.py",
+    "test_pretrained_loading.py",
+    "test_pretrained_formats.py",
+    "test_ecosystem.py",
+    "test_cli.py",
+    "test_examples.py",
+    "test_model_graph.py",
+    "test_tasks_scale.py",
+    "test_tasks_evaluation.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order kept
+
+
 #: The small variant for plumbing tests: a quarter of the channels (512 at the end), one middle-flow
 #: block (the exit flow is block6 and block7; the last feature map is block7_sepconv2_act).
 SMALL_OPTIONS = dict(width_multiplier=0.25, middle_flow_blocks=1)
