@@ -12,7 +12,7 @@ from conftest import SMALL, rel_diff, small_xception
 from keras_xception import cli
 from keras_xception.data.metadata import read_record
 from keras_xception.data.transform import load_image, resolve_transform
-from keras_xception.deploy import calibration as prec
+from keras_xception.deploy import predictor as prec
 from keras_xception.deploy import runtimes
 from keras_xception.deploy.export import export
 from keras_xception.deploy.predictor import Predictor
@@ -287,7 +287,7 @@ def test_cli_quantize_and_precision_flags(digits, tmp_path, capsys):
 
 def test_evaluate_in_reduced_precision(digits):
     """evaluate(precision="int8", calibration=DIR): the top-1 of the int8 model next to fp32's."""
-    from keras_xception.data.dataset import Records
+    from keras_xception.data.files import Records
     from keras_xception.tasks.evaluation import evaluate
 
     files = sorted(os.path.join(r, f) for r, _, fs in os.walk(digits["test_dir"]) for f in fs)

@@ -410,8 +410,8 @@ def _evaluate_imagenet(args, stdout):
 def _evaluate_classifier(args, stdout):
     from keras_xception.tasks.evaluation import evaluate_classifier
 
-    options = dict(batch_size=args.batch_size, strict=args.strict, verbose=args.verbose)
-    report = evaluate_classifier(args.model, args.val_dir, **options, **inference(args))
+    options = dict(batch_size=args.batch_size, strict=args.strict, verbose=args.verbose, **inference(args))
+    report = evaluate_classifier(args.model, args.val_dir, **options)
     report["model"] = args.model
     top5 = f"  top-5 {100 * report['top5_accuracy']:.2f}%" if "top5_accuracy" in report else ""
     print(

@@ -1,92 +1,32 @@
-"""The one ``tf.data`` image pipeline over :class:`Records` (every image decoded as :func:`load_image` does):
-:func:`decode_records` (every example once, flagged ``ok``: evaluation), :func:`image_dataset` (training
-batches) and :func:`map_batches` (a function over batches of files), with :func:`explain` for bad files.
+"""The one ``tf.data`` image pipeline over :class:`~.files.Records` (every image decoded as :func:`load_image`
+does): :func:`decode_records` (every example once, flagged ``ok``: evaluation), :func:`image_dataset` (training
+batches) and :func:`map_batches` (a function over batches of files); bad files are explained by
+:func:`~.transform.explain`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import warnings
 
 import numpy as np
 
 from keras_xception.checks import non_negative_int, one_of, positive_int
-from keras_xception.data.files import class_folders, report_unreadable
+from keras_xception.data.files import Records
 from keras_xception.data.results import Results, Skipped
-from keras_xception.data.transform import Transform, decode_and_transform, file_windows, resolve_transform
+from keras_xception.data.transform import (
+    Transform,
+    decode_and_transform,
+    explain,
+    file_windows,
+    reason,
+    resolve_transform,
+)
 
-__all__ = ["Records", "decode_records", "image_dataset", "map_batches", "explain", "ON_ERROR"]
+__all__ = ["decode_records", "image_dataset", "map_batches", "ON_ERROR"]
 
 #: Policies for files that cannot be read or decoded.
 ON_ERROR = ("skip", "raise")
-
-
-@dataclasses.dataclass(frozen=True)
-class Records:
-    """Raw examples of one source, before decoding.
-
-    Attributes:
-        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: the file path or name, the int64
-            class index, and the encoded image bytes or (``payload_is_path``) a path.
-        payload_is_path: Whether ``payload`` is a file path to read.
-        size: Number of examples when known without reading them, else None.
-        description: Where the examples come from (for reports).
-        problems: ``(path, reason)`` of inputs that could not even be listed (reported as skipped).
-        paths: The files, in order, for records of files (else None).
-    """
-
-    dataset: object
-    payload_is_path: bool
-    size: int | None
-    description: str
-    problems: tuple = ()
-    paths: tuple | None = None
-
-    @classmethod
-    def from_files(cls, paths, labels=None, description="files", problems=()) -> Records:
-        """Records of image files (labels default to 0), in the given order."""
-        import tensorflow as tf
-
-        paths = [os.fspath(p) for p in paths]
-        labels = np.zeros(len(paths), np.int64) if labels is None else np.asarray(labels, np.int64)
-        if len(paths) != len(labels):
-            raise ValueError(f"{len(paths)} paths but {len(labels)} labels; they must match one to one.")
-        ds = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
-        )
-        return cls(ds, True, len(paths), description, problems, tuple(paths))
-
-    @classmethod
-    def from_class_folders(cls, root, class_names, *, strict=False, description=None) -> Records:
-        """Records of a class-per-folder tree (:func:`~keras_xception.data.files.class_folders`) labelled by
-        ``class_names``; a folder not among them is an error. What could not be listed is warned about
-        and kept in ``problems`` (``strict``: ``ValueError`` at the first)."""
-        problems = []
-        paths, labels, folders = class_folders(root, problems)
-        index = {c: i for i, c in enumerate(class_names)}
-        unknown = sorted(set(folders) - set(index))
-        if unknown:
-            known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
-            raise ValueError(f"{root!r} has class folders the model does not know: {unknown}; its classes are {known}.")
-        for path, reason in problems:
-            report_unreadable(None, path, reason, strict)
-        skipped = tuple(Skipped(path, reason) for path, reason in problems)
-        return cls.from_files(paths, [index[folders[k]] for k in labels], description or root, problems=skipped)
-
-    def take(self, limit):
-        """The first ``limit`` records (all of them for ``None``)."""
-        if positive_int(limit, "limit", allow_none=True) is None:
-            return self
-        size = limit if self.size is None else min(limit, self.size)
-        return dataclasses.replace(
-            self,
-            dataset=self.dataset.take(limit),
-            size=size,
-            description=f"{self.description} (first {limit})",
-            paths=None if self.paths is None else self.paths[:limit],
-        )
 
 
 def _examples(records, transform):
@@ -156,40 +96,6 @@ def _decode_each(ds, decode, transform):
         return good.concatenate(bad).take(1)
 
     return ds.interleave(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def reason(payload, transform, payload_is_path=True) -> str:
-    """Why one example cannot be read or decoded (the reader's or decoder's message, the path not repeated)."""
-    import tensorflow as tf
-
-    try:
-        decode_and_transform(tf.io.read_file(payload) if payload_is_path else payload, transform)
-    except (tf.errors.OpError, ValueError) as e:
-        text = getattr(e, "message", None) or str(e)
-        text = text.splitlines()[0] if text else type(e).__name__
-        text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
-        text = re.sub(r"\s*\[Op:\w+\].*$", "", text).strip()
-        if payload_is_path:  # TensorFlow's file errors start with the path: "PATH; No such file or directory"
-            path = payload.numpy().decode("utf-8", "replace") if hasattr(payload, "numpy") else os.fspath(payload)
-            text = text.removeprefix(f"{path}; ").removeprefix(f"{path}: ")
-        return text
-    return "decoded on retry (transient read error?)"
-
-
-def explain(records: Records, indices, transform: Transform) -> list:
-    """``[(index, Skipped(name, reason))]`` for the examples at ``indices`` (re-read and decoded eagerly)."""
-    import tensorflow as tf
-
-    wanted = sorted({int(i) for i in indices})
-    if not wanted:
-        return []
-    w = tf.constant(wanted, tf.int64)
-    found = records.dataset.enumerate().filter(lambda i, ex: tf.reduce_any(tf.equal(i, w)))
-    out = []
-    for i, (name, _, payload) in found:
-        name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
-        out.append((int(i), Skipped(name, reason(payload, transform, records.payload_is_path))))
-    return out
 
 
 def image_dataset(

@@ -1,16 +1,27 @@
-"""Image folders: the image files under a folder, a class-per-folder tree, and its seeded train/validation split."""
+"""What to read: the image files under a folder, a class-per-folder tree and its seeded train/validation split, a
+list of paths, and :class:`Records` (the examples of one source, before decoding)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
 import numpy as np
 
-from keras_xception.checks import existing_dir, fraction
+from keras_xception.checks import existing_dir, fraction, positive_int
+from keras_xception.data.results import Skipped
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "list_folder", "class_folders", "class_folder_split", "report_unreadable"]
+__all__ = [
+    "Records",
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "list_folder",
+    "class_folders",
+    "class_folder_split",
+    "report_unreadable",
+]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
@@ -159,3 +170,69 @@ def class_folder_split(data_dir, val_split=0.2, seed=1337, *, problems=None):
         return [p for p, _ in pairs], np.array([label for _, label in pairs], dtype="int32")
 
     return (*unzip(train), *unzip(val), class_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+    """Raw examples of one source, before decoding.
+
+    Attributes:
+        dataset: ``tf.data.Dataset`` of ``(name, label, payload)``: the file path or name, the int64
+            class index, and the encoded image bytes or (``payload_is_path``) a path.
+        payload_is_path: Whether ``payload`` is a file path to read.
+        size: Number of examples when known without reading them, else None.
+        description: Where the examples come from (for reports).
+        problems: ``(path, reason)`` of inputs that could not even be listed (reported as skipped).
+        paths: The files, in order, for records of files (else None).
+    """
+
+    dataset: object
+    payload_is_path: bool
+    size: int | None
+    description: str
+    problems: tuple = ()
+    paths: tuple | None = None
+
+    @classmethod
+    def from_files(cls, paths, labels=None, description="files", problems=()) -> Records:
+        """Records of image files (labels default to 0), in the given order."""
+        import tensorflow as tf
+
+        paths = [os.fspath(p) for p in paths]
+        labels = np.zeros(len(paths), np.int64) if labels is None else np.asarray(labels, np.int64)
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels; they must match one to one.")
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(paths, tf.string), tf.constant(labels, tf.int64), tf.constant(paths, tf.string))
+        )
+        return cls(ds, True, len(paths), description, problems, tuple(paths))
+
+    @classmethod
+    def from_class_folders(cls, root, class_names, *, strict=False, description=None) -> Records:
+        """Records of a class-per-folder tree (:func:`~keras_xception.data.files.class_folders`) labelled by
+        ``class_names``; a folder not among them is an error. What could not be listed is warned about
+        and kept in ``problems`` (``strict``: ``ValueError`` at the first)."""
+        problems = []
+        paths, labels, folders = class_folders(root, problems)
+        index = {c: i for i, c in enumerate(class_names)}
+        unknown = sorted(set(folders) - set(index))
+        if unknown:
+            known = list(class_names) if len(class_names) <= 20 else f"{len(class_names)} names: {class_names[0]}, ..."
+            raise ValueError(f"{root!r} has class folders the model does not know: {unknown}; its classes are {known}.")
+        for path, reason in problems:
+            report_unreadable(None, path, reason, strict)
+        skipped = tuple(Skipped(path, reason) for path, reason in problems)
+        return cls.from_files(paths, [index[folders[k]] for k in labels], description or root, problems=skipped)
+
+    def take(self, limit):
+        """The first ``limit`` records (all of them for ``None``)."""
+        if positive_int(limit, "limit", allow_none=True) is None:
+            return self
+        size = limit if self.size is None else min(limit, self.size)
+        return dataclasses.replace(
+            self,
+            dataset=self.dataset.take(limit),
+            size=size,
+            description=f"{self.description} (first {limit})",
+            paths=None if self.paths is None else self.paths[:limit],
+        )

@@ -1,4 +1,4 @@
-"""ImageNet validation data as :class:`~keras_xception.data.dataset.Records`: tfds, a folder, or TFRecords.
+"""ImageNet validation data as :class:`~keras_xception.data.files.Records`: tfds, a folder, or TFRecords.
 
 Class ``i`` is the ``i``-th WordNet id in sorted order (the Keras models' output index, the tfds label).
 """
@@ -12,8 +12,7 @@ import os
 import re
 
 from keras_xception.checks import non_negative_int
-from keras_xception.data.dataset import Records
-from keras_xception.data.files import list_folder
+from keras_xception.data.files import Records, list_folder
 from keras_xception.model.imagenet import class_index
 
 __all__ = ["imagenet_wnids", "validation_ground_truth", "tfds_records", "folder_records", "tfrecord_records"]

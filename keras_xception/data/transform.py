@@ -1,5 +1,6 @@
 """The input transform (docs/evaluation.md): :class:`Transform`, made by :func:`resolve_transform` and
-applied by :func:`decode_and_transform` for :func:`load_image`, every pipeline and every command alike.
+applied by :func:`decode_and_transform` for :func:`load_image`, every pipeline and every command alike; and
+why an image cannot be decoded (:func:`reason`, :func:`explain`).
 """
 
 from __future__ import annotations
@@ -7,14 +8,24 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import re
 
 import numpy as np
 
 from keras_xception.checks import fraction, one_of, positive_int
+from keras_xception.data.results import Skipped
 from keras_xception.model.spec import MIN_INPUT_SIZE
 from keras_xception.pretrained.registry import get_record, is_registered
 
-__all__ = ["Transform", "resolve_transform", "decode_and_transform", "load_image", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "Transform",
+    "resolve_transform",
+    "decode_and_transform",
+    "load_image",
+    "reason",
+    "explain",
+    "IMAGE_EXTENSIONS",
+]
 
 #: File extensions (lower case) of the formats decode_and_transform decodes.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -308,6 +319,41 @@ def decode_and_transform(contents, transform: Transform, orientation=None, windo
     image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
     image.set_shape(tuple(size) + (3,))
     return image
+
+
+def reason(payload, transform, payload_is_path=True) -> str:
+    """Why one example cannot be read or decoded (the reader's or decoder's message, the path not repeated)."""
+    import tensorflow as tf
+
+    try:
+        decode_and_transform(tf.io.read_file(payload) if payload_is_path else payload, transform)
+    except (tf.errors.OpError, ValueError) as e:
+        text = getattr(e, "message", None) or str(e)
+        text = text.splitlines()[0] if text else type(e).__name__
+        text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+        text = re.sub(r"\s*\[Op:\w+\].*$", "", text).strip()
+        if payload_is_path:  # TensorFlow's file errors start with the path: "PATH; No such file or directory"
+            path = payload.numpy().decode("utf-8", "replace") if hasattr(payload, "numpy") else os.fspath(payload)
+            text = text.removeprefix(f"{path}; ").removeprefix(f"{path}: ")
+        return text
+    return "decoded on retry (transient read error?)"
+
+
+def explain(records, indices, transform: Transform) -> list:
+    """``[(index, Skipped(name, reason))]`` for the examples of ``records`` (:class:`~.files.Records`) at ``indices``
+    (re-read and decoded eagerly)."""
+    import tensorflow as tf
+
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return []
+    w = tf.constant(wanted, tf.int64)
+    found = records.dataset.enumerate().filter(lambda i, ex: tf.reduce_any(tf.equal(i, w)))
+    out = []
+    for i, (name, _, payload) in found:
+        name = name.numpy().decode("utf-8", "replace") or f"record #{int(i)}"
+        out.append((int(i), Skipped(name, reason(payload, transform, records.payload_is_path))))
+    return out
 
 
 def load_image(path, transform: Transform | None = None, **overrides):

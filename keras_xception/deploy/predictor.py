@@ -1,5 +1,6 @@
 """Fast CPU inference: :class:`Predictor`, the one way to run a Keras model or an exported file on a numpy
-batch, on any runtime (keras, tensorflow, onnxruntime, openvino, litert) and precision (fp32, bf16, int8)."""
+batch, on any runtime (keras, tensorflow, onnxruntime, openvino, litert) and precision (fp32, bf16, int8);
+the images int8 quantization is calibrated on (:func:`calibration_images`), and the batch check (:func:`as_batch`)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,22 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import positive_int
+from keras_xception.data.dataset import map_batches
+from keras_xception.data.files import list_images
 from keras_xception.data.metadata import ModelRecord, read_record, write_record
 from keras_xception.data.transform import Transform, resolve_transform
 from keras_xception.deploy.backends import BACKENDS, cpu_threads
-from keras_xception.deploy.calibration import as_batch, calibration_images, warn_if_few
 from keras_xception.deploy.runtimes import (
+    FORMATS,
     RECOMMENDED_CALIBRATION,
     TABLE,
     check_export_path,
     check_precision,
     hardware_warning,
-    runtime_of,
+    runtime_for,
 )
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "runtime_of", "format_of", "runtime_of_file", "calibration_images", "as_batch", "warn_if_few"]
 
 _ADVICE = (
     "measure its agreement with float32 with keras_xception.quantize (`keras-xception quantize` on the command line)."
@@ -181,6 +184,40 @@ class Predictor:
         )
 
 
+def runtime_of(source, runtime: str = "auto", precision: str | None = None) -> str:
+    """The runtime of ``source`` (:func:`runtime_for`); for the path of an exported model, its format's."""
+    if not isinstance(source, (str, os.PathLike)):
+        return runtime_for(runtime, precision or "fp32")
+    fmt = format_of(source)
+    if runtime not in ("auto", FORMATS[fmt]):
+        raise ValueError(
+            f"{os.fspath(source)!r} is a {fmt} model, run by runtime={FORMATS[fmt]!r}; received runtime={runtime!r}. "
+            "Leave runtime='auto' for an exported file."
+        )
+    return runtime_for(FORMATS[fmt], precision or "fp32")
+
+
+def runtime_of_file(path) -> str | None:
+    """The runtime whose files end like ``path`` (``.xml``: openvino, ``.onnx``: onnxruntime, ``.tflite``: litert)."""
+    return next((name for name, r in TABLE.items() if r.suffix and os.fspath(path).endswith(r.suffix)), None)
+
+
+def format_of(path) -> str:
+    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"``, ``"openvino"``, ``"litert"``);
+    ``ValueError`` when ``path`` does not exist or is none of those."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "savedmodel"
+    if os.path.isfile(path) and runtime_of_file(path):
+        return TABLE[runtime_of_file(path)].format
+    if not os.path.exists(path):
+        raise ValueError(f"No exported model at {path!r}: the path does not exist.")
+    raise ValueError(
+        f"{path!r} is not an exported model: expected a SavedModel directory (with saved_model.pb), "
+        "an .onnx file, an OpenVINO .xml file or a LiteRT .tflite file (keras_xception.export writes them)."
+    )
+
+
 def _check_arguments(model, precision, calibration, calibration_size, transform, batch_size):
     """The arguments, checked first: ``model`` (None for a file) is a Keras model with one input and one output."""
     import keras
@@ -206,3 +243,115 @@ def _check_arguments(model, precision, calibration, calibration_size, transform,
         )
     if transform is not None and not isinstance(transform, Transform):
         raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
+
+
+def calibration_images(
+    source,
+    *,
+    input_shape,
+    transform: Transform | None = None,
+    limit=RECOMMENDED_CALIBRATION,
+    seed=0,
+    what="calibration",
+) -> np.ndarray:
+    """Model inputs from ``source`` as one float32 array of at most ``limit`` images.
+
+    Args:
+        source: A numpy array (a batch of model inputs, already preprocessed), a ``tf.data.Dataset`` yielding
+            such batches, single images, or ``(inputs, labels)`` pairs, a directory of image files (searched
+            recursively), or a list of image paths. Files are read with ``transform`` (a random sample of
+            ``limit`` of them when there are more, so every class folder is represented); unreadable ones are
+            warned about and left out.
+        input_shape: The model's input shape without the batch dimension.
+        transform: How files become model inputs (required for files).
+        limit: The most images to take (None: all).
+        what: The argument's name, for messages (``"calibration"``, ``"holdout"``).
+
+    Raises:
+        ValueError: ``source`` is None, of another type or shape, holds no image or non-finite values.
+    """
+    import tensorflow as tf
+
+    if source is None:
+        raise ValueError(
+            f"`{what}` is required: give a directory of images (read with the model's transform), a numpy "
+            f"array of preprocessed model inputs or a tf.data.Dataset of them; about {RECOMMENDED_CALIBRATION} "
+            "images are recommended."
+        )
+    cap = positive_int(limit, f"{what}_size", allow_none=True) or np.iinfo(np.int64).max
+    input_shape = tuple(input_shape)
+    paths = isinstance(source, (list, tuple)) and bool(source) and isinstance(source[0], (str, os.PathLike))
+    if paths or isinstance(source, (str, os.PathLike)):
+        images = _read_files(source, transform, cap, seed, what)
+    elif isinstance(source, tf.data.Dataset):
+        images = _take_from_dataset(source, input_shape, cap, what)
+    elif isinstance(source, np.ndarray):
+        images = as_batch(source, input_shape, what, one=True)[:cap]
+    else:
+        raise ValueError(
+            f"`{what}` must be a directory of images, a list of image paths, a numpy array of model inputs or "
+            f"a tf.data.Dataset; received {type(source).__name__}."
+        )
+    if images is None or len(images) == 0:
+        raise ValueError(f"`{what}` holds no readable image.")
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"`{what}` images contain NaN or infinite values.")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _read_files(source, transform, cap, seed, what):
+    """The readable images of a folder (recursively) or a list of paths, a seeded sample of ``cap``
+    (None when there is no file)."""
+    if transform is None:
+        raise ValueError(f"Reading `{what}` image files needs the model's transform.")
+    if isinstance(source, (list, tuple)):
+        paths = [os.fspath(p) for p in source]
+    elif os.path.isdir(source):
+        paths = list_images(source)  # warns about unreadable sub-folders
+    else:
+        raise ValueError(f"`{what}` must be an existing directory of images; received {os.fspath(source)!r}.")
+    if len(paths) > cap:  # a sample spread over every class folder, not the first ones
+        keep = np.sort(np.random.default_rng(seed).choice(len(paths), cap, replace=False))
+        paths = [paths[i] for i in keep]
+    if not paths:
+        return None
+    return map_batches(lambda x: x, paths, transform, batch_size=16, verbose=0, what=f"{what} images").outputs
+
+
+def _take_from_dataset(dataset, input_shape, cap, what):
+    parts, count = [], 0
+    for element in dataset:
+        x = element[0] if isinstance(element, (tuple, list)) else element
+        x = as_batch(x.numpy() if hasattr(x, "numpy") else x, input_shape, what, one=True)
+        parts.append(x[: cap - count])
+        count += len(parts[-1])
+        if count >= cap:
+            break
+    return np.concatenate(parts) if parts else None
+
+
+def as_batch(x, input_shape, what: str = "x", one: bool = False) -> np.ndarray:
+    """``x`` as a contiguous float32 batch of shape ``(n,) + input_shape`` (None: any size), or a ValueError
+    naming ``what``; with ``one``, a single image (no batch axis) is a batch of one."""
+    x, input_shape = np.asarray(x), tuple(input_shape)
+    if one and x.ndim == len(input_shape):
+        x = x[None]
+    fits = x.ndim == len(input_shape) + 1 and all(w is None or g == w for g, w in zip(x.shape[1:], input_shape))
+    if not fits or not np.issubdtype(x.dtype, np.number):
+        hint = " For a single image use x[None]." if x.ndim == len(input_shape) else ""
+        raise ValueError(
+            f"`{what}` must be a numeric batch of shape (n,) + {input_shape}; received an array of shape "
+            f"{x.shape} and dtype {x.dtype}.{hint}"
+        )
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def warn_if_few(count: int, advice: str, stacklevel: int = 3) -> None:
+    """Warn that ``count`` calibration images are fewer than NNCF recommends; ``advice`` says what to do
+    where the warning is seen (the caller knows whether an agreement is being measured already)."""
+    if count < RECOMMENDED_CALIBRATION:
+        warnings.warn(
+            f"int8 calibration used {count} image(s); NNCF recommends about {RECOMMENDED_CALIBRATION}, and fewer "
+            f"may give a less accurate int8 model: {advice}",
+            stacklevel=stacklevel,
+        )

@@ -12,9 +12,8 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import fraction
-from keras_xception.deploy.calibration import calibration_images, warn_if_few
-from keras_xception.deploy.predictor import Predictor
-from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities, runtime_of_file
+from keras_xception.deploy.predictor import Predictor, calibration_images, runtime_of_file, warn_if_few
+from keras_xception.deploy.runtimes import RECOMMENDED_CALIBRATION, check_precision, cpu_capabilities
 
 __all__ = ["agreement", "quantize", "out_runtime", "outputs_are_classes", "DEFAULT_MIN_AGREEMENT"]
 

@@ -131,19 +131,6 @@ def runtime_for(runtime: str = "auto", precision: str = "fp32") -> str:
     return runtime
 
 
-def runtime_of(source, runtime: str = "auto", precision: str | None = None) -> str:
-    """The runtime of ``source`` (:func:`runtime_for`); for the path of an exported model, its format's."""
-    if not isinstance(source, (str, os.PathLike)):
-        return runtime_for(runtime, precision or "fp32")
-    fmt = format_of(source)
-    if runtime not in ("auto", FORMATS[fmt]):
-        raise ValueError(
-            f"{os.fspath(source)!r} is a {fmt} model, run by runtime={FORMATS[fmt]!r}; received runtime={runtime!r}. "
-            "Leave runtime='auto' for an exported file."
-        )
-    return runtime_for(FORMATS[fmt], precision or "fp32")
-
-
 def check_export_path(path, format: str) -> str:
     """``path`` as a string, or ``ValueError`` for an unknown ``format`` or a path that does not fit it."""
     one_of(format, "format", EXPORT_FORMATS)
@@ -152,27 +139,6 @@ def check_export_path(path, format: str) -> str:
     if suffix and not path.endswith(suffix):
         raise ValueError(f"With format={format!r} the path must end with {suffix!r}; received path={path!r}.")
     return path
-
-
-def runtime_of_file(path) -> str | None:
-    """The runtime whose files end like ``path`` (``.xml``: openvino, ``.onnx``: onnxruntime, ``.tflite``: litert)."""
-    return next((name for name, r in TABLE.items() if r.suffix and os.fspath(path).endswith(r.suffix)), None)
-
-
-def format_of(path) -> str:
-    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"``, ``"openvino"``, ``"litert"``);
-    ``ValueError`` when ``path`` does not exist or is none of those."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return "savedmodel"
-    if os.path.isfile(path) and runtime_of_file(path):
-        return TABLE[runtime_of_file(path)].format
-    if not os.path.exists(path):
-        raise ValueError(f"No exported model at {path!r}: the path does not exist.")
-    raise ValueError(
-        f"{path!r} is not an exported model: expected a SavedModel directory (with saved_model.pb), "
-        "an .onnx file, an OpenVINO .xml file or a LiteRT .tflite file (keras_xception.export writes them)."
-    )
 
 
 @functools.cache

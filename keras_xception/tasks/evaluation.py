@@ -18,10 +18,11 @@ import warnings
 import numpy as np
 
 from keras_xception.checks import existing_dir, one_of, positive_int
-from keras_xception.data.dataset import Records, decode_records, explain
+from keras_xception.data.dataset import decode_records
+from keras_xception.data.files import Records
 from keras_xception.data.imagenet import imagenet_wnids
 from keras_xception.data.results import Skipped
-from keras_xception.data.transform import Transform, resolve_transform
+from keras_xception.data.transform import Transform, explain, resolve_transform
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.tasks.classifier import load_classifier
 from keras_xception.tasks.options import STRATEGIES
