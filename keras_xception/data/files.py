@@ -13,15 +13,7 @@ from keras_xception.checks import existing_dir, fraction, positive_int
 from keras_xception.data.results import Skipped
 from keras_xception.data.transform import IMAGE_EXTENSIONS
 
-__all__ = [
-    "Records",
-    "IMAGE_EXTENSIONS",
-    "list_images",
-    "list_folder",
-    "class_folders",
-    "class_folder_split",
-    "report_unreadable",
-]
+__all__ = ["Records", "list_images", "list_folder", "class_folders", "class_folder_split", "report_unreadable"]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
