@@ -26,12 +26,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "eval_worker.py")
 
 
-def test_xception_on_tfds_equals_numpy(val, tfds_records):
-    import keras_xception as kx
-
+@pytest.fixture(scope="module")
+def x71(val, tfds_records):
+    """Xception 71x71 with random weights favouring ``val``'s classes, its transform, and its Keras run on the
+    tfds records (built and run once: the tfds, Predictor-runtime and distributed tests share them)."""
     model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
     t = kx.resolve_transform("imagenet", target_size=(71, 71))
     report = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    return model, t, report
+
+
+def test_xception_on_tfds_equals_numpy(val, x71):
+    model, t, report = x71
     expected = numpy_hits(model, val.dir, t)
     assert counts(report) == expected
     assert report["top5_correct"] > 0 and report["top1"] == report["top1_correct"] / N
@@ -46,13 +52,9 @@ def test_xception_on_tfds_equals_numpy(val, tfds_records):
     )
 
 
-def test_predictor_runtime_gives_the_keras_counts(val, tfds_records):
+def test_predictor_runtime_gives_the_keras_counts(x71, tfds_records):
     """evaluate(runtime=...) runs a Predictor in the step and counts exactly what Keras counts."""
-    import keras_xception as kx
-
-    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
-    t = kx.resolve_transform("imagenet", target_size=(71, 71))
-    keras_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    model, t, keras_run = x71
     tf_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0, runtime="tensorflow")
     assert counts(tf_run) == counts(keras_run) and tf_run["count"] == N
 
@@ -92,11 +94,9 @@ def _child_env():
 
 
 @pytest.fixture(scope="module")
-def single_process(val, bad_dir, tmp_path_factory):
-    """The reference: Xception 71x71 on the bad-files folder (17 files, 15 decodable) in this process."""
-    import keras_xception as kx
-
-    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=3)
+def single_process(x71, bad_dir, tmp_path_factory):
+    """The reference: Xception 71x71 (``x71``'s) on the bad-files folder (17 files, 15 decodable) in this process."""
+    model = x71[0]
     weights = str(tmp_path_factory.mktemp("dist") / "x71.weights.h5")
     model.save_weights(weights)
     t = kx.resolve_transform(weights, target_size=(71, 71))
