@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import N, counts, numpy_hits
+from conftest import N, counts, numpy_hits, small_xception
 from eval_worker import SIZE, favour
 from synthetic import write_synthetic_tree
 
@@ -108,6 +108,22 @@ def single_process(x71, bad_dir, tmp_path_factory):
     return weights, report
 
 
+@pytest.fixture(scope="module")
+def small_reference(val, bad_dir, tmp_path_factory):
+    """The same reference for the small variant (conftest.small_xception, 1000 classes): what the MirroredStrategy
+    worker must count (the claim does not depend on the model's size; the small one is quicker to trace)."""
+    model = favour(small_xception(), val.labels, seed=3)
+    weights = str(tmp_path_factory.mktemp("dist_small") / "small71.weights.h5")
+    model.save_weights(weights)
+    t = kx.resolve_transform(weights, target_size=(71, 71))
+    with pytest.warns(UserWarning):
+        report = evaluation.evaluate(
+            model, data.folder_records(bad_dir.dir), transform=t, batch_size=4, per_class=True, verbose=0
+        )
+    assert 0 < report["top1_correct"] < report["count"] == bad_dir.decodable
+    return weights, report
+
+
 def _same_totals(report, reference):
     assert counts(report) == counts(reference)
     assert report["per_class"] == reference["per_class"]
@@ -115,11 +131,11 @@ def _same_totals(report, reference):
 
 
 @pytest.mark.slow
-def test_mirrored_two_cpu_devices(bad_dir, single_process, tmp_path):
-    weights, reference = single_process
+def test_mirrored_two_cpu_devices(bad_dir, small_reference, tmp_path):
+    weights, reference = small_reference
     out = tmp_path / "mirrored.json"
     proc = subprocess.run(
-        [sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4"],
+        [sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4", "small"],
         env=_child_env(),
         timeout=240,
         capture_output=True,
