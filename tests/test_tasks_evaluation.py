@@ -2,9 +2,9 @@
 runtime, argument errors, and tf.distribute (two logical CPU devices; two worker processes).
 
 The data are conftest's generated validation files (``val``, ``bad_dir``; the sources themselves are
-tested in test_data_imagenet.py). Models are tiny or Xception at 71x71 with random weights whose
-classifier is biased towards the classes present, so that top-1/top-5 hits are neither all nor
-nothing.
+tested in test_data_imagenet.py). Models are tiny, the small variant or Xception at 71x71 with random
+weights whose classifier is biased towards the classes present, so that top-1/top-5 hits are neither
+all nor nothing.
 """
 
 import json
