@@ -1,9 +1,9 @@
 """Helpers for the evaluation tests, and a worker process for the distributed ones.
 
-Run as ``python eval_worker.py MODE VAL_DIR WEIGHTS OUT_JSON [BATCH]`` with MODE
+Run as ``python eval_worker.py MODE VAL_DIR WEIGHTS OUT_JSON [BATCH [small]]`` with MODE
 ``mirrored`` (two logical CPU devices in this process) or ``multi-worker``
-(reads TF_CONFIG): evaluates Xception at 71x71 with the weights file WEIGHTS
-and writes the report to OUT_JSON.
+(reads TF_CONFIG): evaluates Xception at 71x71 (``small``: the small variant of
+conftest.SMALL_OPTIONS) with the weights file WEIGHTS and writes the report to OUT_JSON.
 """
 
 import json
@@ -48,7 +48,7 @@ def favour(model, classes, seed=0, strength=1.0):
     return model
 
 
-def main(mode, val_dir, weights, out, batch=4):
+def main(mode, val_dir, weights, out, batch=4, variant="full"):
     import tensorflow as tf
 
     if mode == "mirrored":
@@ -64,9 +64,11 @@ def main(mode, val_dir, weights, out, batch=4):
     from keras_xception import data, evaluation
 
     def build():
+        from conftest import SMALL_OPTIONS
+
         from keras_xception import Xception
 
-        return Xception(weights=weights, input_shape=(71, 71, 3))
+        return Xception(weights=weights, input_shape=(71, 71, 3), **(SMALL_OPTIONS if variant == "small" else {}))
 
     report = evaluation.evaluate(
         build,

@@ -2,9 +2,9 @@
 runtime, argument errors, and tf.distribute (two logical CPU devices; two worker processes).
 
 The data are conftest's generated validation files (``val``, ``bad_dir``; the sources themselves are
-tested in test_data_imagenet.py). Models are tiny or Xception at 71x71 with random weights whose
-classifier is biased towards the classes present, so that top-1/top-5 hits are neither all nor
-nothing.
+tested in test_data_imagenet.py). Models are tiny, the small variant or Xception at 71x71 with random
+weights whose classifier is biased towards the classes present, so that top-1/top-5 hits are neither
+all nor nothing.
 """
 
 import json
@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import N, counts, numpy_hits
+from conftest import N, counts, numpy_hits, small_xception
 from eval_worker import SIZE, favour
 from synthetic import write_synthetic_tree
 
@@ -26,12 +26,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "eval_worker.py")
 
 
-def test_xception_on_tfds_equals_numpy(val, tfds_records):
-    import keras_xception as kx
-
+@pytest.fixture(scope="module")
+def x71(val, tfds_records):
+    """Xception 71x71 with random weights favouring ``val``'s classes, its transform, and its Keras run on the
+    tfds records (built and run once: the tfds, Predictor-runtime and distributed tests share them)."""
     model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
     t = kx.resolve_transform("imagenet", target_size=(71, 71))
     report = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    return model, t, report
+
+
+def test_xception_on_tfds_equals_numpy(val, x71):
+    model, t, report = x71
     expected = numpy_hits(model, val.dir, t)
     assert counts(report) == expected
     assert report["top5_correct"] > 0 and report["top1"] == report["top1_correct"] / N
@@ -46,13 +52,9 @@ def test_xception_on_tfds_equals_numpy(val, tfds_records):
     )
 
 
-def test_predictor_runtime_gives_the_keras_counts(val, tfds_records):
+def test_predictor_runtime_gives_the_keras_counts(x71, tfds_records):
     """evaluate(runtime=...) runs a Predictor in the step and counts exactly what Keras counts."""
-    import keras_xception as kx
-
-    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=1)
-    t = kx.resolve_transform("imagenet", target_size=(71, 71))
-    keras_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0)
+    model, t, keras_run = x71
     tf_run = evaluation.evaluate(model, tfds_records, transform=t, batch_size=5, verbose=0, runtime="tensorflow")
     assert counts(tf_run) == counts(keras_run) and tf_run["count"] == N
 
@@ -92,12 +94,26 @@ def _child_env():
 
 
 @pytest.fixture(scope="module")
-def single_process(val, bad_dir, tmp_path_factory):
-    """The reference: Xception 71x71 on the bad-files folder (17 files, 15 decodable) in this process."""
-    import keras_xception as kx
-
-    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=3)
+def single_process(x71, bad_dir, tmp_path_factory):
+    """The reference: Xception 71x71 (``x71``'s) on the bad-files folder (17 files, 15 decodable) in this process."""
+    model = x71[0]
     weights = str(tmp_path_factory.mktemp("dist") / "x71.weights.h5")
+    model.save_weights(weights)
+    t = kx.resolve_transform(weights, target_size=(71, 71))
+    with pytest.warns(UserWarning):
+        report = evaluation.evaluate(
+            model, data.folder_records(bad_dir.dir), transform=t, batch_size=4, per_class=True, verbose=0
+        )
+    assert 0 < report["top1_correct"] < report["count"] == bad_dir.decodable
+    return weights, report
+
+
+@pytest.fixture(scope="module")
+def small_reference(val, bad_dir, tmp_path_factory):
+    """The same reference for the small variant (conftest.small_xception, 1000 classes): what the MirroredStrategy
+    worker must count (the claim does not depend on the model's size; the small one is quicker to trace)."""
+    model = favour(small_xception(), val.labels, seed=3)
+    weights = str(tmp_path_factory.mktemp("dist_small") / "small71.weights.h5")
     model.save_weights(weights)
     t = kx.resolve_transform(weights, target_size=(71, 71))
     with pytest.warns(UserWarning):
@@ -115,11 +131,11 @@ def _same_totals(report, reference):
 
 
 @pytest.mark.slow
-def test_mirrored_two_cpu_devices(bad_dir, single_process, tmp_path):
-    weights, reference = single_process
+def test_mirrored_two_cpu_devices(bad_dir, small_reference, tmp_path):
+    weights, reference = small_reference
     out = tmp_path / "mirrored.json"
     proc = subprocess.run(
-        [sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4"],
+        [sys.executable, WORKER, "mirrored", bad_dir.dir, weights, str(out), "4", "small"],
         env=_child_env(),
         timeout=240,
         capture_output=True,

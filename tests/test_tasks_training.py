@@ -45,6 +45,15 @@ def trained(trained_classifier):
     return t.classifier, t.report, t.dir, t.seen
 
 
+@pytest.fixture(scope="module")
+def tree_probs(trained, tree):
+    """The shared classifier's probabilities on the tree's 15 images (in ``folders.list_images`` order), computed
+    once: ``(images, probs)``."""
+    classifier = trained[0]
+    images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)])
+    return images, classifier.predict(images)
+
+
 def test_train_end_to_end_report_and_files(trained):
     classifier, report, out, _ = trained
     assert classifier.class_names == ("class_0", "class_1", "class_2")
@@ -79,7 +88,7 @@ def test_train_end_to_end_report_and_files(trained):
     assert not [layer for layer in classifier.model.layers if "augmentation" in layer.name]
 
 
-def test_class_names_and_transform_survive_save_and_safe_mode_reload(trained, tree):
+def test_class_names_and_transform_survive_save_and_safe_mode_reload(trained, tree, tree_probs):
     classifier, _, out, _ = trained
     path = str(out / "model.keras")
     with zipfile.ZipFile(path) as zf:
@@ -91,8 +100,7 @@ def test_class_names_and_transform_survive_save_and_safe_mode_reload(trained, tr
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
     loaded = kx.load_classifier(path)
     assert loaded.class_names == classifier.class_names and loaded.transform == classifier.transform
-    images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)[:3]])
-    expected = classifier.predict(images)
+    images, expected = (a[:3] for a in tree_probs)  # the classifier's own probabilities
     np.testing.assert_allclose(plain.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.predict(images), expected, rtol=1e-5, atol=1e-6)
     assert plain.output.dtype == "float32"
@@ -124,13 +132,33 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tree):
     assert loss == pytest.approx(min(losses), rel=1e-4)
 
 
-def test_augmentation_runs_only_in_fine_tuning(trained, tree, monkeypatch):
+@pytest.fixture(scope="module")
+def head_only(tmp_path_factory):
+    """One head-only run (2 epochs, ``augment=True``, a counting augmentation) on a 2-class tree of 5 images each
+    with a truncated JPEG and a text file named .png: shared by the augmentation and the unreadable-files tests.
+    Returns a namespace: ``root``, ``truncated``, ``text``, ``report``, ``caught`` (warnings), ``seen`` (counted)."""
+    import types
+
+    root = tmp_path_factory.mktemp("with_bad")
+    write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 80))
+    truncated = root / "class_0" / "truncated.jpg"
+    good = (root / "class_0" / "img_001.jpg").read_bytes()
+    truncated.write_bytes(good[: len(good) // 3])
+    text = root / "class_1" / "notes.png"
+    text.write_text("not an image")
+    seen = []
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(record=True) as caught:
+        mp.setattr(training, "augmentation", counting_augmentation(seen, real=False))
+        warnings.simplefilter("always")
+        _, report = training.train(str(root), backbone=small_backbone(), epochs=2, augment=True, **FAST)
+    return types.SimpleNamespace(root=root, truncated=truncated, text=text, report=report, caught=caught, seen=seen)
+
+
+def test_augmentation_runs_only_in_fine_tuning(trained, head_only):
     _, report, _, seen = trained
     assert sum(seen) == report["num_train"]  # every training image once, in the one fine-tuning epoch
-    head_only = []
-    monkeypatch.setattr(training, "augmentation", counting_augmentation(head_only, real=False))
-    _, report = training.train(tree, backbone=small_backbone(), epochs=2, augment=True, **FAST)
-    assert head_only == [] and report["fine_tune"] is None
+    report = head_only.report  # augment=True without fine-tuning: the augmentation never runs
+    assert head_only.seen == [] and report["fine_tune"] is None
     assert report["head"]["epochs_run"] == 2 and not report["head"]["stopped_early"]  # a fixed number of epochs
 
 
@@ -194,36 +222,26 @@ def test_bad_input_gives_clear_errors(tree, tmp_path):
         training.train(str(tmp_path / "missing"), **FAST)
 
 
-def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(tmp_path):
-    root = tmp_path / "with_bad"
-    write_synthetic_tree(root, classes=2, per_class=5, sizes=(71, 80))
-    truncated = root / "class_0" / "truncated.jpg"
-    good = (root / "class_0" / "img_001.jpg").read_bytes()
-    truncated.write_bytes(good[: len(good) // 3])
-    text = root / "class_1" / "notes.png"
-    text.write_text("not an image")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        classifier, report = training.train(str(root), backbone=small_backbone(), epochs=1, **FAST)
+def test_unreadable_files_are_reported_by_path_and_reason_and_the_rest_trains(head_only):
+    root, truncated, text, report = head_only.root, head_only.truncated, head_only.text, head_only.report
     skipped = {s["path"]: s["reason"] for s in report["skipped"]}
     assert set(skipped) == {str(truncated), str(text)}
     assert "not a JPEG, PNG, GIF or BMP" in skipped[str(text)] and skipped[str(truncated)]
     assert report["num_train"] + report["num_val"] == 10
-    messages = " ".join(str(w.message) for w in caught)
+    messages = " ".join(str(w.message) for w in head_only.caught)
     assert str(truncated) in messages and str(text) in messages
     with pytest.raises(ValueError, match="notes.png|truncated.jpg"):
         training.train(str(root), backbone=small_backbone(), epochs=1, strict=True, **FAST)
 
 
-def test_evaluate_classifier_on_class_folders(trained, tree):
+def test_evaluate_classifier_on_class_folders(trained, tree, tree_probs):
     classifier, _, out, _ = trained
     from keras_xception.tasks.evaluation import evaluate_classifier
 
     report = evaluate_classifier(classifier, tree, batch_size=4, verbose=0)
     assert report["count"] == 15 and report["class_names"] == list(classifier.class_names)
-    images = np.stack([kx.load_image(p, classifier.transform) for p in folders.list_images(tree)])
     labels = np.repeat([0, 1, 2], 5)
-    predicted = classifier.predict(images).argmax(1)
+    predicted = tree_probs[1].argmax(1)  # classifier.predict on the 15 images
     assert report["accuracy"] == pytest.approx(np.mean(predicted == labels))
     cm = np.zeros((3, 3), int)
     np.add.at(cm, (labels, predicted), 1)
@@ -240,7 +258,8 @@ def test_mirrored_strategy_on_two_logical_cpus_agrees_with_the_default(tree, tmp
     (``training._one_device_validation``); without oneDNN that case must work.
 
     Full batches (the 12 training images): the distributed step (each replica's share, the gradients
-    summed across replicas, the frozen BatchNormalization) must give the single-device numbers; the
+    summed across replicas, the frozen BatchNormalization; one top block fine-tuned, which keeps the traced
+    training step small) must give the single-device numbers; the
     order of the examples inside an epoch, which tf.data may draw differently under a strategy, does
     not enter.
     """
@@ -260,7 +279,7 @@ results = {{}}
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one for all: collectives of two would clash
 for name, strategy in (("default", "default"), ("mirrored", mirrored)):
     clf, report = training.train({tree!r}, backbone=lambda: randomize(small_xception(include_top=False), seed=0),
-        weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1,
+        weights=None, image_size=71, batch_size=12, epochs=2, dropout=0.0, fine_tune_epochs=1, fine_tune_blocks=1,
         fine_tune_learning_rate=1e-3, strategy=strategy, verbose=0)
     x = np.stack([load_image(p, clf.transform) for p in paths])
     results[name] = dict(probs=clf.predict(x).tolist(), replicas=report["settings"]["num_replicas"],

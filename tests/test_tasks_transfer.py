@@ -81,35 +81,46 @@ def test_build_arguments_are_checked():
 # ---------------------------------------------------------------- training
 
 
-def test_cached_fast_path_trains_the_same_head_as_plain_fit(data):
-    """One full-batch step each: the cached path must produce the plain path's head."""
+def _train_from(init, backbone, train, val=None, **options):
+    """A head with the weights ``init`` on ``backbone``, trained one full-batch epoch: ``(weights, history, classifier)``."""
+    head = transfer.build_head(len(init[-1]), feature_dim=FEATURES, dropout=0.0)
+    head.set_weights(init)
+    model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
+    hist = transfer.train_head(model, train, val, epochs=1, batch_size=32, verbose=0, **options)
+    return head.get_weights(), hist.history, model
+
+
+@pytest.fixture(scope="module")
+def cached_step(data):
+    """One full-batch step of the cached path from a fresh head (the fast-path and given-features tests compare
+    their heads with it; the save test saves its classifier): ``(backbone, initial head weights, trained head
+    weights, history, classifier, the backbone's weights before)``."""
     train, val, classes = data
     backbone = _backbone(seed=1)
+    before = [w.copy() for w in backbone.get_weights()]
     init = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0).get_weights()
-    heads = {}
-    for cached in (False, True):
-        head = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0)
-        head.set_weights(init)
-        model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
-        hist = transfer.train_head(model, train, val, epochs=1, cached=cached, batch_size=32, verbose=0)
-        assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
-        heads[cached] = (head.get_weights(), hist.history)
-    (wp, hp), (wc, hc) = heads[False], heads[True]
+    weights, history, model = _train_from(init, backbone, train, val, cached=True)
+    return backbone, init, weights, history, model, before
+
+
+def test_cached_fast_path_trains_the_same_head_as_plain_fit(data, cached_step):
+    """One full-batch step each: the cached path must produce the plain path's head."""
+    train, val, _ = data
+    backbone, init, wc, hc, _, _ = cached_step
+    wp, hp, _ = _train_from(init, backbone, train, val, cached=False)
+    for history in (hp, hc):
+        assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     moved = np.abs(wc[0] - init[0]).max()
     assert moved > 1e-4  # the step did something...
     assert np.abs(wc[0] - wp[0]).max() < 0.01 * moved  # ...and the same thing
     assert abs(hp["val_loss"][0] - hc["val_loss"][0]) < 1e-4 * max(1.0, abs(hp["val_loss"][0]))
 
 
-def test_fast_path_model_saves_and_reloads_safely(data, tmp_path):
-    train, val, classes = data
-    backbone = _backbone(seed=2)
-    before = [w.copy() for w in backbone.get_weights()]
-    model = transfer.build_classifier(len(classes), backbone=backbone, input_shape=SHAPE)
-    head_before = model.get_layer("head").get_weights()[-2].copy()
-    transfer.train_head(model, train, val, epochs=2, learning_rate=1e-2, batch_size=4, verbose=0)
+def test_fast_path_model_saves_and_reloads_safely(data, cached_step, tmp_path):
+    _, val, _ = data
+    backbone, init, _, _, model, before = cached_step  # trained on the cached path
     assert all(np.array_equal(a, b) for a, b in zip(before, backbone.get_weights()))
-    assert not np.array_equal(head_before, model.get_layer("head").get_weights()[-2])
+    assert not np.array_equal(init[-2], model.get_layer("head").get_weights()[-2])
     path = str(tmp_path / "clf.keras")
     model.save(path)
     with warnings.catch_warnings(record=True) as caught:
@@ -121,29 +132,21 @@ def test_fast_path_model_saves_and_reloads_safely(data, tmp_path):
     assert reloaded.input_shape == (None,) + SHAPE
 
 
-def test_train_head_takes_images_once_or_given_features(data):
+def test_train_head_takes_images_once_or_given_features(data, cached_step):
     """The cached path runs the backbone once over every batch (images and labels read together);
     given a (features, labels) pair of 2-D features it fits on them as they are: the same head."""
     from keras_xception.model.features import feature_model
 
-    train, val, classes = data
-    backbone = _backbone(seed=4)
-    init = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0).get_weights()
-    heads = []
-    for given in (False, True):
-        head = transfer.build_head(len(classes), feature_dim=FEATURES, dropout=0.0)
-        head.set_weights(init)
-        model = transfer.build_classifier(backbone=backbone, head=head, input_shape=SHAPE)
-        if given:
-            extractor = feature_model(model, "avg_pool")
-            pairs = [(extractor.predict_on_batch(x), y.numpy()) for x, y in train]
-            train_data = (np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))
-            assert train_data[0].shape == (len(train_data[1]), FEATURES)
-        transfer.train_head(model, train_data if given else train, epochs=1, batch_size=32, verbose=0)
-        heads.append(head.get_weights()[0])
-    np.testing.assert_allclose(heads[0], heads[1], rtol=1e-5, atol=1e-6)
-    assert np.abs(heads[0] - init[0]).max() > 1e-4
+    train, _, _ = data
+    backbone, init, from_images, *_ = cached_step  # the images, read once by the cached path
     model = transfer.build_classifier(2, backbone=backbone, input_shape=SHAPE)
+    extractor = feature_model(model, "avg_pool")
+    pairs = [(extractor.predict_on_batch(x), y.numpy()) for x, y in train]
+    train_data = (np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))
+    assert train_data[0].shape == (len(train_data[1]), FEATURES)
+    given, _, _ = _train_from(init, backbone, train_data)
+    np.testing.assert_allclose(from_images[0], given[0], rtol=1e-5, atol=1e-6)
+    assert np.abs(from_images[0] - init[0]).max() > 1e-4
     with pytest.raises(ValueError, match=r"\(images, labels\)"):
         transfer.train_head(model, [next(iter(train))[0]], verbose=0)
 
