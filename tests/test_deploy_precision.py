@@ -12,8 +12,8 @@ from conftest import SMALL, rel_diff, small_xception
 from keras_xception import cli
 from keras_xception.data.metadata import read_record
 from keras_xception.data.transform import load_image, resolve_transform
-from keras_xception.deploy import backends, runtimes
 from keras_xception.deploy import calibration as prec
+from keras_xception.deploy import runtimes
 from keras_xception.deploy.export import export
 from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.quantization import agreement, outputs_are_classes, quantize
@@ -25,36 +25,9 @@ from keras_xception.tasks.transfer import build_classifier
 # OpenVINO int8 measured 385 of 397 top-1 (0.9698), ONNX Runtime int8 0.9899 (Xeon with AVX512_VNNI); with 7-bit
 # weights on an AVX2-only AMD EPYC 0.9874 (cosine 0.9967) and 0.9924 (0.9991); 8-bit gave 0.57 and 0.33 there.
 TOLERANCE = {"fp32": (1.0, 0.999999), "bf16": (0.99, 0.999), "int8": (0.965, 0.995)}
+pytestmark = pytest.mark.usefixtures("export_each_model_once")  # conftest.py
+
 CASES = [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"), ("onnxruntime", "int8")]
-
-
-def fingerprint(model):
-    """The architecture and weights of a Keras model, hashed: equal for a copy loaded from its .keras file."""
-    import hashlib
-
-    digest = hashlib.sha256(model.to_json().encode())
-    for w in model.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
-
-
-_EXPORTS = {}  # (fingerprint, format, file name) -> the exported files, for the whole module
-
-
-@pytest.fixture(autouse=True)
-def export_each_model_once(monkeypatch):
-    """Keras's export of a model to OpenVINO or ONNX (2-6 s: tracing and conversion) is done once per model and
-    format in this module, and its files reused by every later Predictor of that model (the same bytes a new
-    export writes): the file's own export and read-back are test_deploy.py's; here, what is done with them."""
-    real = backends._exported
-
-    def exported(model, keras_format, name):
-        key = (fingerprint(model), keras_format, name)
-        if key not in _EXPORTS:
-            _EXPORTS[key] = real(model, keras_format, name)
-        return dict(_EXPORTS[key])
-
-    monkeypatch.setattr(backends, "_exported", exported)
 
 
 def quiet_predictor(*args, **kwargs):
