@@ -19,14 +19,15 @@ from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.quantization import agreement, outputs_are_classes, quantize
 from keras_xception.tasks.transfer import build_classifier
 
+# Every Predictor reuses the first Keras export of its model (conftest.export_each_model_once).
+pytestmark = pytest.mark.usefixtures("export_each_model_once")
+
 # What "within tolerance of fp32" means here, on the digits model (71 px, width 0.25, 1 middle
 # block, far more sensitive to int8 than the full-size model; see benchmarks/quantization.py for that):
 # top-1 agreement over the 397 held-out digits and mean cosine of the probability vectors.
 # OpenVINO int8 measured 385 of 397 top-1 (0.9698), ONNX Runtime int8 0.9899 (Xeon with AVX512_VNNI); with 7-bit
 # weights on an AVX2-only AMD EPYC 0.9874 (cosine 0.9967) and 0.9924 (0.9991); 8-bit gave 0.57 and 0.33 there.
 TOLERANCE = {"fp32": (1.0, 0.999999), "bf16": (0.99, 0.999), "int8": (0.965, 0.995)}
-pytestmark = pytest.mark.usefixtures("export_each_model_once")  # conftest.py
-
 CASES = [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"), ("onnxruntime", "int8")]
 
 
