@@ -23,6 +23,8 @@ from keras_xception.deploy.runtimes import RuntimeNotInstalledError
 
 SIZE = 96  # big enough for the exit flow to see a 3x3 map
 
+pytestmark = pytest.mark.usefixtures("export_each_model_once")  # conftest.py: one OpenVINO/ONNX export per model
+
 
 @pytest.fixture(scope="module")
 def model():

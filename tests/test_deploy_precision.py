@@ -19,6 +19,9 @@ from keras_xception.deploy.predictor import Predictor
 from keras_xception.deploy.quantization import agreement, outputs_are_classes, quantize
 from keras_xception.tasks.transfer import build_classifier
 
+# Every Predictor reuses the first Keras export of its model (conftest.export_each_model_once).
+pytestmark = pytest.mark.usefixtures("export_each_model_once")
+
 # What "within tolerance of fp32" means here, on the digits model (71 px, width 0.25, 1 middle
 # block, far more sensitive to int8 than the full-size model; see benchmarks/quantization.py for that):
 # top-1 agreement over the 397 held-out digits and mean cosine of the probability vectors.

@@ -16,18 +16,22 @@ def _reference(model, paths, size=SMALL):
     return np.asarray(model.predict(x, verbose=0)).mean(axis=(1, 2))
 
 
-def test_extract_features_equal_the_python_api(feature_tree, notop):
-    model, path = notop
-    result = extract_features(feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
+@pytest.fixture(scope="module")
+def keras_run(feature_tree, notop):
+    """The features of ``feature_tree`` on the Keras model itself (the default runtime), computed once."""
+    return extract_features(feature_tree, weights=notop[1], image_size=SMALL, batch_size=4, verbose=0)
+
+
+def test_extract_features_equal_the_python_api(feature_tree, notop, keras_run):
+    model, result = notop[0], keras_run
     assert len(result.paths) == 7 and any("deeper" in p for p in result.paths)
     assert result.paths == folders.list_images(feature_tree) and result.skipped == ()
     assert result.features.shape == (7, 2048) and result.features.dtype == np.float32
     assert rel_diff(result.features, _reference(model, result.paths)) < 1e-5
 
 
-def test_extract_features_on_a_predictor_runtime(feature_tree, notop):
+def test_extract_features_on_a_predictor_runtime(feature_tree, notop, keras_run):
     model, path = notop
-    keras_run = extract_features(feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0)
     tf_run = extract_features(
         feature_tree, weights=path, image_size=SMALL, batch_size=4, verbose=0, runtime="tensorflow"
     )
