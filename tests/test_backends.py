@@ -1,6 +1,7 @@
 """The architecture is plain keras.layers: it runs, with the same weights and outputs, on JAX."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -24,9 +25,11 @@ np.save(sys.argv[3], np.asarray(m.predict(kx.preprocess_input(x), verbose=0)))
 def test_jax_backend_gives_tensorflow_outputs(keras_reference, images, tmp_path):
     ref, weights_path, _ = keras_reference
     np.save(tmp_path / "x.npy", images)
+    # XLA's quickest compilation (as conftest.channels_first): the outputs are checked, not XLA's optimizer.
+    flags = " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "x.npy"), weights_path, str(tmp_path / "y.npy")],
-        env=jax_env(),
+        env=dict(jax_env(), XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + flags),
         capture_output=True,
         text=True,
         timeout=300,
