@@ -42,11 +42,13 @@ def _run(args, user=None, **env):
 
 
 @pytest.fixture(scope="module")
-def imagenet_weights(tmp_path_factory):
-    """One weights file of the full 1000-class Xception (random weights): what `predict --weights` needs."""
-    path = str(tmp_path_factory.mktemp("imagenet") / "w.weights.h5")
-    kx.Xception(weights=None).save_weights(path)
-    return path
+def imagenet_classifier(val, tmp_path_factory):
+    """The full 1000-class Xception at 71x71 (random weights, its classifier favouring the classes of conftest's
+    ``val``) and its weights file: what `predict --weights` and `evaluate --weights` need."""
+    model = favour(kx.Xception(weights=None, input_shape=(SMALL, SMALL, 3)), val.labels, seed=2)
+    path = str(tmp_path_factory.mktemp("imagenet") / "x71.weights.h5")
+    model.save_weights(path)
+    return model, path
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +158,14 @@ def test_tensorflow_log_lines_are_dropped_below_the_level():
 
 
 @pytest.mark.slow
-def test_predict_says_nothing_on_stderr_but_the_progress_bar_and_a_truncated_jpeg_once(tmp_path):
+def test_predict_says_nothing_on_stderr_but_the_progress_bar_and_a_truncated_jpeg_once(tmp_path, classifier_file):
     """No TensorFlow log line (start-up, oneDNN, JPEG decoder) and no colour code; a truncated JPEG said once."""
     good, truncated = tmp_path / "good.jpg", tmp_path / "truncated.jpg"
     with open(cli.sample_image(), "rb") as f:
         data = f.read()
     good.write_bytes(data)
     truncated.write_bytes(data[: len(data) // 3])
-    out = _run(["predict", "--weights", "none", "--top", "1", str(good), str(truncated)])
+    out = _run(["predict", "--model", classifier_file, "--top", "1", str(good), str(truncated)])  # the small model
     assert out.returncode == 1, out.stderr
     lines = out.stderr.splitlines()
     # The run warns as it meets the file; the one-line bar closes when every image is through the model.
@@ -288,9 +290,9 @@ def test_weights_convert_and_verify_file(tf_keras_reference, tmp_path, capsys, m
 
 
 @pytest.mark.slow
-def test_cli_predict_runtime_matches_keras_and_cam_writes_a_png(imagenet_weights, tmp_path, capsys):
+def test_cli_predict_runtime_matches_keras_and_cam_writes_a_png(imagenet_classifier, tmp_path, capsys):
     """One keras run with --cam (the heatmaps PNG, the predictions kept) against the tensorflow runtime."""
-    w, cam = imagenet_weights, str(tmp_path / "cam.png")
+    w, cam = imagenet_classifier[1], str(tmp_path / "cam.png")  # (the file's weights at 299x299)
     results = {}
     for runtime, extra in (("keras", ["--cam", cam]), ("tensorflow", [])):
         assert cli.main(["predict", "--weights", w, "--top", "3", "--json", "--runtime", runtime, *extra]) == 0
@@ -382,12 +384,8 @@ def test_missing_data_messages(tmp_path, capsys):
     assert "No images" in capsys.readouterr().err
 
 
-def test_cli_evaluate(val, bad_dir, tmp_path, capsys):
-    import keras_xception as kx
-
-    model = favour(kx.Xception(weights=None, input_shape=(71, 71, 3)), val.labels, seed=2)
-    weights = str(tmp_path / "x71.weights.h5")
-    model.save_weights(weights)
+def test_cli_evaluate(imagenet_classifier, bad_dir, tmp_path, capsys):
+    model, weights = imagenet_classifier
     out = tmp_path / "report.json"
     options = f"--image-size 71 --batch-size 4 --limit {N + 4} --crop-pct 0.9 --resize-mode shorter-side"
     argv = ["evaluate", "--val-dir", bad_dir.dir, "--weights", weights, *options.split()]
@@ -567,10 +565,10 @@ def _run_unprivileged(args, home):
 
 
 @pytest.mark.slow
-def test_extract_reports_unreadable_files_and_folders(locked_tree):
+def test_extract_reports_unreadable_files_and_folders(locked_tree, classifier_file):
     tree, locked_file, locked_dir, home = locked_tree
     out = os.path.join(home, "f.npz")
-    run = _run_unprivileged(["extract", tree, "--out", out, "--weights", "none", "--image-size", "71"], home)
+    run = _run_unprivileged(["extract", tree, "--out", out, "--model", classifier_file], home)  # the small backbone
     assert run.returncode == 1, run.stderr
     assert f"Skipping {locked_file}: Permission denied" in run.stderr
     assert f"Skipping {locked_dir}: Permission denied" in run.stderr

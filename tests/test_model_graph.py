@@ -6,6 +6,27 @@ import pytest
 from conftest import CHANNELS_FIRST, SMALL, SMALL_OPTIONS, rel_diff
 from conftest import notop71 as build
 
+#: The variants that more than one test here reads (their layers and shapes), as (size, options).
+REUSED = [(SMALL, dict(residual=False)), (96, dict(intermediate_activation="elu"))]
+REUSED += [(SMALL, dict(output_stride=16)), (SMALL, dict(output_stride=8))]
+
+
+@pytest.fixture(scope="module")
+def variant():
+    """``variant(size, **kw)``: ``build(input_shape=(size, size, 3), **kw)``, the REUSED ones built once per module."""
+    models = {}
+
+    def get(size, **kw):
+        if (size, kw) not in REUSED:
+            return build(input_shape=(size, size, 3), **kw)
+        key = REUSED.index((size, kw))
+        if key not in models:
+            models[key] = build(input_shape=(size, size, 3), **kw)
+        return models[key]
+
+    yield get
+    models.clear()
+
 
 @pytest.mark.parametrize(
     "kw,size,out",
@@ -27,15 +48,15 @@ from conftest import notop71 as build
         ),
     ],
 )
-def test_every_variant_builds_and_runs(kw, size, out):
-    model = build(input_shape=(size, size, 3), **kw)
+def test_every_variant_builds_and_runs(variant, kw, size, out):
+    model = variant(size, **kw)
     assert model.output_shape[1:] == out
-    y = model.predict(np.zeros((1, size, size, 3), "float32"), verbose=0)
+    y = np.asarray(model(np.zeros((1, size, size, 3), "float32"), training=False))  # eager: no graph to trace
     assert y.shape == (1,) + out and np.isfinite(y).all()
 
 
-def test_residual_false_has_no_shortcuts():
-    model = build(residual=False)
+def test_residual_false_has_no_shortcuts(variant):
+    model = variant(SMALL, residual=False)
     names = [lyr.name for lyr in model.layers]
     assert not [n for n in names if "residual" in n or n.endswith("_add")]
     assert not [lyr for lyr in model.layers if isinstance(lyr, keras.layers.Add)]
@@ -43,8 +64,8 @@ def test_residual_false_has_no_shortcuts():
     assert len(model.layers) == len(build().layers) - 4 * 3 - 8
 
 
-def test_intermediate_activation_splits_every_separable_conv():
-    model = build(intermediate_activation="elu")
+def test_intermediate_activation_splits_every_separable_conv(variant):
+    model = variant(96, intermediate_activation="elu")  # (its kernels do not depend on the input size)
     assert not [lyr for lyr in model.layers if isinstance(lyr, keras.layers.SeparableConv2D)]
     dw = model.get_layer("block5_sepconv2_depthwise")
     act = model.get_layer("block5_sepconv2_depthwise_act")
@@ -56,12 +77,12 @@ def test_intermediate_activation_splits_every_separable_conv():
     assert n_split == 2 * 3 + 3 * 8 + 2 * 2  # entry, middle, exit separable convolutions
 
 
-def test_output_stride_strides_and_dilations():
+def test_output_stride_strides_and_dilations(variant):
     for os_, stride1, dil2, dil4 in [
         (16, ["block13"], ["block14"], []),
         (8, ["block4", "block13"], [f"block{i}" for i in range(5, 14)], ["block14"]),
     ]:
-        model = build(output_stride=os_)
+        model = variant(SMALL, output_stride=os_)
         for b in ("block2", "block3", "block4", "block13"):
             s = 1 if b in stride1 else 2
             assert model.get_layer(f"{b}_pool").strides in ((s, s), s)

@@ -6,6 +6,7 @@ classifier, like a registered set; registered sets downloaded from a loopback se
 between formats; a failed load changes nothing."""
 
 import ast
+import copy
 import hashlib
 import os
 import re
@@ -32,6 +33,11 @@ def sub(model, layer):
     return keras.Model(model.input, model.get_layer(layer).output)
 
 
+def run(model, x):
+    """The model's outputs in inference mode, run eagerly (``predict`` would first trace a graph of each model)."""
+    return np.asarray(model(x, training=False))
+
+
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """The official model (no top) with random weights and random BN statistics, and its file."""
@@ -39,6 +45,20 @@ def official(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("variants") / "official.weights.h5")
     model.save_weights(path)
     return model, path
+
+
+@pytest.fixture(scope="module")
+def loaded(official):
+    """``loaded(**kw)``: ``build(weights=<official file>, **kw)``, built once per module (tests only read it)."""
+    models = {}
+
+    def get(**kw):
+        key = tuple(sorted(kw.items()))
+        if key not in models:
+            models[key] = build(weights=official[1], **kw)
+        return models[key]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +75,19 @@ def test_linear_split_equals_official_exactly_with_official_weights(official, x)
     sep = ref.get_layer("block7_sepconv3")
     assert np.array_equal(model.get_layer("block7_sepconv3_depthwise").get_weights()[0], sep.get_weights()[0])
     assert np.array_equal(model.get_layer("block7_sepconv3_pointwise").get_weights()[0], sep.get_weights()[1])
-    assert rel_diff(model.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
+    assert rel_diff(run(model, x), run(ref, x)) < 1e-4
 
 
 def test_intermediate_none_is_the_official_model(official, x):
     ref, path = official
     model = build(weights=path, intermediate_activation=None)
     assert [lyr.name for lyr in model.layers] == [lyr.name for lyr in ref.layers]
-    assert np.array_equal(model.predict(x, verbose=0), ref.predict(x, verbose=0))
+    assert np.array_equal(run(model, x), run(ref, x))
 
 
-def test_relu_split_holds_the_official_weights_and_changes_the_computation(official, x):
-    ref, path = official
-    model = build(weights=path, intermediate_activation="relu")
+def test_relu_split_holds_the_official_weights_and_changes_the_computation(official, loaded, x):
+    ref, _ = official
+    model = loaded(intermediate_activation="relu")
     for layer in ref.layers:
         if isinstance(layer, keras.layers.SeparableConv2D):
             dw, pw = layer.get_weights()
@@ -77,56 +97,51 @@ def test_relu_split_holds_the_official_weights_and_changes_the_computation(offic
             for a, b in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
                 assert np.array_equal(a, b)
     # Same up to the first separable convolution, different after it (the ReLU acts).
-    assert np.array_equal(
-        sub(model, "block1_conv2_act").predict(x, verbose=0), sub(ref, "block1_conv2_act").predict(x, verbose=0)
-    )
-    assert (
-        rel_diff(
-            sub(model, "block2_sepconv1_bn").predict(x, verbose=0), sub(ref, "block2_sepconv1_bn").predict(x, verbose=0)
-        )
-        > 1e-3
-    )
+    assert np.array_equal(run(sub(model, "block1_conv2_act"), x), run(sub(ref, "block1_conv2_act"), x))
+    assert rel_diff(run(sub(model, "block2_sepconv1_bn"), x), run(sub(ref, "block2_sepconv1_bn"), x)) > 1e-3
 
 
 @pytest.mark.parametrize(
     "output_stride,unchanged,changed",
     [(16, "block13_sepconv2_bn", "block13_pool"), (8, "block4_sepconv2_bn", "block4_pool")],
 )
-def test_output_stride_matches_official_up_to_the_first_changed_block(official, x, output_stride, unchanged, changed):
-    ref, path = official
-    model = build(weights=path, output_stride=output_stride)
+def test_output_stride_matches_official_up_to_the_first_changed_block(
+    official, loaded, x, output_stride, unchanged, changed
+):
+    ref, _ = official
+    model = loaded(output_stride=output_stride)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ref.get_weights()))
-    assert rel_diff(sub(model, unchanged).predict(x, verbose=0), sub(ref, unchanged).predict(x, verbose=0)) < 1e-5
+    assert rel_diff(run(sub(model, unchanged), x), run(sub(ref, unchanged), x)) < 1e-5
     assert model.get_layer(changed).output.shape != ref.get_layer(changed).output.shape
 
 
 @pytest.mark.parametrize("output_stride", [16, 8])
-def test_atrous_model_is_the_official_model_sampled_densely(official, x, output_stride):
+def test_atrous_model_is_the_official_model_sampled_densely(official, loaded, x, output_stride):
     """At odd map sizes (71 -> 33, 17, 9, 5, 3) every k-th output of the atrous model is the official output."""
-    ref, path = official
-    model = build(weights=path, output_stride=output_stride)
+    ref, _ = official
+    model = loaded(output_stride=output_stride)
     k = 32 // output_stride
-    dense, coarse = model.predict(x, verbose=0), ref.predict(x, verbose=0)
+    dense, coarse = run(model, x), run(ref, x)
     assert dense.shape[1:3] == ((5, 5) if output_stride == 16 else (9, 9))
     assert rel_diff(dense[:, ::k, ::k], coarse) < 1e-5
     assert rel_diff(dense[:, 1::k, 1::k], coarse[:, :-1, :-1]) > 1e-3  # the in-between positions are new
     # Without dilation the features would differ: the dilated layers matter.
-    plain = build(weights=path, output_stride=output_stride)
-    for layer in plain.layers:
-        if getattr(layer, "dilation_rate", 1) not in (1, (1, 1)) and hasattr(layer, "depthwise_kernel"):
-            layer.dilation_rate = (1, 1)
-    rebuilt = keras.Model.from_config(plain.get_config())
-    rebuilt.set_weights(plain.get_weights())
-    assert rel_diff(rebuilt.predict(x, verbose=0)[:, ::k, ::k], coarse) > 1e-3
+    config = copy.deepcopy(model.get_config())  # the shared model itself is left as it is
+    for layer in config["layers"]:
+        if layer["class_name"] in ("SeparableConv2D", "DepthwiseConv2D"):
+            layer["config"]["dilation_rate"] = (1, 1)
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    assert rel_diff(run(rebuilt, x)[:, ::k, ::k], coarse) > 1e-3
 
 
-def test_residual_false_takes_the_shared_layers_and_drops_the_projections(official):
-    ref, path = official
-    model = build(weights=path, residual=False)
+def test_residual_false_takes_the_shared_layers_and_drops_the_projections(official, loaded):
+    ref, _ = official
+    model = loaded(residual=False)
     for layer in model.layers:
         for a, b in zip(layer.get_weights(), ref.get_layer(layer.name).get_weights()):
             assert np.array_equal(a, b)
-    unused = variants.transfer_weights(ref, build(residual=False))
+    unused = variants.transfer_weights(ref, model)  # (the same values again)
     assert sorted(unused) == sorted(f"block{b}_residual_{k}" for b in (2, 3, 4, 13) for k in ("conv", "bn"))
 
 
@@ -137,7 +152,7 @@ def test_combined_variant_with_top_from_keras_file(keras_reference, images):
     model = kx.Xception(
         weights=path, input_shape=(SMALL, SMALL, 3), classifier_activation=None, intermediate_activation="linear"
     )
-    assert rel_diff(model.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
+    assert rel_diff(run(model, x), run(ref, x)) < 1e-4
     atrous = kx.Xception(weights=path, input_shape=(SMALL, SMALL, 3), classifier_activation=None, output_stride=16)
     assert np.array_equal(
         atrous.get_layer("predictions").get_weights()[0], ref.get_layer("predictions").get_weights()[0]
@@ -151,24 +166,28 @@ def test_legacy_h5_into_variant(tf_keras_reference, images):
     x = kx.preprocess_input(images)
     model = build(weights=path, output_stride=16)
     feat = tf_keras.Model(ref.input, ref.get_layer("block13_sepconv2_bn").output)
-    assert rel_diff(sub(model, "block13_sepconv2_bn").predict(x, verbose=0), feat.predict(x, verbose=0)) < 1e-4
+    assert rel_diff(run(sub(model, "block13_sepconv2_bn"), x), run(feat, x)) < 1e-4
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(intermediate_activation="relu", residual=False), dict(width_multiplier=0.5, middle_flow_blocks=1)]
+    "kw",
+    [
+        dict(intermediate_activation="relu", residual=False, **SMALL_OPTIONS),
+        dict(width_multiplier=0.5, middle_flow_blocks=1),
+    ],
 )
 def test_variant_file_round_trips(tmp_path, x, kw):
     model = randomize(build(**kw), seed=4)
     path = str(tmp_path / "variant.weights.h5")
     model.save_weights(path)
     again = build(weights=path, **kw)
-    assert np.array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert np.array_equal(run(again, x), run(model, x))
 
 
-def test_merge_split_weights_back_into_official(official):
+def test_merge_split_weights_back_into_official(official, loaded):
     ref, _ = official
-    split = build(intermediate_activation="relu")
-    variants.transfer_weights(ref, split)
+    split = loaded(intermediate_activation="relu")
+    variants.transfer_weights(ref, split)  # (the values it was loaded with)
     back = build()
     assert variants.transfer_weights(split, back) == []
     assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), ref.get_weights()))
@@ -223,8 +242,8 @@ def test_failed_load_pretrained_assigns_nothing(tmp_path):
 def pooled(model, x):
     """The backbone's globally averaged features (the input of the classifier)."""
     if "avg_pool" in [layer.name for layer in model.layers]:
-        return keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(x, verbose=0)
-    return model.predict(x, verbose=0).mean(axis=(1, 2))
+        return run(keras.Model(model.input, model.get_layer("avg_pool").output), x)
+    return run(model, x).mean(axis=(1, 2))
 
 
 def assert_fresh_head(model, classes, width=2048):
@@ -258,7 +277,7 @@ def test_file_with_another_class_count_gives_a_fresh_head(request, images, kind)
     with pytest.warns(UserWarning, match=r"has a 1000-class top; .*new, randomly initialised 10-class"):
         model = ours(weights=path, classes=10)
     x = kx.preprocess_input(images)
-    ref_pooled = ref_keras.Model(ref.inputs, ref.get_layer("avg_pool").output).predict(x, verbose=0)
+    ref_pooled = run(ref_keras.Model(ref.input, ref.get_layer("avg_pool").output), x)
     assert rel_diff(pooled(model, x), ref_pooled) < 1e-4
     assert_fresh_head(model, 10)
 
@@ -279,7 +298,7 @@ def test_width_variant_file_with_top(tmp_path, images):
     ref.save_weights(path)
     x = kx.preprocess_input(images)
     same = ours(weights=path, classes=7, **SMALL_OPTIONS)
-    assert np.array_equal(same.predict(x, verbose=0), ref.predict(x, verbose=0))
+    assert np.array_equal(run(same, x), run(ref, x))
     with pytest.warns(UserWarning, match="has a 7-class top"):
         other = ours(weights=path, classes=3, **SMALL_OPTIONS)
     assert rel_diff(pooled(other, x), pooled(ref, x)) < 1e-5
@@ -315,8 +334,8 @@ def test_registered_name_end_to_end_with_reference_outputs(serve_reference, kera
     serve_reference("t_ref")
     model = kx.Xception(weights="t_ref", classifier_activation=None)
     x = kx.preprocess_input(images)
-    ref_logits = ref.predict(x, verbose=0)
-    np.testing.assert_array_less(rel_diff(model.predict(x, verbose=0), ref_logits), 1e-4)
+    ref_logits = run(ref, x)
+    np.testing.assert_array_less(rel_diff(run(model, x), ref_logits), 1e-4)
     with pytest.raises(ValueError, match=r"\(71, 71\)"):
         kx.Xception(weights="t_ref", input_shape=(96, 96, 3))
 
@@ -334,8 +353,8 @@ def test_classes_other_than_the_weights_give_a_fresh_head(serve_reference, keras
     x = kx.preprocess_input(images)
     import keras
 
-    feats = keras.Model(model.input, model.get_layer("avg_pool").output).predict(x, verbose=0)
-    ref_feats = keras.Model(ref.input, ref.get_layer("avg_pool").output).predict(x, verbose=0)
+    feats = run(keras.Model(model.input, model.get_layer("avg_pool").output), x)
+    ref_feats = run(keras.Model(ref.input, ref.get_layer("avg_pool").output), x)
     assert rel_diff(feats, ref_feats) < 1e-4
 
 
@@ -408,7 +427,7 @@ def test_convert_round_trip_loads_in_keras_applications(tf_keras_reference, tmp_
     k = keras.applications.Xception(weights=None, input_shape=(SMALL, SMALL, 3), classifier_activation=None)
     k.load_weights(out)
     x = kx.preprocess_input(images)
-    assert rel_diff(k.predict(x, verbose=0), ref.predict(x, verbose=0)) < 1e-4
+    assert rel_diff(run(k, x), run(ref, x)) < 1e-4
 
 
 def test_pretrained_imports_only_lower_layers():
