@@ -35,12 +35,14 @@ def notop(notop_reference):
 def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
     """The example is a short use of keras_xception.train: its report, and a classifier that knows its classes.
 
-    Head only (fine-tuning would double the time): the options reach kx.train as the next test shows."""
+    Head only (fine-tuning would double the time), 2 epochs (``--epochs auto``, the default, trains until the
+    validation loss stops improving: up to 300 epochs): the options reach kx.train as the next test shows."""
     import keras_xception as kx
 
     tl = _load("transfer_learning")
+    assert tl.parse_args([]).epochs == "auto"  # the default
     out, report_path = str(tmp_path / "m.keras"), str(tmp_path / "r.json")
-    argv = ["--data-dir", tree, "--weights", notop, "--image-size", str(SMALL), "--batch-size", "4"]
+    argv = ["--data-dir", tree, "--weights", notop, "--image-size", str(SMALL), "--batch-size", "4", "--epochs", "2"]
     argv += ["--out", out, "--report", report_path]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -49,7 +51,7 @@ def test_transfer_learning_example_end_to_end(tree, notop, tmp_path):
         report = json.load(f)
     assert report == json.loads(json.dumps(returned, default=float))
     assert report["class_names"] == ["class_0", "class_1"] and (report["num_train"], report["num_val"]) == (10, 2)
-    assert report["settings"]["epochs"] == "auto"
+    assert report["settings"]["epochs"] == 2 and len(report["head"]["history"]["loss"]) == 2
     with open(report["outputs"]["curves"], "rb") as f:
         assert f.read(4) == b"\x89PNG"
     classifier = kx.load_classifier(out)
