@@ -93,11 +93,9 @@ def _child_env():
     return env
 
 
-@pytest.fixture(scope="module")
-def single_process(x71, bad_dir, tmp_path_factory):
-    """The reference: Xception 71x71 (``x71``'s) on the bad-files folder (17 files, 15 decodable) in this process."""
-    model = x71[0]
-    weights = str(tmp_path_factory.mktemp("dist") / "x71.weights.h5")
+def _reference(model, name, bad_dir, tmp_path_factory):
+    """``model``'s weights file and its evaluation of the bad-files folder (17 files, 15 decodable) in this process."""
+    weights = str(tmp_path_factory.mktemp("dist") / f"{name}.weights.h5")
     model.save_weights(weights)
     t = kx.resolve_transform(weights, target_size=(71, 71))
     with pytest.warns(UserWarning):
@@ -106,22 +104,19 @@ def single_process(x71, bad_dir, tmp_path_factory):
         )
     assert 0 < report["top1_correct"] < report["count"] == bad_dir.decodable
     return weights, report
+
+
+@pytest.fixture(scope="module")
+def single_process(x71, bad_dir, tmp_path_factory):
+    """The reference: Xception 71x71 (``x71``'s) on the bad-files folder, in this process."""
+    return _reference(x71[0], "x71", bad_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def small_reference(val, bad_dir, tmp_path_factory):
     """The same reference for the small variant (conftest.small_xception, 1000 classes): what the MirroredStrategy
     worker must count (the claim does not depend on the model's size; the small one is quicker to trace)."""
-    model = favour(small_xception(), val.labels, seed=3)
-    weights = str(tmp_path_factory.mktemp("dist_small") / "small71.weights.h5")
-    model.save_weights(weights)
-    t = kx.resolve_transform(weights, target_size=(71, 71))
-    with pytest.warns(UserWarning):
-        report = evaluation.evaluate(
-            model, data.folder_records(bad_dir.dir), transform=t, batch_size=4, per_class=True, verbose=0
-        )
-    assert 0 < report["top1_correct"] < report["count"] == bad_dir.decodable
-    return weights, report
+    return _reference(favour(small_xception(), val.labels, seed=3), "small71", bad_dir, tmp_path_factory)
 
 
 def _same_totals(report, reference):
