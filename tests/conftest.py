@@ -95,6 +95,25 @@ def randomize(model, seed=0):
     return model
 
 
+def run(model, x):
+    """The model's outputs in inference mode as numpy, run eagerly (``predict`` first traces a graph of each model,
+    at about the cost of building it)."""
+    return np.asarray(model(x, training=False))
+
+
+def built_once(build):
+    """``build`` memoised by its arguments: for module fixtures whose tests only read the models they get."""
+    models = {}
+
+    def get(*args, **kw):
+        key = repr((args, sorted(kw.items())))
+        if key not in models:
+            models[key] = build(*args, **kw)
+        return models[key]
+
+    return get
+
+
 def rel_diff(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
@@ -169,7 +188,7 @@ def channels_first(images, tmp_path_factory):
         if seed is not None:
             randomize(model, seed)
         np.savez(d / f"{case}.npz", *model.get_weights())
-        last[case] = np.asarray(model(x, training=False))  # eager: no graph to trace
+        last[case] = run(model, x)
     if tensorflow_runs_nchw():
         channels_first_outputs(str(d))
     else:

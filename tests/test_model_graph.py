@@ -3,29 +3,15 @@
 import keras
 import numpy as np
 import pytest
-from conftest import CHANNELS_FIRST, SMALL, SMALL_OPTIONS, rel_diff
+from conftest import CHANNELS_FIRST, SMALL, SMALL_OPTIONS, built_once, rel_diff, run
 from conftest import notop71 as build
-
-#: The variants that more than one test here reads (their layers and shapes), as (size, options).
-REUSED = [(SMALL, dict(residual=False)), (96, dict(intermediate_activation="elu"))]
-REUSED += [(SMALL, dict(output_stride=16)), (SMALL, dict(output_stride=8))]
 
 
 @pytest.fixture(scope="module")
 def variant():
-    """``variant(size, **kw)``: ``build(input_shape=(size, size, 3), **kw)``, the REUSED ones built once per module."""
-    models = {}
-
-    def get(size, **kw):
-        if (size, kw) not in REUSED:
-            return build(input_shape=(size, size, 3), **kw)
-        key = REUSED.index((size, kw))
-        if key not in models:
-            models[key] = build(input_shape=(size, size, 3), **kw)
-        return models[key]
-
-    yield get
-    models.clear()
+    """``variant(size, **kw)``: ``build(input_shape=(size, size, 3), **kw)``, each built once per module (several
+    tests read the same variants' layers and shapes)."""
+    return built_once(lambda size, **kw: build(input_shape=(size, size, 3), **kw))
 
 
 @pytest.mark.parametrize(
@@ -51,7 +37,7 @@ def variant():
 def test_every_variant_builds_and_runs(variant, kw, size, out):
     model = variant(size, **kw)
     assert model.output_shape[1:] == out
-    y = np.asarray(model(np.zeros((1, size, size, 3), "float32"), training=False))  # eager: no graph to trace
+    y = run(model, np.zeros((1, size, size, 3), "float32"))
     assert y.shape == (1,) + out and np.isfinite(y).all()
 
 

@@ -9,17 +9,12 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, small_xception
+from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, run, small_xception
 
 import keras_xception as kx
 from keras_xception.pretrained import formats
 from keras_xception.pretrained.formats import WeightsFileError
 from keras_xception.pretrained.loading import load_pretrained
-
-
-def run(model, x):
-    """The model's outputs in inference mode, run eagerly (``predict`` would first trace a graph of each model)."""
-    return np.asarray(model(x, training=False))
 
 
 def ours(**kw):

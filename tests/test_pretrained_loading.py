@@ -14,7 +14,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL, SMALL_OPTIONS, randomize, rel_diff, small_xception
+from conftest import SMALL, SMALL_OPTIONS, built_once, randomize, rel_diff, run, small_xception
 from conftest import notop71 as build
 
 import keras_xception as kx
@@ -33,11 +33,6 @@ def sub(model, layer):
     return keras.Model(model.input, model.get_layer(layer).output)
 
 
-def run(model, x):
-    """The model's outputs in inference mode, run eagerly (``predict`` would first trace a graph of each model)."""
-    return np.asarray(model(x, training=False))
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """The official model (no top) with random weights and random BN statistics, and its file."""
@@ -50,15 +45,7 @@ def official(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(official):
     """``loaded(**kw)``: ``build(weights=<official file>, **kw)``, built once per module (tests only read it)."""
-    models = {}
-
-    def get(**kw):
-        key = tuple(sorted(kw.items()))
-        if key not in models:
-            models[key] = build(weights=official[1], **kw)
-        return models[key]
-
-    return get
+    return built_once(lambda **kw: build(weights=official[1], **kw))
 
 
 @pytest.fixture(scope="module")
