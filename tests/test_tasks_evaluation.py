@@ -227,6 +227,33 @@ def test_evaluate_classifier_counts_by_hand(classifier):
     assert report["transform"] == clf.transform.to_dict() and report["runtime"] == "keras"
 
 
+def test_a_keras_file_is_read_by_the_predictor_and_evaluated_like_the_classifier(classifier, tmp_path):
+    """``Predictor(path.keras)`` runs the file's model with its record; ``evaluate_classifier(path)`` goes through it."""
+    import keras
+
+    from keras_xception.tasks.classifier import save_classifier
+
+    clf, root, np = classifier
+    path = save_classifier(clf.model, tmp_path / "c.keras", clf.class_names, clf.transform, {"note": "made here"})
+    predictor = kx.Predictor(path, "keras")
+    assert predictor.class_names == tuple(clf.class_names) and predictor.transform == clf.transform
+    assert predictor.info["note"] == "made here" and predictor.model is not clf.model
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(predictor.predict(x), keras.ops.convert_to_numpy(clf.model(x)), rtol=1e-6, atol=1e-7)
+    by_file = evaluation.evaluate_classifier(path, root, batch_size=5, verbose=0)
+    by_object = evaluation.evaluate_classifier(clf, root, batch_size=5, verbose=0)
+    for key in ("count", "accuracy", "confusion_matrix", "class_names", "transform"):
+        assert by_file[key] == by_object[key], key
+    # A plain-Keras file without a vector of class scores is no classifier: said before any image is read.
+    inputs = keras.Input((32, 32, 3))
+    keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)).save(tmp_path / "maps.keras")
+    with pytest.warns(UserWarning, match="no keras-xception record"):
+        with pytest.raises(ValueError, match="is not a classifier"):
+            evaluation.evaluate_classifier(str(tmp_path / "maps.keras"), root, verbose=0)
+    with pytest.raises(ValueError, match="No model file at"):
+        kx.Predictor(str(tmp_path / "none.keras"))
+
+
 def test_evaluate_classifier_skips_names_and_refuses(classifier, tmp_path):
     import shutil
 

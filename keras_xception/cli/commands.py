@@ -115,8 +115,7 @@ def _check_weights(weights):
         known = ", ".join(r.name for r in registry.list_records())
         raise ValueError(
             f"--weights must be a registered weight set ({known}), a weights file, a KerasHub preset directory "
-            f"or 'none'; received "
-            f"{weights!r} (no such file)."
+            f"or 'none'; received {weights!r} (no such file)."
         )
 
 

@@ -44,11 +44,12 @@ class Predictor:
     Args:
         model: A functional Keras model with one input and one output (exported as it is now; later changes
             to ``model`` do not reach the predictor, except with ``runtime="keras"``), or the path of a model
+            file: a ``.keras`` file (a classifier from :func:`keras_xception.train`: run like a Keras model) or one
             written by :func:`keras_xception.export` or :meth:`save`.
         runtime: ``"auto"`` (default), ``"keras"``, ``"tensorflow"``, ``"onnxruntime"``, ``"openvino"``, ``"litert"``
-            ``"auto"`` picks the fastest installed runtime that runs ``precision``; for a file, its format's.
+            ``"auto"`` picks the fastest installed runtime that runs ``precision``; for an exported file, its format's.
         precision: ``"fp32"`` (default for a Keras model), ``"bf16"`` (OpenVINO) or ``"int8"`` (OpenVINO
-            with NNCF, ONNX Runtime or LiteRT); for a file, default: the file's own (``"int8"`` for a quantized one).
+            with NNCF, ONNX Runtime or LiteRT); for an exported file, default: the file's own (``"int8"`` for a quantized one).
         calibration: For ``precision="int8"`` (unless the file is already quantized): images to calibrate
             on, seen as the model sees them: a directory of image files (read with ``transform``), a list of
             image paths, a numpy array of model inputs (preprocessed) or a ``tf.data.Dataset`` of them (or of
@@ -71,7 +72,9 @@ class Predictor:
     Attributes:
         runtime, precision: In use (``"auto"`` and defaults resolved).
         transform: The input :class:`~keras_xception.data.transform.Transform` (None if unknown).
-        class_names: The class names of an exported classifier's record (None if unknown); saved.
+        model: The Keras model (None for an exported file).
+        class_names, info: The class names and what else a file's record says (None and ``{}`` if unknown);
+            :meth:`save` writes them.
         calibration_count: Images the int8 model was calibrated on here (None otherwise).
         build_seconds: Time to export (and quantize) the model.
         batch_size, threads, workers: As given (defaults resolved).
@@ -95,17 +98,18 @@ class Predictor:
         _check_arguments(None if is_file else model, precision, calibration, calibration_size, transform, batch_size)
         self.threads = positive_int(threads, "threads", allow_none=True) or cpu_threads()
         self.workers = positive_int(workers, "workers", allow_none=True) or self.threads
-        # One pass down: the runtime (deploy), then what the data layer knows of the model (record, transform).
         self.runtime = runtime_of(model, runtime, precision)
+        # One pass down: the runtime (deploy), then what the data layer knows of the model (record, transform).
+        self.model, record = _open(model) if is_file else (model, None)
+        self.class_names, self.info = (record.class_names, dict(record.info)) if record else (None, {})
+        self.transform = transform or (record.transform if record else None)
         self.calibration_count, self._output_shape = None, None
-        if is_file:
-            source, record, wanted = os.fspath(model), read_record(model), precision
-            self.transform = transform or (record.transform if record else None)
-            self.class_names = record.class_names if record else None
+        if self.model is None:
+            source, wanted = os.fspath(model), precision
         else:
-            source, wanted, self.class_names = model, precision or "fp32", None
-            self.input_shape, self._output_shape = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
-            self.transform = transform or resolve_transform(model=model)
+            source, wanted = self.model, precision or "fp32"
+            self.input_shape, self._output_shape = tuple(self.model.input_shape[1:]), tuple(self.model.output_shape[1:])
+            self.transform = self.transform or resolve_transform(model=self.model)
 
         @functools.cache
         def calibrate(shape):  # the int8 calibration images, read once
@@ -171,7 +175,7 @@ class Predictor:
             )
         path = check_export_path(path, fmt)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        record = None if self.transform is None else ModelRecord(self.transform, self.class_names)
+        record = None if self.transform is None else ModelRecord(self.transform, self.class_names, self.info)
         self._backend.save(path, record)
         if record is not None:
             write_record(path, record)
@@ -186,9 +190,9 @@ class Predictor:
 
 def runtime_of(source, runtime: str = "auto", precision: str | None = None) -> str:
     """The runtime of ``source`` (:func:`runtime_for`); for the path of an exported model, its format's."""
-    if not isinstance(source, (str, os.PathLike)):
+    fmt = format_of(source) if isinstance(source, (str, os.PathLike)) else "keras"
+    if fmt == "keras":  # a Keras model, or its .keras file: exported on the way in (the keras runtime excepted)
         return runtime_for(runtime, precision or "fp32")
-    fmt = format_of(source)
     if runtime not in ("auto", FORMATS[fmt]):
         raise ValueError(
             f"{os.fspath(source)!r} is a {fmt} model, run by runtime={FORMATS[fmt]!r}; received runtime={runtime!r}. "
@@ -203,29 +207,31 @@ def runtime_of_file(path) -> str | None:
 
 
 def format_of(path) -> str:
-    """The format of the exported model at ``path`` (``"savedmodel"``, ``"onnx"``, ``"openvino"``, ``"litert"``);
-    ``ValueError`` when ``path`` does not exist or is none of those."""
+    """The format of the model file at ``path`` (``"keras"``, or exported: ``"savedmodel"``, ``"onnx"``,
+    ``"openvino"``, ``"litert"``); ``ValueError`` when ``path`` does not exist or is none of those."""
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return "savedmodel"
+    if os.path.isfile(path) and path.endswith(".keras"):
+        return "keras"
     if os.path.isfile(path) and runtime_of_file(path):
         return TABLE[runtime_of_file(path)].format
     if not os.path.exists(path):
-        raise ValueError(f"No exported model at {path!r}: the path does not exist.")
+        raise ValueError(f"No model file at {path!r}: the path does not exist.")
     raise ValueError(
-        f"{path!r} is not an exported model: expected a SavedModel directory (with saved_model.pb), "
-        "an .onnx file, an OpenVINO .xml file or a LiteRT .tflite file (keras_xception.export writes them)."
+        f"{path!r} is not a model file: expected a .keras file or an exported model: a SavedModel directory (with "
+        "saved_model.pb), an .onnx file, an OpenVINO .xml file or a LiteRT .tflite file (keras_xception.export)."
     )
 
 
-def _check_arguments(model, precision, calibration, calibration_size, transform, batch_size):
+def _check_arguments(model, precision=None, calibration=None, calibration_size=1, transform=None, batch_size=None):
     """The arguments, checked first: ``model`` (None for a file) is a Keras model with one input and one output."""
     import keras
 
     if model is not None and not isinstance(model, keras.Model):
         raise ValueError(
-            "`model` must be a keras.Model or the path of an exported model (.xml, .onnx or a SavedModel "
-            f"directory); received {type(model).__name__}."
+            "`model` must be a keras.Model or the path of a model file (.keras, or exported: .xml, .onnx, "
+            f".tflite or a SavedModel directory); received {type(model).__name__}."
         )
     if model is not None and (len(model.inputs) != 1 or len(model.outputs) != 1):
         raise ValueError(
@@ -243,6 +249,26 @@ def _check_arguments(model, precision, calibration, calibration_size, transform,
         )
     if transform is not None and not isinstance(transform, Transform):
         raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
+
+
+def _open(path):
+    """``(Keras model or None, record or None)`` of a model file; a ``.keras`` file is loaded (safe mode). Without a
+    record (plain ``model.save``), with a warning: classes named by index, the model's transform (EXIF on)."""
+    import keras
+
+    if format_of(path) != "keras":
+        return None, read_record(path)
+    model = keras.saving.load_model(path)
+    _check_arguments(model)
+    record = read_record(path)
+    if record is None or record.class_names is None:
+        message = "(class names and transform; saved by plain model.save?): classes are named by index"
+        warnings.warn(
+            f"{path!r} has no keras-xception record {message}, the transform taken from the model.", stacklevel=4
+        )
+        names = [str(i) for i in range(model.output_shape[-1])] if len(model.output_shape) == 2 else None
+        record = ModelRecord(resolve_transform(model=model, exif_orientation=True), names)
+    return model, record
 
 
 def calibration_images(

@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import warnings
 
 import numpy as np
 
 from keras_xception.checks import keras_path
-from keras_xception.data.metadata import ModelRecord, read_record, write_record
-from keras_xception.data.transform import Transform, resolve_transform
+from keras_xception.data.metadata import ModelRecord, write_record
+from keras_xception.data.transform import Transform
 
 __all__ = ["Classifier", "save_classifier", "load_classifier"]
 
@@ -101,27 +100,13 @@ def load_classifier(path) -> Classifier:
         ValueError: not an existing ``.keras`` file, a model that is not a single-input classifier,
             or a record that does not fit the model.
     """
-    import keras
+    from keras_xception.deploy.predictor import Predictor
 
     path = keras_path(path, "model")
-    if not os.path.isfile(path):
-        raise ValueError(f"No model file at {path!r} (train one with `keras-xception train DATA_DIR --out {path}`).")
-    record = read_record(path)
-    model = keras.saving.load_model(path)  # safe_mode=True
-    if len(model.inputs) != 1 or len(model.outputs) != 1 or len(model.output_shape) != 2:
-        raise ValueError(
-            f"{path!r} is not a classifier (one image input, one vector of class scores); its model has "
-            f"inputs {[tuple(i.shape) for i in model.inputs]} and outputs {[tuple(o.shape) for o in model.outputs]}."
-        )
-    if record is None or record.class_names is None:
-        warnings.warn(
-            f"{path!r} has no keras-xception record (class names and transform; it was saved by plain "
-            "model.save?): classes are named by index and the transform is taken from the model.",
-            stacklevel=2,
-        )
-        names = [str(i) for i in range(int(model.output_shape[-1]))]
-        return Classifier(model, names, resolve_transform(model=model, exif_orientation=True), {})
+    file = Predictor(path, "keras")  # reads the model and its record; no file: "No model file at ..."
+    if file.class_names is None:
+        raise ValueError(f"{path!r} is not a classifier (a vector of class scores out): {file.model.output_shape}.")
     try:
-        return Classifier(model, record.class_names, record.transform, record.info)
+        return Classifier(file.model, file.class_names, file.transform, file.info)
     except ValueError as e:
         raise ValueError(f"{path!r}: its keras-xception record does not fit the model: {e}") from None

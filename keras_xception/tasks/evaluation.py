@@ -17,14 +17,13 @@ import warnings
 
 import numpy as np
 
-from keras_xception.checks import existing_dir, one_of, positive_int
+from keras_xception.checks import existing_dir, keras_path, one_of, positive_int
 from keras_xception.data.dataset import decode_records
 from keras_xception.data.files import Records
 from keras_xception.data.imagenet import imagenet_wnids
 from keras_xception.data.results import Skipped
-from keras_xception.data.transform import Transform, explain, resolve_transform
+from keras_xception.data.transform import explain
 from keras_xception.deploy.predictor import Predictor
-from keras_xception.tasks.classifier import load_classifier
 from keras_xception.tasks.options import STRATEGIES
 from keras_xception.tasks.reports import classification_report
 
@@ -69,16 +68,15 @@ def is_chief(strategy) -> bool:
     return resolver is None or not resolver.task_type or (resolver.task_id or 0) == 0
 
 
-def _scores_function(model, runtime, replicas, num_classes, options):
-    """``images -> class scores`` inside the evaluation step: the Keras model, or a Predictor from NumPy."""
+def _scores_function(predictor, replicas, num_classes):
+    """``images -> class scores`` inside the evaluation step: the Keras model, or the Predictor from NumPy."""
     import tensorflow as tf
 
-    predictor = Predictor(model, runtime, **options)  # for "keras": checks the options (float32 only)
-    if runtime == "keras":
-        return lambda x: model(x, training=False)
+    if predictor.runtime == "keras":
+        return lambda x: predictor.model(x, training=False)
     if replicas != 1:
         raise ValueError(
-            f"runtime={runtime!r} runs outside TensorFlow and needs the default strategy (one "
+            f"runtime={predictor.runtime!r} runs outside TensorFlow and needs the default strategy (one "
             f"replica); this strategy has {replicas}. Use runtime='keras' with tf.distribute."
         )
 
@@ -124,7 +122,7 @@ def _replica_step(index, image, label, ok, *, transform, scores_of, num_classes)
     return index, tf.cast(ok, tf.int64), label, top1, tf.cast(hit5, tf.int64)  # (strategy.gather takes no bool)
 
 
-def _distributed_step(strategy, model, runtime, options, records, transform, num_classes):
+def _distributed_step(strategy, predictor, records, transform, num_classes):
     """A distributed batch -> the per-example outputs of all replicas (:func:`_replica_step` with
     :func:`_scores_function`), gathered, in NumPy.
 
@@ -132,7 +130,7 @@ def _distributed_step(strategy, model, runtime, options, records, transform, num
     """
     import tensorflow as tf
 
-    scores_of = _scores_function(model, runtime, strategy.num_replicas_in_sync, num_classes, options)
+    scores_of = _scores_function(predictor, strategy.num_replicas_in_sync, num_classes)
     replica_step = functools.partial(_replica_step, transform=transform, scores_of=scores_of, num_classes=num_classes)
 
     @tf.function
@@ -167,8 +165,8 @@ class _Run:
     elapsed: float
 
 
-def _prepare(model, records, strategy, transform, batch_size):
-    """The model (built in the strategy's scope when a function) and the transform, the arguments checked."""
+def _prepare(model, records, strategy, batch_size, **options) -> Predictor:
+    """The Predictor of the model (built in the strategy's scope when a function), the arguments checked."""
     import keras
 
     positive_int(batch_size, "batch_size")
@@ -182,25 +180,20 @@ def _prepare(model, records, strategy, transform, batch_size):
             if not callable(model):
                 raise ValueError(f"`model` must be a keras.Model or a function returning one; received {model!r}.")
             model = model()
-    if transform is None:
-        transform = resolve_transform(model=model)
-    if not isinstance(transform, Transform):
-        raise ValueError(f"`transform` must be a Transform (resolve_transform(...)); received {transform!r}.")
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(
             f"`batch_size` must be a multiple of the {strategy.num_replicas_in_sync} replicas; "
             f"received batch_size={batch_size}."
         )
-    return model, transform
+    return Predictor(model, **options)  # the transform: by default the model's (resolve_transform)
 
 
-def _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose) -> _Run:
-    """The one evaluation loop: every record once, over all replicas and workers (see the module docs)."""
+def _loop(predictor, records, batch_size, strategy, strict, verbose) -> _Run:
+    """The one evaluation loop (a Predictor of a Keras model): every record once, over all replicas and workers."""
     import keras
 
-    num_classes = int(model.output_shape[-1])
-    options = options if runtime == "keras" else dict(options, transform=transform)  # reads a calibration dir
-    step = _distributed_step(strategy, model, runtime, options, records, transform, num_classes)
+    transform, num_classes = predictor.transform, int(predictor.model.output_shape[-1])
+    step = _distributed_step(strategy, predictor, records, transform, num_classes)
     chief = is_chief(strategy)
     progbar = keras.utils.Progbar(records.size, unit_name="image") if verbose and chief else None
     kept, bad, hits = [], [], 0
@@ -229,7 +222,7 @@ def _loop(model, records, transform, batch_size, strategy, runtime, options, str
     for _, s in skipped if chief else []:  # (unreadable folders were warned about when listed)
         warnings.warn(f"Skipping {s}", stacklevel=3)
     skipped += [(None, Skipped(path, reason)) for path, reason in records.problems]
-    return _Run(model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed)
+    return _Run(predictor.model, num_classes, labels, predicted, top5.astype(bool), skipped, elapsed)
 
 
 def evaluate(
@@ -275,13 +268,13 @@ def evaluate(
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
-    model, transform = _prepare(model, records, strategy, transform, batch_size)
+    options = dict(runtime=runtime, precision=precision, calibration=calibration, transform=transform)
+    predictor = _prepare(model, records, strategy, batch_size, **options)
     records = records.take(limit)
-    options = dict(precision=precision, calibration=calibration)
-    run = _loop(model, records, transform, batch_size, strategy, runtime, options, strict, verbose)
+    run = _loop(predictor, records, batch_size, strategy, strict, verbose)
     if not run.labels.size:
         warnings.warn("No image was evaluated: top1/top5 are None.", stacklevel=2)
-    return _topk_report(run, records, transform, batch_size, strategy, per_class)
+    return _topk_report(run, records, predictor.transform, batch_size, strategy, per_class)
 
 
 def _topk_report(run, records, transform, batch_size, strategy, per_class) -> dict:
@@ -340,20 +333,23 @@ def evaluate_classifier(
 
     positive_int(batch_size, "batch_size")
     existing_dir(val_dir, "val_dir", "an existing folder of class folders")
-    if isinstance(classifier, (str, os.PathLike)):
-        classifier = load_classifier(classifier)
-    records = Records.from_class_folders(val_dir, classifier.class_names, strict=strict)
-    options = dict(precision=precision, calibration=calibration)
-    model, transform = classifier.model, classifier.transform
-    run = _loop(model, records, transform, batch_size, tf.distribute.get_strategy(), runtime, options, strict, verbose)
+    path = keras_path(classifier, "classifier") if isinstance(classifier, (str, os.PathLike)) else None
+    options = dict(precision=precision, calibration=calibration, transform=None if path else classifier.transform)
+    predictor = Predictor(path or classifier.model, runtime, **options)  # a file: its model, class names, transform
+    names = predictor.class_names if path else tuple(str(c) for c in classifier.class_names)
+    units = predictor.model.output_shape[-1]
+    if names is None or len(names) != units:
+        raise ValueError(f"{classifier!r} is not a classifier of its {units} outputs: class names {names}.")
+    records = Records.from_class_folders(val_dir, names, strict=strict)
+    run = _loop(predictor, records, batch_size, tf.distribute.get_strategy(), strict, verbose)
     if run.labels.size == 0:
         raise ValueError(f"None of the {records.size} images under {val_dir!r} could be read.")
     return dict(
-        classification_report(run.labels, run.predicted, classifier.class_names, top5=run.top5),
-        class_names=list(classifier.class_names),
+        classification_report(run.labels, run.predicted, names, top5=run.top5),
+        class_names=list(names),
         skipped=[dict(path=s.path, reason=s.reason) for _, s in run.skipped],
         source=val_dir,
-        transform=transform.to_dict(),
+        transform=predictor.transform.to_dict(),
         runtime=runtime,
         precision=precision,
         elapsed_seconds=round(run.elapsed, 3),
