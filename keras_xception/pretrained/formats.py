@@ -105,7 +105,7 @@ def _xception_group(f):
     layers = max(found, key=lambda group: sum(key.startswith(_XCEPTION_KEYS) for key in group), default=None)
     if layers is None or not any(key.startswith(_XCEPTION_KEYS) for key in layers):
         raise WeightsFileError(
-            "it has no 'layers' group with convolutions (not a Keras 3 .weights.h5 file of an Xception)"
+            "it holds no Xception (no 'layers' group with convolutions: not a Keras 3 file of an Xception)"
         )
     return layers
 
@@ -129,23 +129,22 @@ def _read_keras3_h5(f, model):
     return entries, top if top is not None and _is_classifier(top) else None
 
 
-def _read_keras_file(path):
-    import keras
+def _read_keras_file(path, model):
+    """A ``.keras`` model's Xception, read from the archive's ``model.weights.h5`` like a ``.weights.h5`` file
+    (by key: the model is not built, which took seconds)."""
+    import io
+
+    import h5py
 
     try:
-        loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # keras raises many types for a bad archive
-        raise WeightsFileError(f"Keras could not load it as a model ({type(e).__name__}: {e})") from e
-    try:
-        layers = backbone_weighted_layers(loaded)
-    except ValueError:
-        raise WeightsFileError(
-            "it holds no Xception (no model with layers 'block1_conv1' and 'block2_sepconv1')"
-        ) from None
-    entries = [(layer.name, [np.asarray(w) for w in layer.get_weights()]) for layer in layers]
-    if layers[-1].name == "predictions":  # the Xception's own top, not a fine-tuned head elsewhere
-        return entries[:-1], entries[-1]
-    return entries, None
+        with zipfile.ZipFile(path) as archive:
+            if "model.weights.h5" not in archive.namelist():
+                raise WeightsFileError("it has no model.weights.h5 member (not a Keras 3 .keras model)")
+            weights = io.BytesIO(archive.read("model.weights.h5"))
+        with h5py.File(weights, "r") as f:
+            return _read_keras3_h5(f, model)
+    except (OSError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
+        raise WeightsFileError(f"reading it failed (truncated or corrupt?): {e}") from e
 
 
 #: Layer-name endings of an aligned block -> timm's module in ``blocks.<i>[.stack.conv<j>]`` (plain, pre-activation).
@@ -298,7 +297,7 @@ def read_weights(path, model):
         if path.endswith(".keras"):
             if not zipfile.is_zipfile(path):
                 raise WeightsFileError("it is not a zip archive, as .keras files are (truncated or corrupt?)")
-            return _read_keras_file(path)
+            return _read_keras_file(path, model)
         import h5py
 
         try:
