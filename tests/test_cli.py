@@ -539,12 +539,39 @@ def _drop_file_permission_override():
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
-def _run_unprivileged(args, home):
+#: The unreadable-input commands, run one after the other by one process that file permissions bind (TensorFlow
+#: starts once): ``{name: argv}`` with the ``locked_tree`` paths filled in.
+_UNREADABLE = {
+    "folder_extract": ["extract", "{locked_dir}", "--out", "{home}/g.npz", "--weights", "none"],
+    "folder_evaluate": ["evaluate", "--val-dir", "{locked_dir}", "--weights", "none"],
+    "extract": ["extract", "{tree}", "--out", "{home}/f.npz", "--model", "{model}"],  # the small backbone
+    "predict": ["predict", "{tree}/class_1/img_000.jpg", "{locked_file}", "--model", "{model}"],
+}
+
+#: The child: each command through ``cli.main``, its exit status on standard output, a marker line after each
+#: command on both streams.
+_UNPRIVILEGED_CHILD = """
+import json, sys
+from keras_xception.cli import main
+for name, argv in json.loads(sys.argv[1]).items():
+    code = main(argv)
+    print(f"@@@ {name} {code}", flush=True)
+    print(f"@@@ {name}", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def unprivileged(locked_tree, classifier_file):
+    """:data:`_UNREADABLE` run by one process that file permissions bind (as root: without the capabilities that
+    override them): ``{name: (exit status, stdout, stderr)}``."""
+    tree, locked_file, locked_dir, home = locked_tree
+    paths = dict(tree=tree, locked_file=locked_file, locked_dir=locked_dir, home=home, model=classifier_file)
+    commands = {name: [a.format(**paths) for a in argv] for name, argv in _UNREADABLE.items()}
     env = _env(KERAS_HOME=home, MPLCONFIGDIR=home)
     preexec = _drop_file_permission_override if os.geteuid() == 0 else None
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", "open({!r})".format(os.path.join(home, "..", "tree", "class_0", "img_000.jpg"))],
+            [sys.executable, "-c", f"open({locked_file!r})"],
             capture_output=True,
             env=env,
             preexec_fn=preexec,
@@ -554,48 +581,52 @@ def _run_unprivileged(args, home):
         pytest.skip(f"cannot run a process that file permissions bind here: {e}")
     if b"PermissionError" not in probe.stderr:
         pytest.skip("file permissions do not bind processes here")
-    return subprocess.run(
-        [sys.executable, "-m", "keras_xception", *args],
+    run = subprocess.run(
+        [sys.executable, "-c", _UNPRIVILEGED_CHILD, json.dumps(commands)],
         capture_output=True,
         text=True,
         env=env,
         preexec_fn=preexec,
         timeout=300,
     )
+    assert run.returncode == 0, run.stderr
+    results, out, err = {}, run.stdout, run.stderr
+    for name in commands:
+        out_part, out = out.split(f"@@@ {name} ", 1)
+        code, out = out.split("\n", 1)
+        err_part, err = err.split(f"@@@ {name}\n", 1)
+        results[name] = (int(code), out_part, err_part)
+    return results
 
 
 @pytest.mark.slow
-def test_extract_reports_unreadable_files_and_folders(locked_tree, classifier_file):
+def test_extract_reports_unreadable_files_and_folders(locked_tree, unprivileged):
     tree, locked_file, locked_dir, home = locked_tree
-    out = os.path.join(home, "f.npz")
-    run = _run_unprivileged(["extract", tree, "--out", out, "--model", classifier_file], home)  # the small backbone
-    assert run.returncode == 1, run.stderr
-    assert f"Skipping {locked_file}: Permission denied" in run.stderr
-    assert f"Skipping {locked_dir}: Permission denied" in run.stderr
-    assert "2 of 5 images or folders could not be read" in run.stderr
-    assert "Traceback" not in run.stderr
-    saved = np.load(out)
+    code, _, err = unprivileged["extract"]
+    assert code == 1, err
+    assert f"Skipping {locked_file}: Permission denied" in err
+    assert f"Skipping {locked_dir}: Permission denied" in err
+    assert "2 of 5 images or folders could not be read" in err
+    assert "Traceback" not in err
+    saved = np.load(os.path.join(home, "f.npz"))
     assert saved["features"].shape[0] == 3 and sorted(saved["skipped"].tolist()) == sorted([locked_file, locked_dir])
 
 
 @pytest.mark.slow
-def test_predict_reports_an_unreadable_image(locked_tree, classifier_file):
+def test_predict_reports_an_unreadable_image(locked_tree, unprivileged):
     tree, locked_file, _, home = locked_tree
     good = os.path.join(tree, "class_1", "img_000.jpg")
-    run = _run_unprivileged(["predict", good, locked_file, "--model", classifier_file], home)
-    assert run.returncode == 1, run.stderr
-    assert f"Skipping {locked_file}: " in run.stderr and "Permission denied" in run.stderr
-    assert good in run.stdout and "Traceback" not in run.stderr
+    code, out, err = unprivileged["predict"]
+    assert code == 1, err
+    assert f"Skipping {locked_file}: " in err and "Permission denied" in err
+    assert good in out and "Traceback" not in err
 
 
 @pytest.mark.slow
-def test_unreadable_folders_are_clear_errors(locked_tree):
+def test_unreadable_folders_are_clear_errors(locked_tree, unprivileged):
     _, _, locked_dir, home = locked_tree
-    for args in (
-        ["extract", locked_dir, "--out", os.path.join(home, "g.npz"), "--weights", "none"],
-        ["evaluate", "--val-dir", locked_dir, "--weights", "none"],
-    ):
-        run = _run_unprivileged(args, home)
-        assert run.returncode == 2, run.stderr
-        assert f"Cannot read the folder '{locked_dir}': Permission denied" in run.stderr
-        assert "Traceback" not in run.stderr
+    for name in ("folder_extract", "folder_evaluate"):
+        code, _, err = unprivileged[name]
+        assert code == 2, err
+        assert f"Cannot read the folder '{locked_dir}': Permission denied" in err
+        assert "Traceback" not in err

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SMALL, jpeg_bytes, photo, randomize, rel_diff, small_xception
+from conftest import SMALL, jpeg_bytes, photo, randomize, rel_diff, run, small_xception
 
 from keras_xception import cli
 
@@ -168,7 +168,7 @@ def test_kerashub_preset_in(hub_presets, images):
     ours = small_xception(include_top=False, weights=backbone_dir)
     assert rel_diff(ours(x), backbone(x)) < 1e-4
     ours = small_xception(classes=3, weights=classifier_dir)
-    assert rel_diff(ours(x), head.predict(x, verbose=0)) < 1e-4
+    assert rel_diff(ours(x), run(head, x)) < 1e-4  # (no preprocessor: predict would call it on x alone)
 
 
 def test_kerashub_preset_that_cannot_be_mapped(hub_presets, tmp_path):
@@ -210,9 +210,9 @@ def test_kerashub_preset_out_loads_with_keras_hub_alone(clients, classifier_file
     classifier = load_classifier(classifier_file)
     assert out["hub_class_names"] == list(classifier.class_names) == ["cat", "dog", "fox"]
     resized = tf.image.resize(x, classifier.transform.target_size).numpy()  # crop_fraction 1 would do the same
-    assert rel_diff(out["hub_probs"], classifier.model.predict(resized, verbose=0)) < 1e-4
+    assert rel_diff(out["hub_probs"], run(classifier.model, resized)) < 1e-4
     back = small_xception(classes=3, weights=preset)  # and back in: the preset as weights
-    assert rel_diff(back.predict(resized / 127.5 - 1, verbose=0), out["hub_probs"]) < 1e-4
+    assert rel_diff(run(back, resized / 127.5 - 1), out["hub_probs"]) < 1e-4
     argv = ["export", "--format", "keras-hub", "--model", classifier_file, "--out", preset]
     assert cli.main(argv) == 2 and "exists" in capsys.readouterr().err  # nothing overwritten
 
@@ -257,7 +257,7 @@ def test_litert_fp32_export_equals_keras(tmp_path, classifier_file, capsys):
     predictor, classifier = Predictor(out), load_classifier(classifier_file)
     assert (predictor.runtime, predictor.precision, predictor.class_names) == ("litert", "fp32", ("cat", "dog", "fox"))
     x = np.random.default_rng(4).uniform(0, 255, (5, SMALL, SMALL, 3)).astype("float32")
-    assert rel_diff(predictor.predict(x, batch_size=2), classifier.model.predict(x, verbose=0)) < 1e-4
+    assert rel_diff(predictor.predict(x, batch_size=2), run(classifier.model, x)) < 1e-4
 
 
 def test_litert_int8_is_gated_by_quantize(tmp_path, photo_dirs):

@@ -139,17 +139,32 @@ def test_sigkill_after_the_first_shard_then_resume(feature_tree, tiny, tmp_path)
     assert sorted(_table(out)) == sorted(folders.list_images(feature_tree))  # every image once
 
 
-def _kill_one_actor(out, killed):
-    """SIGKILL the first Ray actor running the model once a shard exists."""
+def _cmdline(process):
     import psutil
 
-    deadline = time.time() + 60
-    while time.time() < deadline and not any(f.startswith("part") for f in os.listdir(out)):
-        time.sleep(0.05)
-    for p in psutil.process_iter(["cmdline"]):
-        if "MapWorker" in " ".join(p.info["cmdline"] or []) and not killed:
-            os.kill(p.pid, signal.SIGKILL)
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone, or not ours to read
+        return ""
+
+
+def _kill_one_actor(out, killed, done):
+    """SIGKILL the Ray actor running the model right after it wrote its first shard; give up when ``done`` is set.
+
+    Its process is found first (Ray names it ``ray::MapWorker...`` when the actor is created, before the model is
+    read), so that the kill follows the first shard by one poll, however long the start takes under load (no
+    deadline: a kill before the first shard would only make Ray start the model again)."""
+    import psutil
+
+    pid = None
+    while not done.is_set() and not killed:
+        if pid is None:  # among this process's descendants (Ray's raylet is a child, its workers grandchildren)
+            workers = [p.pid for p in psutil.Process().children(recursive=True) if "MapWorker" in _cmdline(p)]
+            pid = workers[0] if workers else None
+        if pid is not None and any(f.startswith("part") for f in os.listdir(out)):
+            os.kill(pid, signal.SIGKILL)
             killed.append(sum(f.startswith("part") for f in os.listdir(out)))  # shards done by then
+        time.sleep(0.05 if pid else 0.5)  # (reading processes costs more than a listing of `out`)
 
 
 @pytest.mark.slow
@@ -157,12 +172,13 @@ def test_ray_engine_equals_local_and_survives_a_killed_actor(tiny, tmp_path):
     ray = pytest.importorskip("ray")
     tree = str(tmp_path / "tree")
     write_synthetic_tree(tree, classes=2, per_class=3, sizes=(71, 80))
-    out, killed = str(tmp_path / "ray"), []
+    out, killed, done = str(tmp_path / "ray"), [], threading.Event()
     os.makedirs(out)
-    threading.Thread(target=_kill_one_actor, args=(out, killed), daemon=True).start()
+    threading.Thread(target=_kill_one_actor, args=(out, killed, done), daemon=True).start()
     try:
         m = extract_features(tree, model=tiny, out=out, shard_size=1, engine="ray", **RUN)
     finally:
+        done.set()
         ray.shutdown()
     assert killed and killed[0] < 6, f"no actor was killed during the run: {killed}"
     assert m["images"] == 6 and m["shards"] == 6 and m["skipped"] == []

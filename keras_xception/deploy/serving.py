@@ -34,7 +34,7 @@ def serving_function(model, transform, class_names=None, top_k=TOP_K):
     def decode(i, contents):
         return i, decode_and_transform(contents, transform)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")], autograph=False)  # plain ops
     def serve_images(images):
         n = tf.shape(images)[0]
         read = tf.data.Dataset.from_tensor_slices((tf.range(n), images)).map(decode).ignore_errors()
