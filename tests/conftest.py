@@ -556,12 +556,12 @@ def digits(tmp_path_factory):
     accuracy = float(np.mean(model.predict(x[test], verbose=0).argmax(1) == data.target[test]))
     assert accuracy >= 0.9, f"the digits model reached only {accuracy:.3f}"
     root = tmp_path_factory.mktemp("digits")
-    big = tf.image.resize(pixels, (81, 81)).numpy().round().clip(0, 255).astype(np.uint8)
     for split, indices in (("train", train[:60]), ("test", test[:40])):
-        for i in indices:
+        big = tf.image.resize(pixels[indices], (81, 81)).numpy().round().clip(0, 255).astype(np.uint8)
+        for i, image in zip(indices, big):
             folder = root / split / f"digit_{data.target[i]}"
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(big[i]).save(folder / f"{i}.png")
+            Image.fromarray(image).save(folder / f"{i}.png")
     return dict(
         model=model,
         x_train=x[train],
@@ -603,6 +603,41 @@ def export_each_model_once(monkeypatch):
         return dict(_EXPORTS[key])
 
     monkeypatch.setattr(backends, "_exported", exported)
+
+
+def openvino_fingerprint(model, images):
+    """An OpenVINO model's operations, shapes and constants, and the calibration images, hashed."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    for op in model.get_ordered_ops():
+        shapes = [str(op.get_output_partial_shape(i)) for i in range(op.get_output_size())]
+        digest.update(f"{op.get_type_name()} {op.get_friendly_name()} {shapes}".encode())
+        if op.get_type_name() == "Constant":
+            digest.update(np.ascontiguousarray(op.get_data()).tobytes())
+    return digest.hexdigest()
+
+
+_QUANTIZED = {}  # openvino_fingerprint -> NNCF's int8 model
+
+
+@pytest.fixture
+def quantize_each_model_once(monkeypatch):
+    """NNCF's int8 quantization of an OpenVINO model (3-5 s: graph analysis, statistics, bias correction) done once
+    per model and calibration images in a test process: a later Predictor of the same model and images gets a copy
+    of the first result (what NNCF would compute again) and does all the rest itself (compiling, running, saving)."""
+    from keras_xception.deploy import backends
+
+    real = backends._OpenVINOBackend._quantize
+
+    def quantize(self, images):
+        key = openvino_fingerprint(self._model, images)
+        if key not in _QUANTIZED:
+            real(self, images)
+            _QUANTIZED[key] = self._model
+        self._model = _QUANTIZED[key].clone()
+
+    monkeypatch.setattr(backends._OpenVINOBackend, "_quantize", quantize)
 
 
 # ---------------------------------------------------------------------------- one trained classifier per run
