@@ -81,7 +81,7 @@ def export(
     built.class_names = None if class_names is None else tuple(class_names)
     built.save(path)
     if check:
-        expected = built.predict if precision == "int8" else (lambda x: np.asarray(model.predict(x, verbose=0)))
+        expected = built.predict if precision == "int8" else (lambda x: np.asarray(model(x, training=False)))
         try:
             _check_parity(expected, model.input_shape[1:], path, format, rtol, seed)
         except BaseException:
