@@ -247,9 +247,11 @@ def test_a_keras_file_is_read_by_the_predictor_and_evaluated_like_the_classifier
     # A plain-Keras file without a vector of class scores is no classifier: said before any image is read.
     inputs = keras.Input((32, 32, 3))
     keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)).save(tmp_path / "maps.keras")
-    with pytest.warns(UserWarning, match="no keras-xception record"):
-        with pytest.raises(ValueError, match="is not a classifier"):
-            evaluation.evaluate_classifier(str(tmp_path / "maps.keras"), root, verbose=0)
+    with (
+        pytest.warns(UserWarning, match="no keras-xception record"),
+        pytest.raises(ValueError, match="is not a classifier"),
+    ):
+        evaluation.evaluate_classifier(str(tmp_path / "maps.keras"), root, verbose=0)
     with pytest.raises(ValueError, match="No model file at"):
         kx.Predictor(str(tmp_path / "none.keras"))
 

@@ -143,12 +143,12 @@ def _build(run, data, strategy):
     return model, policy
 
 
-def _predictor(model, strategy):
-    """numpy batch -> numpy outputs: ``predict_on_batch`` (3x faster than ``predict`` per batch), but
-    ``predict`` under several replicas (``predict_on_batch`` would run each on the whole batch)."""
-    if strategy.num_replicas_in_sync == 1:
-        return model.predict_on_batch
-    return lambda x: model.predict(x, batch_size=len(x), verbose=0)
+def _predictor(model, strategy, n=32):
+    """numpy batch -> numpy outputs: ``predict_on_batch`` (3x faster than ``predict`` per batch), ``predict`` under
+    several replicas (``predict_on_batch`` would run each on the whole batch); padded to ``n``: one shape, one trace."""
+    one = strategy.num_replicas_in_sync == 1
+    run = model.predict_on_batch if one else lambda x: model.predict(x, batch_size=n, verbose=0)
+    return lambda x: run(np.pad(x, [(0, n - len(x))] + [(0, 0)] * (x.ndim - 1)))[: len(x)]
 
 
 def _features(run, data, model, strategy) -> dict:
@@ -156,7 +156,7 @@ def _features(run, data, model, strategy) -> dict:
     t0 = time.perf_counter()
     with strategy.scope():  # its predict is distributed
         extractor = feature_model(model, "avg_pool", pool=True, name="features")
-    predict = _predictor(extractor, strategy)
+    predict = _predictor(extractor, strategy, run.batch_size)
     common = dict(batch_size=run.batch_size, strict=run.strict, verbose=run.verbose)
     runs = {}
     for part, what in (("train", "training images"), ("val", "validation images")):
@@ -166,8 +166,7 @@ def _features(run, data, model, strategy) -> dict:
         runs[part] = map_batches(predict, paths, data["transform"], labels=labels, what=what, **common)
         if runs[part].outputs is None:
             raise ValueError(f"No readable {what}: nothing to train on (see the skipped files above).")
-    labels = runs["train"].labels
-    empty = [name for c, name in enumerate(data["class_names"]) if not np.any(labels == c)]
+    empty = [name for c, name in enumerate(data["class_names"]) if not np.any(runs["train"].labels == c)]
     if empty:
         raise ValueError(f"No readable training image in the class folders {empty}.")
     x = runs["train"].outputs

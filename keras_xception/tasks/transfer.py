@@ -139,6 +139,7 @@ def _compile(model, learning_rate, head, optimizer=None):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+    model.optimizer.build(model.trainable_variables)  # now: if fit's first trace built it, fit would trace twice
 
 
 def _pooled(extractor, data):
