@@ -94,6 +94,8 @@ def _replica_dataset(ctx, *, records, transform, batch_size):
     import tensorflow as tf
 
     per_replica = ctx.get_per_replica_batch_size(batch_size)
+    if records.size:  # fewer images than a batch: a smaller batch, not a model run on padding
+        per_replica = min(per_replica, -(-records.size // ctx.num_replicas_in_sync))
     ds = decode_records(records, transform, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
     pad = tf.data.Dataset.from_tensors(
         (tf.constant(-1, tf.int64), tf.zeros(transform.target_size + (3,)), tf.constant(0, tf.int64), False)
