@@ -24,21 +24,24 @@ from synthetic import write_synthetic_tree
 
 SMALL = 71  # the smallest input Xception accepts: keeps the suite fast
 
-#: The test files that take longest (about 60-240 s each on 2 cores), in the order the two test processes
+#: The test files that take longest (about 20-85 s each on 2 cores), in the order the two test processes
 #: start them (setup.cfg: ``--dist loadfile``, each file in one process, its fixtures built once): the
 #: longest first, so that none starts near the end while the other process has finished.
 LONGEST_FIRST = [
-    "test_deploy_precision.py",
     "test_docs.py",
-    "test_tasks_training.py",
-    "test_pretrained_loading.py",
-    "test_pretrained_formats.py",
-    "test_ecosystem.py",
     "test_cli.py",
-    "test_examples.py",
-    "test_model_graph.py",
+    "test_deploy_precision.py",
+    "test_tasks_training.py",
     "test_tasks_scale.py",
+    "test_pretrained_loading.py",
     "test_tasks_evaluation.py",
+    "test_ecosystem.py",
+    "test_cli_train.py",
+    "test_deploy.py",
+    "test_aligned.py",
+    "test_pretrained_formats.py",
+    "test_model_graph.py",
+    "test_examples.py",
 ]
 
 
